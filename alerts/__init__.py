@@ -1,0 +1,1 @@
+"""The alert engine: rules over ``metric_points``, routing, silences and receivers."""

@@ -1,0 +1,1 @@
+"""Server-rendered pages for managers, on-call engineers and postmortem authors."""

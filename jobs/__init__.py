@@ -1,0 +1,1 @@
+"""Scheduled jobs that turn raw events into rows of ``metric_points``."""

@@ -1,0 +1,224 @@
+"""The one config object.
+
+Loaded from a YAML file (``MONITOR_CONFIG``, default ``./monitor.yaml``) and then
+overridden by ``MONITOR_<SECTION>_<KEY>`` environment variables. Every mistake
+fails at start-up with the dotted key named, because a typo that silently
+falls back to a default is found only when it matters.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "MONITOR_"
+DEFAULT_PATH = "./monitor.yaml"
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or has a bad value; the message names the key."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
+
+
+def parse_duration(value: Any) -> dt.timedelta:
+    """'90s', '5m', '24h', '7d' or a number of seconds."""
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return dt.timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return dt.timedelta(seconds=float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+    raise ValueError(f"expected a duration such as '90s', '5m', '24h' or '7d', got {value!r}")
+
+
+def parse_size(value: Any) -> int:
+    """'16MiB', '1MB', '512KiB' or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    raise ValueError(f"expected a size such as '16MiB' or a number of bytes, got {value!r}")
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    threads: int = Field(8, ge=1, le=256)
+
+
+class ClickHouseConfig(_Section):
+    # chdb://<dir> is the embedded engine; http(s)://user:pass@host:8123/db a server.
+    url: str = "chdb://./var/clickhouse"
+    database: str = Field("nlpmon", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not re.match(r"^(chdb|https?)://.+", v):
+            raise ValueError("must start with chdb://, http:// or https:// followed by a location")
+        return v
+
+
+class IngestConfig(_Section):
+    max_body_bytes: Size = 32 * 2**20
+    max_rows_per_batch: int = Field(10_000, gt=0)
+    max_text_chars: int = Field(32_768, gt=0)
+    # truncate: keep the first max_text_chars and set text_truncated; reject: reject the row.
+    text_over_limit: Literal["truncate", "reject"] = "truncate"
+    max_future_skew: Duration = dt.timedelta(minutes=5)
+
+
+class RetentionConfig(_Section):
+    days: int = Field(90, ge=1, le=3650)
+    text_days: int = Field(30, ge=1, le=3650)
+
+
+PiiKind = Literal["email", "phone", "card", "ip"]
+
+
+class PrivacyConfig(_Section):
+    redact_pii: bool = True
+    redact: list[PiiKind] = Field(default_factory=lambda: ["email", "phone", "card", "ip"])
+    # Empty means: generate one on first start and keep it in the store.
+    user_id_salt: str = ""
+
+
+class Price(_Section):
+    model: str = Field(min_length=1)
+    effective_from: dt.date = dt.date(2000, 1, 1)
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
+def _default_prices() -> list[Price]:
+    # Illustrative list prices (USD per million tokens) for the models the demo uses.
+    rows = [
+        ("gpt-4o", "2024-08-06", 2.50, 10.00, 1.25),
+        ("gpt-4o-mini", "2024-07-18", 0.15, 0.60, 0.075),
+        ("claude-3-5-sonnet", "2024-10-22", 3.00, 15.00, 0.30),
+        ("claude-3-5-haiku", "2024-11-04", 0.80, 4.00, 0.08),
+        ("llama-3.1-8b", "2024-07-23", 0.05, 0.08, None),
+    ]
+    return [
+        Price(model=m, effective_from=dt.date.fromisoformat(d), input_per_mtok=i, output_per_mtok=o, cached_input_per_mtok=c)
+        for m, d, i, o, c in rows
+    ]
+
+
+class AuthConfig(_Section):
+    # How long a looked-up key is trusted before the store is asked again (revocation delay).
+    key_cache_seconds: float = Field(10.0, ge=0)
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Section):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    clickhouse: ClickHouseConfig = Field(default_factory=ClickHouseConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    pricing: list[Price] = Field(default_factory=_default_prices)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+def _scalar_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """Env-var name -> dotted path, for every key an environment variable may set."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, field in model.model_fields.items():
+        path = prefix + (name,)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out.update(_scalar_paths(ann, path))
+        elif name != "pricing":
+            out[ENV_PREFIX + "_".join(path).upper()] = path
+    return out
+
+
+def _env_value(raw: str, path: tuple[str, ...]) -> Any:
+    if path == ("privacy", "redact"):
+        return [p.strip() for p in raw.split(",") if p.strip()]
+    return raw
+
+
+def _format_error(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"config key '{key}': unknown key"
+    if err["type"] == "missing":
+        return f"config key '{key}': required"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"config key '{key}': {msg} (got {err.get('input')!r})"
+
+
+def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Read the YAML file, apply env overrides, validate. Raises ConfigError naming the key.
+
+    ``overrides`` is a nested dict applied last (tests and the CLI use it).
+    """
+    env = dict(os.environ if env is None else env)
+    explicit = path is not None or "MONITOR_CONFIG" in env
+    path = Path(path if path is not None else env.get("MONITOR_CONFIG", DEFAULT_PATH))
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping of sections")
+        data = loaded
+    elif explicit:
+        raise ConfigError(f"config file {path}: does not exist")
+
+    known = _scalar_paths(Config)
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "MONITOR_CONFIG":
+            continue
+        if name not in known:
+            raise ConfigError(f"environment variable {name}: unknown config key")
+        section, *rest = known[name]
+        node = data.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key '{section}': must be a mapping")
+        for part in rest[:-1]:
+            node = node.setdefault(part, {})
+        node[rest[-1]] = _env_value(raw, known[name])
+
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values}
+        else:
+            data[section] = values
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_format_error(e) for e in exc.errors())) from None
