@@ -1,0 +1,142 @@
+"""The v1 HTTP API: ingest endpoints and lookups of what was stored."""
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from .auth import require
+from .errors import ApiError
+from .ingest import Unparseable
+
+bp = Blueprint("api_v1", __name__, url_prefix="/v1")
+
+JSON_TYPES = {"application/json"}
+NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
+
+
+def _services():
+    return current_app.extensions["nlpmon"]
+
+
+def _reject_constant(name: str) -> float:
+    # NaN and Infinity are not JSON; keep them so validation names the field.
+    return float(name.replace("Infinity", "inf"))
+
+
+def _loads(text: str):
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _read_body(limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"body is {request.content_length} bytes; the limit is {limit}")
+    body = request.get_data(cache=False)
+    if len(body) > limit:
+        raise ApiError(413, "payload_too_large", f"body is over the limit of {limit} bytes")
+    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding == "gzip":
+        try:
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            body = d.decompress(body, limit + 1)
+            if len(body) > limit or d.unconsumed_tail:
+                raise ApiError(413, "payload_too_large", f"decompressed body is over the limit of {limit} bytes")
+        except (zlib.error, EOFError, gzip.BadGzipFile):
+            raise ApiError(400, "bad_request", "body is not valid gzip") from None
+    elif encoding != "identity":
+        raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip")
+    return body
+
+
+def parse_batch(max_bytes: int, max_rows: int) -> list:
+    """A JSON array (or one object) or NDJSON, as a list of rows."""
+    ctype = (request.mimetype or "").lower()
+    if ctype not in JSON_TYPES | NDJSON_TYPES:
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type {ctype or 'missing'!s}; use application/json or application/x-ndjson")
+    raw = _read_body(max_bytes)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "bad_request", "body is not valid UTF-8") from None
+    if ctype in JSON_TYPES:
+        try:
+            data = _loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from None
+        rows = data if isinstance(data, list) else [data]
+    else:
+        rows = []
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(_loads(line))
+            except (ValueError, RecursionError) as exc:
+                rows.append(Unparseable(line, f"line is not valid JSON: {exc}"))
+    if not rows:
+        raise ApiError(400, "bad_request", "body holds no events")
+    if len(rows) > max_rows:
+        raise ApiError(413, "payload_too_large", f"{len(rows)} events in one batch; the limit is {max_rows}")
+    return rows
+
+
+def _ingest(kind: str):
+    svc = _services()
+    cfg = svc.config.ingest
+    rows = parse_batch(cfg.max_body_bytes, cfg.max_rows_per_batch)
+    result = svc.ingestor.ingest(kind, rows, api_key_id=g.api_key.key_id)
+    return jsonify(result.as_dict()), (200 if result.rejected == 0 else 207)
+
+
+@bp.post("/requests")
+@require("ingest")
+def post_requests():
+    return _ingest("requests")
+
+
+@bp.post("/feedback")
+@require("ingest")
+def post_feedback():
+    return _ingest("feedback")
+
+
+@bp.get("/requests/<request_id>")
+@require("read")
+def get_request(request_id: str):
+    store = _services().store
+    rows = store.query_dicts("SELECT * EXCEPT (input_embedding) FROM requests FINAL WHERE request_id = {id:String} "
+                             "LIMIT 1", {"id": request_id})
+    if not rows:
+        raise ApiError(404, "not_found", f"no request with request_id {request_id!r}")
+    feedback = store.query_dicts("SELECT feedback_id, ts, kind, value, label, source, reviewer, comment "
+                                 "FROM feedback FINAL WHERE request_id = {id:String} ORDER BY ts", {"id": request_id})
+    return jsonify({"request": _jsonable(rows[0]), "feedback": [_jsonable(f) for f in feedback]})
+
+
+@bp.get("/rejected")
+@require("read")
+def list_rejected():
+    kind = request.args.get("kind")
+    if kind not in (None, "requests", "feedback"):
+        raise ApiError(400, "bad_request", "kind: must be requests or feedback")
+    try:
+        limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
+    except ValueError:
+        raise ApiError(400, "bad_request", "limit: must be an integer") from None
+    where = "WHERE kind = {kind:String}" if kind else ""
+    rows = _services().store.query_dicts(
+        f"SELECT received_at, kind, batch_id, row_index, field, reason, raw FROM rejected_events {where} "
+        "ORDER BY received_at DESC LIMIT {limit:UInt32}", {"kind": kind or "", "limit": limit})
+    return jsonify({"rejected": [_jsonable(r) for r in rows]})
+
+
+def _jsonable(row: dict) -> dict:
+    out = {}
+    for k, v in row.items():
+        if hasattr(v, "isoformat"):
+            v = v.isoformat().replace("+00:00", "") + ("Z" if getattr(v, "tzinfo", None) is None else "")
+        out[k] = v
+    return out
