@@ -1,0 +1,323 @@
+"""The ``nlpmon`` command line."""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import sys
+
+import click
+
+from .clock import SystemClock, utc
+from .config import Config, ConfigError, load_config
+from .storage import Store, StoreBusy, StoreError
+
+EXIT_ERROR = 1
+EXIT_BUSY = 3
+
+
+class _Ctx:
+    def __init__(self, config_path: str | None):
+        self.config_path = config_path
+        self._config: Config | None = None
+        self._store: Store | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store.from_config(self.config)
+            self._store.client  # open now, so a busy store is reported before any work starts
+        return self._store
+
+    def ready_store(self) -> Store:
+        """The store, with its schema at the latest revision."""
+        from . import migrate
+        store = self.store
+        have, want = migrate.current(store), migrate.head()
+        if have != want:
+            raise click.ClickException(f"the store's schema is at {have or 'nothing'}, not {want}: "
+                                       f"run `nlpmon db upgrade` first")
+        return store
+
+
+def _friendly(fn):
+    """One line on stderr and a non-zero exit for the errors a user can act on; never a stack trace."""
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        from .client import ClientError
+        try:
+            return fn(*args, **kwargs)
+        except StoreBusy as exc:
+            click.echo(f"nlpmon: {exc}", err=True)
+            sys.exit(EXIT_BUSY)
+        except (ConfigError, StoreError, ClientError) as exc:
+            click.echo(f"nlpmon: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: say so in one line; NLPMON_DEBUG=1 shows the traceback
+            if os.environ.get("NLPMON_DEBUG"):
+                raise
+            click.echo(f"nlpmon: unexpected error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                       " (set NLPMON_DEBUG=1 for details)", err=True)
+            sys.exit(EXIT_ERROR)
+    return inner
+
+
+@click.group()
+@click.option("--config", "config_path", envvar="MONITOR_CONFIG", default=None,
+              help="YAML config file (default ./monitor.yaml; env MONITOR_CONFIG).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """nlpmon: observability and drift monitoring for NLP and LLM features."""
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ctx.obj = _Ctx(config_path)
+
+
+# -- db ------------------------------------------------------------------------
+@cli.group()
+def db() -> None:
+    """Schema migrations (alembic revisions in migrations/)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@click.pass_obj
+@_friendly
+def db_upgrade(obj: _Ctx, revision: str) -> None:
+    """Apply revisions up to REVISION (default head). Safe to run again."""
+    from . import migrate
+    migrate.upgrade(obj.store, obj.config, revision)
+    click.echo(f"schema at {migrate.current(obj.store)} ({obj.store.describe()})")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.pass_obj
+@_friendly
+def db_downgrade(obj: _Ctx, revision: str) -> None:
+    """Revert revisions down to REVISION ('base' removes every table)."""
+    from . import migrate
+    migrate.downgrade(obj.store, obj.config, revision)
+    click.echo(f"schema at {migrate.current(obj.store) or 'base'}")
+
+
+@db.command("current")
+@click.pass_obj
+@_friendly
+def db_current(obj: _Ctx) -> None:
+    """Print the applied revision."""
+    from . import migrate
+    have, want = migrate.current(obj.store), migrate.head()
+    click.echo(f"{have or 'base'}" + ("" if have == want else f" (latest is {want}: run `nlpmon db upgrade`)"))
+
+
+# -- keys ----------------------------------------------------------------------
+@cli.group()
+def keys() -> None:
+    """API keys (scopes: ingest, read, admin)."""
+
+
+def _keystore(obj: _Ctx):
+    from .auth import KeyStore
+    return KeyStore(obj.ready_store(), SystemClock(), 0)
+
+
+@keys.command("create")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              help="ingest, read or admin; repeat or comma-separate for several.")
+@click.option("--name", required=True, help="Who or what uses the key.")
+@click.pass_obj
+@_friendly
+def keys_create(obj: _Ctx, scopes: tuple[str, ...], name: str) -> None:
+    """Create a key and print it. It is shown this once and stored only as a hash."""
+    wanted = [s.strip() for part in scopes for s in part.split(",") if s.strip()]
+    try:
+        key, plain = _keystore(obj).create(name, wanted)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scope") from None
+    click.echo(f"created key {key.key_id} '{key.name}' with scopes {', '.join(key.scopes)}", err=True)
+    click.echo("store it now; it cannot be shown again:", err=True)
+    click.echo(plain)
+
+
+@keys.command("list")
+@click.pass_obj
+@_friendly
+def keys_list(obj: _Ctx) -> None:
+    """List keys (never their secrets)."""
+    rows = _keystore(obj).list()
+    if not rows:
+        click.echo("no keys; create one with `nlpmon keys create --scope read --name NAME`")
+    for k in rows:
+        state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+        click.echo(f"{k.key_id}  {k.name:<24} {','.join(k.scopes):<20} created {k.created_at:%Y-%m-%d %H:%M}  {state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_obj
+@_friendly
+def keys_revoke(obj: _Ctx, key_id: str) -> None:
+    """Revoke a key by its id (the part after nlpm_)."""
+    if not _keystore(obj).revoke(key_id):
+        raise click.ClickException(f"no key with id {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+# -- serve ---------------------------------------------------------------------
+@cli.command()
+@click.option("--host", default=None, help="Interface to listen on (default server.host).")
+@click.option("--port", type=int, default=None, help="Port (default server.port).")
+@click.pass_obj
+@_friendly
+def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
+    """Serve the API in this process, holding the store (required for the embedded store)."""
+    import waitress
+    from .app import create_app
+    cfg = obj.config
+    logging.basicConfig(level=cfg.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = obj.ready_store()
+    app = create_app(cfg, store)
+    host, port = host or cfg.server.host, port or cfg.server.port
+    click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()})", err=True)
+    waitress.serve(app, host=host, port=port, threads=cfg.server.threads, ident="nlpmon",
+                   clear_untrusted_proxy_headers=True)
+
+
+# -- ingest --------------------------------------------------------------------
+@cli.command()
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--kind", type=click.Choice(["requests", "feedback"]), default="requests", show_default=True)
+@click.option("--url", default=None, help="Send through a running server's API instead of opening the store.")
+@click.option("--api-key", envvar="NLPMON_API_KEY", default=None, help="Key with the ingest scope (with --url).")
+@click.option("--batch-size", type=int, default=5000, show_default=True)
+@click.pass_obj
+@_friendly
+def ingest(obj: _Ctx, file, kind: str, url: str | None, api_key: str | None, batch_size: int) -> None:
+    """Load events from an NDJSON FILE ('-' for stdin)."""
+    from .ingest import IngestResult, Unparseable
+    sink = _sink(obj, url, api_key)
+    total = IngestResult()
+    batch: list = []
+
+    def flush():
+        total.add(sink(kind, batch))
+        batch.clear()
+
+    for n, line in enumerate(file, 1):
+        if not line.strip():
+            continue
+        try:
+            batch.append(json.loads(line))
+        except ValueError as exc:
+            batch.append(Unparseable(line.rstrip("\n"), f"line {n} is not valid JSON: {exc}"))
+        if len(batch) >= batch_size:
+            flush()
+    if batch:
+        flush()
+    click.echo(f"accepted {total.accepted} (of which {total.duplicates} already stored), rejected {total.rejected}")
+    for e in total.errors[:20]:
+        click.echo(f"  row {e['index']}: {e['field']}: {e['reason']}", err=True)
+    if total.rejected:
+        click.echo("rejected rows are kept in the rejected_events table", err=True)
+
+
+def _sink(obj: _Ctx, url: str | None, api_key: str | None):
+    """Where events go: a running server's API (``--url``) or the store through the same pipeline."""
+    from .ingest import IngestResult, Ingestor, Unparseable, user_id_salt
+    if url:
+        from .client import Client
+        if not api_key:
+            raise click.UsageError("--url needs --api-key (or NLPMON_API_KEY)")
+        client = Client(url, api_key, flush_at_exit=False)
+
+        def send(kind, rows):
+            if any(isinstance(r, Unparseable) for r in rows):
+                raise click.ClickException("the file has lines that are not JSON; fix them or ingest without --url")
+            answer = client.send(kind, rows)
+            return IngestResult(answer["accepted"], answer["duplicates"], answer["rejected"], answer["errors"])
+        return send
+    store = obj.ready_store()
+    clock = SystemClock()
+    ingestor = Ingestor(store, obj.config, clock, user_id_salt(store, obj.config, clock))
+    return ingestor.ingest
+
+
+# -- demo ----------------------------------------------------------------------
+@cli.command()
+@click.option("--days", type=float, default=7.0, show_default=True, help="How many days of history to create.")
+@click.option("--rps", type=float, default=0.2, show_default=True, help="Mean requests per second.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--end", default=None, help="End of the generated window (ISO 8601, default now).")
+@click.option("--if-empty", is_flag=True, help="Do nothing when the store already holds requests.")
+@click.option("--url", default=None, help="Send through a running server's API instead of opening the store.")
+@click.option("--api-key", envvar="NLPMON_API_KEY", default=None, help="Key with the ingest scope (with --url).")
+@click.pass_obj
+@_friendly
+def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empty: bool, url: str | None,
+         api_key: str | None) -> None:
+    """Realistic synthetic traffic with injected incidents, for trying nlpmon out."""
+    from tqdm import tqdm
+    from . import demo as demo_data
+    if days <= 0 or rps <= 0:
+        raise click.BadParameter("--days and --rps must be positive")
+    if days > obj.config.retention.days:
+        raise click.BadParameter(f"--days is beyond retention.days ({obj.config.retention.days})")
+    if if_empty and not url and obj.ready_store().scalar("SELECT count() FROM requests") > 0:
+        click.echo("the store already holds requests; demo data not loaded", err=True)
+        return
+    end_ts = utc(dt.datetime.fromisoformat(end.replace("Z", "+00:00"))) if end else SystemClock().now()
+    end_ts = end_ts.replace(second=0, microsecond=0)
+    sink = _sink(obj, url, api_key)
+    from .ingest import IngestResult
+    total = IngestResult()
+    buffers: dict[str, list] = {"requests": [], "feedback": []}
+    bar = tqdm(total=demo_data.expected_requests(days, rps), unit="req", desc="demo traffic", file=sys.stderr,
+               mininterval=0.5)
+    for kind, event in demo_data.generate(days, rps, end_ts, seed):
+        buf = buffers[kind]
+        buf.append(event)
+        if len(buf) >= 5000:
+            if kind == "feedback":
+                total.add(sink("requests", buffers["requests"]))
+                bar.update(len(buffers["requests"]))
+                buffers["requests"] = []
+            total.add(sink(kind, buf))
+            if kind == "requests":
+                bar.update(len(buf))
+            buffers[kind] = []
+    for kind in ("requests", "feedback"):
+        if buffers[kind]:
+            total.add(sink(kind, buffers[kind]))
+            if kind == "requests":
+                bar.update(len(buffers[kind]))
+    bar.close()
+    click.echo(f"demo: {total.accepted} events stored ({total.duplicates} already there), {total.rejected} rejected",
+               err=True)
+    for inc in demo_data.incidents(days, end_ts):
+        click.echo(f"  incident {inc['name']}: {inc['service']}/{inc['feature']} "
+                   f"{inc['start']:%Y-%m-%d %H:%M} to {inc['end']:%Y-%m-%d %H:%M} UTC: {inc['what']}", err=True)
+    if not url:
+        ks = _keystore(obj)
+        if not any(k.name == "demo" for k in ks.list()):
+            _, plain = ks.create("demo", ["ingest", "read"])
+            click.echo("API key for the demo (scopes ingest, read); shown once:", err=True)
+            click.echo(plain)
+
+
+def main() -> None:
+    cli(prog_name="nlpmon")
+
+
+if __name__ == "__main__":
+    main()

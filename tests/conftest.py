@@ -1,0 +1,84 @@
+"""Shared fixtures: a real chDB store (one data directory per test process, a fresh database per test)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+from monitor import migrate
+from monitor.app import create_app
+from monitor.clock import ManualClock
+from monitor.config import load_config
+from monitor.storage import Store
+
+from tests.helpers import LiveServer
+
+NOW = "2026-11-24T10:00:00+00:00"
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory):
+    # chDB allows one data directory per process, so the whole session shares one
+    # and each test gets its own database inside it.
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def make_config(chdb_dir):
+    def make(**sections):
+        base = {"clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_{uuid.uuid4().hex[:12]}"}}
+        for k, v in sections.items():
+            base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+        return load_config(env={}, overrides=base)
+    return make
+
+
+@pytest.fixture
+def config(make_config):
+    return make_config()
+
+
+@pytest.fixture
+def store(config):
+    s = Store.from_config(config)
+    migrate.upgrade(s, config)
+    yield s
+    s.command(f"DROP DATABASE IF EXISTS `{config.clickhouse.database}`")
+    s.close()
+
+
+@pytest.fixture
+def clock():
+    return ManualClock(NOW)
+
+
+@pytest.fixture
+def app(config, store, clock):
+    return create_app(config, store, clock)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def keys(app):
+    """Plain-text keys per scope, plus a revoked one."""
+    ks = app.extensions["nlpmon"].keys
+    out = {scope: ks.create(f"test-{scope}", [scope])[1] for scope in ("ingest", "read", "admin")}
+    revoked, plain = ks.create("test-revoked", ["ingest", "read"])
+    ks.revoke(revoked.key_id)
+    out["revoked"] = plain
+    out["ingest_read"] = ks.create("test-both", ["ingest", "read"])[1]
+    return out
+
+
+@pytest.fixture
+def live_server(app):
+    with LiveServer(app) as srv:
+        yield srv

@@ -1,0 +1,209 @@
+"""POST /v1/requests and /v1/feedback: validation, rejected rows, idempotency, body handling."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from tests.helpers import auth, feedback_event, request_event
+
+
+def post(client, key, rows, path="/v1/requests", **kw):
+    return client.post(path, json=rows, headers=auth(key), **kw)
+
+
+def stored(store, table="requests"):
+    return store.scalar(f"SELECT count() FROM {table}")
+
+
+def test_valid_batch_lands_with_defaults(client, keys, store):
+    r = post(client, keys["ingest"], [request_event(1), request_event(2, ttft_ms=None)])
+    assert r.status_code == 200
+    assert r.json == {"accepted": 2, "duplicates": 0, "rejected": 0, "errors": []}
+    row = store.query_dicts("SELECT * FROM requests WHERE request_id = 'req-2'")[0]
+    assert row["ttft_ms"] is None
+    assert row["environment"] == "production"
+    assert row["tags"] == {} and row["cache_hit"] is False and row["text_truncated"] is False
+
+
+@pytest.mark.parametrize("over, field, reason", [
+    ({"latency_ms": -5}, "latency_ms", "must not be negative"),
+    ({"latency_ms": "fast"}, "latency_ms", "must be a number"),
+    ({"latency_ms": True}, "latency_ms", "must be a number"),
+    ({"status": "exploded"}, "status", "unknown value 'exploded'"),
+    ({"input_tokens": 1.5}, "input_tokens", "must be an integer"),
+    ({"input_tokens": -1}, "input_tokens", "must not be negative"),
+    ({"ts": "2026-11-24T11:00:00Z"}, "ts", "in the future"),
+    ({"ts": "yesterday"}, "ts", "ISO 8601"),
+    ({"ts": "2020-01-01T00:00:00Z"}, "ts", "older than the retention"),
+    ({"service": ""}, "service", "must not be empty"),
+    ({"service": 7}, "service", "must be a string"),
+    ({"ttft_ms": 9000}, "ttft_ms", "greater than latency_ms"),
+    ({"cached_input_tokens": 5000}, "cached_input_tokens", "greater than input_tokens"),
+    ({"tags": ["a"]}, "tags", "must be an object"),
+    ({"tags": {"k": {"nested": 1}}}, "tags", "must be a string"),
+    ({"input_embedding": [0.1, "x"]}, "input_embedding", "finite numbers"),
+    ({"cache_hit": "yes"}, "cache_hit", "true or false"),
+    ({"latncy_ms": 5}, "latncy_ms", "unknown field"),
+    ({"model": "m" * 200}, "model", "longer than 128"),
+])
+def test_invalid_field_is_rejected_and_named(client, keys, store, over, field, reason):
+    r = post(client, keys["ingest"], [request_event("good"), request_event("bad", **over)])
+    assert r.status_code == 207
+    body = r.json
+    assert body["accepted"] == 1 and body["rejected"] == 1
+    errs = [e for e in body["errors"] if e["index"] == 1]
+    assert errs[0]["field"] == field and reason in errs[0]["reason"], errs
+    assert store.scalar("SELECT groupArray(request_id) FROM requests") == ["req-good"]
+    kept = store.query_dicts("SELECT row_index, field, reason, raw, kind FROM rejected_events")
+    assert len(kept) == 1 and kept[0]["row_index"] == 1 and kept[0]["field"] == field
+    assert reason in kept[0]["reason"] and kept[0]["kind"] == "requests"
+    assert json.loads(kept[0]["raw"])["request_id"] == "req-bad"
+
+
+@pytest.mark.parametrize("missing", ["request_id", "ts", "service", "feature", "model", "status", "latency_ms"])
+def test_missing_required_field(client, keys, missing):
+    ev = request_event()
+    del ev[missing]
+    r = post(client, keys["ingest"], [ev])
+    assert r.status_code == 207
+    assert r.json["errors"][0] == {"index": 0, "field": missing, "reason": "required field is missing"}
+
+
+def test_non_finite_numbers_are_rejected(client, keys, store):
+    body = ('[{"request_id":"a","ts":"2026-11-24T09:00:00Z","service":"s","feature":"f","model":"m",'
+            '"status":"ok","latency_ms":NaN},'
+            '{"request_id":"b","ts":"2026-11-24T09:00:00Z","service":"s","feature":"f","model":"m",'
+            '"status":"ok","latency_ms":1e999}]')
+    r = client.post("/v1/requests", data=body, content_type="application/json", headers=auth(keys["ingest"]))
+    assert r.status_code == 207
+    assert [(e["index"], e["field"], e["reason"]) for e in r.json["errors"]] == [
+        (0, "latency_ms", "must be a finite number"), (1, "latency_ms", "must be a finite number")]
+    assert stored(store, "rejected_events") == 2
+
+
+def test_resending_same_request_id_does_not_double_count(client, keys, store):
+    batch = [request_event(i) for i in range(5)]
+    assert post(client, keys["ingest"], batch).json["duplicates"] == 0
+    again = post(client, keys["ingest"], batch + [request_event(2)]).json
+    assert again == {"accepted": 6, "duplicates": 6, "rejected": 0, "errors": []}
+    # Not only after a merge: the raw table holds each request once.
+    assert stored(store) == 5
+    assert store.scalar("SELECT count() FROM requests FINAL") == 5
+
+
+def test_feedback_validation_and_idempotency(client, keys, store):
+    rows = [feedback_event(1), feedback_event(1, kind="rating", value=4),
+            feedback_event(2, kind="hallucination", label="hallucinated", source="reviewer", reviewer="ana"),
+            feedback_event(3, kind="thumbs", value=3),
+            feedback_event(4, kind="hallucination", label="maybe"),
+            feedback_event(5, kind="mood", value=1)]
+    r = post(client, keys["ingest"], rows, path="/v1/feedback")
+    assert r.status_code == 207
+    assert r.json["accepted"] == 3
+    assert [(e["index"], e["field"]) for e in r.json["errors"]] == [(3, "value"), (4, "label"), (5, "kind")]
+    again = post(client, keys["ingest"], rows[:3], path="/v1/feedback").json
+    assert again["duplicates"] == 3
+    assert stored(store, "feedback") == 3
+
+
+def test_ndjson_with_a_broken_line_keeps_the_rest(client, keys, store):
+    lines = [json.dumps(request_event(1)), "{not json", "", json.dumps(request_event(2))]
+    r = client.post("/v1/requests", data="\n".join(lines), content_type="application/x-ndjson",
+                    headers=auth(keys["ingest"]))
+    assert r.status_code == 207
+    assert r.json["accepted"] == 2 and r.json["rejected"] == 1
+    assert r.json["errors"][0]["index"] == 1 and "not valid JSON" in r.json["errors"][0]["reason"]
+    assert store.scalar("SELECT raw FROM rejected_events") == "{not json"
+
+
+def test_gzip_body(client, keys, store):
+    body = gzip.compress(json.dumps([request_event(i) for i in range(3)]).encode())
+    r = client.post("/v1/requests", data=body, headers={**auth(keys["ingest"]), "Content-Encoding": "gzip",
+                                                        "Content-Type": "application/json"})
+    assert r.status_code == 200 and r.json["accepted"] == 3
+    assert stored(store) == 3
+
+
+@pytest.mark.parametrize("data, headers, status, code", [
+    ("[1,", {"Content-Type": "application/json"}, 400, "bad_request"),
+    ("[]", {"Content-Type": "application/json"}, 400, "bad_request"),
+    (b"\xff\xfe", {"Content-Type": "application/json"}, 400, "bad_request"),
+    ("not gzip", {"Content-Type": "application/json", "Content-Encoding": "gzip"}, 400, "bad_request"),
+    ("[]", {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+    ("[]", {}, 415, "unsupported_media_type"),
+    ("[]", {"Content-Type": "application/json", "Content-Encoding": "br"}, 415, "unsupported_encoding"),
+])
+def test_bad_bodies_get_json_errors(client, keys, data, headers, status, code):
+    r = client.post("/v1/requests", data=data, headers={**auth(keys["ingest"]), **headers})
+    assert r.status_code == status
+    assert r.is_json and r.json["error"] == code and r.json["message"]
+
+
+def test_body_over_limit_is_413(make_config, clock):
+    from monitor import migrate
+    from monitor.app import create_app
+    from monitor.storage import Store
+    cfg = make_config(ingest={"max_body_bytes": 2000, "max_rows_per_batch": 3})
+    store = Store.from_config(cfg)
+    migrate.upgrade(store, cfg)
+    app = create_app(cfg, store, clock)
+    _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
+    c = app.test_client()
+    big = [request_event(1, input_text="x" * 3000)]
+    r = c.post("/v1/requests", json=big, headers=auth(key))
+    assert r.status_code == 413 and r.json["error"] == "payload_too_large"
+    bomb = gzip.compress(json.dumps(big).encode())
+    assert len(bomb) < 2000
+    r = c.post("/v1/requests", data=bomb, headers={**auth(key), "Content-Encoding": "gzip",
+                                                     "Content-Type": "application/json"})
+    assert r.status_code == 413 and "decompressed" in r.json["message"]
+    r = c.post("/v1/requests", json=[request_event(i) for i in range(4)], headers=auth(key))
+    assert r.status_code == 413 and "4 events" in r.json["message"]
+
+
+def test_long_text_is_truncated_and_flagged(make_config, clock):
+    from monitor import migrate
+    from monitor.app import create_app
+    from monitor.storage import Store
+    cfg = make_config(ingest={"max_text_chars": 50})
+    store = Store.from_config(cfg)
+    migrate.upgrade(store, cfg)
+    app = create_app(cfg, store, clock)
+    _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
+    r = app.test_client().post("/v1/requests", json=[request_event(1, output_text="y" * 80)], headers=auth(key))
+    assert r.status_code == 200
+    text, flag = store.query("SELECT output_text, text_truncated FROM requests")[0]
+    assert text == "y" * 50 and flag is True
+
+
+def test_long_text_rejected_in_reject_mode(make_config, clock):
+    from monitor import migrate
+    from monitor.app import create_app
+    from monitor.storage import Store
+    cfg = make_config(ingest={"max_text_chars": 50, "text_over_limit": "reject"})
+    store = Store.from_config(cfg)
+    migrate.upgrade(store, cfg)
+    app = create_app(cfg, store, clock)
+    _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
+    r = app.test_client().post("/v1/requests", json=[request_event(1, output_text="y" * 80)], headers=auth(key))
+    assert r.status_code == 207
+    assert r.json["errors"][0]["field"] == "output_text" and "longer than 50" in r.json["errors"][0]["reason"]
+
+
+def test_lookup_returns_request_with_feedback(client, keys):
+    post(client, keys["ingest"], [request_event(7)])
+    post(client, keys["ingest"], [feedback_event(7, kind="task_success", value=0)], path="/v1/feedback")
+    r = client.get("/v1/requests/req-7", headers=auth(keys["read"]))
+    assert r.status_code == 200
+    assert r.json["request"]["request_id"] == "req-7" and r.json["request"]["ts"] == "2026-11-24T09:30:00Z"
+    assert [f["kind"] for f in r.json["feedback"]] == ["task_success"]
+    assert client.get("/v1/requests/nope", headers=auth(keys["read"])).status_code == 404
+
+
+def test_rejected_rows_are_listed(client, keys):
+    post(client, keys["ingest"], [request_event(1, status="weird")])
+    r = client.get("/v1/rejected?kind=requests", headers=auth(keys["read"]))
+    assert r.status_code == 200 and r.json["rejected"][0]["field"] == "status"
+    assert client.get("/v1/rejected?kind=bogus", headers=auth(keys["read"])).status_code == 400
