@@ -1,0 +1,69 @@
+"""Schema through alembic: idempotent upgrade, full downgrade and back, engines and TTLs."""
+from __future__ import annotations
+
+from monitor import migrate
+from monitor.storage import Store
+
+TABLES = {"requests", "feedback", "rejected_events", "api_keys", "metric_points", "instance_settings"}
+
+
+def tables(store):
+    return {r[0] for r in store.query("SELECT name FROM system.tables WHERE database = currentDatabase()")}
+
+
+def test_upgrade_is_idempotent(config):
+    store = Store.from_config(config)
+    assert migrate.current(store) is None
+    migrate.upgrade(store, config)
+    migrate.upgrade(store, config)
+    assert migrate.current(store) == migrate.head()
+    assert TABLES <= tables(store)
+    assert store.scalar("SELECT count() FROM alembic_version") == 1
+
+
+def test_upgrade_downgrade_base_upgrade(config):
+    store = Store.from_config(config)
+    migrate.upgrade(store, config)
+    store.command("INSERT INTO api_keys (key_id, name) VALUES ('k', 'n')")
+    migrate.downgrade(store, config, "base")
+    assert migrate.current(store) is None
+    assert not (TABLES & tables(store))
+    migrate.upgrade(store, config)
+    assert TABLES <= tables(store)
+    assert store.scalar("SELECT count() FROM api_keys") == 0
+
+
+def test_engines_partitions_and_ttls(store):
+    info = {r[0]: r[1:] for r in store.query(
+        "SELECT name, engine, partition_key, sorting_key FROM system.tables WHERE database = currentDatabase()")}
+    assert info["requests"][0] == "ReplacingMergeTree" and "request_id" in info["requests"][2]
+    assert info["requests"][1] == "toYYYYMMDD(ts)"
+    assert info["feedback"][0] == "ReplacingMergeTree" and "feedback_id" in info["feedback"][2]
+    assert info["metric_points"][0] == "ReplacingMergeTree"
+    ddl = store.scalar("SHOW CREATE TABLE requests")
+    assert "TTL toDateTime(ts) + toIntervalDay(90)" in ddl
+    assert "ttl_only_drop_parts = 1" in ddl
+    assert "`input_text` String TTL toDateTime(ts) + toIntervalDay(30) CODEC(ZSTD(3))" in ddl or \
+           ("input_text" in ddl and "toIntervalDay(30)" in ddl)
+    assert "LowCardinality(String)" in ddl
+
+
+def test_retention_follows_config(make_config):
+    cfg = make_config(retention={"days": 30, "text_days": 7})
+    store = Store.from_config(cfg)
+    migrate.upgrade(store, cfg)
+    ddl = store.scalar("SHOW CREATE TABLE requests")
+    assert "toIntervalDay(30)" in ddl and "toIntervalDay(7)" in ddl and "toIntervalDay(90)" not in ddl
+    longer = make_config(clickhouse={"database": cfg.clickhouse.database}, retention={"days": 120, "text_days": 14})
+    migrate.upgrade(store, longer)
+    ddl = store.scalar("SHOW CREATE TABLE requests")
+    assert "toIntervalDay(120)" in ddl and "toIntervalDay(14)" in ddl
+
+
+def test_metric_points_rerun_replaces(store):
+    store.command("INSERT INTO metric_points (ts, `window`, metric, labels, value, computed_at) VALUES "
+                  "('2026-11-24 10:00:00', '5m', 'error_rate', {'service':'a','feature':'b'}, 0.1, '2026-11-24 10:05:00')")
+    # The same series with its labels in another order, recomputed later.
+    store.command("INSERT INTO metric_points (ts, `window`, metric, labels, value, computed_at) VALUES "
+                  "('2026-11-24 10:00:00', '5m', 'error_rate', {'feature':'b','service':'a'}, 0.2, '2026-11-24 10:06:00')")
+    assert store.query("SELECT value FROM metric_points FINAL") == [(0.2,)]
