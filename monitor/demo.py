@@ -90,6 +90,7 @@ _TENANTS = (
     ("self-serve", 0.05, "us-east-1", "free", (("en", 0.8), ("es", 0.9), ("de", 0.95), ("fr", 1.0))),
 )
 _TENANT_CUM = tuple(sum(t[1] for t in _TENANTS[: i + 1]) for i in range(len(_TENANTS)))
+_LANGUAGE_CUM = tuple(tuple(c for _, c in t[4]) for t in _TENANTS)
 _USERS_PER_TENANT = 3000
 _CLIENTS = ("web", "ios", "android", "api")
 _CLIENT_CUM = (0.55, 0.75, 0.90, 1.0)
@@ -206,7 +207,8 @@ _SUPPORT: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
          "Order {order} is with the carrier and running about a day late. "
          "You can follow it under Orders > Track shipment."),
         ("Do you ship to {country}?",
-         "Yes, we ship to {country}. International delivery takes 5-10 business days and duties are shown at checkout."),
+         "Yes, we ship to {country}. International delivery takes 5-10 business days and duties are shown "
+         "at checkout."),
         ("Can I change the delivery address for order {order}?",
          "You can change the address until the order ships: open Orders > {order} > Edit address."),
         ("The tracking for {order} hasn't updated in {n} days.",
@@ -517,7 +519,7 @@ def _incidents(start_ms: int, end_ms: int) -> dict[str, _Incident]:
     def lasting(start: int, nominal_ms: int, cap_share: float) -> int:
         return min(end_ms, start + max(1, min(nominal_ms, int(span * cap_share))))
 
-    burst, spike, prompt, shift = busiest(0.25, 0.40), busiest(0.48, 0.55), at(0.65), at(0.75)
+    burst, spike, prompt, shift = busiest(0.20, 0.42), busiest(0.48, 0.56), at(0.65), at(0.75)
     rows = (
         _Incident("burst", "error burst", "support-bot", "answer", burst, lasting(burst, 20 * _MINUTE_MS, 0.05),
                   "about 35% of answers fail with upstream 502/503; satisfaction drops"),
@@ -533,7 +535,8 @@ def _incidents(start_ms: int, end_ms: int) -> dict[str, _Incident]:
 
 
 def incidents(days: float, end: dt.datetime) -> list[dict]:
-    """The injected incidents with absolute UTC start/end datetimes, name, service, feature and a one-line description."""
+    """The injected incidents with absolute UTC start/end datetimes, name, service, feature
+    and a one-line description (``what``), in start order."""
     start_ms, end_ms = _window(days, end)
     return [{"name": i.name, "service": i.service, "feature": i.feature,
              "start": _from_ms(i.start_ms), "end": _from_ms(i.end_ms), "what": i.what}
@@ -604,7 +607,7 @@ class _Generator:
         feat = FEATURES[_pick(rng, _FEATURE_CUM)]
         t_index = _pick(rng, _TENANT_CUM)
         tenant, _, region, plan, languages = _TENANTS[t_index]
-        language = languages[_pick(rng, tuple(c for _, c in languages))][0]
+        language = languages[_pick(rng, _LANGUAGE_CUM[t_index])][0]
         user = 1000 + t_index * _USERS_PER_TENANT + int(_USERS_PER_TENANT * rng.random() ** 2)  # a few heavy users
         in_burst = feat.name == "answer" and self.burst.covers(ts)
         in_spike = feat.name == "translate" and self.spike.covers(ts)
@@ -772,7 +775,8 @@ class _Generator:
         issue, issue_short = rng.choice(_TICKET_ISSUES)
         agent, action = rng.choice(_TICKET_AGENT)
         follow_up, state = rng.choice(_TICKET_OUTCOME)
-        ticket = f"Summarize this ticket for the next agent.\nCustomer: Hi, {issue}.\nAgent: {agent}\nCustomer: {follow_up}"
+        ticket = (f"Summarize this ticket for the next agent.\nCustomer: Hi, {issue}.\nAgent: {agent}\n"
+                  f"Customer: {follow_up}")
         summary = f"Customer reports {issue_short}. Agent {action}. Status: {state}."
         return _Text(ticket.format_map(slots), summary.format_map(slots))
 

@@ -8,8 +8,11 @@ two errors callers can act on: :class:`StoreUnavailable` (retry later) and
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -105,14 +108,17 @@ class Store:
 
     def _connect_embedded(self):
         os.makedirs(self.path, exist_ok=True)
+        native = tempfile.TemporaryFile()
         try:
-            boot = clickhouse_connect.get_client(interface="chdb", path=self.path)
+            with _native_stderr_to(native):
+                boot = clickhouse_connect.get_client(interface="chdb", path=self.path)
             boot.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
             boot.close()
             return clickhouse_connect.get_client(interface="chdb", path=self.path, database=self.database)
         except Exception as exc:
-            text = str(exc)
-            if "EmbeddedServer" in text or "lock" in text.lower():
+            native.seek(0)
+            text = str(exc) + native.read().decode(errors="replace")
+            if "Cannot lock file" in text or "EmbeddedServer" in text:
                 raise StoreBusy(
                     f"the embedded store {self.path} is in use by another process "
                     f"(is `nlpmon serve` running?); stop it, or use its HTTP API") from None
@@ -183,6 +189,22 @@ class Store:
             return f"embedded chDB at {self.path}, database {self.database}"
         p = urlparse(self.url)
         return f"ClickHouse at {p.hostname}:{p.port or 8123}, database {self.database}"
+
+
+@contextlib.contextmanager
+def _native_stderr_to(target):
+    """chDB's C++ engine writes its own errors to fd 2; keep them off the user's terminal.
+
+    The caller turns them into one clear line instead.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(target.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,103 @@
+"""The nlpmon command line, run as a real separate process (as a user would)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.helpers import free_port, request_event
+
+
+def nlpmon(*args, cwd, env_extra=None, timeout=120, check=False):
+    env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse", **(env_extra or {})}
+    env.pop("MONITOR_CONFIG", None)
+    proc = subprocess.run([sys.executable, "-m", "monitor.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nlpmon {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def test_store_busy_is_one_line_and_non_zero(chdb_dir, store, tmp_path):
+    # This test process holds the session's embedded store, as `nlpmon serve` would.
+    p = nlpmon("keys", "list", cwd=tmp_path, env_extra={"MONITOR_CLICKHOUSE_URL": f"chdb://{chdb_dir}"})
+    assert p.returncode == 3
+    assert "Traceback" not in p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in use by another process" in lines[0] and "nlpmon serve" in lines[0]
+
+
+def test_db_commands(tmp_path):
+    assert "base" in nlpmon("db", "current", cwd=tmp_path).stdout
+    p = nlpmon("keys", "list", cwd=tmp_path)
+    assert p.returncode == 1 and "nlpmon db upgrade" in p.stderr and "Traceback" not in p.stderr
+    assert "schema at 0001" in nlpmon("db", "upgrade", cwd=tmp_path, check=True).stdout
+    assert "schema at 0001" in nlpmon("db", "upgrade", cwd=tmp_path, check=True).stdout
+    assert nlpmon("db", "current", cwd=tmp_path).stdout.strip() == "0001"
+    assert "schema at base" in nlpmon("db", "downgrade", "base", cwd=tmp_path, check=True).stdout
+    assert "0001" in nlpmon("db", "current", cwd=tmp_path).stdout  # "base (latest is 0001 ...)"
+
+
+def test_config_error_is_one_line(tmp_path):
+    (tmp_path / "monitor.yaml").write_text("server: {prot: 1}\n")
+    p = nlpmon("db", "current", cwd=tmp_path)
+    assert p.returncode == 1 and p.stderr.strip() == "nlpmon: config key 'server.prot': unknown key"
+
+
+def test_keys_ingest_and_serve(tmp_path):
+    nlpmon("db", "upgrade", cwd=tmp_path, check=True)
+    created = nlpmon("keys", "create", "--scope", "ingest", "--scope", "read", "--name", "ci", cwd=tmp_path,
+                     check=True)
+    key = created.stdout.strip()
+    assert key.startswith("nlpm_") and "cannot be shown again" in created.stderr
+    listed = nlpmon("keys", "list", cwd=tmp_path, check=True).stdout
+    key_id = key.split("_")[1]
+    assert key_id in listed and "ingest,read" in listed and key not in listed
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    lines = [json.dumps(request_event(i, ts=now)) for i in range(3)] + ["{oops", json.dumps(request_event(9, ts=now,
+                                                                                                  status="??"))]
+    (tmp_path / "events.ndjson").write_text("\n".join(lines) + "\n")
+    p = nlpmon("ingest", "events.ndjson", "--kind", "requests", cwd=tmp_path, check=True)
+    assert "accepted 3" in p.stdout and "rejected 2" in p.stdout
+    assert "row 3: _row: line 4 is not valid JSON" in p.stderr and "row 4: status" in p.stderr
+
+    port = free_port()
+    env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse"}
+    server = subprocess.Popen([sys.executable, "-m", "monitor.cli", "serve", "--port", str(port)], cwd=tmp_path,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=1) as r:
+                    assert json.loads(r.read())["status"] == "ready"
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"server did not come up: {server.stderr.read() if server.poll() is not None else ''}")
+        # While the server holds the embedded store, the CLI says so ...
+        busy = nlpmon("keys", "list", cwd=tmp_path)
+        assert busy.returncode == 3 and "in use by another process" in busy.stderr
+        # ... and sending through the server's API works.
+        sent = subprocess.run([sys.executable, "-m", "monitor.cli", "ingest", "-", "--url", url],
+                              input=json.dumps(request_event(20, ts=now)) + "\n", cwd=tmp_path, text=True,
+                              capture_output=True, env={**env, "NLPMON_API_KEY": key}, timeout=60)
+        assert sent.returncode == 0 and "accepted 1" in sent.stdout, sent.stderr
+        req = urllib.request.Request(f"{url}/v1/requests/req-20", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert json.loads(r.read())["request"]["request_id"] == "req-20"
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=30)
+    assert key not in out + err
+    assert "Traceback" not in err
+
+    assert nlpmon("keys", "revoke", key_id, cwd=tmp_path, check=True).stdout.strip() == f"revoked {key_id}"
+    assert "revoked" in nlpmon("keys", "list", cwd=tmp_path, check=True).stdout

@@ -1,0 +1,27 @@
+"""docs/events.md documents every field the validator knows, and nothing it doesn't."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from monitor import events
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "events.md").read_text()
+
+
+def documented(section: str) -> set[str]:
+    body = DOC.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([a-z_]+)` \|", body, flags=re.M))
+
+
+def test_request_fields_are_documented():
+    assert documented("Request event") == set(events.field_names("requests"))
+
+
+def test_feedback_fields_are_documented():
+    assert documented("Feedback event") == set(events.field_names("feedback"))
+
+
+def test_statuses_and_kinds_are_documented():
+    for value in events.STATUSES + events.FEEDBACK_KINDS + events.HALLUCINATION_LABELS:
+        assert f"`{value}`" in DOC
