@@ -17,8 +17,9 @@ PLACEHOLDERS = {"email": "[EMAIL]", "phone": "[PHONE]", "card": "[CARD]", "ip": 
 _PATTERNS = {
     "email": r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}",
     # 13-19 digits, optionally grouped by spaces or dashes.
-    "card": r"(?<![\w.])\d(?:[ \-]?\d){12,18}(?![\w.])",
-    "ip": r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})(?![\w.:])",
+    # A following "." ends a sentence unless a digit comes after it (then it is a longer number).
+    "card": r"(?<![\w.])\d(?:[ \-]?\d){12,18}(?!\w|\.\d)",
+    "ip": r"(?<![\w.:])(?:(?:\d{1,3}\.){3}\d{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4})(?![\w:]|\.\d)",
     # International or national numbers with 9-15 digits and usual separators.
     "phone": r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{1,4}\)[\s.\-]?)?\d{2,4}(?:[\s.\-]?\d{2,4}){2,4}(?!\w)",
 }

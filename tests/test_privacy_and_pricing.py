@@ -20,6 +20,8 @@ from tests.helpers import auth, request_event
     ("card 4111-1111-1111-1111", "card [CARD]"),
     ("amex 378282246310005", "amex [CARD]"),
     ("from 203.0.113.7 via 2001:db8::8a2e:370:7334", "from [IP] via [IP]"),
+    ("The card I used was 4111 1111 1111 1111.", "The card I used was [CARD]."),
+    ("It came from 203.0.113.7.", "It came from [IP]."),
 ])
 def test_redacts_each_kind(text, expected):
     assert Redactor().redact(text) == (expected, True)

@@ -1,0 +1,65 @@
+"""Demo traffic: valid against the contract, deterministic, incidents visible, loadable by the CLI."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections import Counter
+
+from monitor import demo, events
+
+END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
+LIMITS = events.Limits(max_text_chars=32768, truncate_text=False, max_future=dt.timedelta(0),
+                       max_age=dt.timedelta(days=90))
+
+
+def sample(days=1.0, rps=0.3, seed=7):
+    return list(demo.generate(days, rps, END, seed))
+
+
+def test_every_event_is_valid_and_in_time_order():
+    evs = sample()
+    kinds = Counter(k for k, _ in evs)
+    assert kinds["requests"] > 20000 and kinds["feedback"] > 2000
+    for kind, ev in evs:
+        row, errors, truncated = events.validate(kind, ev, LIMITS, END)
+        assert not errors, (kind, ev, errors)
+    ts = [events.parse_timestamp(ev["ts"]) for k, ev in evs if k == "requests"]
+    assert ts == sorted(ts) and ts[0] >= END - dt.timedelta(days=1) and ts[-1] < END
+    assert abs(kinds["requests"] - demo.expected_requests(1.0, 0.3)) / kinds["requests"] < 0.2
+
+
+def test_deterministic_per_seed():
+    assert sample(0.1, 1, seed=3) == sample(0.1, 1, seed=3)
+    assert sample(0.1, 1, seed=3) != sample(0.1, 1, seed=4)
+
+
+def test_incidents_show_in_the_data():
+    evs = [e for k, e in sample(2.0, 0.3) if k == "requests"]
+    inc = {i["name"]: i for i in demo.incidents(2.0, END)}
+    assert len(inc) == 4
+    burst = next(i for i in inc.values() if "error" in i["name"])
+
+    def inside(e, i):
+        return i["start"] <= events.parse_timestamp(e["ts"]) < i["end"]
+
+    target = [e for e in evs if e["service"] == burst["service"] and e["feature"] == burst["feature"]]
+    during = [e for e in target if inside(e, burst)]
+    before = [e for e in target if events.parse_timestamp(e["ts"]) < burst["start"]]
+    err = lambda xs: sum(e["status"] != "ok" for e in xs) / len(xs)  # noqa: E731
+    assert err(during) > 0.2 > 0.05 > err(before)
+
+
+def test_cli_demo_loads_through_the_ingest_pipeline(tmp_path):
+    env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse"}
+    env.pop("MONITOR_CONFIG", None)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "monitor.cli", *a], cwd=tmp_path, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    assert run("db", "upgrade").returncode == 0
+    p = run("demo", "--days", "0.1", "--rps", "1")
+    assert p.returncode == 0, p.stderr
+    assert "0 rejected" in p.stderr and "incident" in p.stderr and "demo traffic" in p.stderr  # progress bar
+    assert p.stdout.strip().startswith("nlpm_")  # the demo key, printed once
+    again = run("demo", "--days", "0.1", "--if-empty")
+    assert again.returncode == 0 and "already holds requests" in again.stderr and not again.stdout.strip()
