@@ -51,7 +51,7 @@ def peak_rss_mib(pid: int) -> float:
 def make_events(n: int) -> list[dict]:
     end = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
     out = []
-    for kind, ev in demo.generate(days=2, rps=max(n / 172800 * 1.05, 0.01), end=end, seed=11):
+    for kind, ev in demo.generate(days=2, rps=max(n / 172800 * 1.3, 0.01), end=end, seed=11):
         if kind == "requests":
             out.append(ev)
             if len(out) == n:

@@ -5,6 +5,8 @@ import gzip
 import json
 import zlib
 
+import orjson
+
 from flask import Blueprint, current_app, g, jsonify, request
 
 from .auth import require
@@ -27,7 +29,24 @@ def _reject_constant(name: str) -> float:
 
 
 def _loads(text: str):
-    return json.loads(text, parse_constant=_reject_constant)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses NaN, Infinity, huge integers and lone surrogates outright; the stdlib
+    # reads them, so that the row with the problem is rejected rather than the whole batch.
+    data = json.loads(text, parse_constant=_reject_constant)
+    if isinstance(data, list):
+        return [_encodable(row) for row in data]
+    return _encodable(data)
+
+
+def _encodable(row):
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+        return row
+    except UnicodeEncodeError:
+        return Unparseable(json.dumps(row), "contains a lone UTF-16 surrogate escape, which is not valid Unicode")
 
 
 def _read_body(limit: int) -> bytes:

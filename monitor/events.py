@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 STATUSES = ("ok", "error", "timeout", "blocked", "cancelled")
 FEEDBACK_KINDS = ("thumbs", "rating", "task_success", "hallucination", "safety", "comment")
@@ -131,92 +131,139 @@ def parse_timestamp(value: Any) -> dt.datetime:
     raise ValueError("must be an ISO 8601 string or epoch seconds")
 
 
-def _check(f: Field, v: Any, limits: Limits, now: dt.datetime, flags: dict) -> Any:
-    k = f.kind
-    if k in ("id", "dimension"):
-        if not isinstance(v, str):
-            raise ValueError(f"must be a string, got {type(v).__name__}")
-        if f.required and not v.strip():
+def _string(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"must be a string, got {_json_type(v)}")
+    return v
+
+
+def _bounded_string(limit: int, required: bool):
+    def check(v, ctx):
+        _string(v)
+        if required and not v.strip():
             raise ValueError("must not be empty")
-        limit = MAX_ID if k == "id" else MAX_DIMENSION
         if len(v) > limit:
             raise ValueError(f"longer than {limit} characters ({len(v)})")
         return v
-    if k == "text":
-        if not isinstance(v, str):
-            raise ValueError(f"must be a string, got {type(v).__name__}")
-        if len(v) > limits.max_text_chars:
-            if not limits.truncate_text:
-                raise ValueError(f"longer than {limits.max_text_chars} characters ({len(v)})")
-            flags["truncated"] = True
-            return v[: limits.max_text_chars]
+    return check
+
+
+def _text(v, ctx):
+    _string(v)
+    limits = ctx[0]
+    if len(v) > limits.max_text_chars:
+        if not limits.truncate_text:
+            raise ValueError(f"longer than {limits.max_text_chars} characters ({len(v)})")
+        ctx[2]["truncated"] = True
+        return v[: limits.max_text_chars]
+    return v
+
+
+def _enum(choices: tuple[str, ...]):
+    allowed = frozenset(choices)
+
+    def check(v, ctx):
+        _string(v)
+        if v not in allowed:
+            raise ValueError(f"unknown value {v[:40]!r}; expected one of {', '.join(choices)}")
         return v
-    if k == "enum":
-        if not isinstance(v, str):
-            raise ValueError(f"must be a string, got {type(v).__name__}")
-        if v not in f.choices:
-            raise ValueError(f"unknown value {v[:40]!r}; expected one of {', '.join(f.choices)}")
-        return v
-    if k == "int":
-        if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-            v = int(v)
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise ValueError(f"must be an integer, got {type(v).__name__}")
+    return check
+
+
+def _int(maximum: float | None):
+    def check(v, ctx):
+        if type(v) is not int:
+            if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+                v = int(v)
+            else:
+                raise ValueError(f"must be an integer, got {_json_type(v)}")
         if v < 0:
             raise ValueError(f"must not be negative ({v})")
-        if f.maximum is not None and v > f.maximum:
-            raise ValueError(f"above the limit of {int(f.maximum)} ({v})")
+        if maximum is not None and v > maximum:
+            raise ValueError(f"above the limit of {int(maximum)} ({v})")
         return v
-    if k == "number":
+    return check
+
+
+def _number(maximum: float | None):
+    def check(v, ctx):
         if not _is_number(v):
-            raise ValueError(f"must be a number, got {type(v).__name__}")
+            raise ValueError(f"must be a number, got {_json_type(v)}")
         if not math.isfinite(v):
             raise ValueError("must be a finite number")
         if v < 0:
             raise ValueError(f"must not be negative ({v})")
-        if f.maximum is not None and v > f.maximum:
-            raise ValueError(f"above the limit of {f.maximum:g} ({v})")
+        if maximum is not None and v > maximum:
+            raise ValueError(f"above the limit of {maximum:g} ({v})")
         return float(v)
-    if k == "bool":
-        if not isinstance(v, bool):
-            raise ValueError(f"must be true or false, got {type(v).__name__}")
-        return v
-    if k == "timestamp":
-        ts = parse_timestamp(v)
-        if ts > now + limits.max_future:
-            raise ValueError(f"is in the future ({ts.isoformat()}; server time {now.isoformat()})")
-        if ts < now - limits.max_age:
-            raise ValueError(f"is older than the retention period ({ts.isoformat()})")
-        return ts
-    if k == "tags":
-        if not isinstance(v, dict):
-            raise ValueError(f"must be an object of string values, got {type(v).__name__}")
-        if len(v) > MAX_TAGS:
-            raise ValueError(f"more than {MAX_TAGS} tags ({len(v)})")
-        out = {}
-        for tk, tv in v.items():
-            if len(tk) > MAX_TAG_KEY:
-                raise ValueError(f"tag key longer than {MAX_TAG_KEY} characters")
-            if isinstance(tv, bool):
-                tv = "true" if tv else "false"
-            elif _is_number(tv) and math.isfinite(tv):
-                tv = str(tv)
-            if not isinstance(tv, str):
-                raise ValueError(f"tag {tk[:40]!r} must be a string, number or boolean")
-            if len(tv) > MAX_TAG_VALUE:
-                raise ValueError(f"tag {tk[:40]!r} longer than {MAX_TAG_VALUE} characters")
-            out[tk] = tv
-        return out
-    if k == "embedding":
-        if not isinstance(v, list) or not v:
-            raise ValueError("must be a non-empty array of numbers")
-        if len(v) > MAX_EMBEDDING_DIM:
-            raise ValueError(f"more than {MAX_EMBEDDING_DIM} dimensions ({len(v)})")
-        for x in v:
-            if not _is_number(x) or not math.isfinite(x):
-                raise ValueError("must contain only finite numbers")
-        return [float(x) for x in v]
-    raise AssertionError(f"unknown field kind {k}")
+    return check
+
+
+def _bool(v, ctx):
+    if v is not True and v is not False:
+        raise ValueError(f"must be true or false, got {_json_type(v)}")
+    return v
+
+
+def _timestamp(v, ctx):
+    limits, now, _ = ctx
+    ts = parse_timestamp(v)
+    if ts > now + limits.max_future:
+        raise ValueError(f"is in the future ({ts.isoformat()}; server time {now.isoformat()})")
+    if ts < now - limits.max_age:
+        raise ValueError(f"is older than the retention period ({ts.isoformat()})")
+    return ts
+
+
+def _tags(v, ctx):
+    if not isinstance(v, dict):
+        raise ValueError(f"must be an object of string values, got {_json_type(v)}")
+    if len(v) > MAX_TAGS:
+        raise ValueError(f"more than {MAX_TAGS} tags ({len(v)})")
+    out = {}
+    for tk, tv in v.items():
+        if len(tk) > MAX_TAG_KEY:
+            raise ValueError(f"tag key longer than {MAX_TAG_KEY} characters")
+        if isinstance(tv, bool):
+            tv = "true" if tv else "false"
+        elif _is_number(tv) and math.isfinite(tv):
+            tv = str(tv)
+        if not isinstance(tv, str):
+            raise ValueError(f"tag {tk[:40]!r} must be a string, number or boolean")
+        if len(tv) > MAX_TAG_VALUE:
+            raise ValueError(f"tag {tk[:40]!r} longer than {MAX_TAG_VALUE} characters")
+        out[tk] = tv
+    return out
+
+
+def _embedding(v, ctx):
+    if not isinstance(v, list) or not v:
+        raise ValueError("must be a non-empty array of numbers")
+    if len(v) > MAX_EMBEDDING_DIM:
+        raise ValueError(f"more than {MAX_EMBEDDING_DIM} dimensions ({len(v)})")
+    for x in v:
+        if not _is_number(x) or not math.isfinite(x):
+            raise ValueError("must contain only finite numbers")
+    return [float(x) for x in v]
+
+
+def _checker(f: Field):
+    k = f.kind
+    if k == "id":
+        return _bounded_string(MAX_ID, f.required)
+    if k == "dimension":
+        return _bounded_string(MAX_DIMENSION, f.required)
+    if k == "enum":
+        return _enum(f.choices)
+    if k == "int":
+        return _int(f.maximum)
+    if k == "number":
+        return _number(f.maximum)
+    return {"text": _text, "bool": _bool, "timestamp": _timestamp, "tags": _tags, "embedding": _embedding}[k]
+
+
+# Per kind: (name, required, default, check) with the check chosen once, not per value.
+_PLANS = {kind: tuple((f.name, f.required, f.default, _checker(f)) for f in fields) for kind, fields in FIELDS.items()}
 
 
 def _cross_checks(kind: str, row: dict) -> None:
@@ -248,21 +295,22 @@ def validate(kind: str, raw: Any, limits: Limits, now: dt.datetime) -> tuple[dic
     """(row, errors, truncated). ``row`` has every field (defaults filled) when ``errors`` is empty."""
     if not isinstance(raw, dict):
         return None, [FieldError("_row", f"must be a JSON object, got {_json_type(raw)}")], False
-    fields = FIELDS[kind]
     errors: list[FieldError] = []
     flags: dict = {}
+    ctx = (limits, now, flags)
     row: dict = {}
-    for f in fields:
-        v = raw.get(f.name)
+    get = raw.get
+    for name, required, default, check in _PLANS[kind]:
+        v = get(name)
         if v is None:
-            if f.required:
-                errors.append(FieldError(f.name, "required field is missing" if f.name not in raw else "must not be null"))
-            row[f.name] = f.default
+            if required:
+                errors.append(FieldError(name, "required field is missing" if name not in raw else "must not be null"))
+            row[name] = default
             continue
         try:
-            row[f.name] = _check(f, v, limits, now, flags)
+            row[name] = check(v, ctx)
         except ValueError as exc:
-            errors.append(FieldError(f.name, str(exc)))
+            errors.append(FieldError(name, str(exc)))
     known = FIELD_NAMES[kind]
     if not known.issuperset(raw):
         for name in raw:
@@ -284,5 +332,3 @@ def _json_type(v: Any) -> str:
 def field_names(kind: str) -> list[str]:
     return [f.name for f in FIELDS[kind]]
 
-
-Validator = Callable[[str, Any, Limits, dt.datetime], tuple]

@@ -83,6 +83,18 @@ def test_non_finite_numbers_are_rejected(client, keys, store):
     assert stored(store, "rejected_events") == 2
 
 
+def test_lone_surrogate_rejects_only_its_row(client, keys, store):
+    body = json.dumps([request_event(1), request_event(2, input_text="broken \ud800 text")])
+    assert "\\ud800" in body
+    for ctype in ("application/json", "application/x-ndjson"):
+        data = body if ctype == "application/json" else "\n".join(json.dumps(r) for r in json.loads(body))
+        r = client.post("/v1/requests", data=data, content_type=ctype, headers=auth(keys["ingest"]))
+        assert r.status_code == 207
+        assert r.json["accepted"] == 1 and r.json["errors"][0]["index"] == 1
+        assert "surrogate" in r.json["errors"][0]["reason"]
+    assert stored(store) == 1 and stored(store, "rejected_events") == 2
+
+
 def test_resending_same_request_id_does_not_double_count(client, keys, store):
     batch = [request_event(i) for i in range(5)]
     assert post(client, keys["ingest"], batch).json["duplicates"] == 0

@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS requests (
     tags                Map(LowCardinality(String), String),
     input_embedding     Array(Float32),
     ingested_at         DateTime64(3, 'UTC'),
-    INDEX idx_request_id request_id TYPE bloom_filter(0.01) GRANULARITY 4
+    INDEX idx_request_id halfMD5(request_id) TYPE bloom_filter(0.01) GRANULARITY 4
 )
 ENGINE = ReplacingMergeTree(ingested_at)
 PARTITION BY toYYYYMMDD(ts)
@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     source       LowCardinality(String),
     reviewer     String,
     comment      String CODEC(ZSTD(3)) {text_ttl},
-    ingested_at  DateTime64(3, 'UTC')
+    ingested_at  DateTime64(3, 'UTC'),
+    INDEX idx_feedback_id halfMD5(feedback_id) TYPE bloom_filter(0.01) GRANULARITY 4
 )
 ENGINE = ReplacingMergeTree(ingested_at)
 PARTITION BY toYYYYMM(ts)
