@@ -31,7 +31,10 @@ REQUEST_COLUMNS = [
     "pii_detected", "injection_detected", "user_id_hash", "session_id", "tags", "input_embedding", "ingested_at",
 ]
 FEEDBACK_COLUMNS = ["feedback_id", "request_id", "ts", "kind", "value", "label", "source", "reviewer", "comment",
-                    "ingested_at"]
+                    "ingested_at", "request_ts", "service", "feature", "model", "prompt_version", "environment",
+                    "region", "request_status"]
+# Copied from the request onto its feedback, so rollups attribute feedback without a join.
+_REQUEST_CONTEXT = ("service", "feature", "model", "prompt_version", "environment", "region")
 REJECTED_COLUMNS = ["rejected_id", "received_at", "kind", "batch_id", "row_index", "field", "reason", "raw",
                     "api_key_id"]
 MAX_ERRORS_IN_RESPONSE = 1000
@@ -127,6 +130,8 @@ class Ingestor:
         id_col = "request_id" if kind == "requests" else "feedback_id"
         with self._write_lock:
             fresh = self._drop_duplicates(kind, id_col, good)
+            if kind == "feedback":
+                self._attach_requests(fresh)
             self._insert(kind, fresh)
             self._store_rejected(kind, rejected, now, api_key_id)
         result.accepted = len(good)
@@ -198,6 +203,29 @@ class Ingestor:
             f"AND halfMD5({id_col}) IN {{hashes:Array(UInt64)}}",
             {"lo": lo, "hi": hi, "hashes": [half_md5(i) for i in seen]})}
         return [r for r in unique if r[id_col] not in existing]
+
+    def _attach_requests(self, rows: list[dict]) -> None:
+        """Give each feedback row its request's time, dimensions and status.
+
+        Feedback whose request is not stored (yet) keeps empty dimensions and no
+        request_ts; the rollups count it as orphaned.
+        """
+        if not rows:
+            return
+        ids = {r["request_id"] for r in rows}
+        found = {}
+        for rec in self.store.query_dicts(
+                "SELECT request_id, ts, status, " + ", ".join(_REQUEST_CONTEXT) + " FROM requests "
+                "WHERE halfMD5(request_id) IN {hashes:Array(UInt64)} LIMIT 1 BY request_id",
+                {"hashes": [half_md5(i) for i in ids]}):
+            if rec["request_id"] in ids:
+                found[rec["request_id"]] = rec
+        for r in rows:
+            rec = found.get(r["request_id"])
+            r["request_ts"] = rec["ts"] if rec else None
+            r["request_status"] = rec["status"] if rec else ""
+            for d in _REQUEST_CONTEXT:
+                r[d] = rec[d] if rec else ""
 
     def _insert(self, kind: str, rows: list[dict]) -> None:
         if not rows:
