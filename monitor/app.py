@@ -29,6 +29,9 @@ class Services:
     keys: KeyStore
     _ingestor: Ingestor | None = None
 
+    def ingestor_if_built(self) -> Ingestor | None:
+        return self._ingestor
+
     @property
     def ingestor(self) -> Ingestor:
         # Built on first use: the salt lives in the store, which may be down at start.
@@ -48,9 +51,10 @@ def create_app(config: Config | None = None, store: Store | None = None, clock=N
     app.extensions["nlpmon"] = Services(config, store, clock, KeyStore(store, clock, config.auth.key_cache_seconds))
     _install_log_filter()
 
-    from . import api, health
+    from . import api, health, series
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(series.bp)
     _register_error_handlers(app)
     return app
 

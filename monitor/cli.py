@@ -174,6 +174,109 @@ def keys_revoke(obj: _Ctx, key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
+# -- jobs ----------------------------------------------------------------------
+def _when(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-24T10:00:00Z") from None
+
+
+def _jobs(obj: _Ctx):
+    from jobs.scheduler import build_jobs
+    return build_jobs(obj.ready_store(), obj.config, SystemClock())
+
+
+@cli.group()
+def jobs() -> None:
+    """Scheduled jobs that compute metrics (sli, slo, cost)."""
+
+
+@jobs.command("list")
+@click.pass_obj
+@_friendly
+def jobs_list(obj: _Ctx) -> None:
+    """Each job with its interval and its last run."""
+    registry = _jobs(obj)
+    last = {r[0]: r[1:] for r in obj.store.query(
+        "SELECT job, argMax(started_at, started_at), argMax(status, started_at), argMax(duration_ms, started_at), "
+        "argMax(rows, started_at), argMax(error, started_at) FROM job_runs GROUP BY job")}
+    for name, job in registry.items():
+        line = f"{name:<6} every {str(job.interval):<8} {job.description}"
+        if name in last:
+            started, status, ms, rows, error = last[name]
+            line += f"\n       last run {started:%Y-%m-%d %H:%M:%S} UTC: {status}, {rows} rows in {ms / 1000:.2f} s"
+            if error:
+                line += f": {error.splitlines()[0][:200]}"
+        else:
+            line += "\n       never run"
+        click.echo(line)
+
+
+@jobs.command("run")
+@click.argument("name")
+@click.option("--at", "at", default=None, help="Run as if it were this time (ISO 8601, default now).")
+@click.option("--from", "since", default=None, help="Compute from this time instead of the last run (backfill).")
+@click.pass_obj
+@_friendly
+def jobs_run(obj: _Ctx, name: str, at: str | None, since: str | None) -> None:
+    """Run one job once, now (or as of --at)."""
+    registry = _jobs(obj)
+    if name not in registry:
+        raise click.BadParameter(f"no job {name!r}; jobs are {', '.join(registry)}", param_hint="NAME")
+    result = registry[name].run(now=_when(at), since=_when(since))
+    click.echo(f"{name}: {result.status}, {result.rows} points for {result.window_start:%Y-%m-%d %H:%M} to "
+               f"{result.window_end:%Y-%m-%d %H:%M} UTC in {result.duration_ms / 1000:.2f} s")
+    if result.status != "ok":
+        raise click.ClickException(result.error)
+
+
+@cli.command()
+@click.pass_obj
+@_friendly
+def scheduler(obj: _Ctx) -> None:
+    """Run only the job scheduler (for a server store with several API replicas; see README)."""
+    import signal
+    import threading
+    from jobs.scheduler import Scheduler
+    logging.basicConfig(level=obj.config.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sched = Scheduler(_jobs(obj))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    sched.start()
+    click.echo(f"nlpmon scheduler running ({obj.store.describe()}); Ctrl-C to stop", err=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    sched.shutdown()
+
+
+@cli.group()
+def rollups() -> None:
+    """The per-minute rollup tables."""
+
+
+@rollups.command("rebuild")
+@click.option("--from", "start", required=True, help="Start (ISO 8601; whole UTC days).")
+@click.option("--to", "end", required=True, help="End, exclusive (ISO 8601).")
+@click.pass_obj
+@_friendly
+def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
+    """Recompute requests_1m and feedback_1m from the raw tables, e.g. after a schema change."""
+    from tqdm import tqdm
+    from .rollups import rebuild
+    lo, hi = _when(start), _when(end)
+    if hi <= lo:
+        raise click.BadParameter("--to must be after --from")
+    days = -(-(hi - lo) // dt.timedelta(days=1))
+    with tqdm(total=days, unit="day", desc="rebuilding rollups", file=sys.stderr) as bar:
+        done = rebuild(obj.ready_store(), lo, hi, on_day=lambda d: bar.update(1))
+    click.echo(f"rebuilt {done} day(s) of rollups", err=True)
+
+
 # -- serve ---------------------------------------------------------------------
 @cli.command()
 @click.option("--host", default=None, help="Interface to listen on (default server.host).")
@@ -181,7 +284,7 @@ def keys_revoke(obj: _Ctx, key_id: str) -> None:
 @click.pass_obj
 @_friendly
 def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
-    """Serve the API in this process, holding the store (required for the embedded store)."""
+    """Serve the API and run the job scheduler in this process (required for the embedded store)."""
     import waitress
     from .app import create_app
     cfg = obj.config
@@ -189,9 +292,26 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
     store = obj.ready_store()
     app = create_app(cfg, store)
     host, port = host or cfg.server.host, port or cfg.server.port
-    click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()})", err=True)
-    waitress.serve(app, host=host, port=port, threads=cfg.server.threads, ident="nlpmon",
-                   clear_untrusted_proxy_headers=True)
+    sched = None
+    if cfg.jobs.enabled:
+        from jobs.scheduler import Scheduler, build_jobs
+        sched = Scheduler(build_jobs(store, cfg, app.extensions["nlpmon"].clock))
+        sched.start()
+    if cfg.metrics.port:
+        import threading
+        from .series import metrics_only_app
+        metrics_server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]), host=cfg.metrics.host,
+                                                port=cfg.metrics.port, threads=2, ident="nlpmon-metrics")
+        threading.Thread(target=metrics_server.run, daemon=True, name="metrics-port").start()
+        click.echo(f"/metrics without a key on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics", err=True)
+    click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()}); "
+               f"scheduler {'on' if sched else 'off (jobs.enabled: false)'}", err=True)
+    try:
+        waitress.serve(app, host=host, port=port, threads=cfg.server.threads, ident="nlpmon",
+                       clear_untrusted_proxy_headers=True)
+    finally:
+        if sched:
+            sched.shutdown()
 
 
 # -- ingest --------------------------------------------------------------------

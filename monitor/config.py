@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "MONITOR_"
 DEFAULT_PATH = "./monitor.yaml"
@@ -134,6 +135,74 @@ class AuthConfig(_Section):
     key_cache_seconds: float = Field(10.0, ge=0)
 
 
+class JobsConfig(_Section):
+    # false on API replicas when one `nlpmon scheduler` process runs the jobs for all of them.
+    enabled: bool = True
+    # After downtime, windows older than this are not caught up (use `nlpmon jobs run --from`).
+    catchup_max: Duration = dt.timedelta(hours=24)
+    # Each run recomputes windows this far back, so rows that arrive late are counted.
+    recompute: Duration = dt.timedelta(minutes=10)
+    # A window is computed once it has been closed this long (ingest lag).
+    grace: Duration = dt.timedelta(seconds=30)
+    sli_interval: Duration = dt.timedelta(minutes=1)
+    slo_interval: Duration = dt.timedelta(minutes=1)
+    cost_interval: Duration = dt.timedelta(minutes=5)
+
+
+NegativeFeedback = Literal["thumbs_down", "task_failed", "hallucinated"]
+
+
+class SuccessConfig(_Section):
+    statuses: list[Literal["ok", "error", "timeout", "blocked", "cancelled"]] = Field(
+        default_factory=lambda: ["ok"], min_length=1)
+    negative_feedback: list[NegativeFeedback] = Field(
+        default_factory=lambda: ["thumbs_down", "task_failed", "hallucinated"])
+
+
+class OutcomesConfig(_Section):
+    # A request is a successful outcome when its status is in statuses and none of
+    # the negative feedback kinds was given for it.
+    success: SuccessConfig = Field(default_factory=SuccessConfig)
+    # How long feedback may trail its request and still change the outcome counts.
+    feedback_delay: Duration = dt.timedelta(hours=24)
+
+
+class SloConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    service: str = Field(min_length=1)
+    feature: str | None = None
+    objective: Decimal = Field(gt=0, lt=100)
+    period: Duration = dt.timedelta(days=30)
+    sli: Literal["availability", "latency"]
+    threshold_ms: float | None = Field(None, gt=0)
+    description: str = ""
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _exact(cls, v: Any) -> Any:
+        # 99.9 read from YAML is a float; its shortest repr is the decimal the user wrote.
+        return Decimal(repr(v)) if isinstance(v, float) else v
+
+    @model_validator(mode="after")
+    def _threshold(self) -> "SloConfig":
+        from .rollups import LATENCY_BUCKETS_MS, bucket_index
+        if self.sli == "latency":
+            if self.threshold_ms is None:
+                raise ValueError("threshold_ms is required for a latency SLO")
+            if bucket_index(self.threshold_ms) is None:
+                raise ValueError(f"threshold_ms must be one of the latency histogram boundaries "
+                                 f"{', '.join(str(b) for b in LATENCY_BUCKETS_MS)} (got {self.threshold_ms:g})")
+        elif self.threshold_ms is not None:
+            raise ValueError("threshold_ms applies only to a latency SLO")
+        return self
+
+
+class MetricsConfig(_Section):
+    # When set, /metrics is also served without a key on this port (bind it to a private interface).
+    port: int | None = Field(None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -146,6 +215,10 @@ class Config(_Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     pricing: list[Price] = Field(default_factory=_default_prices)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    outcomes: OutcomesConfig = Field(default_factory=OutcomesConfig)
+    slos: list[SloConfig] = Field(default_factory=list)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 
@@ -157,7 +230,7 @@ def _scalar_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.update(_scalar_paths(ann, path))
-        elif name != "pricing":
+        elif name not in ("pricing", "slos"):
             out[ENV_PREFIX + "_".join(path).upper()] = path
     return out
 
@@ -175,7 +248,8 @@ def _format_error(err: dict) -> str:
     if err["type"] == "missing":
         return f"config key '{key}': required"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"config key '{key}': {msg} (got {err.get('input')!r})"
+    got = err.get("input")
+    return f"config key '{key}': {msg}" + ("" if isinstance(got, (dict, list)) else f" (got {got!r})")
 
 
 def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,

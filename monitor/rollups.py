@@ -33,3 +33,103 @@ def bucket_index(threshold_ms: float) -> int | None:
 
 def quantiles_sql(qs: tuple[float, ...]) -> str:
     return ", ".join(repr(q) for q in qs)
+
+
+DIM_KEY = ", ".join(DIMENSIONS)
+
+
+def requests_rollup_select(source: str = "requests") -> str:
+    """The SELECT behind requests_1m: used by its materialized view and by `nlpmon rollups rebuild`.
+
+    Source columns are qualified where an alias of the same name exists, because
+    ClickHouse resolves aliases before columns. ``source`` may be a subquery
+    aliased ``requests``.
+    """
+    lq, tq = quantiles_sql(LATENCY_QUANTILES), quantiles_sql(TTFT_QUANTILES)
+    buckets = ", ".join(f"{float(b)}" for b in LATENCY_BUCKETS_MS)
+    return f"""SELECT
+    toStartOfMinute(ts) AS minute, {DIM_KEY},
+    count() AS requests,
+    countIf(status = 'ok') AS status_ok,
+    countIf(status = 'error') AS status_error,
+    countIf(status = 'timeout') AS status_timeout,
+    countIf(status = 'blocked') AS status_blocked,
+    countIf(status = 'cancelled') AS status_cancelled,
+    countIf(ttft_ms IS NOT NULL) AS ttft_count,
+    sum(input_tokens) AS input_tokens,
+    sum(output_tokens) AS output_tokens,
+    sum(cached_input_tokens) AS cached_input_tokens,
+    sumIf(requests.output_tokens, status = 'ok' AND requests.output_tokens > 0) AS gen_output_tokens,
+    countIf(cost_source = 'unpriced') AS unpriced,
+    countIf(cache_hit) AS cache_hits,
+    countIf(retrieval_hit IS NOT NULL) AS retrieval_known,
+    countIf(retrieval_hit = true) AS retrieval_hits,
+    countIf(grounded IS NOT NULL) AS grounded_known,
+    countIf(grounded = true) AS grounded_true,
+    countIf(safety_flagged) AS safety_flagged,
+    countIf(pii_detected) AS pii_detected,
+    countIf(injection_detected) AS injection_detected,
+    countIf(text_truncated) AS text_truncated,
+    sum(latency_ms) AS latency_sum_ms,
+    sumIf(greatest(latency_ms - ifNull(ttft_ms, 0), 0) / 1000, status = 'ok' AND requests.output_tokens > 0) AS gen_seconds,
+    sum(cost_usd) AS cost_usd,
+    quantilesTDigestState({lq})(latency_ms) AS latency_q,
+    quantilesTDigestStateIf({tq})(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q,
+    sumForEachState(arrayMap(b -> toUInt64(latency_ms <= b), [{buckets}])) AS latency_le
+FROM {source}
+GROUP BY minute, {DIM_KEY}
+"""
+
+
+def feedback_rollup_select(source: str = "feedback") -> str:
+    """The SELECT behind feedback_1m (its view and the rebuild).
+
+    Feedback counts in the minute of its request; feedback whose request is
+    unknown counts in its own minute, under empty dimensions, as "orphaned".
+    """
+    return f"""SELECT
+    toStartOfMinute(ifNull(request_ts, ts)) AS minute, {DIM_KEY}, request_status,
+    count() AS feedback,
+    countIf(kind = 'thumbs' AND value = 1) AS thumbs_up,
+    countIf(kind = 'thumbs' AND value = 0) AS thumbs_down,
+    countIf(kind = 'task_success' AND value = 1) AS task_success,
+    countIf(kind = 'task_success' AND value = 0) AS task_failure,
+    countIf(kind = 'hallucination' AND label = 'hallucinated') AS hallucinated,
+    countIf(kind = 'hallucination' AND label = 'grounded') AS grounded,
+    countIf(kind = 'hallucination' AND label = 'unsure') AS unsure,
+    countIf(kind = 'rating') AS rating_count,
+    countIf(request_ts IS NULL) AS orphaned,
+    sumIf(ifNull(value, 0), kind = 'rating') AS rating_sum,
+    groupBitmapStateIf(halfMD5(request_id), kind = 'thumbs' AND value = 0) AS neg_thumbs,
+    groupBitmapStateIf(halfMD5(request_id), kind = 'task_success' AND value = 0) AS neg_task,
+    groupBitmapStateIf(halfMD5(request_id), kind = 'hallucination' AND label = 'hallucinated') AS neg_hallucination
+FROM {source}
+GROUP BY minute, {DIM_KEY}, request_status
+"""
+
+
+def rebuild(store, start, end, on_day=None) -> int:
+    """Recompute requests_1m and feedback_1m for [start, end) from the raw tables, a day at a time.
+
+    For after a schema change or a repair: each day's rollup rows are deleted
+    and re-aggregated from the de-duplicated raw rows (FINAL). Returns the days done.
+    """
+    import datetime as dt
+    day = dt.timedelta(days=1)
+    t, days = start, 0
+    while t < end:
+        hi = min(t + day, end)
+        params = {"lo": int(t.timestamp()), "hi": int(hi.timestamp())}
+        rng = "{col} >= toDateTime({{lo:UInt32}}, 'UTC') AND {col} < toDateTime({{hi:UInt32}}, 'UTC')"
+        for table in ("requests_1m", "feedback_1m"):
+            store.command(f"ALTER TABLE {table} DELETE WHERE {rng.format(col='minute')} "
+                          "SETTINGS mutations_sync = 2", params)
+        store.command("INSERT INTO requests_1m " + requests_rollup_select(
+            f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests"), params)
+        store.command("INSERT INTO feedback_1m " + feedback_rollup_select(
+            f"(SELECT * FROM feedback FINAL WHERE {rng.format(col='ifNull(request_ts, ts)')}) AS feedback"), params)
+        days += 1
+        if on_day:
+            on_day(t)
+        t = hi
+    return days

@@ -1,0 +1,77 @@
+"""The ``cost`` job: spend, tokens and cost per successful outcome, by feature, model and prompt_version.
+
+A successful outcome is a request whose status is in ``outcomes.success.statuses``
+and for which none of ``outcomes.success.negative_feedback`` was given. The
+negative kinds are bitmaps of request-id hashes in feedback_1m, keyed by the
+minute of the request, so their union counts each unhappy request once however
+much feedback it got, and feedback that arrives late lands in the window of its
+request. The job recomputes the windows of the last ``outcomes.feedback_delay``
+on every run, so a late thumbs-down changes the figure it belongs to.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable
+
+from monitor.rollups import NEGATIVE_FEEDBACK
+
+from .base import Job, Point, ratio
+from .sli import each_window, labels_of
+
+COST_WINDOWS = {"1h": 3600, "1d": 86400}
+
+COST_SELECT = """
+       sum(requests) AS requests, sum(cost_usd) AS cost, sum(input_tokens) AS input_tokens,
+       sum(output_tokens) AS output_tokens, sum(cached_input_tokens) AS cached_input_tokens,
+       sum(unpriced) AS unpriced, {success} AS success_status"""
+
+STATUS_COLUMNS = {"ok": "status_ok", "error": "status_error", "timeout": "status_timeout",
+                  "blocked": "status_blocked", "cancelled": "status_cancelled"}
+
+
+def _union(columns: list[str]) -> str:
+    if not columns:
+        return "toUInt64(0)"
+    expr = f"groupBitmapMergeState({columns[0]})"
+    for c in columns[1:]:
+        expr = f"bitmapOr({expr}, groupBitmapMergeState({c}))"
+    return f"bitmapCardinality({expr})"
+
+
+class CostJob(Job):
+    name = "cost"
+    description = "cost per request, per 1k requests and per successful outcome; tokens; by model, feature, prompt_version"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Late feedback may change any window whose requests are younger than feedback_delay.
+        self.recompute = max(self.recompute, self.config.outcomes.feedback_delay)
+
+    def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
+        success = self.config.outcomes.success
+        statuses = list(success.statuses)
+        select = COST_SELECT.format(success=" + ".join(f"sum({STATUS_COLUMNS[s]})" for s in statuses))
+        unhappy = {}
+        negatives = [NEGATIVE_FEEDBACK[k] for k in success.negative_feedback]
+        for name, row in each_window(self.store, "feedback_1m", f"{_union(negatives)} AS unhappy", start, end,
+                                     COST_WINDOWS, where="AND request_status IN {statuses:Array(String)}",
+                                     params={"statuses": statuses}):
+            unhappy[(name, row["w_end"], tuple(sorted(labels_of(row).items())))] = row["unhappy"]
+        for name, row in each_window(self.store, "requests_1m", select, start, end, COST_WINDOWS):
+            labels = labels_of(row)
+            n, cost = row["requests"], row["cost"]
+            outcomes = row["success_status"] - unhappy.get((name, row["w_end"], tuple(sorted(labels.items()))), 0)
+            values = {
+                "cost_usd": cost,
+                "cost_per_request_usd": ratio(cost, n),
+                "cost_per_1k_requests_usd": ratio(cost * 1000, n),
+                "input_tokens": float(row["input_tokens"]),
+                "output_tokens": float(row["output_tokens"]),
+                "cached_input_tokens": float(row["cached_input_tokens"]),
+                "unpriced_requests": float(row["unpriced"]),
+                "successful_outcomes": float(max(outcomes, 0)),
+                "cost_per_successful_outcome_usd": ratio(cost, max(outcomes, 0)),
+            }
+            for metric, v in values.items():
+                if v is not None:
+                    yield Point(row["w_end"], name, metric, labels, v)

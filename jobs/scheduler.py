@@ -1,0 +1,66 @@
+"""The scheduler: APScheduler runs each job on its interval, in this process.
+
+Exactly one scheduler may run per store. With the embedded store that is
+``nlpmon serve`` (the only process that can open it). With a ClickHouse server
+and several API replicas, set ``jobs.enabled: false`` on the replicas and run
+one ``nlpmon scheduler`` process. Two schedulers would not corrupt anything
+(writes are idempotent) but would do the work twice.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.config import Config
+from monitor.storage import Store
+
+from .base import Job, RunResult
+from .cost import CostJob
+from .sli import SliJob
+from .slo import SloJob
+
+log = logging.getLogger(__name__)
+
+
+def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
+    j = config.jobs
+    jobs = [SliJob(store, config, clock, j.sli_interval), SloJob(store, config, clock, j.slo_interval),
+            CostJob(store, config, clock, j.cost_interval)]
+    return {job.name: job for job in jobs}
+
+
+class Scheduler:
+    def __init__(self, jobs: dict[str, Job]):
+        self.jobs = jobs
+        self.last: dict[str, RunResult] = {}
+        self._lock = threading.Lock()
+        self._aps = BackgroundScheduler(timezone=dt.timezone.utc, job_defaults={
+            # A run that overlaps the next tick is not started twice; missed ticks collapse into one run,
+            # and the job itself catches up the windows it missed.
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+
+    def start(self) -> None:
+        now = dt.datetime.now(dt.timezone.utc)
+        for name, job in self.jobs.items():
+            self._aps.add_job(self.run_job, IntervalTrigger(seconds=job.interval.total_seconds()), args=[name],
+                              id=name, name=name, next_run_time=now)
+        self._aps.start()
+        log.info("scheduler started: %s", ", ".join(f"{n} every {j.interval}" for n, j in self.jobs.items()))
+
+    def run_job(self, name: str) -> RunResult | None:
+        try:
+            result = self.jobs[name].run()
+        except Exception:  # a failure to even record the run must not kill the scheduler thread
+            log.exception("job %s could not run", name)
+            return None
+        with self._lock:
+            self.last[name] = result
+        return result
+
+    def shutdown(self) -> None:
+        if self._aps.running:
+            self._aps.shutdown(wait=True)

@@ -1,0 +1,185 @@
+"""Reading ``metric_points``: the series API (GET /v1/metrics) and the Prometheus exposition (GET /metrics)."""
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client.core import Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from jobs.base import window_name
+from jobs.catalog import LABELS, METRICS
+
+from .auth import require
+from .errors import ApiError
+from .events import parse_timestamp
+
+bp = Blueprint("series", __name__)
+MAX_POINTS = 100_000
+RESERVED = {"metric", "from", "to", "step", "by"}
+
+
+def allowed_windows(metric: str, config) -> list[str]:
+    job, windows, _ = METRICS[metric]
+    out = [w for w in windows if w != "period"]
+    if "period" in windows:
+        out += sorted({window_name(int(s.period.total_seconds())) for s in config.slos} - set(out))
+    return out
+
+
+def _time(name: str, default: dt.datetime) -> dt.datetime:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse_timestamp(float(raw) if raw.replace(".", "", 1).isdigit() else raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"{name}: {exc}") from None
+
+
+@bp.get("/v1/metrics")
+@require("read")
+def get_series():
+    svc = current_app.extensions["nlpmon"]
+    metric = request.args.get("metric")
+    if not metric:
+        raise ApiError(400, "bad_request", "metric: required (see docs/metrics.md)")
+    if metric not in METRICS:
+        raise ApiError(400, "bad_request", f"metric: unknown metric {metric!r}")
+    filters = {}
+    for key, value in request.args.items():
+        if key in RESERVED:
+            continue
+        if key not in LABELS:
+            raise ApiError(400, "bad_request", f"{key}: unknown label; labels are {', '.join(LABELS)}")
+        filters[key] = value
+    by = [b.strip() for b in request.args.get("by", "").split(",") if b.strip()]
+    for b in by:
+        if b not in LABELS:
+            raise ApiError(400, "bad_request", f"by: unknown label {b!r}; labels are {', '.join(LABELS)}")
+    windows = allowed_windows(metric, svc.config)
+    step = request.args.get("step", windows[0])
+    if step not in windows:
+        raise ApiError(400, "bad_request", f"step: {metric} is kept for windows {', '.join(windows)}, not {step!r}")
+    now = svc.clock.now()
+    to = _time("to", now)
+    frm = _time("from", to - dt.timedelta(days=1))
+    if frm > to:
+        raise ApiError(400, "bad_request", "from: must not be after to")
+    # A series is chosen by its exact label set: the filters plus `by`, so service=x
+    # gives the service-level series, and by=model its per-model breakdown.
+    keys = sorted(set(filters) | set(by))
+    if METRICS[metric][0] == "slo":
+        keys = None  # SLO series carry fixed labels; filters narrow them
+    conditions = " ".join(f"AND labels[{{k{i}:String}}] = {{v{i}:String}}" for i in range(len(filters)))
+    params = {"metric": metric, "window": step, "lo": frm, "hi": to, "limit": MAX_POINTS + 1}
+    for i, (k, v) in enumerate(filters.items()):
+        params[f"k{i}"], params[f"v{i}"] = k, v
+    if keys is not None:
+        conditions += " AND arraySort(mapKeys(labels)) = {keys:Array(String)}"
+        params["keys"] = keys
+    rows = svc.store.query(
+        "SELECT labels, ts, value FROM metric_points FINAL WHERE metric = {metric:String} "
+        "AND `window` = {window:String} AND ts >= {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
+        f"{conditions} ORDER BY toString(labels), ts LIMIT {{limit:UInt32}}", params)
+    series: dict[tuple, dict] = {}
+    for labels, ts, value in rows[:MAX_POINTS]:
+        key = tuple(sorted(labels.items()))
+        s = series.setdefault(key, {"labels": dict(key), "points": []})
+        s["points"].append([_iso(ts), value])
+    body = {"metric": metric, "window": step, "from": _iso(frm), "to": _iso(to), "help": METRICS[metric][2],
+            "series": list(series.values())}
+    if len(rows) > MAX_POINTS:
+        body["truncated"] = True
+    return jsonify(body)
+
+
+def _iso(ts: dt.datetime) -> str:
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return ts.isoformat(timespec="seconds") + "Z"
+
+
+class _Collector:
+    """Latest value of every series, plus nlpmon's own counters, collected at scrape time."""
+
+    def __init__(self, services):
+        self.svc = services
+
+    def collect(self):
+        store, now = self.svc.store, self.svc.clock.now()
+        rows = store.query(
+            "SELECT metric, `window`, labels, argMax(value, ts) FROM metric_points FINAL "
+            "WHERE ts >= {since:DateTime64(3, 'UTC')} GROUP BY metric, `window`, labels",
+            {"since": now - dt.timedelta(days=2)})
+        families: dict[str, Metric] = {}
+        for metric, window, labels, value in rows:
+            if metric not in METRICS:
+                continue
+            fam = families.get(metric)
+            if fam is None:
+                fam = families[metric] = Metric(f"nlpmon_{metric}", METRICS[metric][2], "gauge")
+            fam.add_sample(f"nlpmon_{metric}", {**labels, "window": window}, value)
+        yield from families.values()
+        yield from self._own()
+
+    def _own(self):
+        ingestor = self.svc.ingestor_if_built()
+        counters = ingestor.counters if ingestor else {"requests": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
+        ingested = Metric("nlpmon_ingested_events", "Events stored by this process since it started.", "counter")
+        for kind in ("requests", "feedback"):
+            ingested.add_sample("nlpmon_ingested_events_total", {"kind": kind}, counters[kind])
+        yield ingested
+        for name, key, text in (("rejected_events", "rejected", "Rows rejected by validation since start."),
+                                ("duplicate_events", "duplicates", "Replayed events ignored since start.")):
+            m = Metric(f"nlpmon_{name}", text, "counter")
+            m.add_sample(f"nlpmon_{name}_total", {}, counters[key])
+            yield m
+        runs = self.svc.store.query(
+            "SELECT job, argMax(duration_ms, started_at), argMax(status, started_at), countIf(status = 'error'), "
+            "toUnixTimestamp64Milli(maxIf(started_at, status = 'ok')) FROM job_runs GROUP BY job")
+        duration = Metric("nlpmon_job_last_duration_seconds", "Duration of the job's last run.", "gauge")
+        failed = Metric("nlpmon_job_last_run_failed", "1 when the job's last run failed.", "gauge")
+        failures = Metric("nlpmon_job_failures", "Failed runs of the job (within retention).", "counter")
+        success = Metric("nlpmon_job_last_success_timestamp_seconds", "When the job last succeeded.", "gauge")
+        for job, ms, status, nfail, last_ok in runs:
+            duration.add_sample(duration.name, {"job": job}, ms / 1000)
+            failed.add_sample(failed.name, {"job": job}, 1.0 if status == "error" else 0.0)
+            failures.add_sample("nlpmon_job_failures_total", {"job": job}, nfail)
+            if last_ok:
+                success.add_sample(success.name, {"job": job}, last_ok / 1000)
+        yield from (duration, failed, failures, success)
+
+
+def exposition(services) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(services))
+    from prometheus_client import ProcessCollector
+    ProcessCollector(namespace="nlpmon", registry=registry)
+    return generate_latest(registry)
+
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@bp.get("/metrics")
+@require("read")
+def prometheus_metrics():
+    return Response(exposition(current_app.extensions["nlpmon"]), mimetype=None, content_type=PROMETHEUS_TYPE)
+
+
+def metrics_only_app(services):
+    """A bare WSGI app for ``metrics.port``: /metrics without a key, nothing else."""
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"only /metrics is served on this port\n"]
+        try:
+            body = exposition(services)
+        except Exception:  # the store is down: say so, as Prometheus expects a non-200
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Retry-After", "5")])
+            return [b"store unavailable\n"]
+        start_response("200 OK", [("Content-Type", PROMETHEUS_TYPE)])
+        return [body]
+    return app
