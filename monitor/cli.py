@@ -267,13 +267,13 @@ def rollups() -> None:
 def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
     """Recompute requests_1m and feedback_1m from the raw tables, e.g. after a schema change."""
     from tqdm import tqdm
-    from .rollups import rebuild
+    from .rollups import rebuild, rebuild_plan
     lo, hi = _when(start), _when(end)
     if hi <= lo:
         raise click.BadParameter("--to must be after --from")
-    days = -(-(hi - lo) // dt.timedelta(days=1))
-    with tqdm(total=days, unit="day", desc="rebuilding rollups", file=sys.stderr) as bar:
-        done = rebuild(obj.ready_store(), lo, hi, on_day=lambda d: bar.update(1))
+    store = obj.ready_store()
+    with tqdm(total=len(rebuild_plan(store, lo, hi)), unit="day", desc="rebuilding rollups", file=sys.stderr) as bar:
+        done = rebuild(store, lo, hi, on_day=lambda d: bar.update(1))
     click.echo(f"rebuilt {done} day(s) of rollups", err=True)
 
 

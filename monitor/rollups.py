@@ -108,17 +108,35 @@ GROUP BY minute, {DIM_KEY}, request_status
 """
 
 
+def rebuild_plan(store, start, end) -> list:
+    """The (day start, day end) ranges a rebuild of [start, end) will process.
+
+    Only where raw rows exist: a range past the data would delete rollups with
+    nothing to rebuild them from (raw rows expire before nothing else does).
+    """
+    import datetime as dt
+    lo, hi, n = store.query("SELECT min(ts), max(ts), count() FROM "
+                            "(SELECT ts FROM requests UNION ALL SELECT ts FROM feedback)")[0]
+    if not n:
+        return []
+    lo = lo.replace(tzinfo=dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    hi = hi.replace(tzinfo=dt.timezone.utc) + dt.timedelta(minutes=1)
+    t, stop, out = max(start, lo), min(end, hi), []
+    while t < stop:
+        nxt = min(t + dt.timedelta(days=1), stop)
+        out.append((t, nxt))
+        t = nxt
+    return out
+
+
 def rebuild(store, start, end, on_day=None) -> int:
     """Recompute requests_1m and feedback_1m for [start, end) from the raw tables, a day at a time.
 
     For after a schema change or a repair: each day's rollup rows are deleted
     and re-aggregated from the de-duplicated raw rows (FINAL). Returns the days done.
     """
-    import datetime as dt
-    day = dt.timedelta(days=1)
-    t, days = start, 0
-    while t < end:
-        hi = min(t + day, end)
+    plan = rebuild_plan(store, start, end)
+    for t, hi in plan:
         params = {"lo": int(t.timestamp()), "hi": int(hi.timestamp())}
         rng = "{col} >= toDateTime({{lo:UInt32}}, 'UTC') AND {col} < toDateTime({{hi:UInt32}}, 'UTC')"
         for table in ("requests_1m", "feedback_1m"):
@@ -128,8 +146,6 @@ def rebuild(store, start, end, on_day=None) -> int:
             f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests"), params)
         store.command("INSERT INTO feedback_1m " + feedback_rollup_select(
             f"(SELECT * FROM feedback FINAL WHERE {rng.format(col='ifNull(request_ts, ts)')}) AS feedback"), params)
-        days += 1
         if on_day:
             on_day(t)
-        t = hi
-    return days
+    return len(plan)

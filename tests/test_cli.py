@@ -101,3 +101,20 @@ def test_keys_ingest_and_serve(tmp_path):
 
     assert nlpmon("keys", "revoke", key_id, cwd=tmp_path, check=True).stdout.strip() == f"revoked {key_id}"
     assert "revoked" in nlpmon("keys", "list", cwd=tmp_path, check=True).stdout
+
+
+def test_jobs_commands(tmp_path):
+    nlpmon("db", "upgrade", cwd=tmp_path, check=True)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600))
+    (tmp_path / "events.ndjson").write_text("\n".join(json.dumps(request_event(i, ts=now)) for i in range(20)) + "\n")
+    nlpmon("ingest", "events.ndjson", cwd=tmp_path, check=True)
+    listed = nlpmon("jobs", "list", cwd=tmp_path, check=True).stdout
+    assert "sli" in listed and "slo" in listed and "cost" in listed and "never run" in listed
+    ran = nlpmon("jobs", "run", "sli", cwd=tmp_path, check=True).stdout
+    assert ran.startswith("sli: ok,") and "points" in ran
+    assert "last run" in nlpmon("jobs", "list", cwd=tmp_path, check=True).stdout
+    bad = nlpmon("jobs", "run", "nope", cwd=tmp_path)
+    assert bad.returncode == 2 and "jobs are sli, slo, cost" in bad.stderr
+    rebuilt = nlpmon("rollups", "rebuild", "--from", now[:10] + "T00:00:00Z", "--to", "2100-01-01T00:00:00Z",
+                     cwd=tmp_path)
+    assert rebuilt.returncode == 0 and "rebuilding rollups" in rebuilt.stderr, rebuilt.stderr

@@ -25,3 +25,10 @@ def test_feedback_fields_are_documented():
 def test_statuses_and_kinds_are_documented():
     for value in events.STATUSES + events.FEEDBACK_KINDS + events.HALLUCINATION_LABELS:
         assert f"`{value}`" in DOC
+
+
+def test_every_metric_is_documented():
+    from jobs.catalog import METRICS
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
+    listed = set(re.findall(r"^\| `([a-z0-9_]+)` \|", doc, flags=re.M))
+    assert set(METRICS) <= listed, set(METRICS) - listed
