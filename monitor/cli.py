@@ -301,14 +301,17 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
         import threading
         from .series import metrics_only_app
         metrics_server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]), host=cfg.metrics.host,
-                                                port=cfg.metrics.port, threads=2, ident="nlpmon-metrics")
+                                                port=cfg.metrics.port, threads=2, ident="nlpmon-metrics",
+                                                asyncore_use_poll=True)
         threading.Thread(target=metrics_server.run, daemon=True, name="metrics-port").start()
         click.echo(f"/metrics without a key on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics", err=True)
     click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()}); "
                f"scheduler {'on' if sched else 'off (jobs.enabled: false)'}", err=True)
     try:
+        # poll() rather than select(): select() fails once the process holds 1024 descriptors,
+        # which the embedded engine's open parts can reach.
         waitress.serve(app, host=host, port=port, threads=cfg.server.threads, ident="nlpmon",
-                       clear_untrusted_proxy_headers=True)
+                       clear_untrusted_proxy_headers=True, asyncore_use_poll=True)
     finally:
         if sched:
             sched.shutdown()
@@ -428,6 +431,14 @@ def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empt
         click.echo(f"  incident {inc['name']}: {inc['service']}/{inc['feature']} "
                    f"{inc['start']:%Y-%m-%d %H:%M} to {inc['end']:%Y-%m-%d %H:%M} UTC: {inc['what']}", err=True)
     if not url:
+        # Metrics for the whole demo window now, so charts have history from the start
+        # (the scheduler itself only catches up jobs.catchup_max).
+        from jobs.scheduler import build_jobs
+        for name, job in build_jobs(obj.ready_store(), obj.config, SystemClock()).items():
+            click.echo(f"computing {name} metrics for the demo window ...", err=True)
+            result = job.run(since=end_ts - dt.timedelta(days=days))
+            click.echo(f"  {name}: {result.status}, {result.rows} points in {result.duration_ms / 1000:.1f} s"
+                       + (f": {result.error}" if result.error else ""), err=True)
         ks = _keystore(obj)
         if not any(k.name == "demo" for k in ks.list()):
             _, plain = ks.create("demo", ["ingest", "read"])

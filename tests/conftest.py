@@ -43,6 +43,23 @@ def config(make_config):
 
 
 @pytest.fixture
+def make_store():
+    """Stores opened (and migrated) for a test, dropped and closed after it."""
+    opened = []
+
+    def make(config, upgrade=True):
+        s = Store.from_config(config)
+        if upgrade:
+            migrate.upgrade(s, config)
+        opened.append((s, config.clickhouse.database))
+        return s
+    yield make
+    for s, database in opened:
+        s.command(f"DROP DATABASE IF EXISTS `{database}`")
+        s.close()
+
+
+@pytest.fixture
 def store(config):
     s = Store.from_config(config)
     migrate.upgrade(s, config)

@@ -10,6 +10,8 @@ import urllib.request
 
 import pytest
 
+from monitor import migrate
+
 from tests.helpers import free_port, request_event
 
 
@@ -36,11 +38,13 @@ def test_db_commands(tmp_path):
     assert "base" in nlpmon("db", "current", cwd=tmp_path).stdout
     p = nlpmon("keys", "list", cwd=tmp_path)
     assert p.returncode == 1 and "nlpmon db upgrade" in p.stderr and "Traceback" not in p.stderr
-    assert "schema at 0001" in nlpmon("db", "upgrade", cwd=tmp_path, check=True).stdout
-    assert "schema at 0001" in nlpmon("db", "upgrade", cwd=tmp_path, check=True).stdout
-    assert nlpmon("db", "current", cwd=tmp_path).stdout.strip() == "0001"
+    head = migrate.head()
+    assert f"schema at {head}" in nlpmon("db", "upgrade", cwd=tmp_path, check=True).stdout
+    assert f"schema at {head}" in nlpmon("db", "upgrade", cwd=tmp_path, check=True).stdout
+    assert nlpmon("db", "current", cwd=tmp_path).stdout.strip() == head
+    assert "schema at 0001" in nlpmon("db", "downgrade", "0001", cwd=tmp_path, check=True).stdout
     assert "schema at base" in nlpmon("db", "downgrade", "base", cwd=tmp_path, check=True).stdout
-    assert "0001" in nlpmon("db", "current", cwd=tmp_path).stdout  # "base (latest is 0001 ...)"
+    assert f"latest is {head}" in nlpmon("db", "current", cwd=tmp_path).stdout
 
 
 def test_config_error_is_one_line(tmp_path):

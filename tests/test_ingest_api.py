@@ -153,13 +153,10 @@ def test_bad_bodies_get_json_errors(client, keys, data, headers, status, code):
     assert r.is_json and r.json["error"] == code and r.json["message"]
 
 
-def test_body_over_limit_is_413(make_config, clock):
-    from monitor import migrate
+def test_body_over_limit_is_413(make_config, clock, make_store):
     from monitor.app import create_app
-    from monitor.storage import Store
     cfg = make_config(ingest={"max_body_bytes": 2000, "max_rows_per_batch": 3})
-    store = Store.from_config(cfg)
-    migrate.upgrade(store, cfg)
+    store = make_store(cfg)
     app = create_app(cfg, store, clock)
     _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
     c = app.test_client()
@@ -175,13 +172,10 @@ def test_body_over_limit_is_413(make_config, clock):
     assert r.status_code == 413 and "4 events" in r.json["message"]
 
 
-def test_long_text_is_truncated_and_flagged(make_config, clock):
-    from monitor import migrate
+def test_long_text_is_truncated_and_flagged(make_config, clock, make_store):
     from monitor.app import create_app
-    from monitor.storage import Store
     cfg = make_config(ingest={"max_text_chars": 50})
-    store = Store.from_config(cfg)
-    migrate.upgrade(store, cfg)
+    store = make_store(cfg)
     app = create_app(cfg, store, clock)
     _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
     r = app.test_client().post("/v1/requests", json=[request_event(1, output_text="y" * 80)], headers=auth(key))
@@ -190,13 +184,10 @@ def test_long_text_is_truncated_and_flagged(make_config, clock):
     assert text == "y" * 50 and flag is True
 
 
-def test_long_text_rejected_in_reject_mode(make_config, clock):
-    from monitor import migrate
+def test_long_text_rejected_in_reject_mode(make_config, clock, make_store):
     from monitor.app import create_app
-    from monitor.storage import Store
     cfg = make_config(ingest={"max_text_chars": 50, "text_over_limit": "reject"})
-    store = Store.from_config(cfg)
-    migrate.upgrade(store, cfg)
+    store = make_store(cfg)
     app = create_app(cfg, store, clock)
     _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
     r = app.test_client().post("/v1/requests", json=[request_event(1, output_text="y" * 80)], headers=auth(key))

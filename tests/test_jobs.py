@@ -12,9 +12,7 @@ from jobs.cost import CostJob
 from jobs.scheduler import Scheduler, build_jobs
 from jobs.sli import SliJob
 from jobs.slo import SloJob
-from monitor import migrate
 from monitor.app import create_app
-from monitor.storage import Store
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=UTC)  # the hour the test traffic falls in
@@ -44,15 +42,14 @@ def traffic(n=4000, errors=37, timeouts=13, seed=1, service="svc", feature="chat
 
 
 @pytest.fixture
-def env(make_config, clock):
+def env(make_config, clock, make_store):
     cfg = make_config(
         slos=[{"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.5,
                "sli": "availability"},
               {"name": "chat-latency", "service": "svc", "feature": "chat", "objective": 99, "sli": "latency",
                "threshold_ms": 2000}],
         jobs={"catchup_max": "6h", "recompute": "10m", "grace": "30s"})
-    store = Store.from_config(cfg)
-    migrate.upgrade(store, cfg)
+    store = make_store(cfg)
     clock.set(T0 + dt.timedelta(hours=1, minutes=1))
     app = create_app(cfg, store, clock)
     return cfg, store, clock, app.extensions["nlpmon"].ingestor
@@ -183,10 +180,9 @@ def test_cost_per_successful_outcome_and_late_feedback(env):
     assert point(store, "successful_outcomes", "1h", end, service="svc", feature="chat", model="m1") == 387
 
 
-def test_success_definition_is_configurable(make_config, clock):
+def test_success_definition_is_configurable(make_config, clock, make_store):
     cfg = make_config(outcomes={"success": {"statuses": ["ok"], "negative_feedback": ["task_failed"]}})
-    store = Store.from_config(cfg)
-    migrate.upgrade(store, cfg)
+    store = make_store(cfg)
     clock.set(T0 + dt.timedelta(hours=1, minutes=1))
     ing = create_app(cfg, store, clock).extensions["nlpmon"].ingestor
     ingest(ing, "requests", traffic(n=100, errors=0, timeouts=0)[0])

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 from monitor import migrate
-from monitor.storage import Store
 
-TABLES = {"requests", "feedback", "rejected_events", "api_keys", "metric_points", "instance_settings"}
+TABLES = {"requests", "feedback", "rejected_events", "api_keys", "metric_points", "instance_settings",
+          "requests_1m", "requests_1m_mv", "feedback_1m", "feedback_1m_mv", "job_runs"}
 
 
 def tables(store):
     return {r[0] for r in store.query("SELECT name FROM system.tables WHERE database = currentDatabase()")}
 
 
-def test_upgrade_is_idempotent(config):
-    store = Store.from_config(config)
+def test_upgrade_is_idempotent(config, make_store):
+    store = make_store(config, upgrade=False)
     assert migrate.current(store) is None
     migrate.upgrade(store, config)
     migrate.upgrade(store, config)
@@ -21,9 +21,8 @@ def test_upgrade_is_idempotent(config):
     assert store.scalar("SELECT count() FROM alembic_version") == 1
 
 
-def test_upgrade_downgrade_base_upgrade(config):
-    store = Store.from_config(config)
-    migrate.upgrade(store, config)
+def test_upgrade_downgrade_base_upgrade(config, make_store):
+    store = make_store(config)
     store.command("INSERT INTO api_keys (key_id, name) VALUES ('k', 'n')")
     migrate.downgrade(store, config, "base")
     assert migrate.current(store) is None
@@ -31,6 +30,17 @@ def test_upgrade_downgrade_base_upgrade(config):
     migrate.upgrade(store, config)
     assert TABLES <= tables(store)
     assert store.scalar("SELECT count() FROM api_keys") == 0
+
+
+def test_downgrade_one_step_removes_only_its_revision(config, make_store):
+    store = make_store(config)
+    migrate.downgrade(store, config, "0001")
+    assert migrate.current(store) == "0001"
+    left = tables(store)
+    assert "requests" in left and not {"requests_1m", "feedback_1m", "job_runs"} & left
+    assert "request_ts" not in {r[0] for r in store.query("DESCRIBE TABLE feedback")}
+    migrate.upgrade(store, config)
+    assert "request_ts" in {r[0] for r in store.query("DESCRIBE TABLE feedback")}
 
 
 def test_engines_partitions_and_ttls(store):
@@ -46,12 +56,14 @@ def test_engines_partitions_and_ttls(store):
     assert "`input_text` String TTL toDateTime(ts) + toIntervalDay(30) CODEC(ZSTD(3))" in ddl or \
            ("input_text" in ddl and "toIntervalDay(30)" in ddl)
     assert "LowCardinality(String)" in ddl
+    assert info["requests_1m"][0] == "AggregatingMergeTree" and info["feedback_1m"][0] == "AggregatingMergeTree"
+    rollup = store.scalar("SHOW CREATE TABLE requests_1m")
+    assert "AggregateFunction(quantilesTDigest(0.5, 0.9, 0.95, 0.99), Float64)" in rollup
 
 
-def test_retention_follows_config(make_config):
+def test_retention_follows_config(make_config, make_store):
     cfg = make_config(retention={"days": 30, "text_days": 7})
-    store = Store.from_config(cfg)
-    migrate.upgrade(store, cfg)
+    store = make_store(cfg)
     ddl = store.scalar("SHOW CREATE TABLE requests")
     assert "toIntervalDay(30)" in ddl and "toIntervalDay(7)" in ddl and "toIntervalDay(90)" not in ddl
     longer = make_config(clickhouse={"database": cfg.clickhouse.database}, retention={"days": 120, "text_days": 14})

@@ -72,13 +72,10 @@ def test_rejected_raw_rows_are_redacted_too(client, keys, store):
     assert "jane@example.com" not in raw and "[EMAIL]" in raw
 
 
-def test_redaction_can_be_switched_off(make_config, clock):
-    from monitor import migrate
+def test_redaction_can_be_switched_off(make_config, clock, make_store):
     from monitor.app import create_app
-    from monitor.storage import Store
     cfg = make_config(privacy={"redact_pii": False, "user_id_salt": "pepper-for-tests"})
-    store = Store.from_config(cfg)
-    migrate.upgrade(store, cfg)
+    store = make_store(cfg)
     app = create_app(cfg, store, clock)
     _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
     app.test_client().post("/v1/requests", json=[request_event(1, input_text="jane@example.com", user_id="u")],
@@ -110,14 +107,11 @@ def test_price_table_uses_the_price_in_force():
     assert table.cost("other", dt.date(2026, 3, 1), 1000, 500) is None
 
 
-def test_ingest_prices_events_without_cost(make_config, clock):
-    from monitor import migrate
+def test_ingest_prices_events_without_cost(make_config, clock, make_store):
     from monitor.app import create_app
-    from monitor.storage import Store
     cfg = make_config(pricing=[{"model": "gpt-4o-mini", "effective_from": "2026-01-01", "input_per_mtok": 0.15,
                                 "output_per_mtok": 0.60, "cached_input_per_mtok": 0.075}])
-    store = Store.from_config(cfg)
-    migrate.upgrade(store, cfg)
+    store = make_store(cfg)
     app = create_app(cfg, store, clock)
     _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
     rows = [request_event(1, input_tokens=10_000, cached_input_tokens=4_000, output_tokens=1_000),

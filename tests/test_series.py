@@ -8,19 +8,16 @@ import urllib.request
 import pytest
 
 from jobs.scheduler import build_jobs
-from monitor import migrate
 from monitor.app import create_app
-from monitor.storage import Store
 from tests.helpers import auth, free_port
 from tests.test_jobs import T0, iso, traffic
 
 
 @pytest.fixture
-def served(make_config, clock):
+def served(make_config, clock, make_store):
     cfg = make_config(slos=[{"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.5,
                              "sli": "availability", "period": "7d"}])
-    store = Store.from_config(cfg)
-    migrate.upgrade(store, cfg)
+    store = make_store(cfg)
     clock.set(T0 + dt.timedelta(hours=1, minutes=1))
     app = create_app(cfg, store, clock)
     svc = app.extensions["nlpmon"]
@@ -114,7 +111,8 @@ def test_metrics_port_serves_without_a_key(served):
 
     from monitor.series import metrics_only_app
     app, _, _ = served
-    server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]), host="127.0.0.1", port=free_port())
+    server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]), host="127.0.0.1", port=free_port(),
+                                    asyncore_use_poll=True)
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     try:
