@@ -5,9 +5,10 @@
 Loads ``--rows`` synthetic requests spread evenly over the 30 days before the
 current hour into an embedded chDB store in a temporary directory. Rows are
 generated server-side (INSERT ... SELECT FROM numbers()) in chunks, so the
-materialized view fills ``requests_1m`` exactly as a real ingest does. Then it
-times the p95-latency and error-rate query for a 30-day and a 1-hour window,
-from the rollup and over the raw rows, in the same run, and prints medians,
+materialized views fill the rollups (requests per minute, hour and day) exactly
+as a real ingest does. Then it times the p95-latency and error-rate query for a
+30-day and a 1-hour window, from the coarsest rollups that tile the window
+(monitor.rollups.covering) and over the raw rows, in the same run, and prints medians,
 p95s and the raw/rollup ratio. Last, it inserts one minute of traffic at
 1,000 requests/s after the loaded window and times the ``sli`` job on it.
 
@@ -36,7 +37,7 @@ from jobs.sli import SliJob  # noqa: E402
 from monitor import migrate  # noqa: E402
 from monitor.clock import ManualClock  # noqa: E402
 from monitor.config import Config, load_config  # noqa: E402
-from monitor.rollups import LATENCY_QUANTILES, quantiles_sql  # noqa: E402
+from monitor.rollups import LATENCY_QUANTILES, covering, covering_source, quantiles_sql  # noqa: E402
 from monitor.storage import Store  # noqa: E402
 
 UTC = dt.timezone.utc
@@ -182,12 +183,12 @@ def peak_rss_mib() -> float:
 P95_INDEX = LATENCY_QUANTILES.index(0.95) + 1  # the state type fixes the quantile list; pick p95 out of it
 
 
-def rollup_sql(scoped: bool) -> str:
+def rollup_sql(scoped: bool, lo: dt.datetime, hi: dt.datetime) -> tuple[str, dict]:
+    """The query over the coarsest rollups that tile [lo, hi) (day, hour and minute buckets)."""
     where = "service = {service:String} AND feature = {feature:String} AND " if scoped else ""
+    source, params = covering_source(lo, hi, where)
     return (f"SELECT quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)[{P95_INDEX}] AS p95, "
-            f"(sum(status_error) + sum(status_timeout)) / sum(requests) AS error_rate "
-            f"FROM requests_1m WHERE {where}"
-            f"minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC')")
+            f"(sum(status_error) + sum(status_timeout)) / sum(requests) AS error_rate FROM {source}"), params
 
 
 def raw_sql(scoped: bool) -> str:
@@ -229,8 +230,9 @@ def bench_queries(store: Store, end: dt.datetime, repeat: int) -> dict:
             params = {"lo": int(lo.timestamp()), "hi": int(end.timestamp()),
                       "service": HEADLINE[0], "feature": HEADLINE[1]}
             row = {}
-            for source, sql in (("rollup", rollup_sql(scoped)), ("raw", raw_sql(scoped))):
-                times, answer = time_query(store, sql, params, repeat)
+            rsql, rparams = rollup_sql(scoped, lo, end)
+            for source, sql, extra_params in (("rollup", rsql, rparams), ("raw", raw_sql(scoped), {})):
+                times, answer = time_query(store, sql, {**params, **extra_params}, repeat)
                 row[source] = (statistics.median(times), p95(times), answer)
             ratio = row["raw"][0] / row["rollup"][0]
             for source in ("rollup", "raw"):
@@ -294,17 +296,23 @@ def main() -> None:
         print(f"\nloading {args.rows:,} requests over {lo:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC "
               f"in chunks of {CHUNK_ROWS:,}")
         load_s = load(store, sql, lo, end - lo, args.rows, "b-")
-        rolled = store.scalar("SELECT sum(requests) FROM requests_1m")
         print(f"load: {args.rows:,} rows in {load_s:.1f} s = {args.rows / load_s:,.0f} rows/s "
-              f"(raw insert + materialized view into requests_1m)")
-        print(f"check: sum(requests) in requests_1m = {rolled:,} "
-              f"({'equals' if rolled == args.rows else 'DIFFERS FROM'} rows loaded)")
+              f"(raw insert + materialized views into requests_1m, requests_1h, requests_1d, in one pass)")
+        for table in ("requests_1m", "requests_1h", "requests_1d"):
+            rolled = store.scalar(f"SELECT sum(requests) FROM {table}")
+            print(f"check: sum(requests) in {table} = {rolled:,} "
+                  f"({'equals' if rolled == args.rows else 'DIFFERS FROM'} rows loaded)")
         print(f"waited {settle(store):.1f} s for background merges to finish; "
               f"peak RSS so far {peak_rss_mib():,.0f} MiB")
         raw_parts, raw_rows = parts(store, "requests")
-        roll_parts, roll_rows = parts(store, "requests_1m")
-        print(f"requests: {raw_rows:,} rows in {raw_parts} parts; requests_1m: {roll_rows:,} rows in "
-              f"{roll_parts} parts ({raw_rows / max(roll_rows, 1):.1f} raw rows per rollup row)")
+        print(f"requests: {raw_rows:,} rows in {raw_parts} parts")
+        for table in ("requests_1m", "requests_1h", "requests_1d"):
+            roll_parts, roll_rows = parts(store, table)
+            print(f"{table}: {roll_rows:,} rows in {roll_parts} parts ({raw_rows / max(roll_rows, 1):.1f} raw rows "
+                  f"per rollup row)")
+        lo30 = end - dt.timedelta(days=DAYS)
+        print("30d window tiled as: " + ", ".join(f"{t} {a:%m-%d %H:%M}..{b:%m-%d %H:%M}"
+                                                  for t, a, b in covering(lo30, end)))
 
         results = bench_queries(store, end, args.repeat)
         scope = f"{HEADLINE[0]}/{HEADLINE[1]}"

@@ -57,7 +57,7 @@ class CostJob(Job):
                                      COST_WINDOWS, where="AND request_status IN {statuses:Array(String)}",
                                      params={"statuses": statuses}):
             unhappy[(name, row["w_end"], tuple(sorted(labels_of(row).items())))] = row["unhappy"]
-        for name, row in each_window(self.store, "requests_1m", select, start, end, COST_WINDOWS):
+        for name, row in each_window(self.store, "requests", select, start, end, COST_WINDOWS):
             labels = labels_of(row)
             n, cost = row["requests"], row["cost"]
             outcomes = row["success_status"] - unhappy.get((name, row["w_end"], tuple(sorted(labels.items()))), 0)

@@ -11,7 +11,7 @@ import datetime as dt
 import math
 from typing import Iterable
 
-from monitor.rollups import LATENCY_QUANTILES, TTFT_QUANTILES, quantiles_sql
+from monitor.rollups import LATENCY_QUANTILES, TTFT_QUANTILES, quantiles_sql, request_rollup_for
 
 from .base import UTC, Job, Point, ratio, window_ends
 
@@ -47,14 +47,18 @@ GROUP BY GROUPING SETS ({grouping_sets()})
 
 def each_window(store, table: str, select: str, start: dt.datetime, end: dt.datetime, windows: dict[str, int],
                 where: str = "", params: dict | None = None):
-    """Rows of ``select`` per (window, window end, grouping set) for the windows ending in (start, end]."""
+    """Rows of ``select`` per (window, window end, grouping set) for the windows ending in (start, end].
+
+    ``table`` "requests" reads the coarsest request rollup that tiles each window.
+    """
     for name, seconds in windows.items():
+        source = request_rollup_for(seconds) if table == "requests" else table
         span = window_ends(start, end, seconds)
         if span is None:
             continue
         first_end, last_end = span
         lo = first_end - dt.timedelta(seconds=seconds)
-        for row in store.query_dicts(bucketed_query(table, select, where),
+        for row in store.query_dicts(bucketed_query(source, select, where),
                                      {"w": seconds, "lo": int(lo.timestamp()), "hi": int(last_end.timestamp()),
                                       **(params or {})}):
             row["w_end"] = row["w_end"].replace(tzinfo=UTC)
@@ -122,7 +126,7 @@ class SliJob(Job):
     description = "request counts, error rate, availability, latency/TTFT percentiles, quality rates, feedback rates"
 
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
-        for name, row in each_window(self.store, "requests_1m", REQUEST_SELECT, start, end, SLI_WINDOWS):
+        for name, row in each_window(self.store, "requests", REQUEST_SELECT, start, end, SLI_WINDOWS):
             yield from points(name, row, request_metrics(row))
         for name, row in each_window(self.store, "feedback_1m", FEEDBACK_SELECT, start, end, SLI_WINDOWS,
                                      where="AND service != ''"):

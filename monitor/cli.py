@@ -265,7 +265,7 @@ def rollups() -> None:
 @click.pass_obj
 @_friendly
 def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
-    """Recompute requests_1m and feedback_1m from the raw tables, e.g. after a schema change."""
+    """Recompute the rollups (requests per minute/hour/day, feedback per minute) from the raw tables, for whole UTC days."""
     from tqdm import tqdm
     from .rollups import rebuild, rebuild_plan
     lo, hi = _when(start), _when(end)

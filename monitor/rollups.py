@@ -37,18 +37,75 @@ def quantiles_sql(qs: tuple[float, ...]) -> str:
 
 DIM_KEY = ", ".join(DIMENSIONS)
 
+# The request rollups, finest first: (table, function giving a row's bucket, bucket seconds).
+# All three are fed from `requests` at insert time. Long windows read the coarse ones:
+# merging a t-digest state costs about the same whatever it holds, so a 30-day p95 over
+# day buckets merges ~60x fewer states than over minute buckets.
+REQUEST_ROLLUPS = (("requests_1m", "toStartOfMinute", 60), ("requests_1h", "toStartOfHour", 3600),
+                   ("requests_1d", "toStartOfDay", 86400))
 
-def requests_rollup_select(source: str = "requests") -> str:
-    """The SELECT behind requests_1m: used by its materialized view and by `nlpmon rollups rebuild`.
 
-    Source columns are qualified where an alias of the same name exists, because
+def request_rollup_for(seconds: int) -> str:
+    """The coarsest request rollup whose buckets tile windows of ``seconds``."""
+    best = REQUEST_ROLLUPS[0][0]
+    for table, _, size in REQUEST_ROLLUPS:
+        if seconds % size == 0:
+            best = table
+    return best
+
+
+def covering(lo, hi) -> list[tuple[str, object, object]]:
+    """(table, from, to) pieces that tile [lo, hi) (minute-aligned) with as few rollup rows as possible."""
+    import datetime as dt
+
+    pieces = []
+
+    def split(a, b, level):
+        if a >= b:
+            return
+        table, _, size = REQUEST_ROLLUPS[level]
+        if level == 0:
+            pieces.append((table, a, b))
+            return
+        epoch = int(a.timestamp())
+        first = a if epoch % size == 0 else a + dt.timedelta(seconds=size - epoch % size)
+        last = b - dt.timedelta(seconds=int(b.timestamp()) % size)
+        if first >= last:
+            split(a, b, level - 1)
+            return
+        split(a, first, level - 1)
+        pieces.append((table, first, last))
+        split(last, b, level - 1)
+
+    split(lo, hi, len(REQUEST_ROLLUPS) - 1)
+    return pieces
+
+
+def covering_source(lo, hi, where: str = "") -> tuple[str, dict]:
+    """A FROM clause over the request rollups tiling [lo, hi), and its parameters.
+
+    ``where`` is extra conditions ending in AND, with its own {name:Type} parameters.
+    """
+    parts, params = [], {}
+    for i, (table, a, b) in enumerate(covering(lo, hi)):
+        parts.append(f"SELECT * FROM {table} WHERE {where} minute >= toDateTime({{lo{i}:UInt32}}, 'UTC') "
+                     f"AND minute < toDateTime({{hi{i}:UInt32}}, 'UTC')")
+        params[f"lo{i}"], params[f"hi{i}"] = int(a.timestamp()), int(b.timestamp())
+    return "(" + " UNION ALL ".join(parts) + ")", params
+
+
+def requests_rollup_select(source: str = "requests", bucket: str = "toStartOfMinute") -> str:
+    """The SELECT behind the request rollups: used by their materialized views and by `nlpmon rollups rebuild`.
+
+    ``bucket`` turns ts into the row's bucket start (kept in the column ``minute`` in
+    every rollup: the bucket's first minute). Source columns are qualified where an alias of the same name exists, because
     ClickHouse resolves aliases before columns. ``source`` may be a subquery
     aliased ``requests``.
     """
     lq, tq = quantiles_sql(LATENCY_QUANTILES), quantiles_sql(TTFT_QUANTILES)
     buckets = ", ".join(f"{float(b)}" for b in LATENCY_BUCKETS_MS)
     return f"""SELECT
-    toStartOfMinute(ts) AS minute, {DIM_KEY},
+    {bucket}(ts) AS minute, {DIM_KEY},
     count() AS requests,
     countIf(status = 'ok') AS status_ok,
     countIf(status = 'error') AS status_error,
@@ -121,7 +178,11 @@ def rebuild_plan(store, start, end) -> list:
         return []
     lo = lo.replace(tzinfo=dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     hi = hi.replace(tzinfo=dt.timezone.utc) + dt.timedelta(minutes=1)
-    t, stop, out = max(start, lo), min(end, hi), []
+    day = dt.timedelta(days=1)
+    whole = lambda ts: ts.replace(hour=0, minute=0, second=0, microsecond=0)  # noqa: E731
+    # Whole UTC days only: the day rollup cannot be rebuilt for part of a day.
+    start, end = whole(start), whole(end) + (day if end != whole(end) else dt.timedelta(0))
+    t, stop, out = max(start, lo), min(end, whole(hi) + day), []
     while t < stop:
         nxt = min(t + dt.timedelta(days=1), stop)
         out.append((t, nxt))
@@ -130,7 +191,7 @@ def rebuild_plan(store, start, end) -> list:
 
 
 def rebuild(store, start, end, on_day=None) -> int:
-    """Recompute requests_1m and feedback_1m for [start, end) from the raw tables, a day at a time.
+    """Recompute the request rollups and feedback_1m for the UTC days of [start, end), a day at a time.
 
     For after a schema change or a repair: each day's rollup rows are deleted
     and re-aggregated from the de-duplicated raw rows (FINAL). Returns the days done.
@@ -139,11 +200,12 @@ def rebuild(store, start, end, on_day=None) -> int:
     for t, hi in plan:
         params = {"lo": int(t.timestamp()), "hi": int(hi.timestamp())}
         rng = "{col} >= toDateTime({{lo:UInt32}}, 'UTC') AND {col} < toDateTime({{hi:UInt32}}, 'UTC')"
-        for table in ("requests_1m", "feedback_1m"):
+        for table in [r[0] for r in REQUEST_ROLLUPS] + ["feedback_1m"]:
             store.command(f"ALTER TABLE {table} DELETE WHERE {rng.format(col='minute')} "
                           "SETTINGS mutations_sync = 2", params)
-        store.command("INSERT INTO requests_1m " + requests_rollup_select(
-            f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests"), params)
+        for table, bucket, _ in REQUEST_ROLLUPS:
+            store.command(f"INSERT INTO {table} " + requests_rollup_select(
+                f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests", bucket), params)
         store.command("INSERT INTO feedback_1m " + feedback_rollup_select(
             f"(SELECT * FROM feedback FINAL WHERE {rng.format(col='ifNull(request_ts, ts)')}) AS feedback"), params)
         if on_day:

@@ -326,3 +326,48 @@ def test_scheduler_runs_jobs_on_its_own(env):
     finally:
         sched.shutdown()
     assert {n: r.status for n, r in sched.last.items()} == {"sli": "ok", "slo": "ok", "cost": "ok"}
+
+
+def test_covering_uses_the_coarsest_rollups():
+    from monitor.rollups import covering
+    lo = dt.datetime(2026, 10, 25, 13, 17, tzinfo=UTC)
+    hi = dt.datetime(2026, 11, 24, 9, 42, tzinfo=UTC)
+    pieces = covering(lo, hi)
+    # Contiguous, in order, tiling exactly [lo, hi).
+    assert pieces[0][1] == lo and pieces[-1][2] == hi
+    assert all(a[2] == b[1] for a, b in zip(pieces, pieces[1:]))
+    assert [p[0] for p in pieces] == ["requests_1m", "requests_1h", "requests_1d", "requests_1h", "requests_1m"]
+    assert pieces[2][1:] == (dt.datetime(2026, 10, 26, tzinfo=UTC), dt.datetime(2026, 11, 24, tzinfo=UTC))
+    assert covering(T0, T0 + dt.timedelta(minutes=7)) == [("requests_1m", T0, T0 + dt.timedelta(minutes=7))]
+
+
+def test_all_request_rollups_agree(env):
+    cfg, store, clock, ing = env
+    ingest(ing, "requests", traffic(n=3000)[0])
+    sums = [store.query(f"SELECT sum(requests), sum(status_error), sum(cost_usd), "
+                        f"quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(latency_q)[3] FROM {t}")[0]
+            for t in ("requests_1m", "requests_1h", "requests_1d")]
+    assert sums[0][:3] == sums[1][:3] == sums[2][:3] == (3000, 37, 750.0)
+    assert abs(sums[0][3] - sums[2][3]) / sums[2][3] < 0.01
+
+
+def test_burn_rate_windows_with_ragged_edges_are_exact(env):
+    cfg, store, clock, ing = env
+    # 4000 requests in [T0, T0+1h) with 40 failures, then 600 in [T0+1h, T0+1h30m) with 9 failures:
+    # a 2h window ending at T0+1h30m takes whole hours from the hourly rollup and its ends from minutes.
+    ingest(ing, "requests", traffic(n=4000, errors=30, timeouts=10)[0])
+    second = traffic(n=600, errors=9, timeouts=0, prefix="s", start=T0 + dt.timedelta(hours=1))[0]
+    for i, ev in enumerate(second):
+        ev["ts"] = iso(T0 + dt.timedelta(hours=1, seconds=1800 * i / 600))
+    clock.set(T0 + dt.timedelta(hours=1, minutes=31))
+    ingest(ing, "requests", second)
+    SloJob(store, cfg, clock, INTERVAL).run()
+    at = T0 + dt.timedelta(hours=1, minutes=30)
+    labels = {"slo": "chat-availability", "service": "svc", "feature": "chat", "sli": "availability"}
+    budget = Fraction(5, 1000)
+    assert point(store, "slo_burn_rate", "2h", at, **labels) == float(Fraction(49, 4600) / budget)
+    assert point(store, "slo_burn_rate", "30d", at, **labels) == float(Fraction(49, 4600) / budget)
+    assert point(store, "slo_burn_rate", "30m", at, **labels) == float(Fraction(9, 600) / budget)
+    # 1h ending at T0+1h30m: the second half of the first hour plus the 600 new requests.
+    half = [i for i in range(4000) if 3600 * i / 4000 >= 1800]
+    assert point(store, "slo_burn_rate", "1h", at, **labels) == float(Fraction(9, len(half) + 600) / budget)

@@ -1,12 +1,13 @@
-"""Per-minute rollups fed at insert time, feedback enriched with its request, and job_runs.
+"""Rollups fed at insert time (requests per minute, hour and day; feedback per minute), feedback
+enriched with its request, and job_runs.
 
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-24
 
-requests_1m and feedback_1m are AggregatingMergeTree tables filled by
+requests_1m/1h/1d and feedback_1m are AggregatingMergeTree tables filled by
 materialized views as rows are inserted, so any window from 5 minutes to 90
-days is read from at most one row per minute and dimension set. Percentiles are
+days is read from rollup rows, the coarsest that tile it (monitor.rollups.covering). Percentiles are
 t-digest states (merged, never averaged); the latency histogram counts requests
 at or under each boundary in monitor.rollups.LATENCY_BUCKETS_MS.
 
@@ -16,7 +17,14 @@ late thumbs-down changes the outcome of the window it belongs to.
 """
 from alembic import context, op
 
-from monitor.rollups import LATENCY_QUANTILES, TTFT_QUANTILES, feedback_rollup_select, quantiles_sql, requests_rollup_select
+from monitor.rollups import (
+    LATENCY_QUANTILES,
+    REQUEST_ROLLUPS,
+    TTFT_QUANTILES,
+    feedback_rollup_select,
+    quantiles_sql,
+    requests_rollup_select,
+)
 
 revision = "0002"
 down_revision = "0001"
@@ -41,8 +49,9 @@ def upgrade() -> None:
                 "unpriced", "cache_hits", "retrieval_known", "retrieval_hits", "grounded_known", "grounded_true",
                 "safety_flagged", "pii_detected", "injection_detected", "text_truncated"]
     counter_cols = "\n".join(f"    {c:<20} SimpleAggregateFunction(sum, UInt64)," for c in counters)
-    op.execute(f"""
-CREATE TABLE IF NOT EXISTS requests_1m (
+    for table, bucket, _ in REQUEST_ROLLUPS:
+        op.execute(f"""
+CREATE TABLE IF NOT EXISTS {table} (
     minute          DateTime('UTC'),{DIMS}
 {counter_cols}
     latency_sum_ms  SimpleAggregateFunction(sum, Float64),
@@ -58,10 +67,8 @@ ORDER BY ({DIM_KEY}, minute)
 TTL minute + INTERVAL {days} DAY
 SETTINGS ttl_only_drop_parts = 1
 """)
-    op.execute(f"""
-CREATE MATERIALIZED VIEW IF NOT EXISTS requests_1m_mv TO requests_1m AS
-{requests_rollup_select()}
-""")
+        op.execute(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS\n"
+                   f"{requests_rollup_select('requests', bucket)}")
     for col, typ in (("request_ts", "Nullable(DateTime64(3, 'UTC'))"), ("service", "LowCardinality(String)"),
                      ("feature", "LowCardinality(String)"), ("model", "LowCardinality(String)"),
                      ("prompt_version", "LowCardinality(String)"), ("environment", "LowCardinality(String)"),
@@ -110,7 +117,8 @@ TTL toDateTime(started_at) + INTERVAL {days} DAY
 
 
 def downgrade() -> None:
-    for name in ("job_runs", "feedback_1m_mv", "feedback_1m", "requests_1m_mv", "requests_1m"):
+    for name in ("job_runs", "feedback_1m_mv", "feedback_1m", "requests_1d_mv", "requests_1d", "requests_1h_mv",
+                 "requests_1h", "requests_1m_mv", "requests_1m"):
         op.execute(f"DROP TABLE IF EXISTS {name}")
     for col in ("request_status", "region", "environment", "prompt_version", "model", "feature", "service",
                 "request_ts"):
