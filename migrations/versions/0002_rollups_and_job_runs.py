@@ -7,7 +7,10 @@ Create Date: 2026-11-24
 
 requests_1m/1h/1d and feedback_1m are AggregatingMergeTree tables filled by
 materialized views as rows are inserted, so any window from 5 minutes to 90
-days is read from rollup rows, the coarsest that tile it (monitor.rollups.covering). Percentiles are
+days is read from rollup rows, the coarsest that tile it (monitor.rollups.covering).
+The sort key puts the bucket right after (service, feature) and granules are
+small, because reading a column of t-digest states deserialises every state in
+a granule: a time range of one feature must be a contiguous, narrow read. Percentiles are
 t-digest states (merged, never averaged); the latency histogram counts requests
 at or under each boundary in monitor.rollups.LATENCY_BUCKETS_MS.
 
@@ -63,9 +66,9 @@ CREATE TABLE IF NOT EXISTS {table} (
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY ({DIM_KEY}, minute)
+ORDER BY (service, feature, minute, model, prompt_version, environment, region)
 TTL minute + INTERVAL {days} DAY
-SETTINGS ttl_only_drop_parts = 1
+SETTINGS ttl_only_drop_parts = 1, index_granularity = 1024
 """)
         op.execute(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {table}_mv TO {table} AS\n"
                    f"{requests_rollup_select('requests', bucket)}")
@@ -89,9 +92,9 @@ CREATE TABLE IF NOT EXISTS feedback_1m (
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY ({DIM_KEY}, request_status, minute)
+ORDER BY (service, feature, minute, model, prompt_version, environment, region, request_status)
 TTL minute + INTERVAL {days} DAY
-SETTINGS ttl_only_drop_parts = 1
+SETTINGS ttl_only_drop_parts = 1, index_granularity = 1024
 """)
     op.execute(f"""
 CREATE MATERIALIZED VIEW IF NOT EXISTS feedback_1m_mv TO feedback_1m AS
