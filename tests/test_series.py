@@ -16,7 +16,8 @@ from tests.test_jobs import T0, iso, traffic
 @pytest.fixture
 def served(make_config, clock, make_store):
     cfg = make_config(slos=[{"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.5,
-                             "sli": "availability", "period": "7d"}])
+                             "sli": "availability", "period": "7d"}],
+                      jobs={"catchup_max": "3h"})  # the traffic spans one hour; less catch-up, faster setup
     store = make_store(cfg)
     clock.set(T0 + dt.timedelta(hours=1, minutes=1))
     app = create_app(cfg, store, clock)
