@@ -48,6 +48,13 @@ class _Ctx:
         return store
 
 
+def _setup_logging(config: Config) -> None:
+    logging.basicConfig(level=config.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Their INFO lines (every migration step, every job tick) drown what an operator needs to see.
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def _friendly(fn):
     """One line on stderr and a non-zero exit for the errors a user can act on; never a stack trace."""
     @functools.wraps(fn)
@@ -241,7 +248,7 @@ def scheduler(obj: _Ctx) -> None:
     import signal
     import threading
     from jobs.scheduler import Scheduler
-    logging.basicConfig(level=obj.config.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(obj.config)
     sched = Scheduler(_jobs(obj))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -288,7 +295,7 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
     import waitress
     from .app import create_app
     cfg = obj.config
-    logging.basicConfig(level=cfg.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(cfg)
     store = obj.ready_store()
     app = create_app(cfg, store)
     host, port = host or cfg.server.host, port or cfg.server.port
