@@ -1,6 +1,7 @@
 """The v1 HTTP API: ingest endpoints and lookups of what was stored."""
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 import zlib
@@ -10,6 +11,7 @@ import orjson
 from flask import Blueprint, current_app, g, jsonify, request
 
 from .auth import require
+from .clock import iso_utc
 from .errors import ApiError
 from .ingest import Unparseable
 
@@ -153,9 +155,4 @@ def list_rejected():
 
 
 def _jsonable(row: dict) -> dict:
-    out = {}
-    for k, v in row.items():
-        if hasattr(v, "isoformat"):
-            v = v.isoformat().replace("+00:00", "") + ("Z" if getattr(v, "tzinfo", None) is None else "")
-        out[k] = v
-    return out
+    return {k: iso_utc(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}

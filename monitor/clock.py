@@ -9,6 +9,12 @@ def utc(ts: dt.datetime) -> dt.datetime:
     return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)
 
 
+def iso_utc(ts: dt.datetime) -> str:
+    """ISO 8601 in UTC with a Z, as every API answer writes times (naive values are UTC)."""
+    text = utc(ts).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
 class SystemClock:
     def now(self) -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc)

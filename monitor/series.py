@@ -12,6 +12,7 @@ from jobs.base import window_name
 from jobs.catalog import LABELS, METRICS
 
 from .auth import require
+from .clock import iso_utc
 from .errors import ApiError
 from .events import parse_timestamp
 
@@ -87,18 +88,12 @@ def get_series():
     for labels, ts, value in rows[:MAX_POINTS]:
         key = tuple(sorted(labels.items()))
         s = series.setdefault(key, {"labels": dict(key), "points": []})
-        s["points"].append([_iso(ts), value])
-    body = {"metric": metric, "window": step, "from": _iso(frm), "to": _iso(to), "help": METRICS[metric][2],
+        s["points"].append([iso_utc(ts), value])
+    body = {"metric": metric, "window": step, "from": iso_utc(frm), "to": iso_utc(to), "help": METRICS[metric][2],
             "series": list(series.values())}
     if len(rows) > MAX_POINTS:
         body["truncated"] = True
     return jsonify(body)
-
-
-def _iso(ts: dt.datetime) -> str:
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return ts.isoformat(timespec="seconds") + "Z"
 
 
 class _Collector:
