@@ -6,12 +6,14 @@ it, and a test keeps docs/metrics.md in step with it.
 from __future__ import annotations
 
 from .cost import COST_WINDOWS
+from .hallucination import RATE_WINDOWS
 from .sli import SLI_WINDOWS
 from .slo import BURN_WINDOWS
 
 _SLI = tuple(SLI_WINDOWS)
 _COST = tuple(COST_WINDOWS)
 _SLO = tuple(BURN_WINDOWS)
+_HALLU = tuple(RATE_WINDOWS)
 
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "requests": ("sli", _SLI, "Requests in the window."),
@@ -45,6 +47,12 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "slo_sli": ("slo", _SLO + ("period",), "Good / total events of the SLO over the trailing window."),
     "slo_burn_rate": ("slo", _SLO + ("period",), "Error ratio / error budget over the trailing window."),
     "slo_error_budget_remaining": ("slo", ("period",), "1 - budget spent over the SLO period (negative: overspent)."),
+    "review_samples": ("hallucination_sample", ("1d",), "Responses sampled into the review queue that day."),
+    "review_coverage": ("hallucination", _HALLU, "Reviewed samples / sampled responses."),
+    "hallucination_reviews": ("hallucination", _HALLU, "Reviewed samples with a hallucinated/grounded verdict."),
+    "hallucination_rate": ("hallucination", _HALLU, "Hallucinated / (hallucinated + grounded) reviewed samples."),
+    "hallucination_rate_low": ("hallucination", _HALLU, "Lower bound of the rate's Wilson 95% interval."),
+    "hallucination_rate_high": ("hallucination", _HALLU, "Upper bound of the rate's Wilson 95% interval."),
 }
 
 # Label names a series may carry.

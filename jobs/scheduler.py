@@ -20,6 +20,7 @@ from monitor.storage import Store
 
 from .base import Job, RunResult
 from .cost import CostJob
+from .hallucination import HallucinationRateJob, HallucinationSampleJob
 from .sli import SliJob
 from .slo import SloJob
 
@@ -28,8 +29,11 @@ log = logging.getLogger(__name__)
 
 def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
     j = config.jobs
+    r = config.review
     jobs = [SliJob(store, config, clock, j.sli_interval), SloJob(store, config, clock, j.slo_interval),
-            CostJob(store, config, clock, j.cost_interval)]
+            CostJob(store, config, clock, j.cost_interval),
+            HallucinationSampleJob(store, config, clock, r.sample_interval),
+            HallucinationRateJob(store, config, clock, r.rate_interval)]
     return {job.name: job for job in jobs}
 
 

@@ -51,10 +51,11 @@ def create_app(config: Config | None = None, store: Store | None = None, clock=N
     app.extensions["nlpmon"] = Services(config, store, clock, KeyStore(store, clock, config.auth.key_cache_seconds))
     _install_log_filter()
 
-    from . import api, health, series
+    from . import api, health, review, series
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(series.bp)
+    app.register_blueprint(review.bp)
     _register_error_handlers(app)
     return app
 

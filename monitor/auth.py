@@ -21,7 +21,7 @@ from flask import current_app, g, request
 from .errors import ApiError
 from .storage import Store
 
-SCOPES = ("ingest", "read", "admin")
+SCOPES = ("ingest", "read", "review", "admin")
 KEY_PATTERN = re.compile(r"nlpm_[0-9a-f]{12}_[A-Za-z0-9_\-]{20,}")
 
 

@@ -131,7 +131,7 @@ def db_current(obj: _Ctx) -> None:
 # -- keys ----------------------------------------------------------------------
 @cli.group()
 def keys() -> None:
-    """API keys (scopes: ingest, read, admin)."""
+    """API keys (scopes: ingest, read, review, admin)."""
 
 
 def _keystore(obj: _Ctx):
@@ -141,7 +141,7 @@ def _keystore(obj: _Ctx):
 
 @keys.command("create")
 @click.option("--scope", "scopes", multiple=True, required=True,
-              help="ingest, read or admin; repeat or comma-separate for several.")
+              help="ingest, read, review or admin; repeat or comma-separate for several.")
 @click.option("--name", required=True, help="Who or what uses the key.")
 @click.pass_obj
 @_friendly
@@ -198,7 +198,7 @@ def _jobs(obj: _Ctx):
 
 @cli.group()
 def jobs() -> None:
-    """Scheduled jobs that compute metrics (sli, slo, cost)."""
+    """Scheduled jobs that compute metrics (sli, slo, cost, hallucination_sample, hallucination)."""
 
 
 @jobs.command("list")

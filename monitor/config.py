@@ -197,6 +197,31 @@ class SloConfig(_Section):
         return self
 
 
+class ReviewRate(_Section):
+    service: str = Field(min_length=1)
+    feature: str | None = None
+    rate: float = Field(ge=0, le=1)
+
+
+class ReviewConfig(_Section):
+    # Share of answered requests sampled into the review queue, per (service, feature) per day.
+    sample_rate: float = Field(0.02, ge=0, le=1)
+    rates: list[ReviewRate] = Field(default_factory=list)
+    # Each stratum gets at least this many samples a day, however low its traffic.
+    min_per_day: int = Field(5, ge=0)
+    lease: Duration = dt.timedelta(minutes=10)
+    sample_interval: Duration = dt.timedelta(minutes=10)
+    rate_interval: Duration = dt.timedelta(hours=1)
+
+    def rate_for(self, service: str, feature: str) -> float:
+        best = None
+        for r in self.rates:
+            if r.service == service and r.feature in (None, feature):
+                if best is None or (r.feature is not None and best.feature is None):
+                    best = r
+        return best.rate if best else self.sample_rate
+
+
 class MetricsConfig(_Section):
     # When set, /metrics is also served without a key on this port (bind it to a private interface).
     port: int | None = Field(None, ge=1, le=65535)
@@ -218,6 +243,7 @@ class Config(_Section):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     outcomes: OutcomesConfig = Field(default_factory=OutcomesConfig)
     slos: list[SloConfig] = Field(default_factory=list)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
@@ -230,7 +256,7 @@ def _scalar_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             out.update(_scalar_paths(ann, path))
-        elif name not in ("pricing", "slos"):
+        elif name not in ("pricing", "slos", "rates"):
             out[ENV_PREFIX + "_".join(path).upper()] = path
     return out
 

@@ -19,7 +19,7 @@ MIGRATIONS_DIR = Path(migrations.__file__).parent
 # Tables whose row TTL follows retention.days, and their time column.
 _ROW_TTL = {"requests": "ts", "feedback": "ts", "rejected_events": "received_at", "metric_points": "ts",
             "requests_1m": "minute", "requests_1h": "minute", "requests_1d": "minute", "feedback_1m": "minute",
-            "job_runs": "started_at"}
+            "job_runs": "started_at", "review_queue": "day"}
 _TEXT_TTL = {"requests": ("input_text", "output_text", "context_text"), "feedback": ("comment",)}
 
 

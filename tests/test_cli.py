@@ -118,7 +118,7 @@ def test_jobs_commands(tmp_path):
     assert ran.startswith("sli: ok,") and "points" in ran
     assert "last run" in nlpmon("jobs", "list", cwd=tmp_path, check=True).stdout
     bad = nlpmon("jobs", "run", "nope", cwd=tmp_path)
-    assert bad.returncode == 2 and "jobs are sli, slo, cost" in bad.stderr
+    assert bad.returncode == 2 and "jobs are sli, slo, cost, hallucination_sample, hallucination" in bad.stderr
     rebuilt = nlpmon("rollups", "rebuild", "--from", now[:10] + "T00:00:00Z", "--to", "2100-01-01T00:00:00Z",
                      cwd=tmp_path)
     assert rebuilt.returncode == 0 and "rebuilding rollups" in rebuilt.stderr, rebuilt.stderr

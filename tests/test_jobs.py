@@ -320,12 +320,13 @@ def test_scheduler_runs_jobs_on_its_own(env):
     sched.start()
     try:
         for _ in range(300):
-            if len(sched.last) == 3:
+            if len(sched.last) == len(jobs):
                 break
             time.sleep(0.1)
     finally:
         sched.shutdown()
-    assert {n: r.status for n, r in sched.last.items()} == {"sli": "ok", "slo": "ok", "cost": "ok"}
+    assert {n: r.status for n, r in sched.last.items()} == {n: "ok" for n in jobs}
+    assert set(jobs) == {"sli", "slo", "cost", "hallucination_sample", "hallucination"}
 
 
 def test_covering_uses_the_coarsest_rollups():

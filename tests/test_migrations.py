@@ -5,7 +5,7 @@ from monitor import migrate
 
 TABLES = {"requests", "feedback", "rejected_events", "api_keys", "metric_points", "instance_settings",
           "requests_1m", "requests_1m_mv", "requests_1h", "requests_1h_mv", "requests_1d", "requests_1d_mv",
-          "feedback_1m", "feedback_1m_mv", "job_runs"}
+          "feedback_1m", "feedback_1m_mv", "job_runs", "review_queue", "review_leases"}
 
 
 def tables(store):
@@ -38,7 +38,8 @@ def test_downgrade_one_step_removes_only_its_revision(config, make_store):
     migrate.downgrade(store, config, "0001")
     assert migrate.current(store) == "0001"
     left = tables(store)
-    assert "requests" in left and not {"requests_1m", "requests_1h", "requests_1d", "feedback_1m", "job_runs"} & left
+    assert "requests" in left and not {"requests_1m", "requests_1h", "requests_1d", "feedback_1m", "job_runs",
+                                       "review_queue"} & left
     assert "request_ts" not in {r[0] for r in store.query("DESCRIBE TABLE feedback")}
     migrate.upgrade(store, config)
     assert "request_ts" in {r[0] for r in store.query("DESCRIBE TABLE feedback")}

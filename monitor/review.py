@@ -1,0 +1,127 @@
+"""The review API: reviewers fetch sampled responses one at a time and label them.
+
+``GET /v1/review/next`` leases the next unlabeled item to the reviewer for
+``review.lease`` (10 minutes by default) so two reviewers are not given the
+same item; ``POST /v1/review/<request_id>`` stores the label as a feedback
+event (kind ``hallucination``, source ``reviewer``) through the ingest
+pipeline. Another reviewer's label on an already labeled item is kept, so
+agreement can be measured; the same reviewer labeling twice is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from .auth import require
+from .clock import iso_utc
+from .errors import ApiError
+from .events import HALLUCINATION_LABELS, MAX_ID
+
+bp = Blueprint("review", __name__, url_prefix="/v1/review")
+# Picking an item and writing its lease must not interleave within this process
+# (the store has no transactions; one process serves the embedded store).
+_lease_lock = threading.Lock()
+
+_LABELED = ("SELECT request_id FROM feedback WHERE kind = 'hallucination' AND source = 'reviewer' "
+            "AND request_id IN (SELECT request_id FROM review_queue)")
+
+
+def _services():
+    return current_app.extensions["nlpmon"]
+
+
+def _reviewer(value) -> str:
+    reviewer = value if value is not None else g.api_key.name
+    if not isinstance(reviewer, str) or not reviewer.strip() or len(reviewer) > MAX_ID:
+        raise ApiError(400, "bad_request", f"reviewer: must be a non-empty string of at most {MAX_ID} characters")
+    return reviewer.strip()
+
+
+@bp.get("/next")
+@require("review")
+def next_item():
+    svc = _services()
+    reviewer = _reviewer(request.args.get("reviewer"))
+    service, feature = request.args.get("service"), request.args.get("feature")
+    conditions, params = [], {"me": reviewer}
+    if service:
+        conditions.append("q.service = {service:String}")
+        params["service"] = service
+    if feature:
+        conditions.append("q.feature = {feature:String}")
+        params["feature"] = feature
+    where = " AND ".join(conditions + ["1"])
+    with _lease_lock:
+        now = svc.clock.now()
+        params["now"] = now
+        rows = svc.store.query_dicts(f"""
+SELECT q.request_id AS request_id, q.service AS service, q.feature AS feature, q.request_ts AS request_ts,
+       l.reviewer = {{me:String}} AND l.expires_at > {{now:DateTime64(3, 'UTC')}} AS mine
+FROM review_queue AS q FINAL
+LEFT JOIN (SELECT request_id, reviewer, expires_at FROM review_leases FINAL) AS l ON q.request_id = l.request_id
+WHERE {where}
+  AND q.request_id NOT IN ({_LABELED})
+  AND (l.request_id = '' OR l.expires_at <= {{now:DateTime64(3, 'UTC')}} OR l.reviewer = {{me:String}})
+ORDER BY mine DESC, q.day, q.request_id
+LIMIT 1""", params)
+        if not rows:
+            return jsonify({"item": None, "message": "nothing left to review for this filter"})
+        item = rows[0]
+        expires = now + svc.config.review.lease
+        svc.store.insert("review_leases", [[item["request_id"], reviewer, now, expires]],
+                         ["request_id", "reviewer", "leased_at", "expires_at"])
+    texts = svc.store.query_dicts(
+        "SELECT input_text, context_text, output_text, model, prompt_version FROM requests FINAL "
+        "WHERE halfMD5(request_id) = halfMD5({id:String}) AND request_id = {id:String} LIMIT 1",
+        {"id": item["request_id"]})
+    t = texts[0] if texts else {"input_text": "", "context_text": "", "output_text": "", "model": "",
+                                "prompt_version": ""}
+    return jsonify({"item": {
+        "id": item["request_id"], "request_id": item["request_id"], "service": item["service"],
+        "feature": item["feature"], "ts": iso_utc(item["request_ts"]), "model": t["model"],
+        "prompt_version": t["prompt_version"], "question": t["input_text"], "context": t["context_text"],
+        "answer": t["output_text"], "reviewer": reviewer, "lease_expires_at": iso_utc(expires)}})
+
+
+@bp.post("/<request_id>")
+@require("review")
+def label_item(request_id: str):
+    svc = _services()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body: must be a JSON object with label, reviewer and comment")
+    label = body.get("label")
+    if label not in HALLUCINATION_LABELS:
+        raise ApiError(400, "bad_request", f"label: must be one of {', '.join(HALLUCINATION_LABELS)}")
+    reviewer = _reviewer(body.get("reviewer"))
+    comment = body.get("comment", "")
+    if comment is None:
+        comment = ""
+    if not isinstance(comment, str):
+        raise ApiError(400, "bad_request", "comment: must be a string")
+    unknown = set(body) - {"label", "reviewer", "comment"}
+    if unknown:
+        raise ApiError(400, "bad_request", f"{sorted(unknown)[0]}: unknown field")
+    queued = svc.store.scalar("SELECT count() FROM review_queue WHERE request_id = {id:String}", {"id": request_id})
+    if not queued:
+        raise ApiError(404, "not_found", f"request {request_id!r} is not in the review queue")
+    feedback_id = hashlib.sha256(f"review|{request_id}|{reviewer}".encode()).hexdigest()[:32]
+    if svc.store.scalar("SELECT count() FROM feedback WHERE feedback_id = {f:String} AND request_id = {id:String}",
+                        {"f": feedback_id, "id": request_id}):
+        raise ApiError(409, "conflict", f"{reviewer} has already labeled {request_id}")
+    now = svc.clock.now()
+    result = svc.ingestor.ingest("feedback", [{
+        "feedback_id": feedback_id, "request_id": request_id, "ts": iso_utc(now), "kind": "hallucination",
+        "label": label, "source": "reviewer", "reviewer": reviewer, "comment": comment}],
+        api_key_id=g.api_key.key_id)
+    if result.rejected:
+        e = result.errors[0]
+        raise ApiError(400, "bad_request", f"{e['field']}: {e['reason']}")
+    svc.store.insert("review_leases", [[request_id, reviewer, now, now]],
+                     ["request_id", "reviewer", "leased_at", "expires_at"])
+    resp = jsonify({"stored": True, "feedback_id": feedback_id, "request_id": request_id, "label": label,
+                    "reviewer": reviewer})
+    resp.status_code = 201
+    return resp
