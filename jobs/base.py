@@ -69,18 +69,21 @@ class Job:
     name: str = ""
     description: str = ""
 
-    def __init__(self, store: Store, config: Config, clock, interval: dt.timedelta,
-                 recompute: dt.timedelta | None = None):
+    def __init__(self, store: Store, config: Config, clock, interval: dt.timedelta):
         self.store = store
         self.config = config
         self.clock = clock
         self.interval = interval
-        self.recompute = recompute if recompute is not None else config.jobs.recompute
+        self.recompute = max(config.jobs.recompute, self.minimum_recompute())
         self.chunk_size = 50_000
         # Called after each chunk of points is written (tests use it to interrupt a run midway).
         self.after_chunk: Callable[[int], None] | None = None
 
     # -- to implement -----------------------------------------------------------
+    def minimum_recompute(self) -> dt.timedelta:
+        """How far back every run must recompute, whatever jobs.recompute says (data that trails)."""
+        return dt.timedelta(0)
+
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         raise NotImplementedError
 

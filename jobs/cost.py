@@ -42,10 +42,9 @@ class CostJob(Job):
     name = "cost"
     description = "cost per request, per 1k requests and per successful outcome; tokens; by model, feature, prompt_version"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def minimum_recompute(self) -> dt.timedelta:
         # Late feedback may change any window whose requests are younger than feedback_delay.
-        self.recompute = max(self.recompute, self.config.outcomes.feedback_delay)
+        return self.config.outcomes.feedback_delay
 
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         success = self.config.outcomes.success

@@ -42,10 +42,9 @@ class HallucinationSampleJob(Job):
     name = "hallucination_sample"
     description = "deterministic sampling of answered requests into the review queue"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def minimum_recompute(self) -> dt.timedelta:
         # The running day is sampled again on every run: later requests may have lower hashes.
-        self.recompute = max(self.recompute, dt.timedelta(days=1))
+        return dt.timedelta(days=1)
 
     def _rates(self) -> tuple[dict[str, int], int]:
         review = self.config.review
@@ -96,9 +95,9 @@ class HallucinationRateJob(Job):
     name = "hallucination"
     description = "hallucination rate with Wilson 95% bounds and review coverage, from reviewed samples"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.recompute = max(self.recompute, dt.timedelta(days=7))
+    def minimum_recompute(self) -> dt.timedelta:
+        # Reviews trail sampling by days: a week of windows is recomputed on every run.
+        return dt.timedelta(days=7)
 
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         span = window_ends(start, end, 3600)
