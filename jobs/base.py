@@ -74,7 +74,7 @@ class Job:
         self.config = config
         self.clock = clock
         self.interval = interval
-        self.recompute = max(config.jobs.recompute, self.minimum_recompute())
+        self.recompute = self.recompute_horizon()
         self.chunk_size = 50_000
         # Called after each chunk of points is written (tests use it to interrupt a run midway).
         self.after_chunk: Callable[[int], None] | None = None
@@ -84,13 +84,20 @@ class Job:
         """How far back every run must recompute, whatever jobs.recompute says (data that trails)."""
         return dt.timedelta(0)
 
+    def recompute_horizon(self) -> dt.timedelta:
+        return max(self.config.jobs.recompute, self.minimum_recompute())
+
+    def catchup_limit(self) -> dt.timedelta:
+        """How far back a run may reach after the job was stopped."""
+        return self.config.jobs.catchup_max
+
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         raise NotImplementedError
 
     # -- running ----------------------------------------------------------------
     def due_range(self, now: dt.datetime, since: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
         end = floor_to(now - self.config.jobs.grace, 60)
-        oldest = end - self.config.jobs.catchup_max
+        oldest = end - self.catchup_limit()
         if since is not None:
             return floor_to(since, 60), end
         last = self.last_success_end()

@@ -6,6 +6,7 @@ it, and a test keeps docs/metrics.md in step with it.
 from __future__ import annotations
 
 from .cost import COST_WINDOWS
+from .drift import DRIFT_WINDOWS
 from .hallucination import RATE_WINDOWS
 from .sli import SLI_WINDOWS
 from .slo import BURN_WINDOWS
@@ -14,6 +15,7 @@ _SLI = tuple(SLI_WINDOWS)
 _COST = tuple(COST_WINDOWS)
 _SLO = tuple(BURN_WINDOWS)
 _HALLU = tuple(RATE_WINDOWS)
+_DRIFT = DRIFT_WINDOWS
 
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "requests": ("sli", _SLI, "Requests in the window."),
@@ -53,7 +55,17 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "hallucination_rate": ("hallucination", _HALLU, "Hallucinated / (hallucinated + grounded) reviewed samples."),
     "hallucination_rate_low": ("hallucination", _HALLU, "Lower bound of the rate's Wilson 95% interval."),
     "hallucination_rate_high": ("hallucination", _HALLU, "Upper bound of the rate's Wilson 95% interval."),
+    "embedding_drift_score": ("drift", _DRIFT,
+                              "Drift score of input or output text embeddings (label text) per method (label method): "
+                              "domain_classifier ROC AUC, mmd MMD², centroid_cosine cosine distance of the means; "
+                              "combined = share of the three methods that detect drift."),
+    "embedding_drift_detected": ("drift", _DRIFT, "1 when the method (or the combined vote) detects drift, else 0."),
+    "embedding_drift_reference_samples": ("drift", _DRIFT, "Requests in the reference sample of a drift comparison."),
+    "embedding_drift_current_samples": ("drift", _DRIFT, "Requests in the current sample of a drift comparison."),
+    "ungrounded_proxy_rate": ("grounding_proxy", ("1h", "1d"),
+                              "PROXY, not a label: share of answer sentences whose best embedding similarity to any "
+                              "context sentence is below grounding.threshold."),
 }
 
 # Label names a series may carry.
-LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli")
+LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method")

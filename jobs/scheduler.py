@@ -20,6 +20,7 @@ from monitor.storage import Store
 
 from .base import Job, RunResult
 from .cost import CostJob
+from .drift import DriftJob
 from .hallucination import HallucinationRateJob, HallucinationSampleJob
 from .sli import SliJob
 from .slo import SloJob
@@ -34,6 +35,8 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
             CostJob(store, config, clock, j.cost_interval),
             HallucinationSampleJob(store, config, clock, r.sample_interval),
             HallucinationRateJob(store, config, clock, r.rate_interval)]
+    if config.drift.enabled:
+        jobs.append(DriftJob(store, config, clock, config.drift.interval))
     return {job.name: job for job in jobs}
 
 

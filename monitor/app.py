@@ -51,11 +51,12 @@ def create_app(config: Config | None = None, store: Store | None = None, clock=N
     app.extensions["nlpmon"] = Services(config, store, clock, KeyStore(store, clock, config.auth.key_cache_seconds))
     _install_log_filter()
 
-    from . import api, health, review, series
+    from . import api, health, reports, review, series
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(series.bp)
     app.register_blueprint(review.bp)
+    app.register_blueprint(reports.bp)
     _register_error_handlers(app)
     return app
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "MONITOR_"
 DEFAULT_PATH = "./monitor.yaml"
@@ -222,6 +222,70 @@ class ReviewConfig(_Section):
         return best.rate if best else self.sample_rate
 
 
+class EmbeddingsConfig(_Section):
+    # A local sentence-transformers model directory; empty means the packaged all-MiniLM-L6-v2.
+    model_path: str = ""
+    batch_size: int = Field(64, ge=1, le=4096)
+    # Torch intra-op threads for encoding; 0 leaves torch's default.
+    threads: int = Field(0, ge=0, le=256)
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(lambda v: v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc))]
+
+
+class DriftReference(_Section):
+    from_: UtcDatetime = Field(alias="from")
+    to: UtcDatetime
+
+    @model_validator(mode="after")
+    def _order(self) -> "DriftReference":
+        if self.to <= self.from_:
+            raise ValueError("'to' must be after 'from'")
+        return self
+
+
+DriftWindow = Literal["1h", "6h", "1d", "7d"]
+
+
+class DriftTarget(_Section):
+    """Per (service, feature) settings; anything left out comes from the drift section."""
+
+    service: str = Field(min_length=1)
+    feature: str | None = None
+    enabled: bool = True
+    windows: list[DriftWindow] | None = None
+    reference: DriftReference | None = None
+    reference_days: int | None = Field(None, ge=1, le=90)
+
+
+class DriftConfig(_Section):
+    enabled: bool = True
+    # The job wakes this often; a window is compared when a multiple of its own length has closed.
+    interval: Duration = dt.timedelta(hours=1)
+    windows: list[DriftWindow] = Field(default_factory=lambda: ["1h", "1d"], min_length=1)
+    # Pinned baseline for every target; otherwise the reference trails the current window by reference_days.
+    reference: DriftReference | None = None
+    reference_days: int = Field(7, ge=1, le=90)
+    sample_size: int = Field(1000, ge=10, le=20_000)
+    min_samples: int = Field(100, ge=10)
+    # Bootstrap quantile each method's score must exceed (Evidently's bootstrap mode).
+    quantile: float = Field(0.95, gt=0.5, lt=1)
+    # The combined decision: how many of the three methods must agree.
+    min_methods: int = Field(2, ge=1, le=3)
+    explain_examples: int = Field(10, ge=1, le=100)
+    # The drift job catches up at most this far back (each window is an Evidently run).
+    catchup_max: Duration = dt.timedelta(hours=6)
+    targets: list[DriftTarget] = Field(default_factory=list)
+
+    def target_for(self, service: str, feature: str) -> DriftTarget | None:
+        best = None
+        for t in self.targets:
+            if t.service == service and t.feature in (None, feature):
+                if best is None or (t.feature is not None and best.feature is None):
+                    best = t
+        return best
+
+
 class MetricsConfig(_Section):
     # When set, /metrics is also served without a key on this port (bind it to a private interface).
     port: int | None = Field(None, ge=1, le=65535)
@@ -244,6 +308,8 @@ class Config(_Section):
     outcomes: OutcomesConfig = Field(default_factory=OutcomesConfig)
     slos: list[SloConfig] = Field(default_factory=list)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

@@ -19,8 +19,11 @@ MIGRATIONS_DIR = Path(migrations.__file__).parent
 # Tables whose row TTL follows retention.days, and their time column.
 _ROW_TTL = {"requests": "ts", "feedback": "ts", "rejected_events": "received_at", "metric_points": "ts",
             "requests_1m": "minute", "requests_1h": "minute", "requests_1d": "minute", "feedback_1m": "minute",
-            "job_runs": "started_at", "review_queue": "day"}
-_TEXT_TTL = {"requests": ("input_text", "output_text", "context_text"), "feedback": ("comment",)}
+            "job_runs": "started_at", "review_queue": "day", "drift_reports": "ts"}
+_TEXT_TTL = {"requests": ("input_text", "output_text", "context_text"), "feedback": ("comment",),
+             "drift_reports": ("explanation",)}
+# Tables whose whole rows are derived from text, so they follow retention.text_days.
+_TEXT_ROW_TTL = {"embedding_cache": "created_at"}
 
 
 def _run(store: Store, config: Config, fn, *args) -> None:
@@ -74,6 +77,10 @@ def apply_retention(store: Store, config: Config) -> None:
     for table, col in _ROW_TTL.items():
         if table in existing:
             store.command(f"ALTER TABLE {table} MODIFY TTL toDateTime({col}) + INTERVAL {days} DAY "
+                          f"SETTINGS materialize_ttl_after_modify = 0")
+    for table, col in _TEXT_ROW_TTL.items():
+        if table in existing:
+            store.command(f"ALTER TABLE {table} MODIFY TTL toDateTime({col}) + INTERVAL {text_days} DAY "
                           f"SETTINGS materialize_ttl_after_modify = 0")
     for table, cols in _TEXT_TTL.items():
         if table not in existing:

@@ -4,34 +4,70 @@ from __future__ import annotations
 import datetime as dt
 import urllib.error
 import urllib.request
+import uuid
 
 import pytest
 
 from jobs.scheduler import build_jobs
+from monitor import migrate
 from monitor.app import create_app
+from monitor.clock import ManualClock
+from monitor.config import load_config
+from monitor.storage import Store
 from tests.helpers import auth, free_port
 from tests.test_jobs import T0, iso, traffic
 
+# Loading the traffic and running the sli/slo/cost jobs takes seconds, and every test
+# here only reads the result, so the module builds it once (``served_module``) and each
+# test gets it through ``served``, which fails the test if it changed the shared state.
+# A test that needs to write must build its own app instead of using ``served``.
+STATE_TABLES = ("requests", "feedback", "metric_points", "job_runs", "api_keys")
+
+
+@pytest.fixture(scope="module")
+def served_module(chdb_dir):
+    # Like conftest's make_config/make_store, but module-scoped, with its own database
+    # name so it cannot collide with the per-test databases (t_<hex>) in the same chDB dir.
+    cfg = load_config(env={}, overrides={
+        "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_series_{uuid.uuid4().hex[:12]}"},
+        "slos": [{"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.5,
+                  "sli": "availability", "period": "7d"}],
+        "jobs": {"catchup_max": "3h"},  # the traffic spans one hour; less catch-up, faster setup
+    })
+    store = Store.from_config(cfg)
+    try:
+        migrate.upgrade(store, cfg)
+        clock = ManualClock(T0 + dt.timedelta(hours=1, minutes=1))
+        app = create_app(cfg, store, clock)
+        svc = app.extensions["nlpmon"]
+        evs = traffic(n=600)[0] + traffic(n=300, errors=30, timeouts=0, model="m2", prefix="q", seed=2)[0]
+        assert svc.ingestor.ingest("requests", evs).rejected == 0
+        svc.ingestor.ingest("feedback", [{"request_id": "r-9", "ts": iso(T0 + dt.timedelta(minutes=30)),
+                                          "kind": "thumbs", "value": 1}])
+        jobs = build_jobs(store, cfg, clock)
+        for name in ("sli", "slo", "cost"):
+            assert jobs[name].run().status == "ok"
+        _, read = svc.keys.create("reader", ["read"])
+        _, ingest_only = svc.keys.create("writer", ["ingest"])
+        yield app, read, ingest_only
+    finally:
+        store.command(f"DROP DATABASE IF EXISTS `{cfg.clickhouse.database}`")
+        store.close()
+
+
+def _snapshot(app):
+    svc = app.extensions["nlpmon"]
+    ingestor = svc.ingestor_if_built()
+    return {"now": svc.clock.now(), "counters": dict(ingestor.counters) if ingestor else None,
+            "rows": {t: svc.store.query(f"SELECT count() FROM {t}")[0][0] for t in STATE_TABLES}}
+
 
 @pytest.fixture
-def served(make_config, clock, make_store):
-    cfg = make_config(slos=[{"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.5,
-                             "sli": "availability", "period": "7d"}],
-                      jobs={"catchup_max": "3h"})  # the traffic spans one hour; less catch-up, faster setup
-    store = make_store(cfg)
-    clock.set(T0 + dt.timedelta(hours=1, minutes=1))
-    app = create_app(cfg, store, clock)
-    svc = app.extensions["nlpmon"]
-    evs = traffic(n=600)[0] + traffic(n=300, errors=30, timeouts=0, model="m2", prefix="q", seed=2)[0]
-    assert svc.ingestor.ingest("requests", evs).rejected == 0
-    svc.ingestor.ingest("feedback", [{"request_id": "r-9", "ts": iso(T0 + dt.timedelta(minutes=30)),
-                                      "kind": "thumbs", "value": 1}])
-    jobs = build_jobs(store, cfg, clock)
-    for name in ("sli", "slo", "cost"):
-        assert jobs[name].run().status == "ok"
-    _, read = svc.keys.create("reader", ["read"])
-    _, ingest_only = svc.keys.create("writer", ["ingest"])
-    return app, read, ingest_only
+def served(served_module):
+    """The shared, read-only app with its read and ingest-only keys."""
+    before = _snapshot(served_module[0])
+    yield served_module
+    assert _snapshot(served_module[0]) == before, "a test changed the state shared by this module"
 
 
 def get(app, key, url):

@@ -1,0 +1,192 @@
+"""Embedding drift per (service, feature): has what users ask, or what we answer, changed?
+
+For every closed window (``drift.windows``, default 1h and 1d; a window is
+compared when a multiple of its length has passed) and every (service,
+feature) with answered requests in it, the job compares a current sample with
+a reference sample:
+
+- reference: ``drift.reference`` {from, to} when pinned, else the
+  ``reference_days`` (default 7) before the current window;
+- sample: up to ``sample_size`` answered requests per side, the lowest
+  cityHash64(request_id), so a rerun draws the same requests; fewer than
+  ``min_samples`` on a side records ``insufficient_data`` and nothing else;
+- vectors: ``input_embedding`` as sent when every sampled request has one,
+  else the texts encoded with monitor.embeddings (cached);
+- decision: monitor.drift.compare on input texts and on output texts;
+- a ``drift_reports`` row with the numbers, an explanation of what is new
+  when drift is detected, and an Evidently snapshot that also holds value
+  drift of latency, tokens and cost.
+
+A failure in one stratum does not stop the others; the run is then recorded as
+failed, so the next run retries its windows.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from monitor import drift
+from monitor.embeddings import Embedder
+from monitor.storage import StoreError
+
+from .base import WINDOWS, Job, Point, window_ends
+
+log = logging.getLogger(__name__)
+DRIFT_WINDOWS = ("1h", "6h", "1d", "7d")
+_REPORT_COLUMNS = ["report_id", "ts", "window", "service", "feature", "status", "drift_detected", "reference_from",
+                   "reference_to", "summary", "explanation", "snapshot", "created_at"]
+
+
+def report_id(service: str, feature: str, window: str, end: dt.datetime) -> str:
+    """Stable per (stratum, window, end), so a rerun replaces its report instead of adding one."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nlpmon:drift/{service}/{feature}/{window}/{end.isoformat()}"))
+
+
+class DriftJob(Job):
+    name = "drift"
+    description = "embedding drift of input and output texts against a reference window, with Evidently reports"
+    embedder: Embedder | None = None
+    show_progress = False
+
+    def recompute_horizon(self) -> dt.timedelta:
+        # A window is sampled once when it closes: late rows barely move a 1,000-text sample,
+        # and every recomputed window would be another model and Evidently run.
+        return dt.timedelta(0)
+
+    def catchup_limit(self) -> dt.timedelta:
+        return self.config.drift.catchup_max
+
+    def _embedder(self) -> Embedder:
+        if self.embedder is None:
+            self.embedder = Embedder(self.store, self.config, self.clock)
+        return self.embedder
+
+    # -- windows and strata -------------------------------------------------------
+    def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
+        cfg = self.config.drift
+        windows = set(cfg.windows) | {w for t in cfg.targets for w in (t.windows or ())}
+        failures = []
+        for window in sorted(windows, key=WINDOWS.get):
+            seconds = WINDOWS[window]
+            span = window_ends(start, end, seconds)
+            if span is None:
+                continue
+            t, last = span
+            while t <= last:
+                lo = t - dt.timedelta(seconds=seconds)
+                for service, feature in self._strata(lo, t):
+                    target = cfg.target_for(service, feature)
+                    if target is not None and (not target.enabled or window not in (target.windows or cfg.windows)):
+                        continue
+                    if target is None and window not in cfg.windows:
+                        continue
+                    try:
+                        yield from self.compare_window(service, feature, window, lo, t)
+                    except StoreError:
+                        raise
+                    except Exception as exc:  # one stratum's failure is retried with the run, not hidden
+                        log.exception("drift %s/%s %s ending %s failed", service, feature, window, t)
+                        failures.append(f"{service}/{feature} {window} {t:%Y-%m-%d %H:%M}: {type(exc).__name__}: {exc}")
+                t += dt.timedelta(seconds=seconds)
+        if failures:
+            raise RuntimeError(f"{len(failures)} drift comparison(s) failed: " + "; ".join(failures[:3]))
+
+    def _strata(self, lo: dt.datetime, hi: dt.datetime) -> list[tuple[str, str]]:
+        return [tuple(r) for r in self.store.query(
+            "SELECT service, feature FROM requests WHERE ts >= toDateTime({lo:UInt32}, 'UTC') "
+            "AND ts < toDateTime({hi:UInt32}, 'UTC') AND output_text != '' GROUP BY service, feature "
+            "ORDER BY service, feature", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp())})]
+
+    def reference_range(self, service: str, feature: str, current_start: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+        cfg = self.config.drift
+        target = cfg.target_for(service, feature)
+        pinned = (target.reference if target and target.reference else None) or cfg.reference
+        if pinned is not None:
+            return pinned.from_, pinned.to
+        days = (target.reference_days if target and target.reference_days else None) or cfg.reference_days
+        return current_start - dt.timedelta(days=days), current_start
+
+    def _sample(self, service: str, feature: str, lo: dt.datetime, hi: dt.datetime) -> pd.DataFrame:
+        rows = self.store.query_dicts("""
+SELECT request_id, input_text, output_text, input_embedding, latency_ms, input_tokens, output_tokens, cost_usd
+FROM requests FINAL
+WHERE service = {s:String} AND feature = {f:String}
+  AND ts >= toDateTime64({lo:Float64}, 3, 'UTC') AND ts < toDateTime64({hi:Float64}, 3, 'UTC')
+  AND (input_text != '' OR length(input_embedding) > 0) AND output_text != ''
+ORDER BY cityHash64(request_id), request_id
+LIMIT {n:UInt32}""", {"s": service, "f": feature, "lo": lo.timestamp(), "hi": hi.timestamp(),
+                      "n": self.config.drift.sample_size})
+        return pd.DataFrame(rows, columns=["request_id", "input_text", "output_text", "input_embedding", "latency_ms",
+                                           "input_tokens", "output_tokens", "cost_usd"])
+
+    # -- one comparison -----------------------------------------------------------
+    def compare_window(self, service: str, feature: str, window: str, lo: dt.datetime,
+                       end: dt.datetime) -> Iterable[Point]:
+        cfg = self.config.drift
+        ref_lo, ref_hi = self.reference_range(service, feature, lo)
+        ref, cur = self._sample(service, feature, ref_lo, ref_hi), self._sample(service, feature, lo, end)
+        base = {"service": service, "feature": feature}
+        yield Point(end, window, "embedding_drift_reference_samples", base, float(len(ref)))
+        yield Point(end, window, "embedding_drift_current_samples", base, float(len(cur)))
+        summary = {"samples": {"reference": len(ref), "current": len(cur)}, "min_samples": cfg.min_samples,
+                   "reference": {"from": ref_lo.isoformat(), "to": ref_hi.isoformat()},
+                   "current": {"from": lo.isoformat(), "to": end.isoformat()}}
+        row = {"report_id": report_id(service, feature, window, end), "ts": end, "window": window,
+               "service": service, "feature": feature, "reference_from": ref_lo, "reference_to": ref_hi}
+        if min(len(ref), len(cur)) < cfg.min_samples:
+            self._save(row, "insufficient_data", False, summary, {}, "")
+            return
+
+        vectors, source = self._vectors(ref, cur)
+        summary["embedding_source"] = source
+        summary["sides"], explanation = {}, {}
+        for side in drift.SIDES:
+            result = drift.compare(vectors[side][0], vectors[side][1], cfg.quantile, cfg.min_methods)
+            summary["sides"][side] = result.as_dict()
+            labels = {**base, "text": side}
+            for method, r in result.methods.items():
+                yield Point(end, window, "embedding_drift_score", {**labels, "method": method}, r.score)
+                yield Point(end, window, "embedding_drift_detected", {**labels, "method": method}, float(r.detected))
+            yield Point(end, window, "embedding_drift_score", {**labels, "method": "combined"}, result.score)
+            yield Point(end, window, "embedding_drift_detected", {**labels, "method": "combined"},
+                        float(result.detected))
+            if result.detected:
+                column = f"{side}_text"
+                explanation[side] = drift.explain(vectors[side][0], vectors[side][1], cur[column].tolist(),
+                                                  cfg.explain_examples, ref[column].tolist())
+        snapshot = drift.report({s: v[0] for s, v in vectors.items()}, {s: v[1] for s, v in vectors.items()},
+                                ref, cur, cfg.quantile)
+        summary["numeric"] = drift.numeric_drift(snapshot)
+        detected = any(s["detected"] for s in summary["sides"].values())
+        self._save(row, "ok", detected, summary, explanation, snapshot.dumps())
+
+    def _vectors(self, ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[dict, str]:
+        embedder = self._embedder()
+        given = [len(e) > 0 for e in pd.concat([ref["input_embedding"], cur["input_embedding"]])]
+        dims = {len(e) for e in pd.concat([ref["input_embedding"], cur["input_embedding"]]) if len(e)}
+        use_given = all(given) and len(dims) == 1
+        texts = ref["output_text"].tolist() + cur["output_text"].tolist()
+        if not use_given:
+            texts += ref["input_text"].tolist() + cur["input_text"].tolist()
+        encoded = embedder.embed(texts, progress=self.show_progress)
+        n_ref, n_cur = len(ref), len(cur)
+        out = {"output": (encoded[:n_ref], encoded[n_ref:n_ref + n_cur])}
+        if use_given:
+            out["input"] = (np.vstack(ref["input_embedding"].map(np.asarray)).astype(np.float32),
+                            np.vstack(cur["input_embedding"].map(np.asarray)).astype(np.float32))
+        else:
+            k = n_ref + n_cur
+            out["input"] = (encoded[k:k + n_ref], encoded[k + n_ref:])
+        source = f"model {embedder.model_id}" + ("; input: input_embedding as sent" if use_given else "")
+        return {s: out[s] for s in drift.SIDES}, source
+
+    def _save(self, row: dict, status: str, detected: bool, summary: dict, explanation: dict, snapshot: str) -> None:
+        row = {**row, "status": status, "drift_detected": detected, "summary": drift.dumps(summary),
+               "explanation": drift.dumps(explanation) if explanation else "", "snapshot": snapshot,
+               "created_at": self.clock.now()}
+        self.store.insert("drift_reports", [[row[c] for c in _REPORT_COLUMNS]], _REPORT_COLUMNS)

