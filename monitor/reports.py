@@ -117,8 +117,8 @@ def _header(row: dict, explanation: dict) -> str:
     e = escape
     parts = [f"<section id='nlpmon-drift' style='font-family:sans-serif;padding:1em;border-bottom:1px solid #ccc'>"
              f"<h1>Drift {e(row['service'])}/{e(row['feature'])}, {e(row['window'])} ending {e(row['ts'])}</h1>"
-             f"<p>Reference {e(row['reference']['from'])} to {e(row['reference']['to'])}; samples: "
-             f"{e(str(row['summary'].get('samples', {})))}. "
+             f"<p>Reference {e(row['reference']['from'])} to {e(row['reference']['to'])}; sample sizes: "
+             f"{e(', '.join(f'{k} {v}' for k, v in row['summary'].get('samples', {}).items()))}. "
              f"{'<strong>Drift detected.</strong>' if row['drift_detected'] else 'No drift detected.'}</p>"]
     for side, result in row["summary"].get("sides", {}).items():
         cells = "".join(f"<tr><td>{e(m)}</td><td>{r['score']:.4f}</td><td>{'yes' if r['detected'] else 'no'}</td></tr>"

@@ -180,7 +180,10 @@ def test_reports_api(drift_env):
     page = c.get(listed[0]["html_url"], headers=auth(keys["read"]))
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
-    assert "Drift svc/chat" in html and "Texts farthest from the reference" in html and "evidently" in html.lower()
+    assert "Drift svc/chat" in html and "Texts farthest from the reference" in html
+    # Evidently's page: embedding drift of both text sides and value drift of the numeric columns.
+    assert html.count("Drift in embeddings") == 2
+    assert all(c in html for c in ("latency_ms", "input_tokens", "output_tokens", "cost_usd"))
     assert c.get(listed[0]["html_url"]).status_code == 401
     assert c.get("/reports/nope", headers=auth(keys["read"])).status_code == 404
     quiet = c.get("/v1/reports?feature=quiet", headers=auth(keys["read"])).get_json()["reports"][0]
