@@ -68,6 +68,8 @@ class Job:
 
     name: str = ""
     description: str = ""
+    show_progress = False  # progress bars for long work when a person is watching (CLI)
+    embedder = None  # monitor.embeddings.Embedder, made on first use by jobs that embed text
 
     def __init__(self, store: Store, config: Config, clock, interval: dt.timedelta):
         self.store = store
@@ -93,6 +95,12 @@ class Job:
 
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         raise NotImplementedError
+
+    def embeddings(self):
+        if self.embedder is None:
+            from monitor.embeddings import Embedder
+            self.embedder = Embedder(self.store, self.config, self.clock)
+        return self.embedder
 
     # -- running ----------------------------------------------------------------
     def due_range(self, now: dt.datetime, since: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .cost import COST_WINDOWS
 from .drift import DRIFT_WINDOWS
+from .grounding import PROXY_WINDOWS
 from .hallucination import RATE_WINDOWS
 from .sli import SLI_WINDOWS
 from .slo import BURN_WINDOWS
@@ -16,6 +17,7 @@ _COST = tuple(COST_WINDOWS)
 _SLO = tuple(BURN_WINDOWS)
 _HALLU = tuple(RATE_WINDOWS)
 _DRIFT = DRIFT_WINDOWS
+_PROXY = tuple(PROXY_WINDOWS)
 
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "requests": ("sli", _SLI, "Requests in the window."),
@@ -62,9 +64,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "embedding_drift_detected": ("drift", _DRIFT, "1 when the method (or the combined vote) detects drift, else 0."),
     "embedding_drift_reference_samples": ("drift", _DRIFT, "Requests in the reference sample of a drift comparison."),
     "embedding_drift_current_samples": ("drift", _DRIFT, "Requests in the current sample of a drift comparison."),
-    "ungrounded_proxy_rate": ("grounding_proxy", ("1h", "1d"),
+    "ungrounded_proxy_rate": ("grounding_proxy", _PROXY,
                               "PROXY, not a label: share of answer sentences whose best embedding similarity to any "
                               "context sentence is below grounding.threshold."),
+    "ungrounded_proxy_answers": ("grounding_proxy", _PROXY, "Answers with context in the grounding proxy's sample."),
 }
 
 # Label names a series may carry.

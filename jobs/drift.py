@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import uuid
 from typing import Iterable
 
@@ -31,7 +32,6 @@ import numpy as np
 import pandas as pd
 
 from monitor import drift
-from monitor.embeddings import Embedder
 from monitor.storage import StoreError
 
 from .base import WINDOWS, Job, Point, window_ends
@@ -50,8 +50,6 @@ def report_id(service: str, feature: str, window: str, end: dt.datetime) -> str:
 class DriftJob(Job):
     name = "drift"
     description = "embedding drift of input and output texts against a reference window, with Evidently reports"
-    embedder: Embedder | None = None
-    show_progress = False
 
     def recompute_horizon(self) -> dt.timedelta:
         # A window is sampled once when it closes: late rows barely move a 1,000-text sample,
@@ -61,16 +59,32 @@ class DriftJob(Job):
     def catchup_limit(self) -> dt.timedelta:
         return self.config.drift.catchup_max
 
-    def _embedder(self) -> Embedder:
-        if self.embedder is None:
-            self.embedder = Embedder(self.store, self.config, self.clock)
-        return self.embedder
+    def check(self) -> int:
+        """Load the model and encode a text; raises EmbeddingError naming embeddings.model_path."""
+        return self.embeddings().check()
 
     # -- windows and strata -------------------------------------------------------
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
+        from tqdm import tqdm
+        plan = self.plan(start, end)
+        failures = []
+        for service, feature, window, lo, t in tqdm(plan, desc="drift comparisons", unit="cmp", file=sys.stderr,
+                                                    disable=not self.show_progress or not plan):
+            try:
+                yield from self.compare_window(service, feature, window, lo, t)
+            except StoreError:
+                raise
+            except Exception as exc:  # one stratum's failure is retried with the run, not hidden
+                log.exception("drift %s/%s %s ending %s failed", service, feature, window, t)
+                failures.append(f"{service}/{feature} {window} {t:%Y-%m-%d %H:%M}: {type(exc).__name__}: {exc}")
+        if failures:
+            raise RuntimeError(f"{len(failures)} drift comparison(s) failed: " + "; ".join(failures[:3]))
+
+    def plan(self, start: dt.datetime, end: dt.datetime) -> list[tuple]:
+        """(service, feature, window, window start, window end) of every comparison due in (start, end]."""
         cfg = self.config.drift
         windows = set(cfg.windows) | {w for t in cfg.targets for w in (t.windows or ())}
-        failures = []
+        out = []
         for window in sorted(windows, key=WINDOWS.get):
             seconds = WINDOWS[window]
             span = window_ends(start, end, seconds)
@@ -81,20 +95,11 @@ class DriftJob(Job):
                 lo = t - dt.timedelta(seconds=seconds)
                 for service, feature in self._strata(lo, t):
                     target = cfg.target_for(service, feature)
-                    if target is not None and (not target.enabled or window not in (target.windows or cfg.windows)):
-                        continue
-                    if target is None and window not in cfg.windows:
-                        continue
-                    try:
-                        yield from self.compare_window(service, feature, window, lo, t)
-                    except StoreError:
-                        raise
-                    except Exception as exc:  # one stratum's failure is retried with the run, not hidden
-                        log.exception("drift %s/%s %s ending %s failed", service, feature, window, t)
-                        failures.append(f"{service}/{feature} {window} {t:%Y-%m-%d %H:%M}: {type(exc).__name__}: {exc}")
+                    wanted = cfg.windows if target is None or target.windows is None else target.windows
+                    if (target is None or target.enabled) and window in wanted:
+                        out.append((service, feature, window, lo, t))
                 t += dt.timedelta(seconds=seconds)
-        if failures:
-            raise RuntimeError(f"{len(failures)} drift comparison(s) failed: " + "; ".join(failures[:3]))
+        return out
 
     def _strata(self, lo: dt.datetime, hi: dt.datetime) -> list[tuple[str, str]]:
         return [tuple(r) for r in self.store.query(
@@ -166,7 +171,7 @@ LIMIT {n:UInt32}""", {"s": service, "f": feature, "lo": lo.timestamp(), "hi": hi
         self._save(row, "ok", detected, summary, explanation, snapshot.dumps())
 
     def _vectors(self, ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[dict, str]:
-        embedder = self._embedder()
+        embedder = self.embeddings()
         given = [len(e) > 0 for e in pd.concat([ref["input_embedding"], cur["input_embedding"]])]
         dims = {len(e) for e in pd.concat([ref["input_embedding"], cur["input_embedding"]]) if len(e)}
         use_given = all(given) and len(dims) == 1

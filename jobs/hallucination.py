@@ -20,6 +20,8 @@ import math
 from collections import defaultdict
 from typing import Iterable
 
+from monitor.grounding import proxy_scores
+
 from .base import Job, Point, floor_to, window_ends
 
 HASH_SPACE = 1_000_000
@@ -63,9 +65,9 @@ class HallucinationSampleJob(Job):
 
     def _sample_day(self, day, upto, day_end, rates, default) -> Iterable[Point]:
         rows = self.store.query("""
-SELECT service, feature, request_id, ts, h < rate AS by_rate
+SELECT service, feature, request_id, ts, h < rate AS by_rate, output_text, context_text
 FROM (
-    SELECT service, feature, request_id, ts, cityHash64(request_id) % {space:UInt64} AS h,
+    SELECT service, feature, request_id, ts, output_text, context_text, cityHash64(request_id) % {space:UInt64} AS h,
            indexOf({keys:Array(String)}, concat(service, '/', feature)) AS by_feature,
            indexOf({keys:Array(String)}, toString(service)) AS by_service,
            multiIf(by_feature > 0, {rates:Array(UInt64)}[by_feature],
@@ -80,15 +82,25 @@ WHERE h < rate OR rank <= {minimum:UInt32}""", {
         if not rows:
             return
         now = self.clock.now()
+        proxy = self._proxy([(r[5], r[6]) for r in rows])
         self.store.insert("review_queue",
-                          [[rid, ts, svc, feat, day.date(), "rate" if by_rate else "minimum", now]
-                           for svc, feat, rid, ts, by_rate in rows],
-                          ["request_id", "request_ts", "service", "feature", "day", "reason", "sampled_at"])
+                          [[rid, ts, svc, feat, day.date(), "rate" if by_rate else "minimum", now, p]
+                           for (svc, feat, rid, ts, by_rate, *_), p in zip(rows, proxy)],
+                          ["request_id", "request_ts", "service", "feature", "day", "reason", "sampled_at",
+                           "ungrounded_proxy"])
         counts: dict[tuple, int] = defaultdict(int)
         for svc, feat, *_ in rows:
             counts[(svc, feat)] += 1
         for (svc, feat), n in counts.items():
             yield Point(day_end, "1d", "review_samples", {"service": svc, "feature": feat}, float(n))
+
+
+    def _proxy(self, pairs: list[tuple[str, str]]) -> list[float | None]:
+        """The grounding proxy of each queued answer (None without context), for review.prioritize."""
+        if not self.config.grounding.enabled or not any(c for _, c in pairs):
+            return [None] * len(pairs)
+        scores = proxy_scores(pairs, self.embeddings().embed, self.config.grounding.threshold)
+        return [bad / n if n else None for bad, n in scores]
 
 
 class HallucinationRateJob(Job):

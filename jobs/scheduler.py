@@ -21,6 +21,7 @@ from monitor.storage import Store
 from .base import Job, RunResult
 from .cost import CostJob
 from .drift import DriftJob
+from .grounding import GroundingProxyJob
 from .hallucination import HallucinationRateJob, HallucinationSampleJob
 from .sli import SliJob
 from .slo import SloJob
@@ -37,6 +38,8 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
             HallucinationRateJob(store, config, clock, r.rate_interval)]
     if config.drift.enabled:
         jobs.append(DriftJob(store, config, clock, config.drift.interval))
+    if config.grounding.enabled:
+        jobs.append(GroundingProxyJob(store, config, clock, config.grounding.interval))
     return {job.name: job for job in jobs}
 
 

@@ -60,12 +60,13 @@ def _friendly(fn):
     @functools.wraps(fn)
     def inner(*args, **kwargs):
         from .client import ClientError
+        from .embeddings import EmbeddingError
         try:
             return fn(*args, **kwargs)
         except StoreBusy as exc:
             click.echo(f"nlpmon: {exc}", err=True)
             sys.exit(EXIT_BUSY)
-        except (ConfigError, StoreError, ClientError) as exc:
+        except (ConfigError, StoreError, ClientError, EmbeddingError) as exc:
             click.echo(f"nlpmon: {exc}", err=True)
             sys.exit(EXIT_ERROR)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
@@ -196,9 +197,16 @@ def _jobs(obj: _Ctx):
     return build_jobs(obj.ready_store(), obj.config, SystemClock())
 
 
+def _check_model(registry) -> None:
+    """Load the embedding model now: a missing model is a start-up error, not a failed job at night."""
+    if "drift" in registry:
+        dim = registry["drift"].check()
+        click.echo(f"embedding model loaded ({dim} dimensions)", err=True)
+
+
 @cli.group()
 def jobs() -> None:
-    """Scheduled jobs that compute metrics (sli, slo, cost, hallucination_sample, hallucination)."""
+    """Scheduled jobs that compute metrics (sli, slo, cost, hallucination_sample, hallucination, drift, grounding_proxy)."""
 
 
 @jobs.command("list")
@@ -233,6 +241,7 @@ def jobs_run(obj: _Ctx, name: str, at: str | None, since: str | None) -> None:
     registry = _jobs(obj)
     if name not in registry:
         raise click.BadParameter(f"no job {name!r}; jobs are {', '.join(registry)}", param_hint="NAME")
+    registry[name].show_progress = True
     result = registry[name].run(now=_when(at), since=_when(since))
     click.echo(f"{name}: {result.status}, {result.rows} points for {result.window_start:%Y-%m-%d %H:%M} to "
                f"{result.window_end:%Y-%m-%d %H:%M} UTC in {result.duration_ms / 1000:.2f} s")
@@ -249,7 +258,9 @@ def scheduler(obj: _Ctx) -> None:
     import threading
     from jobs.scheduler import Scheduler
     _setup_logging(obj.config)
-    sched = Scheduler(_jobs(obj))
+    registry = _jobs(obj)
+    _check_model(registry)
+    sched = Scheduler(registry)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     sched.start()
@@ -302,7 +313,9 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
     sched = None
     if cfg.jobs.enabled:
         from jobs.scheduler import Scheduler, build_jobs
-        sched = Scheduler(build_jobs(store, cfg, app.extensions["nlpmon"].clock))
+        registry = build_jobs(store, cfg, app.extensions["nlpmon"].clock)
+        _check_model(registry)
+        sched = Scheduler(registry)
         sched.start()
     if cfg.metrics.port:
         import threading
@@ -442,8 +455,16 @@ def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empt
         # (the scheduler itself only catches up jobs.catchup_max).
         from jobs.scheduler import build_jobs
         for name, job in build_jobs(obj.ready_store(), obj.config, SystemClock()).items():
+            since = end_ts - dt.timedelta(days=days)
+            if name == "drift":
+                # One Evidently run per feature and window, so not the whole week: the last full day
+                # (night hours alone hold too few requests), then the last hour; the scheduler catches
+                # up drift.catchup_max in the background once the service runs.
+                _demo_daily_drift(obj, end_ts)
+                since = end_ts - dt.timedelta(hours=1)
             click.echo(f"computing {name} metrics for the demo window ...", err=True)
-            result = job.run(since=end_ts - dt.timedelta(days=days))
+            job.show_progress = True
+            result = job.run(since=since)
             click.echo(f"  {name}: {result.status}, {result.rows} points in {result.duration_ms / 1000:.1f} s"
                        + (f": {result.error}" if result.error else ""), err=True)
         ks = _keystore(obj)
@@ -451,6 +472,20 @@ def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empt
             _, plain = ks.create("demo", ["ingest", "read"])
             click.echo("API key for the demo (scopes ingest, read); shown once:", err=True)
             click.echo(plain)
+
+
+def _demo_daily_drift(obj: _Ctx, end_ts: dt.datetime) -> None:
+    from jobs.base import floor_to
+    from jobs.drift import DriftJob
+    cfg = obj.config
+    daily = cfg.model_copy(update={"drift": cfg.drift.model_copy(update={"windows": ["1d"], "targets": []})})
+    job = DriftJob(obj.ready_store(), daily, SystemClock(), cfg.drift.interval)
+    job.show_progress = True
+    click.echo("computing drift for the last full day ...", err=True)
+    midnight = floor_to(end_ts, 86400)
+    result = job.run(now=midnight + cfg.jobs.grace + dt.timedelta(minutes=1), since=midnight - dt.timedelta(minutes=1))
+    click.echo(f"  drift (1d): {result.status}, {result.rows} points in {result.duration_ms / 1000:.1f} s"
+               + (f": {result.error}" if result.error else ""), err=True)
 
 
 def main() -> None:

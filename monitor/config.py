@@ -212,6 +212,8 @@ class ReviewConfig(_Section):
     lease: Duration = dt.timedelta(minutes=10)
     sample_interval: Duration = dt.timedelta(minutes=10)
     rate_interval: Duration = dt.timedelta(hours=1)
+    # The order /v1/review/next hands items out: oldest first, or highest grounding proxy first.
+    prioritize: Literal["oldest", "ungrounded_proxy"] = "oldest"
 
     def rate_for(self, service: str, feature: str) -> float:
         best = None
@@ -286,6 +288,16 @@ class DriftConfig(_Section):
         return best
 
 
+class GroundingConfig(_Section):
+    """The automatic grounding proxy (a proxy, not a label: see monitor/grounding.py)."""
+
+    enabled: bool = True
+    # An answer sentence whose best cosine similarity to any context sentence is below this is ungrounded.
+    threshold: float = Field(0.5, gt=0, lt=1)
+    sample_size: int = Field(200, ge=1, le=10_000)
+    interval: Duration = dt.timedelta(hours=1)
+
+
 class MetricsConfig(_Section):
     # When set, /metrics is also served without a key on this port (bind it to a private interface).
     port: int | None = Field(None, ge=1, le=65535)
@@ -310,6 +322,7 @@ class Config(_Section):
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    grounding: GroundingConfig = Field(default_factory=GroundingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

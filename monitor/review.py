@@ -53,18 +53,22 @@ def next_item():
         conditions.append("q.feature = {feature:String}")
         params["feature"] = feature
     where = " AND ".join(conditions + ["1"])
+    # Most suspicious first when configured: the grounding proxy orders, it never labels.
+    order = ("q.ungrounded_proxy IS NULL, q.ungrounded_proxy DESC, " if svc.config.review.prioritize == "ungrounded_proxy"
+             else "")
     with _lease_lock:
         now = svc.clock.now()
         params["now"] = now
         rows = svc.store.query_dicts(f"""
 SELECT q.request_id AS request_id, q.service AS service, q.feature AS feature, q.request_ts AS request_ts,
+       q.ungrounded_proxy AS ungrounded_proxy,
        l.reviewer = {{me:String}} AND l.expires_at > {{now:DateTime64(3, 'UTC')}} AS mine
 FROM review_queue AS q FINAL
 LEFT JOIN (SELECT request_id, reviewer, expires_at FROM review_leases FINAL) AS l ON q.request_id = l.request_id
 WHERE {where}
   AND q.request_id NOT IN ({_LABELED})
   AND (l.request_id = '' OR l.expires_at <= {{now:DateTime64(3, 'UTC')}} OR l.reviewer = {{me:String}})
-ORDER BY mine DESC, q.day, q.request_id
+ORDER BY mine DESC, {order}q.day, q.request_id
 LIMIT 1""", params)
         if not rows:
             return jsonify({"item": None, "message": "nothing left to review for this filter"})
@@ -82,7 +86,9 @@ LIMIT 1""", params)
         "id": item["request_id"], "request_id": item["request_id"], "service": item["service"],
         "feature": item["feature"], "ts": iso_utc(item["request_ts"]), "model": t["model"],
         "prompt_version": t["prompt_version"], "question": t["input_text"], "context": t["context_text"],
-        "answer": t["output_text"], "reviewer": reviewer, "lease_expires_at": iso_utc(expires)}})
+        "answer": t["output_text"], "reviewer": reviewer, "lease_expires_at": iso_utc(expires),
+        # Share of answer sentences with no close context sentence: a proxy to prioritise by, not a label.
+        "ungrounded_proxy": item["ungrounded_proxy"]}})
 
 
 @bp.post("/<request_id>")
