@@ -87,19 +87,28 @@ class DriftJob(Job):
         out = []
         for window in sorted(windows, key=WINDOWS.get):
             seconds = WINDOWS[window]
-            span = window_ends(start, end, seconds)
-            if span is None:
-                continue
-            t, last = span
-            while t <= last:
-                lo = t - dt.timedelta(seconds=seconds)
-                for service, feature in self._strata(lo, t):
-                    target = cfg.target_for(service, feature)
-                    wanted = cfg.windows if target is None or target.windows is None else target.windows
-                    if (target is None or target.enabled) and window in wanted:
-                        out.append((service, feature, window, lo, t))
-                t += dt.timedelta(seconds=seconds)
-        return out
+            steps = {int(e.total_seconds()) for e in [cfg.every] + [t.every for t in cfg.targets] if e} | {seconds}
+            for step in sorted(steps):
+                span = window_ends(start, end, step)
+                if span is None:
+                    continue
+                t, last = span
+                while t <= last:
+                    lo = t - dt.timedelta(seconds=seconds)
+                    for service, feature in self._strata(lo, t):
+                        if self._due(service, feature, window, step):
+                            out.append((service, feature, window, lo, t))
+                    t += dt.timedelta(seconds=step)
+        return sorted(out, key=lambda p: (p[4], WINDOWS[p[2]], p[0], p[1]))
+
+    def _due(self, service: str, feature: str, window: str, step: int) -> bool:
+        cfg = self.config.drift
+        target = cfg.target_for(service, feature)
+        if target is not None and not target.enabled:
+            return False
+        wanted = cfg.windows if target is None or target.windows is None else target.windows
+        every = (target.every if target is not None and target.every else None) or cfg.every
+        return window in wanted and step == (int(every.total_seconds()) if every else WINDOWS[window])
 
     def _strata(self, lo: dt.datetime, hi: dt.datetime) -> list[tuple[str, str]]:
         return [tuple(r) for r in self.store.query(

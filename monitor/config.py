@@ -232,6 +232,12 @@ class EmbeddingsConfig(_Section):
     threads: int = Field(0, ge=0, le=256)
 
 
+def _drift_every(v: dt.timedelta | None) -> dt.timedelta | None:
+    if v is not None and (v < dt.timedelta(hours=1) or v.total_seconds() % 3600):
+        raise ValueError("must be a whole number of hours, at least 1h")
+    return v
+
+
 UtcDatetime = Annotated[dt.datetime, AfterValidator(lambda v: v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc))]
 
 
@@ -256,15 +262,29 @@ class DriftTarget(_Section):
     feature: str | None = None
     enabled: bool = True
     windows: list[DriftWindow] | None = None
+    every: Duration | None = None
     reference: DriftReference | None = None
     reference_days: int | None = Field(None, ge=1, le=90)
 
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v):
+        return _drift_every(v)
+
 
 class DriftConfig(_Section):
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v):
+        return _drift_every(v)
+
     enabled: bool = True
     # The job wakes this often; a window is compared when a multiple of its own length has closed.
     interval: Duration = dt.timedelta(hours=1)
     windows: list[DriftWindow] = Field(default_factory=lambda: ["1h", "1d"], min_length=1)
+    # Cadence: a window is compared at every multiple of this (e.g. 1h for a trailing day each hour);
+    # unset, at every multiple of the window's own length.
+    every: Duration | None = None
     # Pinned baseline for every target; otherwise the reference trails the current window by reference_days.
     reference: DriftReference | None = None
     reference_days: int = Field(7, ge=1, le=90)

@@ -122,3 +122,28 @@ def test_jobs_commands(tmp_path):
     rebuilt = nlpmon("rollups", "rebuild", "--from", now[:10] + "T00:00:00Z", "--to", "2100-01-01T00:00:00Z",
                      cwd=tmp_path)
     assert rebuilt.returncode == 0 and "rebuilding rollups" in rebuilt.stderr, rebuilt.stderr
+
+
+def test_missing_embedding_model_stops_serve_at_start(chdb_dir, tmp_path):
+    # In this process (the session's store directory), so no second engine is needed.
+    import uuid
+
+    from click.testing import CliRunner
+
+    from monitor.cli import cli
+    database = f"t_{uuid.uuid4().hex[:12]}"
+    (tmp_path / "monitor.yaml").write_text("")
+    env = {"MONITOR_CONFIG": str(tmp_path / "monitor.yaml"), "MONITOR_CLICKHOUSE_URL": f"chdb://{chdb_dir}",
+           "MONITOR_CLICKHOUSE_DATABASE": database, "MONITOR_EMBEDDINGS_MODEL_PATH": str(tmp_path / "gone"),
+           "MONITOR_SERVER_PORT": str(free_port())}
+    runner = CliRunner()
+    try:
+        assert runner.invoke(cli, ["db", "upgrade"], env=env).exit_code == 0
+        result = runner.invoke(cli, ["serve"], env=env)
+        assert result.exit_code == 1
+        assert "nlpmon: embeddings.model_path:" in result.output and "gone" in result.output
+        assert "Traceback" not in result.output and "serving on" not in result.output
+    finally:
+        from monitor.config import load_config
+        from monitor.storage import Store
+        Store.from_config(load_config(env=env)).command(f"DROP DATABASE IF EXISTS `{database}`")

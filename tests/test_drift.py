@@ -235,3 +235,21 @@ def test_missing_model_is_a_clear_error(make_config, make_store, clock, tmp_path
     with pytest.raises(EmbeddingError, match="cannot load"):
         Embedder(make_store(cfg), cfg, clock).check()
 
+
+
+def test_windows_cadence_and_targets_per_feature(drift_env):
+    cfg, store, clock, *_ = drift_env
+    custom = cfg.model_copy(update={"drift": cfg.drift.model_copy(update={"targets": [
+        type(cfg.drift).model_fields["targets"].annotation.__args__[0].model_validate(t) for t in (
+            {"service": "svc", "feature": "chat", "windows": ["1h", "1d"], "every": "1h",
+             "reference": {"from": "2026-11-21T08:00:00Z", "to": "2026-11-22T08:00:00Z"}},
+            {"service": "svc", "feature": "quiet", "enabled": False})]})})
+    job = DriftJob(store, custom, clock, HOUR)
+    plan = {(f, w, end.hour) for _, f, w, _, end in job.plan(T0 - dt.timedelta(hours=2), T0 + HOUR)}
+    # chat: a trailing day every hour besides the hour; quiet: off; the rest: the defaults (1h only here).
+    assert ("chat", "1d", 9) in plan and ("chat", "1d", 8) in plan and ("chat", "1h", 9) in plan
+    assert not {p for p in plan if p[0] == "quiet"}
+    assert ("stable", "1h", 9) in plan and not {p for p in plan if p[0] == "stable" and p[1] == "1d"}
+    assert job.reference_range("svc", "chat", T0) == (dt.datetime(2026, 11, 21, 8, tzinfo=dt.timezone.utc),
+                                                      dt.datetime(2026, 11, 22, 8, tzinfo=dt.timezone.utc))
+    assert job.reference_range("svc", "stable", T0) == (T0 - dt.timedelta(days=7), T0)
