@@ -30,9 +30,27 @@ import pandas as pd
 METHODS = ("domain_classifier", "mmd", "centroid_cosine")
 NUMERIC_COLUMNS = ("latency_ms", "input_tokens", "output_tokens", "cost_usd")
 SIDES = ("input", "output")
-# Evidently's embedding widget draws a t-SNE of up to 2,500 points per side, about 10 s per
-# report; 200 per side keeps the picture and costs about 1 s. Scores still use the whole sample.
-TSNE_SAMPLE = 200
+# Evidently's embedding widget draws a 2-D picture of up to 2,500 points per side.
+TSNE_SAMPLE = 500
+
+
+class _PlanePicture:
+    """Stands in for the t-SNE that Evidently's embedding widget uses only to draw its picture.
+
+    Barnes-Hut t-SNE on repetitive production texts (templates, FAQs, retries) took 2 to 40 s
+    per side on this hardware, erratically, for a picture; a PCA projection takes milliseconds
+    and is deterministic. Drift scores never depend on it.
+    """
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def fit_transform(self, x):
+        from sklearn.decomposition import PCA
+        x = np.asarray(x, dtype=np.float64)
+        if min(x.shape) < 2:
+            return np.zeros((len(x), 2))
+        return PCA(n_components=2, random_state=0).fit_transform(x)
 
 
 @dataclass
@@ -161,6 +179,7 @@ def report(reference: dict[str, np.ndarray], current: dict[str, np.ndarray], ref
     from evidently.metrics.embeddings import ModelDriftMethod
 
     embeddings_drift.SAMPLE_CONSTANT = TSNE_SAMPLE
+    embeddings_drift.TSNE = _PlanePicture
     sides = [s for s in SIDES if s in reference and s in current]
 
     def frame(vecs: dict[str, np.ndarray], numeric: pd.DataFrame) -> pd.DataFrame:
