@@ -40,6 +40,9 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
         jobs.append(DriftJob(store, config, clock, config.drift.interval))
     if config.grounding.enabled:
         jobs.append(GroundingProxyJob(store, config, clock, config.grounding.interval))
+    if config.alerts.enabled:
+        from alerts.engine import AlertEngine
+        jobs.append(AlertEngine(store, config, clock))
     return {job.name: job for job in jobs}
 
 

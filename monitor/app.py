@@ -57,6 +57,8 @@ def create_app(config: Config | None = None, store: Store | None = None, clock=N
     app.register_blueprint(series.bp)
     app.register_blueprint(review.bp)
     app.register_blueprint(reports.bp)
+    from alerts import api as alerts_api
+    app.register_blueprint(alerts_api.bp)
     _register_error_handlers(app)
     return app
 

@@ -474,6 +474,90 @@ def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empt
             click.echo(plain)
 
 
+# -- alerts and silences ---------------------------------------------------------
+@cli.group()
+def alerts() -> None:
+    """Alert instances and receivers."""
+
+
+@alerts.command("list")
+@click.pass_obj
+@_friendly
+def alerts_list(obj: _Ctx) -> None:
+    """Pending and firing alerts, with their value and since when."""
+    rows = obj.ready_store().query_dicts(
+        "SELECT labels, state, health, value, active_at, fired_at, annotations FROM alert_state FINAL "
+        "WHERE state != 'inactive' ORDER BY state, fired_at")
+    if not rows:
+        click.echo("no pending or firing alerts")
+    for r in rows:
+        since = r["fired_at"] if r["state"] == "firing" else r["active_at"]
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(r["labels"].items()))
+        value = "n/a" if r["value"] is None else f"{r['value']:.4g}"
+        click.echo(f"{r['state']:<8} since {since:%Y-%m-%d %H:%M:%S} UTC  value {value}"
+                   f"{'' if r['health'] == 'ok' else '  [' + r['health'] + ']'}  {labels}")
+        if r["annotations"].get("summary"):
+            click.echo(f"         {r['annotations']['summary']}")
+
+
+@alerts.command("test-receiver")
+@click.argument("name")
+@click.pass_obj
+@_friendly
+def alerts_test_receiver(obj: _Ctx, name: str) -> None:
+    """Send a test notification to receiver NAME now."""
+    from alerts.delivery import Outbox
+    from alerts.receivers import DeliveryError
+    names = [r.name for r in obj.config.alerts.receivers]
+    if name not in names:
+        raise click.BadParameter(f"no receiver {name!r}; receivers are {', '.join(names) or 'none configured'}",
+                                 param_hint="NAME")
+    try:
+        Outbox(obj.ready_store(), obj.config, SystemClock()).test_notification(name)
+    except DeliveryError as exc:
+        raise click.ClickException(f"receiver {name}: {exc}") from None
+    click.echo(f"test notification delivered to {name}")
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["add", "list", "expire"]))
+@click.option("--matcher", "matchers", multiple=True, help="label=value, label!=value, label=~regex (repeatable).")
+@click.option("--duration", default="2h", show_default=True, help="How long the silence lasts.")
+@click.option("--comment", default="", help="Why (required for add).")
+@click.option("--author", default=None, help="Who (default $USER).")
+@click.option("--id", "sid", default=None, help="Silence id (for expire).")
+@click.pass_obj
+@_friendly
+def silence(obj: _Ctx, action: str, matchers, duration: str, comment: str, author: str | None,
+            sid: str | None) -> None:
+    """Silences: add (--matcher k=v --duration 2h --comment ...), list, expire --id ID."""
+    from alerts import silences
+    from .config import parse_duration
+    store, clock = obj.ready_store(), SystemClock()
+    if action == "add":
+        try:
+            length = parse_duration(duration)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--duration") from None
+        try:
+            s = silences.create(store, clock, list(matchers), clock.now() + length,
+                                author or os.environ.get("USER", "cli"), comment)
+        except silences.SilenceError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(s["id"])
+        click.echo(f"silenced {', '.join(s['matchers'])} until {s['endsAt']:%Y-%m-%d %H:%M} UTC", err=True)
+    elif action == "list":
+        for s in silences.list_all(store, clock):
+            click.echo(f"{s['id']}  {s['status']:<8} until {s['endsAt']:%Y-%m-%d %H:%M} UTC  "
+                       f"{', '.join(s['matchers'])}  by {s['createdBy']}: {s['comment']}")
+    else:
+        if not sid:
+            raise click.BadParameter("--id is required to expire a silence", param_hint="--id")
+        if silences.expire(store, clock, sid) is None:
+            raise click.ClickException(f"no silence {sid}")
+        click.echo(f"expired {sid}")
+
+
 def _demo_daily_drift(obj: _Ctx, end_ts: dt.datetime) -> None:
     from jobs.base import floor_to
     from jobs.drift import DriftJob

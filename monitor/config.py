@@ -328,6 +328,140 @@ class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+# -- alerts -----------------------------------------------------------------------
+Matcher = Annotated[str, Field(pattern=r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!~)\s*.*$")]
+
+
+class AlertRule(_Section):
+    """A threshold rule over one metric of metric_points (see alerts/rules.py)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    metric: str = Field(min_length=1)
+    window: str = "5m"              # which windows of the metric to read (its step)
+    selector: dict[str, str] = Field(default_factory=dict)
+    by: list[str] = Field(default_factory=list)
+    over: Duration = dt.timedelta(minutes=5)
+    aggregation: Literal["last", "avg", "max", "min"] = "last"
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
+    threshold: float
+    for_: Duration = Field(dt.timedelta(0), alias="for")
+    keep_firing_for: Duration = dt.timedelta(0)
+    min_requests: int = Field(0, ge=0)
+    nodata: Literal["keep", "resolve", "alert"] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _labels(self) -> "AlertRule":
+        if "severity" not in self.labels:
+            raise ValueError(f"rule {self.name}: labels.severity is required (e.g. page, ticket, info)")
+        return self
+
+
+class Route(_Section):
+    receiver: str | None = None
+    matchers: list[Matcher] = Field(default_factory=list)
+    continue_: bool = Field(False, alias="continue")
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+    routes: list["Route"] = Field(default_factory=list)
+
+
+class WebhookReceiver(_Section):
+    url: str = Field(pattern=r"^https?://")
+    send_resolved: bool = True
+    timeout: Duration = dt.timedelta(seconds=10)
+
+
+class SlackReceiver(WebhookReceiver):
+    channel: str = ""
+
+
+class PagerDutyReceiver(_Section):
+    routing_key: str = Field(min_length=1)
+    url: str = Field("https://events.pagerduty.com/v2/enqueue", pattern=r"^https?://")
+    send_resolved: bool = True
+    timeout: Duration = dt.timedelta(seconds=10)
+
+
+class EmailReceiver(_Section):
+    to: list[str] = Field(min_length=1)
+    from_: str = Field(alias="from", min_length=3)
+    smarthost: str = Field(pattern=r"^[^:]+:\d+$")
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+    send_resolved: bool = True
+    timeout: Duration = dt.timedelta(seconds=10)
+
+
+class Receiver(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    webhook: WebhookReceiver | None = None
+    slack: SlackReceiver | None = None
+    pagerduty: PagerDutyReceiver | None = None
+    email: EmailReceiver | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "Receiver":
+        kinds = [k for k in ("webhook", "slack", "pagerduty", "email") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a receiver has exactly one of webhook, slack, pagerduty, email")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("webhook", "slack", "pagerduty", "email") if getattr(self, k) is not None)
+
+    @property
+    def target(self):
+        return getattr(self, self.kind)
+
+
+class InhibitRule(_Section):
+    source_matchers: list[Matcher] = Field(min_length=1)
+    target_matchers: list[Matcher] = Field(min_length=1)
+    equal: list[str] = Field(default_factory=list)
+
+
+class DeliveryConfig(_Section):
+    backoff_initial: Duration = dt.timedelta(seconds=2)
+    backoff_max: Duration = dt.timedelta(minutes=5)
+    give_up_after: Duration = dt.timedelta(hours=24)
+
+
+class AlertsConfig(_Section):
+    enabled: bool = True
+    interval: Duration = dt.timedelta(seconds=15)
+    external_url: str = "http://127.0.0.1:8080"
+    default_rules: bool = True
+    slo_rules: bool = True
+    rule_files: list[str] = Field(default_factory=list)
+    rules: list[AlertRule] = Field(default_factory=list)
+    nodata: Literal["keep", "resolve", "alert"] = "keep"
+    route: Route = Field(default_factory=lambda: Route(receiver="default", group_by=["alertname", "service"]))
+    receivers: list[Receiver] = Field(default_factory=list)
+    inhibit_rules: list[InhibitRule] = Field(default_factory=list)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+
+    @model_validator(mode="after")
+    def _receivers_exist(self) -> "AlertsConfig":
+        names = [r.name for r in self.receivers]
+        if len(set(names)) != len(names):
+            raise ValueError("receivers: names must be unique")
+
+        def walk(route: Route, where: str) -> None:
+            if route.receiver is not None and route.receiver not in names and (names or route.receiver != "default"):
+                raise ValueError(f"{where}.receiver: no receiver named {route.receiver!r} "
+                                 f"(receivers: {', '.join(names) or 'none'})")
+            for i, child in enumerate(route.routes):
+                walk(child, f"{where}.routes[{i}]")
+        walk(self.route, "route")
+        return self
+
+
 class Config(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     clickhouse: ClickHouseConfig = Field(default_factory=ClickHouseConfig)
@@ -343,6 +477,7 @@ class Config(_Section):
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

@@ -1,0 +1,79 @@
+"""Silences: matchers plus a time range; a silenced alert notifies nobody while the silence is active."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+from .matchers import Matcher, parse_all
+
+COLUMNS = ["id", "matchers", "starts_at", "ends_at", "created_by", "comment", "updated_at"]
+
+
+class SilenceError(ValueError):
+    """A bad silence; the message names the field."""
+
+
+def create(store, clock, matchers: list, ends_at: dt.datetime, created_by: str, comment: str,
+           starts_at: dt.datetime | None = None) -> dict:
+    now = clock.now()
+    starts_at = starts_at or now
+    if not matchers:
+        raise SilenceError("matchers: at least one matcher is required")
+    try:
+        parsed = parse_all(matchers)
+    except ValueError as exc:
+        raise SilenceError(f"matchers: {exc}") from None
+    if all(m.op in ("=~", "!~") and m.value in (".*", "") or m.op == "!=" and m.value == "" for m in parsed):
+        raise SilenceError("matchers: would silence every alert; name at least one label value")
+    if ends_at <= starts_at:
+        raise SilenceError("endsAt: must be after startsAt")
+    if ends_at <= now:
+        raise SilenceError("endsAt: is in the past")
+    if not created_by.strip():
+        raise SilenceError("createdBy: required")
+    if not comment.strip():
+        raise SilenceError("comment: required (say why, for whoever is on call next)")
+    sid = str(uuid.uuid4())
+    row = [sid, json.dumps([m.as_dict() for m in parsed]), starts_at, ends_at, created_by.strip(), comment.strip(), now]
+    store.insert("silences", [row], COLUMNS)
+    return get(store, clock, sid)
+
+
+def expire(store, clock, sid: str) -> dict | None:
+    s = get(store, clock, sid)
+    if s is None:
+        return None
+    now = clock.now()
+    if s["status"] == "expired":
+        return s
+    row = store.query(f"SELECT {', '.join(COLUMNS)} FROM silences FINAL WHERE id = {{id:String}}", {"id": sid})[0]
+    row = list(row)
+    row[3] = max(now, row[2].replace(tzinfo=dt.timezone.utc) if row[2].tzinfo is None else row[2])
+    row[6] = now
+    store.insert("silences", [row], COLUMNS)
+    return get(store, clock, sid)
+
+
+def get(store, clock, sid: str) -> dict | None:
+    rows = list_all(store, clock, sid=sid)
+    return rows[0] if rows else None
+
+
+def list_all(store, clock, sid: str | None = None) -> list[dict]:
+    where, params = ("WHERE id = {id:String}", {"id": sid}) if sid else ("", {})
+    rows = store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM silences FINAL {where} ORDER BY starts_at DESC",
+                             params)
+    now = clock.now()
+    out = []
+    for r in rows:
+        starts, ends = (_utc(r["starts_at"]), _utc(r["ends_at"]))
+        status = "pending" if now < starts else "active" if now < ends else "expired"
+        out.append({"id": r["id"], "matchers": [str(Matcher(**m)) for m in json.loads(r["matchers"])],
+                    "startsAt": starts, "endsAt": ends, "createdBy": r["created_by"], "comment": r["comment"],
+                    "status": status})
+    return out
+
+
+def _utc(ts: dt.datetime) -> dt.datetime:
+    return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts

@@ -1,0 +1,304 @@
+"""The alert engine on a virtual clock, with real loopback receivers.
+
+Assertions say which payloads arrived between two moments; the clock moves in
+evaluation ticks (15 s), nothing sleeps.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from fractions import Fraction
+
+import pytest
+
+from alerts.engine import AlertEngine
+from alerts.rules import burn_rate_threshold, load_rules
+from monitor.config import ConfigError
+from tests.loopback import Recorder
+
+T0 = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.timezone.utc)
+TICK = dt.timedelta(seconds=15)
+RULE = {"name": "HighErrorRate", "metric": "error_rate", "window": "1m", "by": ["service", "feature"],
+        "op": ">", "threshold": 0.1, "for": "1m", "over": "2m", "labels": {"severity": "page"},
+        "annotations": {"summary": "{{ $labels.service }}/{{ $labels.feature }} errors {{ $value }}",
+                        "runbook_url": "https://runbooks.example/errors"}}
+
+
+@pytest.fixture
+def hook():
+    with Recorder() as r:
+        yield r
+
+
+@pytest.fixture
+def make_engine(make_config, make_store, clock, hook):
+    state = {}
+
+    def make(rules=(RULE,), send_resolved=True, route=None, inhibit=(), receivers=None, fresh_store=True, slos=(),
+             **alerts):
+        if fresh_store or "store" not in state:
+            cfg = make_config(slos=list(slos), alerts={
+                "default_rules": False, "slo_rules": False, "rules": list(rules),
+                "receivers": receivers or [{"name": "hook", "webhook": {"url": hook.url, "send_resolved": send_resolved}}],
+                "route": route or {"receiver": "hook", "group_by": ["alertname", "service"], "group_wait": "30s",
+                                   "group_interval": "2m", "repeat_interval": "1h"},
+                "inhibit_rules": list(inhibit), "delivery": {"backoff_initial": "10s", "backoff_max": "1m"},
+                **alerts})
+            state["config"], state["store"] = cfg, make_store(cfg)
+        clock.set(T0)
+        return AlertEngine(state["store"], state["config"], clock)
+    return make
+
+
+def put(store, ts, value, metric="error_rate", window="1m", **labels):
+    labels = labels or {"service": "svc", "feature": "chat"}
+    store.insert("metric_points", [[ts, window, metric, labels, float(value), ts]],
+                 ["ts", "window", "metric", "labels", "value", "computed_at"])
+
+
+def run_for(engine, clock, duration, values=None):
+    """Advance tick by tick; before each evaluation write the series' value for the minute that just closed."""
+    end = clock.now() + duration
+    while clock.now() < end:
+        clock.advance(TICK)
+        now = clock.now()
+        if values is not None and now.second == 0:
+            for labels, value in values(now).items():
+                put(engine.store, now, value, **dict(labels))
+        result = engine.run()
+        assert result.status == "ok", result.error
+
+
+CHAT = (("service", "svc"), ("feature", "chat"))
+SEARCH = (("service", "svc"), ("feature", "search"))
+
+
+def test_for_suppresses_a_short_blip(make_engine, clock, hook):
+    engine = make_engine()
+    run_for(engine, clock, dt.timedelta(minutes=1), lambda t: {CHAT: 0.5})  # one bad minute: pending, not firing
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.0})
+    assert hook.take() == []
+    states = [(r[0], r[1]) for r in engine.store.query("SELECT from_state, to_state FROM alert_history ORDER BY ts")]
+    assert states == [("inactive", "pending"), ("pending", "inactive")]
+
+
+def test_fires_once_repeats_and_resolves_once(make_engine, clock, hook):
+    engine = make_engine(route={"receiver": "hook", "group_by": ["alertname", "service"], "group_wait": "30s",
+                                "group_interval": "2m", "repeat_interval": "20m"})
+    run_for(engine, clock, dt.timedelta(minutes=10), lambda t: {CHAT: 0.5})
+    (page,) = hook.take()  # deduplicated across 40 evaluations
+    assert page["version"] == "4" and page["status"] == "firing" and page["receiver"] == "hook"
+    assert page["groupLabels"] == {"alertname": "HighErrorRate", "service": "svc"}
+    (alert,) = page["alerts"]
+    assert alert["labels"] == {"alertname": "HighErrorRate", "service": "svc", "feature": "chat", "severity": "page"}
+    assert alert["annotations"]["summary"] == "svc/chat errors 0.5" and alert["endsAt"] == "0001-01-01T00:00:00Z"
+    run_for(engine, clock, dt.timedelta(minutes=15), lambda t: {CHAT: 0.5})
+    repeat = hook.take()
+    assert len(repeat) == 1 and repeat[0]["status"] == "firing"  # repeat_interval (20m) after the first page
+    run_for(engine, clock, dt.timedelta(minutes=10), lambda t: {CHAT: 0.0})
+    (resolved,) = hook.take()
+    assert resolved["status"] == "resolved" and resolved["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+    run_for(engine, clock, dt.timedelta(minutes=30), lambda t: {CHAT: 0.0})
+    assert hook.take() == []
+
+
+def test_grouping_and_a_late_joiner(make_engine, clock, hook):
+    engine = make_engine()
+    run_for(engine, clock, dt.timedelta(minutes=3), lambda t: {CHAT: 0.5, SEARCH: 0.5})
+    (first,) = hook.take()
+    assert sorted(a["labels"]["feature"] for a in first["alerts"]) == ["chat", "search"]
+    third = (("service", "svc"), ("feature", "draft"))
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.5, SEARCH: 0.5, third: 0.9})
+    (joined,) = hook.take()
+    assert sorted(a["labels"]["feature"] for a in joined["alerts"]) == ["chat", "draft", "search"]
+    assert joined["groupKey"] == first["groupKey"]
+
+
+def test_fire_and_clear_inside_group_wait_is_never_sent(make_engine, clock, hook):
+    engine = make_engine(rules=[{**RULE, "for": "0s"}],
+                         route={"receiver": "hook", "group_by": ["alertname"], "group_wait": "5m"})
+    run_for(engine, clock, dt.timedelta(minutes=1), lambda t: {CHAT: 0.5})
+    run_for(engine, clock, dt.timedelta(minutes=15), lambda t: {CHAT: 0.0})
+    assert hook.take() == []
+
+
+def test_send_resolved_false(make_engine, clock, hook):
+    engine = make_engine(send_resolved=False)
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.5})
+    assert len(hook.take()) == 1
+    run_for(engine, clock, dt.timedelta(minutes=10), lambda t: {CHAT: 0.0})
+    assert hook.take() == []
+
+
+def test_silence_suppresses_then_expires(make_engine, clock, hook):
+    from alerts import silences
+    engine = make_engine()
+    silences.create(engine.store, clock, ["feature=chat"], T0 + dt.timedelta(minutes=10), "ana", "deploying a fix")
+    run_for(engine, clock, dt.timedelta(minutes=9), lambda t: {CHAT: 0.5})
+    assert hook.take() == []
+    assert engine.store.scalar("SELECT countIf(silenced) FROM alert_history WHERE to_state = 'firing'") == 1
+    run_for(engine, clock, dt.timedelta(minutes=3), lambda t: {CHAT: 0.5})
+    assert len(hook.take()) == 1
+
+
+def test_inhibition(make_engine, clock, hook):
+    ticket = {**RULE, "name": "ManyErrors", "threshold": 0.05, "labels": {"severity": "ticket"}}
+    engine = make_engine(rules=[RULE, ticket], inhibit=[{"source_matchers": ["severity=page"],
+                                                         "target_matchers": ["severity=ticket"],
+                                                         "equal": ["service"]}],
+                         route={"receiver": "hook", "group_by": ["alertname"], "group_wait": "30s"})
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.5})
+    sent = hook.take()
+    assert [p["groupLabels"]["alertname"] for p in sent] == ["HighErrorRate"]
+
+
+def test_receiver_500_then_200_delivers_once_and_400_is_not_retried(make_engine, clock, hook):
+    engine = make_engine()
+    hook.statuses = [500, 503]
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.5})
+    assert len(hook.take()) == 1 and hook.refused == 2
+    hook.statuses = [400]
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.0})
+    assert hook.take() == [] and hook.refused == 3
+    failed = engine.store.query("SELECT status, last_error FROM notification_outbox FINAL WHERE alert_status = 'resolved'")
+    assert failed[0][0] == "failed" and "400" in failed[0][1]
+
+
+def test_restart_while_firing(make_engine, clock, hook):
+    engine = make_engine()
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.5})
+    assert len(hook.take()) == 1
+    at = clock.now()
+    restarted = make_engine(fresh_store=False)  # a new process: same store, nothing in memory
+    clock.set(at)
+    run_for(restarted, clock, dt.timedelta(minutes=30), lambda t: {CHAT: 0.5})
+    assert hook.take() == []  # no re-page before repeat_interval
+    # Down for 20 minutes while the errors stop; the resolve is delivered once after the restart.
+    for minute in range(1, 21):
+        put(restarted.store, clock.now() + dt.timedelta(minutes=minute), 0.0, service="svc", feature="chat")
+    clock.advance(dt.timedelta(minutes=20))
+    again = make_engine(fresh_store=False)
+    clock.set(at + dt.timedelta(minutes=50))
+    run_for(again, clock, dt.timedelta(minutes=10), lambda t: {CHAT: 0.0})
+    (resolved,) = hook.take()
+    assert resolved["status"] == "resolved"
+
+
+def test_query_error_keeps_a_firing_alert_firing(make_engine, clock, hook):
+    engine = make_engine()
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.5})
+    assert len(hook.take()) == 1
+    engine.store.command("RENAME TABLE metric_points TO metric_points_away")
+    try:
+        for _ in range(8):
+            clock.advance(TICK)
+            engine.run()
+    finally:
+        engine.store.command("RENAME TABLE metric_points_away TO metric_points")
+    state = engine.store.query("SELECT state, health FROM alert_state FINAL")
+    assert state == [("firing", "error")]
+    assert hook.take() == []
+    reasons = [r[0] for r in engine.store.query("SELECT reason FROM alert_history WHERE reason LIKE 'error%'")]
+    assert len(reasons) == 1
+
+
+def test_burn_rate_thresholds_for_99_9_over_30_days(make_engine, clock, hook):
+    thirty = dt.timedelta(days=30)
+    assert [burn_rate_threshold(s, thirty, w) for s, w in ((Fraction(2, 100), "1h"), (Fraction(5, 100), "6h"),
+                                                          (Fraction(10, 100), "1d"), (Fraction(10, 100), "3d"))] \
+        == [Fraction(72, 5), 6, 3, 1]
+    slo = {"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.9, "sli": "availability"}
+    engine = make_engine(rules=[], slo_rules=True, slos=[slo],
+                         route={"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s"})
+    page = [r for r in engine.rules if getattr(r, "long_window", "") == "1h"][0]
+    assert page.threshold == Fraction(72, 5) and page.labels["severity"] == "page"
+
+    def burn(value_long, value_short):
+        ts = clock.now()
+        for window, v in (("1h", value_long), ("5m", value_short)):
+            engine.store.insert("metric_points", [[ts, window, "slo_burn_rate", {"slo": "chat-availability"}, v, ts]],
+                                ["ts", "window", "metric", "labels", "value", "computed_at"])
+    clock.advance(TICK)
+    burn(14.4, 14.4)
+    engine.run()
+    assert hook.take() == []  # exactly at the threshold: not above it
+    clock.advance(TICK)
+    burn(14.4, 20.0)
+    engine.run()
+    assert hook.take() == []  # both windows must exceed
+    clock.advance(TICK)
+    burn(14.41, 14.41)
+    engine.run()
+    clock.advance(TICK)
+    engine.run()
+    sent = hook.take()
+    assert len(sent) == 1 and sent[0]["alerts"][0]["labels"]["long_window"] == "1h"
+
+
+def test_rules_are_validated_with_the_rule_named(make_config):
+    with pytest.raises(ConfigError, match=r"HighErrorRate.*labels.severity|severity"):
+        make_config(alerts={"rules": [{**RULE, "labels": {}}]})
+    cfg = make_config(alerts={"rules": [{**RULE, "metric": "error_rat"}]})
+    with pytest.raises(ConfigError, match=r"alerts.rules\[HighErrorRate\].metric: unknown metric 'error_rat'"):
+        load_rules(cfg)
+    cfg = make_config(alerts={"rules": [{**RULE, "annotations": {"summary": "{{ $valu }}"}}]})
+    with pytest.raises(ConfigError, match=r"annotations.summary: unknown template"):
+        load_rules(cfg)
+    names = {getattr(r, "name") for r in load_rules(make_config())}
+    assert {"HighErrorRate", "HighLatencyP95", "SlowTimeToFirstToken", "CostPerOutcomeHigh", "EmbeddingDrift",
+            "HallucinationRateHigh"} <= names
+
+
+def test_api_alerts_history_and_silences(make_engine, clock, hook):
+    from monitor.app import create_app
+    from tests.helpers import auth
+    engine = make_engine()
+    run_for(engine, clock, dt.timedelta(minutes=3), lambda t: {CHAT: 0.5})
+    app = create_app(engine.config, engine.store, clock)
+    ks = app.extensions["nlpmon"].keys
+    read, admin = ks.create("r", ["read"])[1], ks.create("a", ["admin"])[1]
+    c = app.test_client()
+    assert c.get("/v1/alerts").status_code == 401
+    (alert,) = c.get("/v1/alerts", headers=auth(read)).get_json()["alerts"]
+    assert alert["state"] == "firing" and alert["value"] == 0.5 and alert["since"] == "2026-11-24T10:02:00Z"
+    history = c.get("/v1/alerts/history?from=2026-11-24T09:00:00Z", headers=auth(read)).get_json()["history"]
+    assert [(h["from"], h["to"]) for h in history] == [("inactive", "pending"), ("pending", "firing")]
+    body = {"matchers": ["service=svc", "feature=~ch.*"], "duration": "2h", "comment": "known incident"}
+    assert c.post("/v1/silences", json=body, headers=auth(read)).status_code == 403
+    bad = c.post("/v1/silences", json={**body, "matchers": ["service"]}, headers=auth(admin))
+    assert bad.status_code == 400 and bad.get_json()["message"].startswith("matchers:")
+    assert c.post("/v1/silences", json={**body, "comment": ""}, headers=auth(admin)).get_json()["message"] \
+        .startswith("comment:")
+    created = c.post("/v1/silences", json=body, headers=auth(admin))
+    assert created.status_code == 201 and created.get_json()["status"] == "active"
+    sid = created.get_json()["id"]
+    listed = c.get("/v1/silences", headers=auth(read)).get_json()["silences"]
+    assert [s["id"] for s in listed] == [sid] and listed[0]["matchers"] == ['service="svc"', 'feature=~"ch.*"']
+    assert c.delete(f"/v1/silences/{sid}", headers=auth(admin)).get_json()["status"] == "expired"
+    assert c.delete("/v1/silences/nope", headers=auth(admin)).status_code == 404
+
+
+def test_cli_silence_alerts_list_and_test_receiver(make_engine, clock, hook, chdb_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from monitor.cli import cli
+    engine = make_engine()
+    run_for(engine, clock, dt.timedelta(minutes=3), lambda t: {CHAT: 0.5})
+    hook.take()
+    cfg = engine.config
+    (tmp_path / "monitor.yaml").write_text(
+        "alerts:\n  receivers: [{name: hook, webhook: {url: '%s'}}]\n  route: {receiver: hook}\n" % hook.url)
+    env = {"MONITOR_CONFIG": str(tmp_path / "monitor.yaml"), "MONITOR_CLICKHOUSE_URL": cfg.clickhouse.url,
+           "MONITOR_CLICKHOUSE_DATABASE": cfg.clickhouse.database}
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["alerts", "list"], env=env)
+    assert listed.exit_code == 0 and "firing" in listed.output and "alertname=HighErrorRate" in listed.output
+    added = runner.invoke(cli, ["silence", "add", "--matcher", "service=svc", "--duration", "2h", "--comment", "fix"],
+                          env=env)
+    assert added.exit_code == 0, added.output
+    assert engine.store.scalar("SELECT count() FROM silences") == 1
+    assert runner.invoke(cli, ["silence", "add", "--matcher", "service=svc"], env=env).exit_code == 1
+    sent = runner.invoke(cli, ["alerts", "test-receiver", "hook"], env=env)
+    assert sent.exit_code == 0, sent.output
+    (test,) = hook.take()
+    assert test["version"] == "4"
+    assert runner.invoke(cli, ["alerts", "test-receiver", "nope"], env=env).exit_code == 2
