@@ -68,7 +68,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
                               "PROXY, not a label: share of answer sentences whose best embedding similarity to any "
                               "context sentence is below grounding.threshold."),
     "ungrounded_proxy_answers": ("grounding_proxy", _PROXY, "Answers with context in the grounding proxy's sample."),
+    "incidents": ("incident_kpis", ("7d",), "Alert instances that started firing in the window (label severity)."),
+    "incident_mttr_seconds": ("incident_kpis", ("7d",), "Mean time from firing to resolved, seconds."),
+    "alert_notifications_per_incident": ("incident_kpis", ("7d",), "Notifications delivered / incidents."),
 }
 
 # Label names a series may carry.
-LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method")
+LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method", "severity")

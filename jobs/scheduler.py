@@ -42,7 +42,9 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
         jobs.append(GroundingProxyJob(store, config, clock, config.grounding.interval))
     if config.alerts.enabled:
         from alerts.engine import AlertEngine
+        from alerts.kpis import IncidentKpiJob
         jobs.append(AlertEngine(store, config, clock))
+        jobs.append(IncidentKpiJob(store, config, clock, dt.timedelta(hours=1)))
     return {job.name: job for job in jobs}
 
 

@@ -302,3 +302,57 @@ def test_cli_silence_alerts_list_and_test_receiver(make_engine, clock, hook, chd
     (test,) = hook.take()
     assert test["version"] == "4"
     assert runner.invoke(cli, ["alerts", "test-receiver", "nope"], env=env).exit_code == 2
+
+
+def test_incident_kpis(make_engine, clock, hook):
+    from alerts.kpis import IncidentKpiJob
+    engine = make_engine()
+    run_for(engine, clock, dt.timedelta(minutes=6), lambda t: {CHAT: 0.5})  # fires at 10:02
+    run_for(engine, clock, dt.timedelta(minutes=6), lambda t: {CHAT: 0.0})  # resolves at 10:07
+    assert [p["status"] for p in hook.take()] == ["firing", "resolved"]
+    clock.set(T0 + dt.timedelta(hours=1, minutes=1))
+    assert IncidentKpiJob(engine.store, engine.config, clock, dt.timedelta(hours=1)).run().status == "ok"
+
+    def kpi(metric, **labels):
+        return engine.store.scalar(
+            "SELECT argMax(value, computed_at) FROM metric_points WHERE metric = {m:String} AND window = '7d' "
+            "AND ts = {ts:DateTime64(3, 'UTC')} AND labels = mapFromArrays({k:Array(String)}, {v:Array(String)})",
+            {"m": metric, "ts": T0 + dt.timedelta(hours=1), "k": list(labels), "v": list(labels.values())})
+    assert kpi("incidents") == 1 and kpi("incidents", severity="page") == 1
+    fired, resolved = engine.store.query("SELECT ts FROM alert_history WHERE (from_state, to_state) IN "
+                                         "(('pending', 'firing'), ('firing', 'inactive')) ORDER BY ts")
+    assert kpi("incident_mttr_seconds", severity="page") == pytest.approx((resolved[0] - fired[0]).total_seconds())
+    assert kpi("alert_notifications_per_incident") == 2
+
+
+def test_demo_error_burst_pages_through_a_webhook_and_resolves(make_config, make_store, clock, hook):
+    """The demo's injected error burst, through ingest, the sli job and the default rules."""
+    from jobs.sli import SliJob
+    from monitor import demo
+    from monitor.app import create_app
+    end = T0
+    cfg = make_config(alerts={"receivers": [{"name": "hook", "webhook": {"url": hook.url}}],
+                              "route": {"receiver": "hook", "group_by": ["alertname", "service", "feature"],
+                                        "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"}},
+                      jobs={"catchup_max": "1d"})
+    store = make_store(cfg)
+    clock.set(end)
+    ingestor = create_app(cfg, store, clock).extensions["nlpmon"].ingestor
+    batches = {"requests": [], "feedback": []}
+    for kind, event in demo.generate(0.1, 2.0, end, seed=3):
+        batches[kind].append(event)
+    for kind, events in batches.items():
+        assert ingestor.ingest(kind, events).rejected == 0
+    start = end - dt.timedelta(days=0.1)
+    assert SliJob(store, cfg, clock, dt.timedelta(minutes=1)).run(now=end, since=start).status == "ok"
+    burst = next(i for i in demo.incidents(0.1, end) if i["name"] == "error burst")
+    engine = AlertEngine(store, cfg, clock)
+    clock.set(burst["start"] - dt.timedelta(minutes=5))
+    while clock.now() < burst["end"] + dt.timedelta(minutes=20):
+        clock.advance(dt.timedelta(minutes=1))
+        assert engine.run().status == "ok"
+    group = {"alertname": "HighErrorRate", "service": "support-bot", "feature": "answer"}
+    pages = [p for p in hook.take() if p["groupLabels"] == group]
+    assert [p["status"] for p in pages] == ["firing", "resolved"]
+    fired = dt.datetime.fromisoformat(pages[0]["alerts"][0]["startsAt"].replace("Z", "+00:00"))
+    assert burst["start"] <= fired <= burst["end"] + dt.timedelta(minutes=5)

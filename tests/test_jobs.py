@@ -326,7 +326,8 @@ def test_scheduler_runs_jobs_on_its_own(env):
     finally:
         sched.shutdown()
     assert {n: r.status for n, r in sched.last.items()} == {n: "ok" for n in jobs}
-    assert set(jobs) == {"sli", "slo", "cost", "hallucination_sample", "hallucination", "drift", "grounding_proxy"}
+    assert set(jobs) == {"sli", "slo", "cost", "hallucination_sample", "hallucination", "drift", "grounding_proxy",
+                         "alerts", "incident_kpis"}
 
 
 def test_covering_uses_the_coarsest_rollups():

@@ -1,0 +1,75 @@
+"""``incident_kpis``: what the alert history says about on-call, written to metric_points for the dashboards.
+
+An incident is one alert instance firing until it resolves. Per severity, over
+trailing 7-day windows ending at each hour:
+
+- ``incidents``: instances that started firing in the window;
+- ``incident_mttr_seconds``: mean time from firing to resolved, over incidents
+  resolved in the window;
+- ``alert_notifications_per_incident``: notifications delivered in the window /
+  incidents in the window (the noise an on-call engineer feels).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable
+
+from jobs.base import Job, Point, window_ends
+
+KPI_WINDOWS = {"7d": 604800}
+
+
+class IncidentKpiJob(Job):
+    name = "incident_kpis"
+    description = "incidents per week by severity, mean time to resolve and notifications per incident"
+
+    def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
+        span = window_ends(start, end, 3600)
+        if span is None:
+            return
+        first, last = span
+        lo = first - dt.timedelta(seconds=max(KPI_WINDOWS.values()))
+        fired = self.store.query(
+            "SELECT fingerprint, labels['severity'], ts FROM alert_history WHERE to_state = 'firing' "
+            "AND from_state != 'firing' AND ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} "
+            "ORDER BY ts", {"lo": lo - dt.timedelta(days=30), "hi": last})
+        resolved = self.store.query(
+            "SELECT fingerprint, ts FROM alert_history WHERE from_state = 'firing' AND to_state = 'inactive' "
+            "AND ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} ORDER BY ts",
+            {"lo": lo, "hi": last})
+        sent = [r[0] for r in self.store.query(
+            "SELECT sent_at FROM notification_outbox FINAL WHERE status = 'sent' "
+            "AND sent_at >= {lo:DateTime64(3, 'UTC')} AND sent_at < {hi:DateTime64(3, 'UTC')}", {"lo": lo, "hi": last})]
+        # Pair each resolve with the latest firing of the same instance before it.
+        starts: dict[str, list[tuple]] = {}
+        for fp, severity, ts in fired:
+            starts.setdefault(fp, []).append((ts, severity))
+        durations = []
+        for fp, ts in resolved:
+            before = [s for s in starts.get(fp, []) if s[0] <= ts]
+            if before:
+                began, severity = before[-1]
+                durations.append((ts, severity, (ts - began).total_seconds()))
+        t = first
+        while t <= last:
+            for window, seconds in KPI_WINDOWS.items():
+                w_lo = t - dt.timedelta(seconds=seconds)
+                naive_lo, naive_hi = w_lo.replace(tzinfo=None), t.replace(tzinfo=None)
+                in_window = [(sev, ts) for fp, sev, ts in fired if naive_lo <= _naive(ts) < naive_hi]
+                severities = {sev for sev, _ in in_window} | {"all"}
+                for sev in sorted(severities):
+                    n = sum(1 for s, _ in in_window if sev in ("all", s))
+                    labels = {} if sev == "all" else {"severity": sev}
+                    yield Point(t, window, "incidents", labels, float(n))
+                    ds = [d for ts, s, d in durations if naive_lo <= _naive(ts) < naive_hi and sev in ("all", s)]
+                    if ds:
+                        yield Point(t, window, "incident_mttr_seconds", labels, sum(ds) / len(ds))
+                n_all = len(in_window)
+                if n_all:
+                    notes = sum(1 for ts in sent if naive_lo <= _naive(ts) < naive_hi)
+                    yield Point(t, window, "alert_notifications_per_incident", {}, notes / n_all)
+            t += dt.timedelta(hours=1)
+
+
+def _naive(ts: dt.datetime) -> dt.datetime:
+    return ts.replace(tzinfo=None) if ts.tzinfo else ts
