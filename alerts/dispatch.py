@@ -119,6 +119,8 @@ class Dispatcher:
     def run(self, now: dt.datetime | None = None) -> list[str]:
         """Decide every group's notifications as of ``now``; returns the outbox ids enqueued."""
         now = now or self.clock.now()
+        if not self.receivers:
+            return []  # no receivers configured: alerts are evaluated and kept in history, nobody is notified
         alerts = self._alerts(now)
         firing_labels = [a["labels"] for a in alerts if a["state"] == "firing"]
         is_silenced, is_inhibited = self.silenced(now), self.inhibited(firing_labels)

@@ -356,3 +356,26 @@ def test_demo_error_burst_pages_through_a_webhook_and_resolves(make_config, make
     assert [p["status"] for p in pages] == ["firing", "resolved"]
     fired = dt.datetime.fromisoformat(pages[0]["alerts"][0]["startsAt"].replace("Z", "+00:00"))
     assert burst["start"] <= fired <= burst["end"] + dt.timedelta(minutes=5)
+
+
+def test_crash_between_deciding_and_sending_neither_loses_nor_duplicates(make_engine, clock, hook):
+    engine = make_engine()
+    run_for(engine, clock, dt.timedelta(minutes=2), lambda t: {CHAT: 0.5})
+    assert hook.take() == []
+    # The process dies after deciding (outbox row written) and before writing the log or sending.
+    clock.advance(dt.timedelta(minutes=1))
+    put(engine.store, clock.now(), 0.5, service="svc", feature="chat")
+    engine.evaluator.evaluate(clock.now())
+
+    def crash(*args, **kwargs):
+        raise SystemExit("killed")
+    engine.dispatcher._write_log = crash
+    with pytest.raises(SystemExit):
+        engine.dispatcher.run(clock.now())
+    assert engine.store.scalar("SELECT count() FROM notification_outbox FINAL WHERE status = 'pending'") == 1
+    assert hook.take() == []
+    restarted = make_engine(fresh_store=False)
+    clock.set(T0 + dt.timedelta(minutes=3))
+    run_for(restarted, clock, dt.timedelta(minutes=3), lambda t: {CHAT: 0.5})
+    assert len(hook.take()) == 1  # the same decision again: one row, one delivery
+    assert restarted.store.scalar("SELECT count() FROM notification_outbox FINAL") == 1
