@@ -7,10 +7,10 @@
    batch sizes 32, 64 and 128, on ``--texts`` distinct texts: 40% support
    questions from the topic pools of tests/topics.py, the rest longer
    answer-like texts. After a warm-up, ``--repeat`` rounds each encode every
-   text once, in chunks the batch sizes take in turn, shifted by one per round
-   (a Latin square: after 3 rounds each batch size has encoded every text once,
-   and a change in the machine's load hits all of them alike). Medians over
-   rounds, in texts/s and tokens/s.
+   text once, split in three chunks that the batch sizes take in turn, shifted
+   by one per round (a Latin square: after 3 rounds each batch size has
+   encoded every text once, and a change in the machine's load hits all of
+   them alike). Medians over rounds, in texts/s and tokens/s.
 2. The drift job for one (service, feature) and the ``1h`` window: 1,000
    requests over the 7 days before the current hour (reference) and 1,000 in
    the current hour, 30% of them on a topic the reference never saw, ingested
@@ -18,7 +18,7 @@
    1,000. ``DriftJob.run`` is timed with a cold embedding cache, then again
    with the cache the first run filled, and each run is broken down by
    wrapping what it calls (sampling, cache lookup, encoding, cache insert, each
-   Evidently method, explanation, Evidently report and its t-SNE, saving).
+   Evidently method, explanation, Evidently report and its 2-D picture, saving).
    A third run encodes under bfloat16 autocast (part 3's candidate) with its
    own cache key, so its cache is cold too: the speed-up end to end, and
    whether the drift decision stays the same. Importing Evidently, once per
@@ -257,9 +257,11 @@ def bench_throughput(model, texts: list[str], n_questions: int, repeat: int) -> 
           f"mean length {statistics.mean(chars):.0f} chars / {statistics.mean(toks):.1f} tokens "
           f"(median {statistics.median(chars):.0f} chars, max {max(chars)}), max_seq_length {model.max_seq_length}")
     _, warm, _ = timed(lambda: [encode(model, texts[:128], bs) for bs in BATCH_SIZES])
-    # Latin square: each round encodes every text once, in chunks that the batch sizes take in turn,
-    # shifted by one per round; after 3 rounds each batch size has encoded each text once.
-    n_chunks = len(BATCH_SIZES) * max(1, len(texts) // 600)
+    # Latin square: each round encodes every text once, in one chunk per batch size, the chunks
+    # rotating between batch sizes per round; after 3 rounds each batch size has encoded each text once.
+    # Chunks stay large: sentence-transformers sorts a call's texts by length before batching, so
+    # small calls with big batches would pay padding that Embedder.encode (one call for all misses) does not.
+    n_chunks = len(BATCH_SIZES)
     parts = chunks(list(zip(texts, toks)), n_chunks)
     print(f"  warm-up: 128 texts at each batch size, {warm:.1f} s; then {repeat} round(s) of {len(texts):,} texts "
           f"in {n_chunks} chunks of ~{len(texts) // n_chunks}, the batch sizes taking the chunks in turn")
@@ -285,8 +287,8 @@ def bench_throughput(model, texts: list[str], n_questions: int, repeat: int) -> 
         cores = sum(c for *_, c in rounds) / sum(w for _, _, w, _ in rounds)
         print(f"  {bs:>5} {statistics.median(rates):>8.0f} {statistics.median(tok_rates):>9.0f} "
               f"{min(rates):>15.0f}..{max(rates):<8.0f} {cores:>6.2f}")
-    print(f"  (median over {repeat} round(s); each round a batch size encodes ~1/{len(BATCH_SIZES)} of the texts, "
-          "so texts/s moves with the chunk's lengths as well as the machine's load)")
+    print(f"  (median over {repeat} round(s); in each round a batch size encodes one chunk, 1/{len(BATCH_SIZES)} "
+          "of the texts, in one call)")
 
 
 # -- 2. drift job ----------------------------------------------------------------
@@ -313,7 +315,9 @@ class Breakdown:
         ("compare", drift_mod, "compare", "compare: 3 Evidently methods x 2 sides"),
         ("explain", drift_mod, "explain", "explain (sides with drift)"),
         ("report", drift_mod, "report", "Evidently report (snapshot)"),
-        ("tsne", TSNE, "fit_transform", "  of which t-SNE for its plots"),
+        # The 2-D picture of the embeddings: monitor.drift's PCA stand-in when it has one, else Evidently's t-SNE.
+        ("picture", getattr(drift_mod, "_PlanePicture", TSNE), "fit_transform",
+         "  of which the 2-D picture" + (" (PCA)" if hasattr(drift_mod, "_PlanePicture") else " (t-SNE)")),
         ("numeric", drift_mod, "numeric_drift", "numeric drift from the snapshot"),
         ("save", DriftJob, "_save", "save report (JSON + insert)"),
     )
@@ -356,7 +360,7 @@ class Breakdown:
             if key in ("sample", "embed", "compare", "explain", "report", "numeric", "save"):
                 accounted += t
             extra = ""
-            if key == "tsne" and not self.calls.get(key):
+            if key == "picture" and not self.calls.get(key):
                 print(f"    {label:<42} not called")
                 continue
             if key == "encode" and t:
@@ -527,7 +531,7 @@ def bench_variants(model, path: str, texts: list[str], chunk: int) -> None:
     base = runnable[0][0]
     ref = unit(np.vstack(vecs[base]))
     print(f"  {'variant':<38} {'texts/s':>8} {'ratio':>6} {'(chunks min..max)':>17} {'cores':>6} "
-          f"{'cos min':>8} {'cos mean':>9} {'|norm-1|':>9}  verdict")
+          f"{'cos min':>9} {'cos mean':>9} {'|norm-1|':>9}  verdict")
     for name, fn, note in vs:
         if fn is None:
             print(f"  {name:<38} {note}")
@@ -547,7 +551,7 @@ def bench_variants(model, path: str, texts: list[str], chunk: int) -> None:
         else:
             verdict = "KEEP" + (f" (>= {WIRE_RATIO}x)" if ratio >= WIRE_RATIO else "")
         print(f"  {name:<38} {rate:>8.0f} {ratio:>5.2f}x {min(paired):>8.2f}..{max(paired):<8.2f} "
-              f"{cpu[name] / sum(walls[name]):>6.2f} {cos.min():>8.4f} {cos.mean():>9.4f} {norm_err:>9.1e}  {verdict}")
+              f"{cpu[name] / sum(walls[name]):>6.2f} {cos.min():>9.5f} {cos.mean():>9.5f} {norm_err:>9.1e}  {verdict}")
         if note and name != base:
             print(f"  {'':<38} ({note})")
     print(f"  keep rule: ratio >= {KEEP_RATIO}x and min cosine >= {KEEP_MIN_COSINE} (over all {len(texts):,} texts); "

@@ -230,6 +230,9 @@ class EmbeddingsConfig(_Section):
     batch_size: int = Field(64, ge=1, le=4096)
     # Torch intra-op threads for encoding; 0 leaves torch's default.
     threads: int = Field(0, ge=0, le=256)
+    # bfloat16 encodes under torch.autocast: 1.84x faster here, vectors within 1e-4 cosine of float32
+    # (bench/drift.py). auto: bfloat16 when the CPU has native bf16 (AVX512_BF16 or AMX), else float32.
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 def _drift_every(v: dt.timedelta | None) -> dt.timedelta | None:

@@ -13,7 +13,9 @@ reports it appears in. The cache is kept as long as raw text is
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
@@ -86,6 +88,30 @@ def load_model(path: str, threads: int = 0):
         return model
 
 
+@functools.cache
+def cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_precision(setting: str) -> str:
+    if setting == "auto":
+        return "bfloat16" if cpu_has_bf16() else "float32"
+    return setting
+
+
+def autocast(precision: str):
+    """torch.autocast to bfloat16 around encoding, or nothing for float32."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    import torch
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
 class Embedder:
     def __init__(self, store: Store, config: Config, clock=None):
         self.store = store
@@ -93,6 +119,9 @@ class Embedder:
         self.clock = clock
         self.path = model_path(config)
         self.model_id = model_id(self.path) if Path(self.path).is_dir() else self.path
+        self.precision = resolve_precision(config.embeddings.precision)
+        if self.precision != "float32":  # never mix vectors of two precisions in one comparison
+            self.model_id += f":{self.precision}"
         self.batch_size = config.embeddings.batch_size
         self.encoded = 0  # texts this instance had to encode (cache misses)
 
@@ -117,8 +146,10 @@ class Embedder:
         """Encode without the cache: float32, L2-normalised rows."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=progress).astype(np.float32)
+        with autocast(self.precision):
+            vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                        normalize_embeddings=True, show_progress_bar=progress)
+        return vectors.astype(np.float32)
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """Vectors for ``texts`` in order, encoding only texts the cache does not hold."""

@@ -253,3 +253,14 @@ def test_windows_cadence_and_targets_per_feature(drift_env):
     assert job.reference_range("svc", "chat", T0) == (dt.datetime(2026, 11, 21, 8, tzinfo=dt.timezone.utc),
                                                       dt.datetime(2026, 11, 22, 8, tzinfo=dt.timezone.utc))
     assert job.reference_range("svc", "stable", T0) == (T0 - dt.timedelta(days=7), T0)
+
+
+def test_bfloat16_vectors_match_float32_and_are_cached_apart(make_config, make_store, clock):
+    texts = ["Where is my parcel?", "How do I connect my crypto wallet to receive USDC payouts?",
+             "Refunds reach the original payment method 5-10 business days after the return is scanned."]
+    f32 = make_config(embeddings={"precision": "float32"})
+    bf16 = make_config(embeddings={"precision": "bfloat16"})
+    e32, e16 = Embedder(make_store(f32), f32, clock), Embedder(make_store(bf16), bf16, clock)
+    assert e16.model_id == e32.model_id + ":bfloat16"
+    cos = (e32.embed(texts) * e16.embed(texts)).sum(axis=1)
+    assert cos.min() > 0.999
