@@ -27,7 +27,7 @@ run: install
 	$(BIN)/nlpmon serve --host 127.0.0.1 --port 8080
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) var *.egg-info

@@ -13,6 +13,7 @@ from monitor.clock import iso_utc
 from monitor.config import parse_duration
 from monitor.errors import ApiError
 from monitor.events import parse_timestamp
+from monitor.params import time_arg
 
 from . import silences
 
@@ -26,16 +27,6 @@ def _svc():
 
 def _iso(v):
     return iso_utc(v) if isinstance(v, dt.datetime) else v
-
-
-def _time(name: str, default=None):
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        return parse_timestamp(raw)
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"{name}: {exc}") from None
 
 
 @bp.get("/v1/alerts")
@@ -54,8 +45,8 @@ def list_alerts():
 @require("read")
 def history():
     now = _svc().clock.now()
-    to = _time("to", now)
-    frm = _time("from", to - dt.timedelta(days=1))
+    to = time_arg("to", now)
+    frm = time_arg("from", to - dt.timedelta(days=1))
     if frm > to:
         raise ApiError(400, "bad_request", "from: must not be after to")
     params = {"lo": frm, "hi": to, "limit": MAX_HISTORY}

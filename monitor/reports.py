@@ -7,7 +7,6 @@ that explain the drift. Those texts are users' words, so they are escaped.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 from html import escape
 
@@ -16,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from .auth import require
 from .clock import iso_utc
 from .errors import ApiError
-from .events import parse_timestamp
+from .params import time_arg
 
 bp = Blueprint("reports", __name__)
 LIST_COLUMNS = "report_id, ts, window, service, feature, status, drift_detected, reference_from, reference_to, summary"
@@ -25,16 +24,6 @@ MAX_LIMIT = 1000
 
 def _services():
     return current_app.extensions["nlpmon"]
-
-
-def _time(name: str) -> dt.datetime | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    try:
-        return parse_timestamp(raw)
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"{name}: {exc}") from None
 
 
 def _row(r: dict) -> dict:
@@ -60,7 +49,7 @@ def list_reports():
         where.append("drift_detected = {detected:Bool}")
         params["detected"] = detected == "true"
     for name, op in (("from", ">="), ("to", "<")):
-        ts = _time(name)
+        ts = time_arg(name)
         if ts is not None:
             where.append(f"ts {op} toDateTime64({{{name}:Float64}}, 3, 'UTC')")
             params[name] = ts.timestamp()

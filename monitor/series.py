@@ -14,7 +14,7 @@ from jobs.catalog import LABELS, METRICS
 from .auth import require
 from .clock import iso_utc
 from .errors import ApiError
-from .events import parse_timestamp
+from .params import time_arg
 
 bp = Blueprint("series", __name__)
 MAX_POINTS = 100_000
@@ -27,16 +27,6 @@ def allowed_windows(metric: str, config) -> list[str]:
     if "period" in windows:
         out += sorted({window_name(int(s.period.total_seconds())) for s in config.slos} - set(out))
     return out
-
-
-def _time(name: str, default: dt.datetime) -> dt.datetime:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        return parse_timestamp(float(raw) if raw.replace(".", "", 1).isdigit() else raw)
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"{name}: {exc}") from None
 
 
 @bp.get("/v1/metrics")
@@ -64,8 +54,8 @@ def get_series():
     if step not in windows:
         raise ApiError(400, "bad_request", f"step: {metric} is kept for windows {', '.join(windows)}, not {step!r}")
     now = svc.clock.now()
-    to = _time("to", now)
-    frm = _time("from", to - dt.timedelta(days=1))
+    to = time_arg("to", now)
+    frm = time_arg("from", to - dt.timedelta(days=1))
     if frm > to:
         raise ApiError(400, "bad_request", "from: must not be after to")
     # A series is chosen by its exact label set: the filters plus `by`, so service=x

@@ -103,7 +103,8 @@ class SmtpSink(smtpd.SMTPServer):
 
     def _loop(self):
         while not self._stop.is_set():
-            asyncore.loop(timeout=0.02, count=1, map=self._sink_map)
+            # poll(), not select(): the embedded engine can push descriptors past 1024.
+            asyncore.loop(timeout=0.02, count=1, map=self._sink_map, use_poll=True)
 
     def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
         if self.reply:
