@@ -379,3 +379,30 @@ def test_crash_between_deciding_and_sending_neither_loses_nor_duplicates(make_en
     run_for(restarted, clock, dt.timedelta(minutes=3), lambda t: {CHAT: 0.5})
     assert len(hook.take()) == 1  # the same decision again: one row, one delivery
     assert restarted.store.scalar("SELECT count() FROM notification_outbox FINAL") == 1
+
+
+@pytest.mark.parametrize("mode,state,health", [("keep", "firing", "nodata"), ("resolve", "inactive", "nodata")])
+def test_nodata_handling(make_engine, clock, hook, mode, state, health):
+    engine = make_engine(nodata=mode)
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.5})
+    assert len(hook.take()) == 1
+    run_for(engine, clock, dt.timedelta(minutes=10))  # the series stops: no points at all
+    assert engine.store.query("SELECT state, health FROM alert_state FINAL") == [(state, health)]
+    sent = hook.take()
+    assert [p["status"] for p in sent] == ([] if mode == "keep" else ["resolved"])
+    reasons = [r[0] for r in engine.store.query("SELECT reason FROM alert_history WHERE reason LIKE 'no data%'")]
+    assert len(reasons) == 1 and mode in reasons[0]
+
+
+def test_rule_files(make_config, tmp_path):
+    good = tmp_path / "team.yaml"
+    good.write_text("rules:\n  - {name: TeamErrors, metric: error_rate, window: 5m, by: [service], threshold: 0.2,"
+                    " labels: {severity: ticket}}\n")
+    names = [r.name for r in load_rules(make_config(alerts={"rule_files": [str(good)], "default_rules": False, "slo_rules": False}))]
+    assert names == ["TeamErrors"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - {name: Broken, metric: error_rate, threshold: high, labels: {severity: page}}\n")
+    with pytest.raises(ConfigError, match=r"rule Broken .*bad.yaml: rules\[0\]\): threshold"):
+        load_rules(make_config(alerts={"rule_files": [str(bad)]}))
+    with pytest.raises(ConfigError, match="alerts.rule_files: cannot read"):
+        load_rules(make_config(alerts={"rule_files": [str(tmp_path / "missing.yaml")]}))
