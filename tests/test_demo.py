@@ -52,7 +52,10 @@ def test_incidents_show_in_the_data():
 
 
 def test_cli_demo_loads_through_the_ingest_pipeline(tmp_path):
-    env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse"}
+    # The embedding jobs (drift, grounding proxy) are tested on their own in test_drift.py and
+    # test_grounding.py; here they would only add a model load and a minute to the suite.
+    env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse", "MONITOR_DRIFT_ENABLED": "false",
+           "MONITOR_GROUNDING_ENABLED": "false"}
     env.pop("MONITOR_CONFIG", None)
     run = lambda *a: subprocess.run([sys.executable, "-m", "monitor.cli", *a], cwd=tmp_path, env=env,  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
