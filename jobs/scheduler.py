@@ -61,8 +61,9 @@ class Scheduler:
     def start(self) -> None:
         now = dt.datetime.now(dt.timezone.utc)
         for name, job in self.jobs.items():
-            self._aps.add_job(self.run_job, IntervalTrigger(seconds=job.interval.total_seconds()), args=[name],
-                              id=name, name=name, next_run_time=now)
+            first = now + getattr(job, "start_offset", dt.timedelta(0))
+            self._aps.add_job(self.run_job, IntervalTrigger(seconds=job.interval.total_seconds(), start_date=first),
+                              args=[name], id=name, name=name, next_run_time=first)
         self._aps.start()
         log.info("scheduler started: %s", ", ".join(f"{n} every {j.interval}" for n, j in self.jobs.items()))
 
