@@ -24,6 +24,8 @@ import json
 import logging
 import threading
 
+from monitor.clock import utc
+
 from .receivers import AlertView, DeliveryError, Notification, build_payload, send
 
 __all__ = ["COLUMNS", "Outbox", "TABLE", "pending_count"]
@@ -38,9 +40,7 @@ _ERROR_CHARS = 1000
 
 
 def _utc(ts: dt.datetime | None) -> dt.datetime | None:
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)
+    return None if ts is None else utc(ts)
 
 
 class Outbox:

@@ -26,6 +26,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 
+from monitor.clock import utc
+
 from .matchers import Matcher, match_all, parse_all
 from .receivers import AlertView, Notification, build_payload
 
@@ -211,16 +213,15 @@ class Dispatcher:
             "AND resolved_at > {lo:DateTime64(3, 'UTC')})", {"lo": now - RESOLVED_LOOKBACK})
         for r in rows:
             for k in ("fired_at", "resolved_at"):
-                if r[k] is not None and r[k].tzinfo is None:
-                    r[k] = r[k].replace(tzinfo=dt.timezone.utc)
+                if r[k] is not None:
+                    r[k] = utc(r[k])
         return [r for r in rows if r["fired_at"] is not None]
 
     def _log(self) -> dict[tuple[str, str], dict]:
         rows = self.store.query_dicts(f"SELECT {', '.join(LOG_COLUMNS)} FROM notification_log FINAL")
         out = {}
         for r in rows:
-            if r["notified_at"].tzinfo is None:
-                r["notified_at"] = r["notified_at"].replace(tzinfo=dt.timezone.utc)
+            r["notified_at"] = utc(r["notified_at"])
             out[(r["group_key"], r["receiver"])] = r
         return out
 

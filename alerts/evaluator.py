@@ -21,6 +21,8 @@ import logging
 import operator
 from dataclasses import dataclass, field, replace
 
+from monitor.clock import utc
+
 from .rules import BurnRateRule, render
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,8 @@ class Evaluator:
         out = {}
         for r in rows:
             for k in ("active_at", "fired_at", "resolved_at", "last_true_at", "updated_at"):
-                if r[k] is not None and r[k].tzinfo is None:
-                    r[k] = r[k].replace(tzinfo=dt.timezone.utc)
+                if r[k] is not None:
+                    r[k] = utc(r[k])
             out[r["fingerprint"]] = Instance(**r)
         return out
 

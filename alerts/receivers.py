@@ -34,6 +34,8 @@ from email.utils import formatdate, make_msgid
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
+from monitor.clock import utc
+
 __all__ = ["AlertView", "DeliveryError", "KINDS", "Notification", "build_payload", "dedup_key",
            "incident_url", "rfc3339", "send", "title"]
 
@@ -106,8 +108,6 @@ class DeliveryError(Exception):
 
 
 # -- shared pieces ------------------------------------------------------------------
-def _utc(ts: dt.datetime) -> dt.datetime:
-    return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)
 
 
 def rfc3339(ts: dt.datetime | None) -> str:
@@ -117,7 +117,7 @@ def rfc3339(ts: dt.datetime | None) -> str:
     """
     if ts is None:
         return ZERO_TIME
-    ts = _utc(ts)
+    ts = utc(ts)
     text = ts.strftime("%Y-%m-%dT%H:%M:%S")
     if ts.microsecond:
         text += ("." + f"{ts.microsecond:06d}").rstrip("0")
@@ -125,13 +125,13 @@ def rfc3339(ts: dt.datetime | None) -> str:
 
 
 def _now(n: Notification) -> dt.datetime:
-    return _utc(n.now) if n.now is not None else dt.datetime.now(dt.timezone.utc)
+    return utc(n.now) if n.now is not None else dt.datetime.now(dt.timezone.utc)
 
 
 def incident_url(external_url: str, alert: AlertView, now: dt.datetime) -> str:
     """The incident view for the alert's window: from 30 min before it started to its end (or now + 5 min)."""
-    start = (_utc(alert.starts_at) if alert.starts_at is not None else _utc(now)) - INCIDENT_LEAD
-    end = _utc(alert.ends_at) if alert.status != "firing" and alert.ends_at is not None else _utc(now) + INCIDENT_TAIL
+    start = (utc(alert.starts_at) if alert.starts_at is not None else utc(now)) - INCIDENT_LEAD
+    end = utc(alert.ends_at) if alert.status != "firing" and alert.ends_at is not None else utc(now) + INCIDENT_TAIL
     query = urlencode({"fingerprint": alert.fingerprint, "from": rfc3339(start), "to": rfc3339(end)})
     return f"{external_url.rstrip('/')}/incidents?{query}"
 
@@ -305,7 +305,7 @@ def _pagerduty(target, n: Notification) -> dict:
         "summary": _truncate(summary, _PD_SUMMARY_CHARS),
         "source": "nlpmon",
         "severity": severity,
-        "timestamp": rfc3339(min((_utc(a.starts_at) for a in firing if a.starts_at is not None), default=now)),
+        "timestamp": rfc3339(min((utc(a.starts_at) for a in firing if a.starts_at is not None), default=now)),
         "custom_details": details,
     }
     common = _common(a.labels for a in n.alerts)

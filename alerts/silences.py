@@ -5,6 +5,8 @@ import datetime as dt
 import json
 import uuid
 
+from monitor.clock import utc
+
 from .matchers import Matcher, parse_all
 
 COLUMNS = ["id", "matchers", "starts_at", "ends_at", "created_by", "comment", "updated_at"]
@@ -49,7 +51,7 @@ def expire(store, clock, sid: str) -> dict | None:
         return s
     row = store.query(f"SELECT {', '.join(COLUMNS)} FROM silences FINAL WHERE id = {{id:String}}", {"id": sid})[0]
     row = list(row)
-    row[3] = max(now, row[2].replace(tzinfo=dt.timezone.utc) if row[2].tzinfo is None else row[2])
+    row[3] = max(now, utc(row[2]))
     row[6] = now
     store.insert("silences", [row], COLUMNS)
     return get(store, clock, sid)
@@ -67,13 +69,9 @@ def list_all(store, clock, sid: str | None = None) -> list[dict]:
     now = clock.now()
     out = []
     for r in rows:
-        starts, ends = (_utc(r["starts_at"]), _utc(r["ends_at"]))
+        starts, ends = utc(r["starts_at"]), utc(r["ends_at"])
         status = "pending" if now < starts else "active" if now < ends else "expired"
         out.append({"id": r["id"], "matchers": [str(Matcher(**m)) for m in json.loads(r["matchers"])],
                     "startsAt": starts, "endsAt": ends, "createdBy": r["created_by"], "comment": r["comment"],
                     "status": status})
     return out
-
-
-def _utc(ts: dt.datetime) -> dt.datetime:
-    return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts
