@@ -57,3 +57,17 @@ class AlertEngine:
         except Exception as exc:
             log.warning("could not record alerts run: %s", exc)
         return result
+
+    def replay(self, times, on_step=None) -> int:
+        """Evaluate the rules at past times, oldest first, without notifying anyone.
+
+        For ``nlpmon demo``: its incidents happened before the service started, so their
+        alerts are rebuilt into alert_state and alert_history as the engine would have
+        written them. Returns the number of transitions.
+        """
+        n = 0
+        for t in times:
+            n += len(self.evaluator.evaluate(t, silenced=self.dispatcher.silenced(t)))
+            if on_step:
+                on_step()
+        return n

@@ -15,6 +15,7 @@ import datetime as dt
 from typing import Iterable
 
 from jobs.base import Job, Point, window_ends
+from monitor.clock import utc
 
 KPI_WINDOWS = {"7d": 604800}
 
@@ -69,6 +70,28 @@ class IncidentKpiJob(Job):
                     notes = sum(1 for ts in sent if naive_lo <= _naive(ts) < naive_hi)
                     yield Point(t, window, "alert_notifications_per_incident", {}, notes / n_all)
             t += dt.timedelta(hours=1)
+
+
+def incident_spans(store, lo: dt.datetime, hi: dt.datetime) -> list[dict]:
+    """Each time an alert instance started firing in [lo, hi): its rule, labels, start and end
+    (the first resolve after it, or None while it still fires), oldest first."""
+    rows = store.query_dicts(
+        "SELECT fingerprint, rule, labels, ts, value FROM alert_history WHERE to_state = 'firing' "
+        "AND from_state != 'firing' AND ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} "
+        "ORDER BY ts", {"lo": lo, "hi": hi})
+    if not rows:
+        return []
+    ends = store.query(
+        "SELECT fingerprint, ts FROM alert_history WHERE from_state = 'firing' AND to_state != 'firing' "
+        "AND fingerprint IN {fps:Array(String)} AND ts >= {lo:DateTime64(3, 'UTC')} ORDER BY ts",
+        {"fps": sorted({r["fingerprint"] for r in rows}), "lo": lo})
+    out = []
+    for r in rows:
+        began = utc(r["ts"])
+        end = next((utc(ts) for fp, ts in ends if fp == r["fingerprint"] and utc(ts) >= began), None)
+        out.append({"fingerprint": r["fingerprint"], "rule": r["rule"], "labels": dict(r["labels"]),
+                    "severity": r["labels"].get("severity", ""), "start": began, "end": end, "value": r["value"]})
+    return out
 
 
 def _naive(ts: dt.datetime) -> dt.datetime:

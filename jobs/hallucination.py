@@ -117,21 +117,7 @@ class HallucinationRateJob(Job):
             return
         first, last = span
         lo = first - dt.timedelta(seconds=max(RATE_WINDOWS.values()))
-        rows = self.store.query("""
-SELECT q.service, q.feature, toUnixTimestamp(toStartOfHour(q.request_ts)) AS h, count() AS sampled,
-       countIf(l.votes > 0) AS reviewed,
-       countIf(l.hallucinated > l.grounded) AS hallucinated,
-       countIf(l.grounded > l.hallucinated) AS grounded
-FROM (SELECT * FROM review_queue FINAL
-      WHERE request_ts >= toDateTime({lo:UInt32}, 'UTC') AND request_ts < toDateTime({hi:UInt32}, 'UTC')) AS q
-LEFT JOIN (
-    SELECT request_id, count() AS votes, countIf(label = 'hallucinated') AS hallucinated,
-           countIf(label = 'grounded') AS grounded
-    FROM feedback FINAL
-    WHERE kind = 'hallucination' AND source = 'reviewer'
-      AND request_id IN (SELECT request_id FROM review_queue WHERE request_ts >= toDateTime({lo:UInt32}, 'UTC'))
-    GROUP BY request_id) AS l ON q.request_id = l.request_id
-GROUP BY q.service, q.feature, h ORDER BY h""", {"lo": int(lo.timestamp()), "hi": int(last.timestamp())})
+        rows = review_counts(self.store, lo, last)
         series: dict[tuple, list] = defaultdict(list)
         for svc, feat, h, *counts in rows:
             for key in ((("service", svc), ("feature", feat)), (("service", svc),)):
@@ -169,3 +155,21 @@ GROUP BY q.service, q.feature, h ORDER BY h""", {"lo": int(lo.timestamp()), "hi"
             t += dt.timedelta(hours=1)
 
 
+def review_counts(store, lo: dt.datetime, hi: dt.datetime) -> list[tuple]:
+    """(service, feature, hour as epoch seconds, sampled, reviewed, hallucinated, grounded) of the queue
+    items whose requests fall in [lo, hi); an item's verdict is the majority of its reviewers' votes."""
+    return store.query("""
+SELECT q.service, q.feature, toUnixTimestamp(toStartOfHour(q.request_ts)) AS h, count() AS sampled,
+       countIf(l.votes > 0) AS reviewed,
+       countIf(l.hallucinated > l.grounded) AS hallucinated,
+       countIf(l.grounded > l.hallucinated) AS grounded
+FROM (SELECT * FROM review_queue FINAL
+      WHERE request_ts >= toDateTime({lo:UInt32}, 'UTC') AND request_ts < toDateTime({hi:UInt32}, 'UTC')) AS q
+LEFT JOIN (
+    SELECT request_id, count() AS votes, countIf(label = 'hallucinated') AS hallucinated,
+           countIf(label = 'grounded') AS grounded
+    FROM feedback FINAL
+    WHERE kind = 'hallucination' AND source = 'reviewer'
+      AND request_id IN (SELECT request_id FROM review_queue WHERE request_ts >= toDateTime({lo:UInt32}, 'UTC'))
+    GROUP BY request_id) AS l ON q.request_id = l.request_id
+GROUP BY q.service, q.feature, h ORDER BY h""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp())})

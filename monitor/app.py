@@ -5,7 +5,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .auth import KeyMaskingFilter, KeyStore
@@ -59,6 +59,10 @@ def create_app(config: Config | None = None, store: Store | None = None, clock=N
     app.register_blueprint(reports.bp)
     from alerts import api as alerts_api
     app.register_blueprint(alerts_api.bp)
+    from dashboards import access, views
+    access.init_app(app)
+    app.register_blueprint(access.bp)
+    app.register_blueprint(views.bp)
     _register_error_handlers(app)
     return app
 
@@ -73,9 +77,21 @@ def _install_log_filter() -> None:
             handler.addFilter(KeyMaskingFilter())
 
 
+def _is_page() -> bool:
+    """A browser page (not the JSON API, /metrics or a drift report's raw HTML): errors render as HTML."""
+    path = request.path
+    return not (path.startswith(("/v1/", "/metrics", "/healthz", "/readyz", "/static/")))
+
+
+def _page_error(status: int, title: str, message: str):
+    return render_template("error.html", status=status, title=title, message=message), status
+
+
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
+        if _is_page() and exc.status in (400, 404, 503):
+            return _page_error(exc.status, "Bad request" if exc.status == 400 else "Not found", exc.message)
         resp = jsonify(exc.body())
         resp.status_code = exc.status
         resp.headers.update(exc.headers)
@@ -84,6 +100,11 @@ def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(StoreError)
     def store_error(exc: StoreError):
         log.warning("store unavailable: %s", exc)
+        if _is_page():
+            resp = app.make_response(_page_error(503, "Store unavailable", "The event store is not answering; "
+                                                 "this page will work again when it is back. Retry in a few seconds."))
+            resp.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return resp
         resp = jsonify({"error": "store_unavailable",
                         "message": "the event store is unavailable; nothing from this request was stored, retry later"})
         resp.status_code = 503
@@ -92,6 +113,8 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if _is_page() and (exc.code or 500) >= 400:
+            return _page_error(exc.code or 500, exc.name or "Error", exc.description or "")
         resp = jsonify({"error": (exc.name or "error").lower().replace(" ", "_"), "message": exc.description})
         resp.status_code = exc.code or 500
         return resp
@@ -100,6 +123,9 @@ def _register_error_handlers(app: Flask) -> None:
     def unexpected(exc: Exception):
         incident = uuid.uuid4().hex[:12]
         log.exception("unhandled error %s", incident)
+        if _is_page():
+            return _page_error(500, "Internal error", f"Something went wrong (reference {incident}); the log has "
+                                                      "the details.")
         return jsonify({"error": "internal_error", "message": f"internal error (reference {incident})"}), 500
 
 

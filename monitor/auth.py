@@ -92,6 +92,16 @@ class KeyStore:
         if parts is None:
             return None
         key_id, secret = parts
+        api_key, key_hash = self._lookup(key_id)
+        if api_key is None or not hmac.compare_digest(key_hash, _hash(secret)):
+            return None
+        return api_key
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """The key with this id as the store has it (cached like authenticate), for signed-in sessions."""
+        return self._lookup(key_id)[0]
+
+    def _lookup(self, key_id: str) -> tuple[ApiKey | None, str]:
         now = self.clock.now()
         with self._lock:
             hit = self._cache.get(key_id)
@@ -105,23 +115,42 @@ class KeyStore:
             hit = (now, api_key, key_hash)
             with self._lock:
                 self._cache[key_id] = hit
-        _, api_key, key_hash = hit
-        if api_key is None or not hmac.compare_digest(key_hash, _hash(secret)):
-            return None
-        return api_key
+        return hit[1], hit[2]
 
 
 def _version(now: dt.datetime) -> int:
     return int(now.timestamp() * 1_000_000)
 
 
+def session_key() -> ApiKey | None:
+    """The key a dashboard session was signed in with, while the session is valid and the key not revoked."""
+    from flask import session
+    key_id, expires = session.get("key_id"), session.get("expires", 0)
+    if not key_id or expires < current_app.extensions["nlpmon"].clock.now().timestamp():
+        return None
+    api_key = current_app.extensions["nlpmon"].keys.get(key_id)
+    return api_key if api_key is not None and api_key.revoked_at is None else None
+
+
 def require(scope: str):
-    """View decorator: 401 without a valid key, 403 when the key lacks ``scope``."""
+    """View decorator: 401 without a valid key, 403 when the key lacks ``scope``.
+
+    A signed-in dashboard session counts as the key for reads (GET/HEAD) only,
+    so pages can fetch JSON and embed reports; changes always need the header
+    (or a dashboard form with its CSRF token), so a cookie alone cannot change anything.
+    """
     def wrap(view):
         @functools.wraps(view)
         def inner(*args, **kwargs):
             header = request.headers.get("Authorization", "")
             scheme, _, key = header.partition(" ")
+            if not header and request.method in ("GET", "HEAD"):
+                api_key = session_key()
+                if api_key is not None:
+                    if not api_key.allows(scope):
+                        raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
+                    g.api_key = api_key
+                    return view(*args, **kwargs)
             if scheme.lower() != "bearer" or not key.strip():
                 raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'",
                                {"WWW-Authenticate": 'Bearer realm="nlpmon"'})

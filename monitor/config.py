@@ -133,6 +133,10 @@ def _default_prices() -> list[Price]:
 class AuthConfig(_Section):
     # How long a looked-up key is trusted before the store is asked again (revocation delay).
     key_cache_seconds: float = Field(10.0, ge=0)
+    # Dashboard sign-in: how long a session lasts, and whether its cookie is sent over HTTPS only
+    # (set true behind TLS; false lets the loopback demo work over plain HTTP).
+    session_lifetime: Duration = dt.timedelta(hours=12)
+    cookie_secure: bool = False
 
 
 class JobsConfig(_Section):

@@ -42,9 +42,15 @@ def _reviewer(value) -> str:
 @bp.get("/next")
 @require("review")
 def next_item():
-    svc = _services()
-    reviewer = _reviewer(request.args.get("reviewer"))
-    service, feature = request.args.get("service"), request.args.get("feature")
+    item = lease_next(_services(), _reviewer(request.args.get("reviewer")), request.args.get("service"),
+                      request.args.get("feature"))
+    if item is None:
+        return jsonify({"item": None, "message": "nothing left to review for this filter"})
+    return jsonify({"item": {**item, "ts": iso_utc(item["ts"]), "lease_expires_at": iso_utc(item["lease_expires_at"])}})
+
+
+def lease_next(svc, reviewer: str, service: str | None = None, feature: str | None = None) -> dict | None:
+    """Lease the next unlabeled item to ``reviewer`` (their own unexpired lease first); None when none is left."""
     conditions, params = [], {"me": reviewer}
     if service:
         conditions.append("q.service = {service:String}")
@@ -71,7 +77,7 @@ WHERE {where}
 ORDER BY mine DESC, {order}q.day, q.request_id
 LIMIT 1""", params)
         if not rows:
-            return jsonify({"item": None, "message": "nothing left to review for this filter"})
+            return None
         item = rows[0]
         expires = now + svc.config.review.lease
         svc.store.insert("review_leases", [[item["request_id"], reviewer, now, expires]],
@@ -82,13 +88,13 @@ LIMIT 1""", params)
         {"id": item["request_id"]})
     t = texts[0] if texts else {"input_text": "", "context_text": "", "output_text": "", "model": "",
                                 "prompt_version": ""}
-    return jsonify({"item": {
+    return {
         "id": item["request_id"], "request_id": item["request_id"], "service": item["service"],
-        "feature": item["feature"], "ts": iso_utc(item["request_ts"]), "model": t["model"],
+        "feature": item["feature"], "ts": item["request_ts"], "model": t["model"],
         "prompt_version": t["prompt_version"], "question": t["input_text"], "context": t["context_text"],
-        "answer": t["output_text"], "reviewer": reviewer, "lease_expires_at": iso_utc(expires),
+        "answer": t["output_text"], "reviewer": reviewer, "lease_expires_at": expires,
         # Share of answer sentences with no close context sentence: a proxy to prioritise by, not a label.
-        "ungrounded_proxy": item["ungrounded_proxy"]}})
+        "ungrounded_proxy": item["ungrounded_proxy"]}
 
 
 @bp.post("/<request_id>")
@@ -110,6 +116,17 @@ def label_item(request_id: str):
     unknown = set(body) - {"label", "reviewer", "comment"}
     if unknown:
         raise ApiError(400, "bad_request", f"{sorted(unknown)[0]}: unknown field")
+    feedback_id = store_label(svc, request_id, label, reviewer, comment, g.api_key.key_id)
+    resp = jsonify({"stored": True, "feedback_id": feedback_id, "request_id": request_id, "label": label,
+                    "reviewer": reviewer})
+    resp.status_code = 201
+    return resp
+
+
+def store_label(svc, request_id: str, label: str, reviewer: str, comment: str, api_key_id: str) -> str:
+    """Store a reviewer's label as feedback and release the lease; ApiError 404/409/400 when it cannot be."""
+    if label not in HALLUCINATION_LABELS:
+        raise ApiError(400, "bad_request", f"label: must be one of {', '.join(HALLUCINATION_LABELS)}")
     queued = svc.store.scalar("SELECT count() FROM review_queue WHERE request_id = {id:String}", {"id": request_id})
     if not queued:
         raise ApiError(404, "not_found", f"request {request_id!r} is not in the review queue")
@@ -121,13 +138,22 @@ def label_item(request_id: str):
     result = svc.ingestor.ingest("feedback", [{
         "feedback_id": feedback_id, "request_id": request_id, "ts": iso_utc(now), "kind": "hallucination",
         "label": label, "source": "reviewer", "reviewer": reviewer, "comment": comment}],
-        api_key_id=g.api_key.key_id)
+        api_key_id=api_key_id)
     if result.rejected:
         e = result.errors[0]
         raise ApiError(400, "bad_request", f"{e['field']}: {e['reason']}")
     svc.store.insert("review_leases", [[request_id, reviewer, now, now]],
                      ["request_id", "reviewer", "leased_at", "expires_at"])
-    resp = jsonify({"stored": True, "feedback_id": feedback_id, "request_id": request_id, "label": label,
-                    "reviewer": reviewer})
-    resp.status_code = 201
-    return resp
+    return feedback_id
+
+
+def progress(svc, day, service: str | None = None, feature: str | None = None) -> dict:
+    """Today's sample: items queued for ``day`` and how many of them have a reviewer's label."""
+    where, params = "day = {day:Date}", {"day": day}
+    for name, value in (("service", service), ("feature", feature)):
+        if value:
+            where += f" AND {name} = {{{name}:String}}"
+            params[name] = value
+    sampled, labeled = svc.store.query(
+        f"SELECT count(), countIf(request_id IN ({_LABELED})) FROM review_queue FINAL WHERE {where}", params)[0]
+    return {"sampled": sampled, "labeled": labeled}

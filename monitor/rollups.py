@@ -81,14 +81,16 @@ def covering(lo, hi) -> list[tuple[str, object, object]]:
     return pieces
 
 
-def covering_source(lo, hi, where: str = "", columns: str = "*") -> tuple[str, dict]:
+def covering_source(lo, hi, where: str = "", columns: str = "*", prefix: str = "") -> tuple[str, dict]:
     """A FROM clause over the request rollups tiling [lo, hi), and its parameters.
 
     ``where`` is extra conditions ending in AND, with its own {name:Type} parameters;
-    ``columns`` the rollup columns the outer query needs (fewer columns, fewer states read).
+    ``columns`` the rollup columns the outer query needs (fewer columns, fewer states read);
+    ``prefix`` keeps the parameter names of two sources in one query apart.
     """
     parts, params = [], {}
-    for i, (table, a, b) in enumerate(covering(lo, hi)):
+    for n, (table, a, b) in enumerate(covering(lo, hi)):
+        i = f"{prefix}{n}"
         parts.append(f"SELECT {columns} FROM {table} WHERE {where} minute >= toDateTime({{lo{i}:UInt32}}, 'UTC') "
                      f"AND minute < toDateTime({{hi{i}:UInt32}}, 'UTC')")
         params[f"lo{i}"], params[f"hi{i}"] = int(a.timestamp()), int(b.timestamp())

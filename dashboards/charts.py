@@ -1,0 +1,94 @@
+"""Chart data for the pages: series from ``metric_points`` chosen by their exact label sets, plus markers.
+
+A series is found through the table's sort key (metric, window, series_id):
+series_id is the hash of the sorted label map, so the same hash computed in
+the query reads only that series' granules.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from monitor.clock import iso_utc, utc
+
+STEPS = ((dt.timedelta(hours=36), "5m"), (dt.timedelta(days=8), "1h"), (None, "1d"))
+
+
+def step_for(span: dt.timedelta) -> str:
+    for limit, step in STEPS:
+        if limit is None or span <= limit:
+            return step
+    return "1d"
+
+
+def _series_id(i: int) -> str:
+    return f"sipHash64(toString(mapSort(mapFromArrays({{k{i}:Array(String)}}, {{v{i}:Array(String)}}))))"
+
+
+def fetch(store, wanted: dict[str, str], label_sets: list[dict[str, str]], lo: dt.datetime,
+          hi: dt.datetime, every: int = 60) -> dict[tuple[str, int], list[tuple[str, float]]]:
+    """{(metric, label set index): [(iso ts, value)]} for metric -> window in ``wanted``.
+
+    ``every``: keep only points at multiples of this many seconds (trailing windows such
+    as burn rates are written every minute; a week of them is too many to draw).
+    """
+    if not wanted or not label_sets:
+        return {}
+    params = {"metrics": list(wanted), "windows": sorted(set(wanted.values())), "lo": lo, "hi": hi,
+              "every": max(1, every)}
+    ids = []
+    for i, labels in enumerate(label_sets):
+        keys = sorted(labels)
+        params[f"k{i}"], params[f"v{i}"] = keys, [labels[k] for k in keys]
+        ids.append(_series_id(i))
+    which = "multiIf(" + ", ".join(f"series_id = {s}, {i}" for i, s in enumerate(ids)) + ", -1)"
+    rows = store.query(
+        f"SELECT metric, `window`, {which} AS which, ts, value FROM metric_points FINAL "
+        f"WHERE metric IN {{metrics:Array(String)}} AND `window` IN {{windows:Array(String)}} "
+        f"AND series_id IN ({', '.join(ids)}) "
+        "AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
+        "AND toUnixTimestamp(ts) % {every:UInt32} = 0 ORDER BY metric, which, ts", params)
+    out: dict[tuple[str, int], list] = {}
+    for metric, window, which, ts, value in rows:
+        if wanted.get(metric) == window and which >= 0:
+            out.setdefault((metric, which), []).append((iso_utc(ts), value))
+    return out
+
+
+def chart(chart_id: str, title: str, unit: str, traces: list[dict], lines: list[dict] | None = None,
+          help_text: str = "") -> dict:
+    return {"id": chart_id, "title": title, "unit": unit, "traces": traces, "lines": lines or [], "help": help_text}
+
+
+def trace(name: str, points: list[tuple[str, float]], **extra) -> dict:
+    return {"name": name, "x": [p[0] for p in points], "y": [p[1] for p in points], **extra}
+
+
+def alert_markers(store, lo: dt.datetime, hi: dt.datetime, labels: dict[str, str]) -> list[dict]:
+    """Alerts that started firing in the range on these labels (or on no service at all)."""
+    rows = store.query_dicts(
+        "SELECT ts, rule, labels, value FROM alert_history WHERE to_state = 'firing' AND from_state != 'firing' "
+        "AND ts >= {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} ORDER BY ts LIMIT 200",
+        {"lo": lo, "hi": hi})
+    out = []
+    for r in rows:
+        if all(not r["labels"].get(k) or r["labels"][k] == v for k, v in labels.items()):
+            out.append({"x": iso_utc(r["ts"]), "label": r["rule"], "kind": "alert"})
+    return out
+
+
+def prompt_markers(store, lo: dt.datetime, hi: dt.datetime, service: str, feature: str) -> list[dict]:
+    """When each prompt_version of the feature first served traffic, for versions that appeared in the range."""
+    rows = store.query(
+        "SELECT prompt_version, min(minute) AS first FROM requests_1h WHERE service = {s:String} "
+        "AND feature = {f:String} GROUP BY prompt_version HAVING first > {lo:DateTime} AND first <= {hi:DateTime} "
+        "ORDER BY first", {"s": service, "f": feature, "lo": utc(lo).replace(tzinfo=None),
+                           "hi": utc(hi).replace(tzinfo=None)})
+    out = []
+    for version, first in rows:
+        # The hour rollup dates a version to its hour; the minute rollup pins the minute.
+        exact = store.scalar(
+            "SELECT min(minute) FROM requests_1m WHERE service = {s:String} AND feature = {f:String} "
+            "AND prompt_version = {p:String} AND minute >= {h:DateTime} AND minute < {h:DateTime} + INTERVAL 1 HOUR",
+            {"s": service, "f": feature, "p": version, "h": first})
+        out.append({"x": iso_utc(exact or first), "label": f"prompt {version}", "kind": "prompt"})
+    return out

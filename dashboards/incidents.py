@@ -1,0 +1,273 @@
+"""The incident explorer's data and its exports (JSON, CSV, a markdown postmortem skeleton).
+
+One function gathers a window: the SLIs against the same window a week
+before (the overview's computation with a week-old baseline), the error
+breakdown, the slowest and failing requests, alert transitions, drift reports,
+cost and feedback. The page, ``GET /v1/incidents`` and ``nlpmon incident``
+all call it, so the three never disagree.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+from alerts.kpis import incident_spans
+from monitor.clock import iso_utc, utc
+from monitor.config import parse_duration
+
+from . import kpis
+
+BASELINE_SHIFT = dt.timedelta(days=7)
+MAX_WINDOW = dt.timedelta(days=31)
+LIST_LIMIT = 20
+SNIPPET = 160
+# The KPIs a postmortem compares, in table order: (key, label, unit).
+SLI_TABLE = (
+    ("requests", "Requests", "count"),
+    ("error_rate", "Error rate", "pct"),
+    ("availability", "Availability", "pct"),
+    ("latency_p95_ms", "Latency p95", "ms"),
+    ("latency_p99_ms", "Latency p99", "ms"),
+    ("ttft_p95_ms", "TTFT p95", "ms"),
+    ("thumbs_up_rate", "Thumbs-up rate", "pct"),
+    ("task_success_rate", "Task success rate", "pct"),
+    ("cost_usd", "Cost", "usd"),
+    ("cost_per_request_usd", "Cost per request", "usd"),
+    ("cost_per_successful_outcome_usd", "Cost per successful outcome", "usd"),
+)
+
+
+class IncidentError(ValueError):
+    """A bad window or filter; the message names the parameter."""
+
+
+def window(start: dt.datetime | None, end: dt.datetime | None) -> kpis.Period:
+    if start is None or end is None:
+        raise IncidentError("from: give both from and to (ISO 8601 or epoch seconds)")
+    try:
+        period = kpis.make_period("custom", end, start, end)
+    except kpis.PeriodError as exc:
+        raise IncidentError(str(exc)) from None
+    if period.span > MAX_WINDOW:
+        raise IncidentError(f"to: an incident window may span at most {MAX_WINDOW.days} days")
+    return period
+
+
+def _shifted(p: kpis.Period) -> kpis.Period:
+    return kpis.Period("baseline", p.start - BASELINE_SHIFT, p.end - BASELINE_SHIFT)
+
+
+def _filters_sql(filters: dict) -> tuple[str, dict]:
+    parts, params = [], {}
+    for k in ("service", "feature"):
+        if filters.get(k):
+            parts.append(f" AND {k} = {{{k}:String}}")
+            params[k] = filters[k]
+    return "".join(parts), params
+
+
+def report(store, config, period: kpis.Period, filters: dict) -> dict:
+    """Everything the explorer shows for the window, as plain data (datetimes are UTC)."""
+    baseline = _shifted(period)
+    rows = kpis.overview(store, config, period, filters, baseline=baseline)
+    where, params = _filters_sql(filters)
+    params.update(lo=period.start, hi=period.end, limit=LIST_LIMIT, snip=SNIPPET)
+    rng = "ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')}" + where
+    breakdown = {}
+    for dim in ("error_type", "model", "prompt_version", "status"):
+        breakdown[dim] = store.query_dicts(
+            f"SELECT {dim} AS value, countIf(status != 'ok') AS failed, count() AS requests, "
+            f"failed / requests AS failure_rate FROM requests WHERE {rng} GROUP BY value "
+            "HAVING failed > 0 ORDER BY failed DESC LIMIT 15", params)
+    columns = ("request_id, ts, service, feature, model, prompt_version, status, error_type, http_status, latency_ms, "
+               "ttft_ms, cost_usd, substring(input_text, 1, {snip:UInt32}) AS input_snippet")
+    slowest = store.query_dicts(
+        f"SELECT {columns} FROM requests WHERE {rng} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}}", params)
+    failing = store.query_dicts(
+        f"SELECT {columns} FROM requests WHERE {rng} AND status IN ('error', 'timeout') "
+        "ORDER BY ts DESC LIMIT {limit:UInt32}", params)
+    feedback = store.query_dicts(
+        "SELECT f.request_id AS request_id, f.ts AS ts, f.kind AS kind, f.value AS value, f.label AS label, "
+        "substring(f.comment, 1, {snip:UInt32}) AS comment, r.service AS service, r.feature AS feature "
+        "FROM feedback AS f INNER JOIN (SELECT request_id, service, feature FROM requests WHERE " + rng + ") AS r "
+        "ON f.request_id = r.request_id WHERE (f.kind = 'thumbs' AND f.value = 0) "
+        "OR (f.kind = 'task_success' AND f.value = 0) OR f.label = 'hallucinated' "
+        "ORDER BY f.ts DESC LIMIT {limit:UInt32}", params)
+    margin = dt.timedelta(hours=1)
+    history = store.query_dicts(
+        "SELECT ts, fingerprint, rule, labels, from_state, to_state, value, silenced FROM alert_history "
+        "WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} ORDER BY ts LIMIT 2000",
+        {"lo": period.start - margin, "hi": period.end + margin})
+    history = [h for h in history if _matches(h["labels"], filters)]
+    spans = [s for s in incident_spans(store, period.start - margin, period.end) if _matches(s["labels"], filters)]
+    drift = []
+    for r in store.query_dicts(
+            "SELECT report_id, ts, window, service, feature, status, drift_detected, summary != '' AS has_summary "
+            "FROM drift_reports FINAL WHERE ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}"
+            + where + " ORDER BY ts", {**params, "hi": period.end + dt.timedelta(days=1)}):
+        w_end = utc(r["ts"])
+        if w_end - parse_duration(r["window"]) < period.end:  # the report's window overlaps the incident's
+            drift.append({**r, "ts": w_end, "drift_detected": bool(r["drift_detected"])})
+    prompt_changes = store.query_dicts(
+        "SELECT service, feature, prompt_version, min(ts) AS first_seen FROM requests "
+        "WHERE ts >= {plo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')}" + where +
+        " GROUP BY service, feature, prompt_version HAVING first_seen >= {lo:DateTime64(3, 'UTC')} "
+        "ORDER BY first_seen", {**params, "plo": period.start - BASELINE_SHIFT})
+    return {"window": {"from": period.start, "to": period.end},
+            "baseline": {"from": baseline.start, "to": baseline.end},
+            "filters": {k: v for k, v in filters.items() if v},
+            "slis": rows, "errors": breakdown, "slowest": slowest, "failing": failing,
+            "negative_feedback": feedback, "alerts": history, "incidents": spans, "drift": drift,
+            "prompt_changes": prompt_changes}
+
+
+def _matches(labels: dict, filters: dict) -> bool:
+    return all(not filters.get(k) or not labels.get(k) or labels[k] == filters[k] for k in ("service", "feature"))
+
+
+# -- exports -------------------------------------------------------------------------
+def _plain(v):
+    if isinstance(v, dt.datetime):
+        return iso_utc(v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, kpis.Row):
+        return {"service": v.service or None, "feature": v.feature or None, "window": _plain(v.current),
+                "baseline": _plain(v.previous), "drift": _plain(v.drift), "slos": v.slos}
+    if isinstance(v, float) and v != v:
+        return None
+    return v
+
+
+def as_json(rep: dict) -> dict:
+    return _plain(rep)
+
+
+def as_csv(rep: dict) -> str:
+    """One long table: section, service, feature, name, window value, baseline value, detail."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["section", "service", "feature", "name", "value", "baseline", "detail"])
+    for r in rep["slis"]:
+        for key, _, _ in SLI_TABLE:
+            w.writerow(["sli", r.service or "all", r.feature or "all", key, _cell(r.current.get(key)),
+                        _cell(r.previous.get(key)), ""])
+    for dim, items in rep["errors"].items():
+        for e in items:
+            w.writerow(["errors", rep["filters"].get("service", ""), rep["filters"].get("feature", ""),
+                        f"{dim}={e['value']}", e["failed"], "", f"{e['requests']} requests"])
+    for h in rep["alerts"]:
+        w.writerow(["alert", h["labels"].get("service", ""), h["labels"].get("feature", ""), h["rule"],
+                    _cell(h["value"]), "", f"{iso_utc(h['ts'])} {h['from_state']} -> {h['to_state']}"])
+    for d in rep["drift"]:
+        w.writerow(["drift", d["service"], d["feature"], d["window"], int(d["drift_detected"]), "",
+                    f"{iso_utc(d['ts'])} {d['status']} report {d['report_id']}"])
+    for name in ("slowest", "failing"):
+        for q in rep[name]:
+            w.writerow([name, q["service"], q["feature"], q["request_id"], _cell(q["latency_ms"]), "",
+                        f"{iso_utc(q['ts'])} {q['status']} {q['error_type']}".strip()])
+    return out.getvalue()
+
+
+def _cell(v):
+    return "" if v is None else (round(v, 6) if isinstance(v, float) else v)
+
+
+def fmt(v, unit: str) -> str:
+    if v is None:
+        return "–"
+    if unit == "pct":
+        return f"{v * 100:.2f}%"
+    if unit == "ms":
+        return f"{v:,.0f} ms"
+    if unit == "usd":
+        return f"${v:,.4f}" if abs(v) < 1 else f"${v:,.2f}"
+    return f"{v:,.0f}"
+
+
+def change(cur, base, unit: str) -> str:
+    if cur is None or base is None:
+        return "–"
+    if unit == "pct":
+        return f"{(cur - base) * 100:+.2f} pp"
+    if not base:
+        return "new" if cur else "0"
+    return f"{(cur - base) / base * 100:+.1f}%"
+
+
+def _md(text) -> str:
+    """A table cell or list item from logged text: no table breaks, no markup, no HTML."""
+    s = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+    for ch in "`*_[]<>#!":
+        s = s.replace(ch, "\\" + ch)
+    return s
+
+
+def _alert_event(h: dict) -> str:
+    value = "" if h["value"] is None else f" (value {h['value']:.4g})"
+    return (f"alert **{_md(h['rule'])}** {_md(h['from_state'])} → {_md(h['to_state'])}{value}"
+            f"{' (silenced)' if h['silenced'] else ''}")
+
+
+def as_markdown(rep: dict) -> str:
+    w, b = rep["window"], rep["baseline"]
+    scope = "/".join(_md(rep["filters"][k]) for k in ("service", "feature") if rep["filters"].get(k)) or "all traffic"
+    lines = [f"# Incident: {scope}, {iso_utc(w['from'])} to {iso_utc(w['to'])}", "",
+             "_Postmortem skeleton generated by nlpmon; replace the italic prompts._", "",
+             "## Summary", "", "_What happened, who was affected, how it was resolved._", "",
+             f"Window {iso_utc(w['from'])} to {iso_utc(w['to'])}; baseline the same window a week before "
+             f"({iso_utc(b['from'])} to {iso_utc(b['to'])}).", "",
+             "| Scope | Indicator | Window | Week before | Change |", "|---|---|---|---|---|"]
+    for r in rep["slis"]:
+        name = "all traffic" if r.is_total else f"{_md(r.service)}/{_md(r.feature)}"
+        for key, label, unit in SLI_TABLE:
+            cur, base = r.current.get(key), r.previous.get(key)
+            if cur is None and base is None:
+                continue
+            lines.append(f"| {name} | {label} | {fmt(cur, unit)} | {fmt(base, unit)} | {change(cur, base, unit)} |")
+    lines += ["", "## Timeline (UTC)", ""]
+    events = [(h["ts"], _alert_event(h)) for h in rep["alerts"]]
+    events += [(p["first_seen"], f"prompt_version **{_md(p['prompt_version'])}** first seen on "
+                                 f"{_md(p['service'])}/{_md(p['feature'])}") for p in rep["prompt_changes"]]
+    events += [(d["ts"], f"drift report {_md(d['window'])} window on {_md(d['service'])}/{_md(d['feature'])}: "
+                         f"{'**drift detected**' if d['drift_detected'] else _md(d['status'])}") for d in rep["drift"]]
+    events.sort(key=lambda e: utc(e[0]))
+    lines += [f"- {utc(ts):%Y-%m-%d %H:%M:%S} {text}" for ts, text in events] or ["- _no alerts, drift reports or "
+                                                                                   "prompt changes in the window_"]
+    lines += ["", "## Impact", ""]
+    total = next((r for r in rep["slis"] if r.is_total), None)
+    if total and total.current.get("requests"):
+        c = total.current
+        failed = round((c.get("error_rate") or 0) * c["requests"])
+        lines.append(f"- {c['requests']:,.0f} requests in the window, {failed:,} of them failed "
+                     f"({fmt(c.get('error_rate'), 'pct')}; a week before {fmt(total.previous.get('error_rate'), 'pct')}).")
+        lines.append(f"- Cost {fmt(c.get('cost_usd'), 'usd')} (a week before {fmt(total.previous.get('cost_usd'), 'usd')}); "
+                     f"per successful outcome {fmt(c.get('cost_per_successful_outcome_usd'), 'usd')}.")
+        lines.append(f"- Negative feedback on requests in the window: {len(rep['negative_feedback'])} shown "
+                     f"(thumbs-up rate {fmt(c.get('thumbs_up_rate'), 'pct')}).")
+    else:
+        lines.append("- No requests in the window.")
+    lines += ["", "## Contributing signals", ""]
+    for dim in ("error_type", "model", "prompt_version"):
+        items = rep["errors"].get(dim) or []
+        if items:
+            top = ", ".join(f"{_md(e['value'] or '(none)')} {e['failed']:,}/{e['requests']:,}" for e in items[:5])
+            lines.append(f"- Failures by {dim}: {top}")
+    for s in rep["incidents"]:
+        end = iso_utc(s["end"]) if s["end"] else "still firing"
+        lines.append(f"- Alert {_md(s['rule'])} fired {iso_utc(s['start'])} until {end}")
+    for d in rep["drift"]:
+        if d["drift_detected"]:
+            lines.append(f"- Embedding drift on {_md(d['service'])}/{_md(d['feature'])} ({_md(d['window'])} window "
+                         f"ending {iso_utc(d['ts'])}), report /reports/{_md(d['report_id'])}")
+    for p in rep["prompt_changes"]:
+        lines.append(f"- New prompt_version {_md(p['prompt_version'])} on {_md(p['service'])}/{_md(p['feature'])} "
+                     f"from {iso_utc(p['first_seen'])}")
+    if rep["slowest"]:
+        q = rep["slowest"][0]
+        lines.append(f"- Slowest request {_md(q['request_id'])}: {q['latency_ms']:,.0f} ms ({_md(q['model'])})")
+    lines += ["", "## Root cause", "", "_Why it happened._", "", "## Action items", "", "- [ ] _owner: action_", ""]
+    return "\n".join(lines)

@@ -1,0 +1,315 @@
+"""The overview's numbers: per service and feature, each KPI over a period, the period before it and its trend.
+
+Request and feedback figures come from the rollups (the tables the ``sli`` and
+``cost`` jobs read, with the same SELECTs), so a period's p95 is merged from
+t-digest states rather than averaged from hourly p95s, and the ``environment``
+filter works although no metric series carries it. Hallucination rates come
+from the review queue, drift from the drift reports, SLO budgets from the
+``slo`` job's series, incidents from the alert history.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from alerts.kpis import incident_spans
+from jobs.base import ratio
+from jobs.cost import STATUS_COLUMNS
+from jobs.hallucination import review_counts, wilson
+from jobs.sli import FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics
+from monitor.clock import utc
+from monitor.rollups import NEGATIVE_FEEDBACK, covering_source, request_rollup_for
+
+PERIODS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30),
+           "90d": dt.timedelta(days=90)}
+FILTERS = ("service", "feature", "model", "prompt_version", "environment")
+# Trend buckets, finest first; a period gets the finest that gives at most MAX_BUCKETS points.
+BUCKETS = (300, 3600, 6 * 3600, 86400)
+MAX_BUCKETS = 170
+TOTAL = ("", "")  # the (service, feature) key of the all-traffic row
+
+
+class PeriodError(ValueError):
+    """A period or filter the user gave that cannot be used; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class Period:
+    name: str
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def span(self) -> dt.timedelta:
+        return self.end - self.start
+
+    @property
+    def previous(self) -> "Period":
+        return Period("previous", self.start - self.span, self.start)
+
+    @property
+    def bucket_seconds(self) -> int:
+        for b in BUCKETS:
+            if self.span.total_seconds() / b <= MAX_BUCKETS:
+                return b
+        return BUCKETS[-1]
+
+
+def _minute(ts: dt.datetime) -> dt.datetime:
+    return utc(ts).replace(second=0, microsecond=0)
+
+
+def make_period(name: str, now: dt.datetime, start: dt.datetime | None = None,
+                end: dt.datetime | None = None) -> Period:
+    """``name`` one of PERIODS ending now, or ``custom`` with start and end (rounded to whole minutes)."""
+    if name in PERIODS:
+        stop = _minute(now) + dt.timedelta(minutes=1)  # the running minute counts: "now" includes it
+        return Period(name, stop - PERIODS[name], stop)
+    if name != "custom":
+        raise PeriodError(f"period: must be one of {', '.join(PERIODS)} or custom, not {name!r}")
+    if start is None or end is None:
+        raise PeriodError("from: a custom period needs from and to")
+    start, end = _minute(start), _minute(end)
+    if end <= start:
+        raise PeriodError("from: must be before to (at least one minute apart)")
+    if end - start > dt.timedelta(days=400):
+        raise PeriodError("from: a period may span at most 400 days")
+    return Period("custom", start, end)
+
+
+@dataclass
+class Row:
+    service: str
+    feature: str
+    current: dict = field(default_factory=dict)
+    previous: dict = field(default_factory=dict)
+    trend: dict = field(default_factory=lambda: defaultdict(list))  # metric -> [(bucket start, value)]
+    drift: dict | None = None
+    slos: list = field(default_factory=list)
+    incidents: list = field(default_factory=list)
+
+    @property
+    def is_total(self) -> bool:
+        return (self.service, self.feature) == TOTAL
+
+
+def _where(filters: dict[str, str]) -> tuple[str, dict]:
+    """Rollup conditions for the filters, ending in AND, as covering_source wants them."""
+    parts, params = [], {}
+    for name in FILTERS:
+        if filters.get(name):
+            parts.append(f"{name} = {{f_{name}:String}} AND ")
+            params[f"f_{name}"] = filters[name]
+    return "".join(parts), params
+
+
+KEY_SETS = "GROUPING SETS ((cur, service, feature), (cur))"
+
+
+def _key(r: dict) -> tuple[str, str]:
+    return TOTAL if r["g"] else (r["service"], r["feature"])
+
+
+def overview(store, config, period: Period, filters: dict[str, str], baseline: Period | None = None) -> list[Row]:
+    """The overview's rows: all traffic first, then each (service, feature) with requests in either period.
+
+    ``baseline`` is what "previous" means: by default the period just before, for an
+    incident the same window a week earlier.
+    """
+    rows: dict[tuple, Row] = {}
+
+    def row(key) -> Row:
+        if key not in rows:
+            rows[key] = Row(*key)
+        return rows[key]
+
+    where, params = _where(filters)
+    prev = baseline or period.previous
+    # Period aggregates, both periods in one query: each from its own tiling of the rollups.
+    cur_src, p1 = covering_source(period.start, period.end, where, "1 AS cur, *", prefix="c")
+    prev_src, p2 = covering_source(prev.start, prev.end, where, "0 AS cur, *", prefix="p")
+    success = config.outcomes.success
+    ok_expr = " + ".join(f"sum({STATUS_COLUMNS[s]})" for s in success.statuses)
+    for r in store.query_dicts(
+            f"SELECT cur, grouping(service, feature) AS g, service, feature, {REQUEST_SELECT}, "
+            f"sum(cost_usd) AS cost, {ok_expr} AS success_status "
+            f"FROM ({cur_src[1:-1]} UNION ALL {prev_src[1:-1]}) GROUP BY {KEY_SETS}", {**params, **p1, **p2}):
+        target = row(_key(r)).current if r["cur"] else row(_key(r)).previous
+        target.update(request_metrics(r))
+        target["cost_usd"] = r["cost"]
+        target["success_status"] = r["success_status"]
+        target["cost_per_request_usd"] = ratio(r["cost"], r["requests"])
+
+    bucket = period.bucket_seconds
+    _trend_requests(store, period, bucket, where, params, row)
+    _feedback(store, config, period, prev, bucket, where, params, row)
+    for r in rows.values():
+        for side in (r.current, r.previous):
+            if "success_status" in side:
+                outcomes = max(side.pop("success_status") - side.pop("unhappy", 0), 0)
+                side["successful_outcomes"] = outcomes
+                side["cost_per_successful_outcome_usd"] = ratio(side["cost_usd"], outcomes)
+    _hallucination(store, period, prev, filters, row)
+    _drift(store, period, filters, rows)
+    _slos(store, config, period, filters, rows)
+    _incidents(store, period, prev, filters, row)
+    ordered = sorted(rows.values(), key=lambda r: (not r.is_total, r.service, r.feature))
+    return [r for r in ordered if r.is_total or r.current.get("requests") or r.previous.get("requests")]
+
+
+def _trend_requests(store, period: Period, bucket: int, where: str, params: dict, row) -> None:
+    table = request_rollup_for(bucket)
+    lo = int(period.start.timestamp()) // bucket * bucket
+    for r in store.query_dicts(
+            f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
+            f"1 AS cur, grouping(service, feature) AS g, service, feature, {REQUEST_SELECT}, sum(cost_usd) AS cost "
+            f"FROM {table} WHERE {where} minute >= toDateTime({{lo:UInt32}}, 'UTC') "
+            f"AND minute < toDateTime({{hi:UInt32}}, 'UTC') "
+            f"GROUP BY GROUPING SETS ((t, cur, service, feature), (t, cur)) ORDER BY t",
+            {**params, "b": bucket, "lo": lo, "hi": int(period.end.timestamp())}):
+        m = request_metrics(r)
+        trend = row(_key(r)).trend
+        for name in ("requests", "error_rate", "latency_p95_ms", "ttft_p95_ms"):
+            trend[name].append((r["t"], m[name]))
+        trend["cost_per_request_usd"].append((r["t"], ratio(r["cost"], r["requests"])))
+
+
+def _feedback(store, config, period: Period, prev: Period, bucket: int, where: str, params: dict, row) -> None:
+    """Feedback rates and the unhappy requests behind cost per successful outcome, per period and per bucket.
+
+    Both are counts keyed by the request's minute (a request lies in one minute), so the
+    period's figure is the sum of its buckets'.
+    """
+    success = config.outcomes.success
+    by_period: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
+    per_bucket: dict[tuple, dict] = {}
+    for r in store.query_dicts(
+            f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
+            f"minute >= toDateTime({{cur:UInt32}}, 'UTC') AS cur, grouping(service, feature) AS g, service, feature, "
+            f"{FEEDBACK_SELECT}, "
+            f"{_unhappy_if(success)} AS unhappy "
+            f"FROM (SELECT *, request_status IN {{statuses:Array(String)}} AS ok FROM feedback_1m "
+            f"WHERE {where} service != '' "
+            f"AND ((minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC')) "
+            f"OR (minute >= toDateTime({{plo:UInt32}}, 'UTC') AND minute < toDateTime({{phi:UInt32}}, 'UTC')))) "
+            f"GROUP BY GROUPING SETS ((t, cur, service, feature), (t, cur))",
+            {**params, "b": bucket, "cur": int(period.start.timestamp()), "lo": int(period.start.timestamp()),
+             "hi": int(period.end.timestamp()), "plo": int(prev.start.timestamp()), "phi": int(prev.end.timestamp()),
+             "statuses": list(success.statuses)}):
+        key = _key(r)
+        acc = by_period[(key, r["cur"])]
+        for c in ("thumbs_up", "thumbs_down", "task_success", "task_failure", "unhappy"):
+            acc[c] += r[c]
+        if r["cur"]:
+            per_bucket.setdefault(key, {})[r["t"]] = r
+    for (key, cur), acc in by_period.items():
+        target = row(key).current if cur else row(key).previous
+        target.update(feedback_metrics(acc))
+        target["unhappy"] = acc["unhappy"]
+        target["feedback"] = acc["thumbs_up"] + acc["thumbs_down"] + acc["task_success"] + acc["task_failure"]
+    for key, buckets in per_bucket.items():
+        trend = row(key).trend
+        for t in sorted(buckets):
+            m = feedback_metrics(buckets[t])
+            trend["thumbs_up_rate"].append((t, m["thumbs_up_rate"]))
+            trend["task_success_rate"].append((t, m["task_success_rate"]))
+
+
+def _unhappy_if(success) -> str:
+    """Distinct unhappy requests among those whose status counts as success (the cost job's rule)."""
+    columns = [NEGATIVE_FEEDBACK[k] for k in success.negative_feedback]
+    if not columns:
+        return "toUInt64(0)"
+    expr = f"groupBitmapMergeStateIf({columns[0]}, ok)"
+    for c in columns[1:]:
+        expr = f"bitmapOr({expr}, groupBitmapMergeStateIf({c}, ok))"
+    return f"bitmapCardinality({expr})"
+
+
+def _hallucination(store, period: Period, prev: Period, filters: dict, row) -> None:
+    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for svc, feat, h, *counts in review_counts(store, prev.start, period.end):
+        if prev.end <= dt.datetime.fromtimestamp(h, dt.timezone.utc) < period.start:
+            continue  # between a baseline a week back and its incident window
+        if (filters.get("service") and svc != filters["service"]) or (
+                filters.get("feature") and feat != filters["feature"]):
+            continue
+        cur = h >= int(period.start.timestamp())
+        for key in ((svc, feat), TOTAL):
+            acc = sums[(key, cur)]
+            for i, c in enumerate(counts):
+                acc[i] += c
+    for (key, cur), (sampled, reviewed, halluc, grounded) in sums.items():
+        target = row(key).current if cur else row(key).previous
+        n = halluc + grounded
+        target["review_samples"] = sampled
+        target["review_coverage"] = ratio(reviewed, sampled)
+        target["hallucination_reviews"] = n
+        if n:
+            low, high = wilson(halluc, n)
+            target.update(hallucination_rate=halluc / n, hallucination_rate_low=low, hallucination_rate_high=high)
+
+
+def _drift(store, period: Period, filters: dict, rows: dict) -> None:
+    """The newest drift report per (service, feature) in the period, preferring full-day windows."""
+    for r in store.query_dicts(
+            "SELECT service, feature, argMax(report_id, (window = '1d', ts)) AS report_id, "
+            "argMax(status, (window = '1d', ts)) AS status, argMax(drift_detected, (window = '1d', ts)) AS detected, "
+            "argMax(ts, (window = '1d', ts)) AS last_ts, argMax(window, (window = '1d', ts)) AS last_window "
+            "FROM drift_reports FINAL WHERE ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
+            "GROUP BY service, feature", {"lo": period.start, "hi": period.end}):
+        key = (r["service"], r["feature"])
+        if key in rows:
+            rows[key].drift = {"report_id": r["report_id"], "status": r["status"], "detected": bool(r["detected"]),
+                               "ts": utc(r["last_ts"]), "window": r["last_window"]}
+
+
+def _slos(store, config, period: Period, filters: dict, rows: dict) -> None:
+    if not config.slos:
+        return
+    latest = {r[0]: r[1] for r in store.query(
+        "SELECT labels['slo'], argMax(value, ts) FROM metric_points FINAL WHERE metric = 'slo_error_budget_remaining' "
+        "AND `window` = 'period' AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
+        "GROUP BY labels['slo']", {"lo": period.start, "hi": period.end})}
+    for slo in config.slos:
+        entry = {"name": slo.name, "objective": float(slo.objective), "sli": slo.sli,
+                 "budget_remaining": latest.get(slo.name)}
+        for key, r in rows.items():
+            if r.is_total or r.service != slo.service or (slo.feature and r.feature != slo.feature):
+                continue
+            r.slos.append(entry)
+
+
+def _incidents(store, period: Period, prev: Period, filters: dict, row) -> None:
+    for span in incident_spans(store, prev.start, period.end):
+        if prev.end <= span["start"] < period.start:
+            continue
+        labels = span["labels"]
+        if any(filters.get(k) and labels.get(k) and labels[k] != filters[k] for k in ("service", "feature")):
+            continue
+        span["current"] = span["start"] >= period.start
+        keys = [TOTAL]
+        if labels.get("service") and labels.get("feature"):
+            keys.append((labels["service"], labels["feature"]))
+        for key in keys:
+            row(key).incidents.append(span)
+
+
+def incident_figures(spans: list[dict], current: bool) -> dict:
+    """Count and mean time to resolve of the incidents that started in one of the periods."""
+    mine = [s for s in spans if s["current"] == current]
+    resolved = [(s["end"] - s["start"]).total_seconds() for s in mine if s["end"] is not None]
+    return {"count": len(mine), "mttr_seconds": sum(resolved) / len(resolved) if resolved else None,
+            "open": sum(1 for s in mine if s["end"] is None)}
+
+
+def choices(store, period: Period) -> dict[str, list[str]]:
+    """Values each filter can take in the period (and the one before), for the filter menus."""
+    prev = period.previous
+    src, params = covering_source(prev.start, period.end, "", ", ".join(FILTERS))
+    out = {}
+    row = store.query(f"SELECT {', '.join(f'groupUniqArray(200)({f})' for f in FILTERS)} FROM {src}", params)
+    for name, values in zip(FILTERS, row[0] if row else [[]] * len(FILTERS)):
+        out[name] = sorted(v for v in values if v)
+    return out

@@ -1,0 +1,563 @@
+"""The pages: overview, service/feature detail, drift, alerts, review, incident explorer, one request.
+
+Views gather data and hand it to Jinja templates (autoescaped, so logged texts
+render as text); charts travel as JSON in ``<script type="application/json">``
+blocks that ``static/app.js`` draws with plotly, so no page runs inline code.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from urllib.parse import urlencode
+
+import plotly
+from flask import (Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request,
+                   send_from_directory, url_for)
+
+from alerts import silences
+from jobs.catalog import METRICS
+from monitor import review as review_api
+from monitor.auth import require
+from monitor.clock import iso_utc, utc
+from monitor.config import parse_duration
+from monitor.errors import ApiError
+from monitor.events import HALLUCINATION_LABELS, parse_timestamp
+
+from . import charts, incidents, kpis
+from .access import page
+
+bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/static")
+PLOTLY_DIR = os.path.join(os.path.dirname(plotly.__file__), "package_data")
+INCIDENT_MARGIN = dt.timedelta(minutes=30)
+
+# The overview's columns: (key, label, unit, higher is better, chart it links to).
+KPI_COLUMNS = (
+    ("requests", "Requests", "count", None, "requests"),
+    ("task_success_rate", "Task success", "pct", True, "task_success_rate"),
+    ("thumbs_up_rate", "Thumbs up", "pct", True, "thumbs_up_rate"),
+    ("cost_per_successful_outcome_usd", "Cost / success", "usd", False, "cost_per_successful_outcome_usd"),
+    ("cost_per_request_usd", "Cost / request", "usd", False, "cost_per_request_usd"),
+    ("latency_p95_ms", "p95 latency", "ms", False, "latency_p95_ms"),
+    ("ttft_p95_ms", "TTFT p95", "ms", False, "ttft_p95_ms"),
+    ("error_rate", "Error rate", "pct", False, "error_rate"),
+)
+
+# The detail page's charts: (chart id, title, unit, [(metric, trace name)], minimum window).
+DETAIL_CHARTS = (
+    ("requests", "Requests", "count", [("requests", "requests")], None),
+    ("error_rate", "Error rate", "pct", [("error_rate", "error rate")], None),
+    ("availability", "Availability", "pct", [("availability", "availability")], None),
+    ("latency_p95_ms", "Latency", "ms", [("latency_p50_ms", "p50"), ("latency_p95_ms", "p95"),
+                                          ("latency_p99_ms", "p99")], None),
+    ("ttft_p95_ms", "Time to first token", "ms", [("ttft_p50_ms", "p50"), ("ttft_p95_ms", "p95")], None),
+    ("thumbs_up_rate", "Thumbs-up rate", "pct", [("thumbs_up_rate", "thumbs up")], None),
+    ("task_success_rate", "Task success rate", "pct", [("task_success_rate", "task success")], None),
+    ("cost_usd", "Cost", "usd", [("cost_usd", "cost")], "1h"),
+    ("cost_per_request_usd", "Cost per request", "usd", [("cost_per_request_usd", "per request")], "1h"),
+    ("cost_per_successful_outcome_usd", "Cost per successful outcome", "usd",
+     [("cost_per_successful_outcome_usd", "per successful outcome")], "1h"),
+    ("hallucination_rate", "Hallucination rate (reviewed samples, 95% interval)", "pct",
+     [("hallucination_rate", "rate"), ("hallucination_rate_low", "low"), ("hallucination_rate_high", "high")], "1d"),
+    ("ungrounded_proxy_rate", "Ungrounded-answer proxy (not a label)", "pct",
+     [("ungrounded_proxy_rate", "proxy")], "1h"),
+)
+WINDOW_ORDER = ("1m", "5m", "30m", "1h", "2h", "6h", "1d", "3d", "7d")
+
+
+def _svc():
+    return current_app.extensions["nlpmon"]
+
+
+@bp.app_template_filter("num")
+def _num(v, unit: str = "count") -> str:
+    return incidents.fmt(v, unit)
+
+
+@bp.app_template_filter("iso")
+def _iso(v) -> str:
+    return iso_utc(v) if isinstance(v, dt.datetime) else ("" if v is None else str(v))
+
+
+@bp.app_template_filter("when")
+def _when(v) -> str:
+    return utc(v).strftime("%Y-%m-%d %H:%M UTC") if isinstance(v, dt.datetime) else "–"
+
+
+@bp.app_template_filter("duration")
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+@bp.app_context_processor
+def _globals():
+    return {"signed_in": getattr(g, "api_key", None), "nav": (
+        ("pages.overview", "Overview"), ("pages.drift", "Drift"), ("pages.alerts", "Alerts"),
+        ("pages.review", "Review"), ("pages.incident", "Incidents"))}
+
+
+@bp.get("/static/vendor/plotly.min.js")
+def plotly_js():
+    # Plotly's own bundle from the installed package: served by us, never from a CDN.
+    return send_from_directory(PLOTLY_DIR, "plotly.min.js", mimetype="text/javascript", max_age=86400)
+
+
+# -- helpers -------------------------------------------------------------------------
+def _period() -> kpis.Period:
+    name = request.args.get("period") or ("custom" if request.args.get("from") else "7d")
+    try:
+        start = _time("from")
+        end = _time("to") or (_svc().clock.now() if name == "custom" else None)
+        return kpis.make_period(name, _svc().clock.now(), start, end)
+    except kpis.PeriodError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+def _time(name: str) -> dt.datetime | None:
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        # <input type=datetime-local> sends 2026-11-20T10:00 without a zone: taken as UTC, as the page says.
+        return parse_timestamp(float(raw) if raw.replace(".", "", 1).isdigit() else
+                               (raw + ":00Z" if len(raw) == 16 else raw))
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"{name}: {exc}") from None
+
+
+def _filters() -> dict[str, str]:
+    return {k: request.args[k] for k in kpis.FILTERS if request.args.get(k)}
+
+
+def _period_args(period: kpis.Period) -> dict:
+    if period.name == "custom":
+        return {"from": iso_utc(period.start), "to": iso_utc(period.end)}
+    return {"period": period.name}
+
+
+def link(endpoint: str, **args) -> str:
+    return url_for(endpoint, **{k: v for k, v in args.items() if v not in (None, "")})
+
+
+def _delta(cur, prev, unit: str, better) -> dict:
+    text = incidents.change(cur, prev, unit)
+    tone = ""
+    if better is not None and cur is not None and prev is not None and cur != prev:
+        tone = "good" if (cur > prev) == better else "bad"
+    return {"text": text, "tone": tone}
+
+
+def _chart_json(data) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+# -- overview ------------------------------------------------------------------------
+@bp.get("/")
+@page("read")
+def overview():
+    svc = _svc()
+    period = _period()
+    filters = _filters()
+    rows = kpis.overview(svc.store, svc.config, period, filters)
+    pargs = _period_args(period)
+    table, sparks = [], {}
+    for i, r in enumerate(rows):
+        target = {"service": r.service, "feature": r.feature} if not r.is_total else {}
+        detail = link("pages.detail", **target, **pargs, **{k: v for k, v in filters.items()
+                                                            if k in ("model", "prompt_version", "environment")})
+        cells = []
+        for key, label, unit, better, metric in KPI_COLUMNS:
+            cells.append({"key": key, "value": incidents.fmt(r.current.get(key), unit),
+                          "delta": _delta(r.current.get(key), r.previous.get(key), unit, better),
+                          "href": f"{detail}#chart-{metric}", "spark": f"s{i}-{key}" if key in r.trend else None})
+            if key in r.trend:
+                sparks[f"s{i}-{key}"] = {"x": [iso_utc(dt.datetime.fromtimestamp(t, dt.timezone.utc))
+                                                for t, _ in r.trend[key]], "y": [v for _, v in r.trend[key]],
+                                          "unit": unit}
+        cur, prev = r.current, r.previous
+        hallu = {"rate": cur.get("hallucination_rate"), "low": cur.get("hallucination_rate_low"),
+                 "high": cur.get("hallucination_rate_high"), "coverage": cur.get("review_coverage"),
+                 "reviews": cur.get("hallucination_reviews"), "samples": cur.get("review_samples"),
+                 "delta": _delta(cur.get("hallucination_rate"), prev.get("hallucination_rate"), "pct", False),
+                 "href": f"{detail}#chart-hallucination_rate"}
+        budgets = [s for s in r.slos if s["budget_remaining"] is not None]
+        inc_cur = kpis.incident_figures(r.incidents, True)
+        inc_prev = kpis.incident_figures(r.incidents, False)
+        table.append({
+            "row": r, "cells": cells, "hallucination": hallu, "detail": detail,
+            "drift": r.drift, "drift_href": link("pages.drift", service=r.service, feature=r.feature, **pargs),
+            "slo": min(budgets, key=lambda s: s["budget_remaining"]) if budgets else None,
+            "slo_href": f"{detail}#chart-slo",
+            "incidents": inc_cur, "incidents_prev": inc_prev,
+            "incidents_href": link("pages.alerts", service=r.service, feature=r.feature),
+        })
+    return render_template("overview.html", period=period, filters=filters, table=table, columns=KPI_COLUMNS,
+                           choices=kpis.choices(svc.store, period), periods=list(kpis.PERIODS),
+                           sparks=_chart_json(sparks))
+
+
+# -- service / feature detail -----------------------------------------------------------
+def _window_at_least(step: str, minimum: str | None) -> str:
+    if minimum and WINDOW_ORDER.index(minimum) > WINDOW_ORDER.index(step):
+        return minimum
+    return step
+
+
+@bp.get("/detail")
+@page("read")
+def detail():
+    svc = _svc()
+    period = _period()
+    service, feature = request.args.get("service", ""), request.args.get("feature", "")
+    if feature and not service:
+        raise ApiError(400, "bad_request", "service: give the service of the feature")
+    labels = {k: v for k, v in (("service", service), ("feature", feature)) if v}
+    # metric_points hold breakdowns by model or by prompt_version (one at a time), not by environment.
+    note = None
+    for dim in ("model", "prompt_version"):
+        if request.args.get(dim):
+            if feature and not any(request.args.get(d) for d in ("model", "prompt_version") if d != dim):
+                labels[dim] = request.args[dim]
+            else:
+                note = f"{dim}: the charts break down one of model or prompt_version per feature; filter not applied"
+    if request.args.get("environment"):
+        note = "environment: the charts cover all environments (the overview's figures honour the filter)"
+    step = charts.step_for(period.span)
+    wanted = {}
+    for _, _, _, metrics, minimum in DETAIL_CHARTS:
+        for metric, _ in metrics:
+            wanted[metric] = _window_at_least(step, minimum)
+    data = charts.fetch(svc.store, wanted, [labels], period.start, period.end)
+    slos = [s for s in svc.config.slos if s.service == service and (not feature or s.feature in (None, feature))]
+    lines: dict[str, list] = {}
+    for s in slos:
+        if s.sli == "availability":
+            lines.setdefault("availability", []).append({"y": float(s.objective) / 100,
+                                                         "label": f"SLO {s.name}: {s.objective}%"})
+        else:
+            lines.setdefault("latency_p95_ms", []).append(
+                {"y": s.threshold_ms, "label": f"SLO {s.name}: {s.objective}% ≤ {s.threshold_ms:,.0f} ms"})
+    out = []
+    for chart_id, title, unit, metrics, minimum in DETAIL_CHARTS:
+        traces = [charts.trace(name, data.get((metric, 0), []), band=metric.endswith(("_low", "_high")))
+                  for metric, name in metrics]
+        out.append(charts.chart(chart_id, title, unit, traces, lines.get(chart_id),
+                                METRICS[metrics[0][0]][2] + f" Window {wanted[metrics[0][0]]}."))
+    # SLO burn and budget, from the slo job's series (labelled by SLO).
+    if slos:
+        from jobs.base import window_name
+        from jobs.slo import slo_labels
+        every = {"5m": 300, "1h": 3600, "1d": 86400}[step]
+        budget, burn = [], []
+        for s in slos:
+            # Written every minute over trailing windows: one point per chart step is plenty.
+            period_window = window_name(int(s.period.total_seconds()))
+            d = charts.fetch(svc.store, {"slo_error_budget_remaining": period_window}, [slo_labels(s)],
+                             period.start, period.end, every=every)
+            budget.append(charts.trace(s.name, d.get(("slo_error_budget_remaining", 0), [])))
+            d = charts.fetch(svc.store, {"slo_burn_rate": "1h"}, [slo_labels(s)], period.start, period.end,
+                             every=every)
+            burn.append(charts.trace(s.name, d.get(("slo_burn_rate", 0), [])))
+        out.append(charts.chart("slo", "SLO error budget remaining", "pct", budget,
+                                [{"y": 0, "label": "budget spent"}], METRICS["slo_error_budget_remaining"][2]))
+        out.append(charts.chart("slo_burn", "SLO burn rate (1h)", "x", burn,
+                                [{"y": 1, "label": "burning exactly the budget"}], METRICS["slo_burn_rate"][2]))
+    markers = charts.alert_markers(svc.store, period.start, period.end, labels)
+    if service and feature:
+        markers += charts.prompt_markers(svc.store, period.start, period.end, service, feature)
+    pargs = _period_args(period)
+    return render_template("detail.html", period=period, service=service, feature=feature, labels=labels,
+                           note=note, step=step, charts=out, markers=markers, periods=list(kpis.PERIODS),
+                           payload=_chart_json({"charts": out, "markers": markers}),
+                           incident_href=link("pages.incident", service=service, feature=feature,
+                                              **{"from": iso_utc(period.start), "to": iso_utc(period.end)}),
+                           drift_href=link("pages.drift", service=service, feature=feature, **pargs),
+                           back=link("pages.overview", **pargs))
+
+
+# -- drift -----------------------------------------------------------------------------
+DRIFT_METHODS = ("combined", "domain_classifier", "mmd", "centroid_cosine")
+
+
+@bp.get("/drift")
+@page("read")
+def drift():
+    svc = _svc()
+    period = _period()
+    service, feature = request.args.get("service", ""), request.args.get("feature", "")
+    window = request.args.get("window", "1d")
+    where, params = ["ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}"], {
+        "lo": period.start, "hi": period.end}
+    for name, value in (("service", service), ("feature", feature)):
+        if value:
+            where.append(f"{name} = {{{name}:String}}")
+            params[name] = value
+    runs = svc.store.query_dicts(
+        "SELECT report_id, ts, window, service, feature, status, drift_detected, summary, explanation, "
+        "snapshot != '' AS has_snapshot FROM drift_reports FINAL WHERE " + " AND ".join(where) +
+        " ORDER BY ts DESC, service, feature, window LIMIT 200", params)
+    for r in runs:
+        r["summary"] = json.loads(r["summary"]) if r["summary"] else {}
+        r["explanation"] = json.loads(r["explanation"]) if r["explanation"] else {}
+        r["drift_detected"] = bool(r["drift_detected"])
+    targets = sorted({(r["service"], r["feature"]) for r in runs})
+    if service and feature:
+        targets = [(service, feature)]
+    chart_list = []
+    label_sets = []
+    for svc_name, feat in targets[:8]:
+        for side in ("input", "output"):
+            for method in DRIFT_METHODS:
+                label_sets.append({"service": svc_name, "feature": feat, "text": side, "method": method})
+    data = charts.fetch(svc.store, {"embedding_drift_score": window}, label_sets, period.start, period.end)
+    for method in DRIFT_METHODS:
+        traces = []
+        for i, ls in enumerate(label_sets):
+            if ls["method"] == method and data.get(("embedding_drift_score", i)):
+                traces.append(charts.trace(f"{ls['service']}/{ls['feature']} {ls['text']}",
+                                           data[("embedding_drift_score", i)]))
+        chart_list.append(charts.chart(f"drift-{method}", f"{method.replace('_', ' ')} ({window} windows)",
+                                       "x", traces, help_text=_METHOD_HELP[method]))
+    selected = request.args.get("report")
+    shown = next((r for r in runs if r["report_id"] == selected), None) or next(
+        (r for r in runs if r["drift_detected"]), None) or next((r for r in runs if r["has_snapshot"]), None)
+    return render_template("drift.html", period=period, service=service, feature=feature, window=window,
+                           runs=runs, shown=shown, charts=chart_list, periods=list(kpis.PERIODS),
+                           windows=("1h", "6h", "1d", "7d"), payload=_chart_json({"charts": chart_list, "markers": []}),
+                           pargs=_period_args(period))
+
+
+_METHOD_HELP = {
+    "combined": "Share of the three methods that detect drift; drift is declared at 2 of 3.",
+    "domain_classifier": "ROC AUC of a classifier telling current from reference embeddings (0.5: alike).",
+    "mmd": "Maximum mean discrepancy between the two embedding samples.",
+    "centroid_cosine": "Cosine distance between the mean embeddings.",
+}
+
+
+# -- alerts ----------------------------------------------------------------------------
+def incident_link(start: dt.datetime | None, end: dt.datetime | None, fingerprint: str = "",
+                  labels: dict | None = None) -> str:
+    """The incident explorer for an alert's window, with the margin the notifications use."""
+    now = _svc().clock.now()
+    start = utc(start or now) - INCIDENT_MARGIN
+    end = utc(end) + dt.timedelta(minutes=5) if end else utc(now) + dt.timedelta(minutes=5)
+    labels = labels or {}
+    return url_for("pages.incident", **{"from": iso_utc(start), "to": iso_utc(end)},
+                   **{k: v for k, v in (("fingerprint", fingerprint), ("service", labels.get("service")),
+                                        ("feature", labels.get("feature"))) if v})
+
+
+@bp.get("/alerts")
+@page("read")
+def alerts():
+    svc = _svc()
+    now = svc.clock.now()
+    active = svc.store.query_dicts(
+        "SELECT fingerprint, rule, labels, annotations, state, health, value, active_at, fired_at FROM alert_state "
+        "FINAL WHERE state IN ('firing', 'pending') ORDER BY state = 'pending', fired_at, active_at")
+    filt = {k: request.args[k] for k in ("service", "feature") if request.args.get(k)}
+    active = [a for a in active if all(a["labels"].get(k) == v for k, v in filt.items())]
+    for a in active:
+        a["since"] = a["fired_at"] if a["state"] == "firing" else a["active_at"]
+        a["explore"] = incident_link(a["active_at"], None, a["fingerprint"], a["labels"])
+        a["runbook"] = a["annotations"].get("runbook_url", "")
+        a["runbook_is_url"] = a["runbook"].startswith(("http://", "https://", "/"))
+    days = int(request.args.get("days", "7")) if request.args.get("days", "7").isdigit() else 7
+    lo = now - dt.timedelta(days=max(1, min(days, 90)))
+    from alerts.kpis import incident_spans
+    spans = [s for s in incident_spans(svc.store, lo, now) if all(s["labels"].get(k) == v for k, v in filt.items())]
+    for s in spans:
+        s["explore"] = incident_link(s["start"], s["end"], s["fingerprint"], s["labels"])
+        s["duration"] = ((s["end"] or now) - s["start"]).total_seconds()
+    history = svc.store.query_dicts(
+        "SELECT ts, fingerprint, rule, labels, from_state, to_state, value, reason, silenced FROM alert_history "
+        "WHERE ts >= {lo:DateTime64(3, 'UTC')} ORDER BY ts DESC LIMIT 300", {"lo": lo})
+    history = [h for h in history if all(h["labels"].get(k) == v for k, v in filt.items())]
+    timeline = [{"name": s["rule"] + " " + " ".join(f"{k}={v}" for k, v in sorted(s["labels"].items())
+                                                     if k in ("service", "feature")),
+                 "start": iso_utc(s["start"]), "end": iso_utc(s["end"] or now), "open": s["end"] is None,
+                 "severity": s["severity"], "href": s["explore"]} for s in spans]
+    return render_template("alerts.html", active=active, spans=list(reversed(spans)), history=history,
+                           silences=silences.list_all(svc.store, svc.clock), days=days, filters=filt,
+                           can_admin=g.api_key.allows("admin"), now=now,
+                           payload=_chart_json({"timeline": timeline, "from": iso_utc(lo), "to": iso_utc(now)}))
+
+
+@bp.post("/alerts/silences")
+@page("admin")
+def create_silence():
+    svc = _svc()
+    matchers = [m.strip() for m in request.form.get("matchers", "").replace(",", "\n").splitlines() if m.strip()]
+    comment = request.form.get("comment", "").strip()
+    try:
+        duration = parse_duration(request.form.get("duration", "").strip() or "-")
+    except ValueError as exc:
+        duration, error = None, f"duration: {exc}"
+    else:
+        error = "duration: must be positive" if duration <= dt.timedelta(0) else None
+    if not matchers:
+        error = "matchers: give at least one, such as service=support-bot"
+    elif not comment:
+        error = "comment: say why (it shows in the silence list)"
+    if error is None:
+        try:
+            now = svc.clock.now()
+            silences.create(svc.store, svc.clock, matchers, now + duration, g.api_key.name, comment, now)
+        except silences.SilenceError as exc:
+            error = str(exc)
+    if error:
+        flash(error, "error")
+        return redirect(url_for("pages.alerts") + "#silences")
+    flash(f"silence created for {', '.join(matchers)}", "ok")
+    return redirect(url_for("pages.alerts") + "#silences")
+
+
+@bp.post("/alerts/silences/<sid>/expire")
+@page("admin")
+def expire_silence(sid: str):
+    svc = _svc()
+    if silences.expire(svc.store, svc.clock, sid) is None:
+        flash(f"no silence {sid}", "error")
+    else:
+        flash("silence expired", "ok")
+    return redirect(url_for("pages.alerts") + "#silences")
+
+
+# -- review ----------------------------------------------------------------------------
+@bp.get("/review")
+@page("review")
+def review():
+    svc = _svc()
+    service, feature = request.args.get("service") or None, request.args.get("feature") or None
+    item = review_api.lease_next(svc, g.api_key.name, service, feature)
+    today = svc.clock.now().date()
+    return render_template("review.html", item=item, labels=HALLUCINATION_LABELS, service=service or "",
+                           feature=feature or "", progress=review_api.progress(svc, today, service, feature),
+                           today=today)
+
+
+@bp.post("/review/<request_id>")
+@page("review")
+def review_label(request_id: str):
+    svc = _svc()
+    label = request.form.get("label", "")
+    try:
+        review_api.store_label(svc, request_id, label, g.api_key.name, request.form.get("comment", "")[:2000],
+                               g.api_key.key_id)
+        flash(f"labelled {request_id} as {label}", "ok")
+    except ApiError as exc:
+        flash(exc.message, "error")
+    return redirect(link("pages.review", service=request.form.get("service"), feature=request.form.get("feature")))
+
+
+# -- incidents -------------------------------------------------------------------------
+def _incident_args():
+    svc = _svc()
+    filters = {k: request.args[k] for k in ("service", "feature") if request.args.get(k)}
+    fp = request.args.get("fingerprint")
+    if fp and not filters:
+        rows = svc.store.query("SELECT labels FROM alert_history WHERE fingerprint = {fp:String} LIMIT 1", {"fp": fp})
+        if rows:
+            filters = {k: rows[0][0][k] for k in ("service", "feature") if rows[0][0].get(k)}
+    start, end = _time("from"), _time("to")
+    if start is None and end is None:
+        now = svc.clock.now()
+        start, end = now - dt.timedelta(hours=2), now
+    try:
+        period = incidents.window(start, end)
+    except incidents.IncidentError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    return period, filters, fp
+
+
+@bp.get("/incidents")
+@page("read")
+def incident():
+    svc = _svc()
+    period, filters, fp = _incident_args()
+    rep = incidents.report(svc.store, svc.config, period, filters)
+    charts_out, markers = [], []
+    labels = dict(filters)
+    step = charts.step_for(period.span + 2 * INCIDENT_MARGIN)
+    if period.span <= dt.timedelta(hours=6):
+        step = "1m"
+    wanted = {"requests": step, "error_rate": step, "latency_p95_ms": step, "ttft_p95_ms": step,
+              "thumbs_up_rate": step if step != "1m" else "5m"}
+    lo, hi = period.start - INCIDENT_MARGIN, period.end + INCIDENT_MARGIN
+    shift = incidents.BASELINE_SHIFT
+    cur = charts.fetch(svc.store, wanted, [labels], lo, hi)
+    base = charts.fetch(svc.store, wanted, [labels], lo - shift, hi - shift)
+    for metric, title, unit in (("error_rate", "Error rate", "pct"), ("latency_p95_ms", "Latency p95", "ms"),
+                                ("requests", "Requests", "count"), ("ttft_p95_ms", "TTFT p95", "ms"),
+                                ("thumbs_up_rate", "Thumbs-up rate", "pct")):
+        moved = [(iso_utc(utc(dt.datetime.fromisoformat(x.replace("Z", "+00:00"))) + shift), y)
+                 for x, y in base.get((metric, 0), [])]
+        charts_out.append(charts.chart(f"inc-{metric}", title, unit, [
+            charts.trace("window", cur.get((metric, 0), [])),
+            charts.trace("a week before", moved, dash=True)], help_text=f"Window {wanted[metric]}."))
+    for h in rep["alerts"]:
+        if h["to_state"] == "firing":
+            markers.append({"x": iso_utc(h["ts"]), "label": h["rule"], "kind": "alert"})
+    for p in rep["prompt_changes"]:
+        markers.append({"x": iso_utc(p["first_seen"]), "label": f"prompt {p['prompt_version']}", "kind": "prompt"})
+    markers.append({"x": iso_utc(period.start), "label": "window start", "kind": "window"})
+    markers.append({"x": iso_utc(period.end), "label": "window end", "kind": "window"})
+    timeline = [{"name": s["rule"], "start": iso_utc(s["start"]), "end": iso_utc(s["end"] or svc.clock.now()),
+                 "open": s["end"] is None, "severity": s["severity"], "href": ""} for s in rep["incidents"]]
+    q = {"from": iso_utc(period.start), "to": iso_utc(period.end), **filters}
+    return render_template("incident.html", rep=rep, period=period, filters=filters, fingerprint=fp,
+                           sli_table=incidents.SLI_TABLE, change=incidents.change,
+                           payload=_chart_json({"charts": charts_out, "markers": markers, "timeline": timeline,
+                                                "from": iso_utc(lo), "to": iso_utc(hi)}),
+                           charts=charts_out, exports={f: f"/v1/incidents?{urlencode({**q, 'format': f})}"
+                                                       for f in ("md", "csv", "json")})
+
+
+@bp.get("/v1/incidents")
+@require("read")
+def incident_export():
+    svc = _svc()
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", "csv", "md"):
+        raise ApiError(400, "bad_request", "format: must be json, csv or md")
+    if not request.args.get("from") or not request.args.get("to"):
+        raise ApiError(400, "bad_request", "from: give from and to (ISO 8601 or epoch seconds)")
+    period, filters, _ = _incident_args()
+    rep = incidents.report(svc.store, svc.config, period, filters)
+    stamp = f"{period.start:%Y%m%dT%H%M}-{period.end:%Y%m%dT%H%M}"
+    if fmt == "json":
+        return jsonify(incidents.as_json(rep))
+    if fmt == "csv":
+        return Response(incidents.as_csv(rep), mimetype="text/csv", headers={
+            "Content-Disposition": f"attachment; filename=incident-{stamp}.csv"})
+    return Response(incidents.as_markdown(rep), mimetype="text/markdown", headers={
+        "Content-Disposition": f"inline; filename=incident-{stamp}.md"})
+
+
+# -- one request ----------------------------------------------------------------------
+@bp.get("/requests/<request_id>")
+@page("read")
+def request_detail(request_id: str):
+    svc = _svc()
+    rows = svc.store.query_dicts(
+        "SELECT * EXCEPT (input_embedding) FROM requests FINAL WHERE request_id = {id:String} LIMIT 1",
+        {"id": request_id})
+    if not rows:
+        return render_template("error.html", status=404, title="Not found",
+                               message=f"No request {request_id} (or it is past retention)."), 404
+    feedback = svc.store.query_dicts(
+        "SELECT ts, kind, value, label, source, reviewer, comment FROM feedback FINAL "
+        "WHERE request_id = {id:String} ORDER BY ts", {"id": request_id})
+    r = rows[0]
+    return render_template("request.html", r=r, feedback=feedback,
+                           explore=incident_link(utc(r["ts"]), utc(r["ts"]) + dt.timedelta(minutes=1),
+                                                 labels={"service": r["service"], "feature": r["feature"]}))

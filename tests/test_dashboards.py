@@ -1,0 +1,384 @@
+"""The pages and the incident export, on one day of demo traffic with its error burst replayed through the alert engine.
+
+Everything runs on the real store; the dataset is built once per test process
+(the module's tests run in one xdist group) because ingesting the traffic and
+running the jobs takes a while.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+import uuid
+
+import pytest
+
+from alerts.engine import AlertEngine
+from jobs.scheduler import build_jobs
+from monitor import demo
+from monitor.app import create_app
+from monitor.clock import ManualClock, iso_utc
+from monitor.config import load_config
+from monitor.storage import Store
+
+from .conftest import upgrade_fast
+from .helpers import auth
+
+pytestmark = pytest.mark.xdist_group("dashboards")
+
+END = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
+DAYS = 1.0
+HOSTILE = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">"
+
+
+class Dataset:
+    def __init__(self, config, store, clock):
+        self.config, self.store, self.clock = config, store, clock
+        self.app = create_app(config, store, clock)
+        ks = self.app.extensions["nlpmon"].keys
+        self.keys = {scope: ks.create(f"ui-{scope}", [scope])[1] for scope in ("ingest", "read", "review", "admin")}
+        revoked, self.keys["revoked"] = ks.create("ui-revoked", ["read"])
+        ks.revoke(revoked.key_id)
+        self.burst = next(i for i in demo.incidents(DAYS, END) if i["name"] == "error burst")
+
+
+@pytest.fixture(scope="module")
+def data(chdb_dir):
+    config = load_config(env={}, overrides={
+        "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"ui_{uuid.uuid4().hex[:12]}"},
+        "jobs": {"catchup_max": "2d"}, "grounding": {"enabled": False}, "drift": {"enabled": False},
+        "review": {"sample_rate": 0.01, "min_per_day": 5},
+        "slos": [{"name": "answer-availability", "service": "support-bot", "feature": "answer", "objective": 98,
+                  "sli": "availability", "period": "30d"}]})
+    store = Store.from_config(config)
+    upgrade_fast(store, config)
+    clock = ManualClock(END)
+    ds = Dataset(config, store, clock)
+    ingestor = ds.app.extensions["nlpmon"].ingestor
+    batches = {"requests": [], "feedback": []}
+    for kind, event in demo.generate(DAYS, 0.25, END, seed=11):
+        batches[kind].append(event)
+    # A hostile prompt and answer, failing inside the burst so it shows among the failing requests.
+    batches["requests"].append({
+        "request_id": "hostile-1", "ts": iso_utc(ds.burst["start"] + dt.timedelta(minutes=3)),
+        "service": "support-bot", "feature": "answer", "model": "gpt-4o-mini", "provider": "openai",
+        "prompt_version": "v3", "status": "error", "error_type": "upstream_5xx", "latency_ms": 99_000.0,
+        "input_tokens": 10, "output_tokens": 0, "input_text": HOSTILE, "output_text": HOSTILE,
+        "context_text": HOSTILE})
+    batches["feedback"].append({"request_id": "hostile-1", "ts": iso_utc(ds.burst["start"] + dt.timedelta(minutes=4)),
+                                "kind": "thumbs", "value": 0, "comment": HOSTILE})
+    for kind in ("requests", "feedback"):
+        assert ingestor.ingest(kind, batches[kind]).rejected == 0
+    start = END - dt.timedelta(days=DAYS)
+    for name, job in build_jobs(store, config, clock).items():
+        if name == "alerts":
+            continue
+        assert job.run(now=END, since=start).status == "ok", name
+    engine = AlertEngine(store, config, clock)
+    times = [ds.burst["start"] - dt.timedelta(minutes=10) + dt.timedelta(minutes=i) for i in range(60)]
+    assert engine.replay(times) > 0
+    # A drift run whose explanation quotes a hostile text (drift itself is tested in test_drift).
+    summary = {"samples": {"reference": 300, "current": 300},
+               "sides": {"input": {"detected": True, "methods": {"mmd": {"score": 0.02, "detected": True}}}}}
+    explanation = {"input": {"novel_share": 0.3, "farthest": [{"text": HOSTILE, "distance": 0.9, "nearest": "hi"}],
+                             "clusters": [{"size": 4, "share": 0.1, "examples": [HOSTILE]}]}}
+    store.insert("drift_reports", [["r-hostile", END - dt.timedelta(hours=1), "1d", "support-bot", "answer", "ok", True,
+                                    start - dt.timedelta(days=7), start, json.dumps(summary),
+                                    json.dumps(explanation), "", END]],
+                 ["report_id", "ts", "window", "service", "feature", "status", "drift_detected", "reference_from",
+                  "reference_to", "summary", "explanation", "snapshot", "created_at"])
+    yield ds
+    store.command(f"DROP DATABASE IF EXISTS `{config.clickhouse.database}`")
+    store.close()
+
+
+def sign_in(client, key: str, next_url: str | None = None):
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return client.post("/login" + (f"?next={next_url}" if next_url else ""),
+                       data={"csrf_token": token, "api_key": key})
+
+
+def csrf(client, url: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(url).get_data(as_text=True)).group(1)
+
+
+@pytest.fixture
+def reader(data):
+    c = data.app.test_client()
+    assert sign_in(c, data.keys["read"]).status_code == 302
+    return c
+
+
+@pytest.fixture
+def admin(data):
+    c = data.app.test_client()
+    assert sign_in(c, data.keys["admin"]).status_code == 302
+    return c
+
+
+PAGES = ["/", "/?period=24h", "/?period=30d&service=support-bot", "/detail?service=support-bot&feature=answer",
+         "/drift", "/alerts", "/incidents", "/requests/hostile-1"]
+
+
+# -- access ------------------------------------------------------------------------
+@pytest.mark.parametrize("url", PAGES + ["/review"])
+def test_pages_redirect_to_sign_in_without_a_session(data, url):
+    r = data.app.test_client().get(url)
+    assert r.status_code == 302 and r.headers["Location"].startswith("/login?next=")
+
+
+def test_sign_in_rejects_bad_keys_with_the_field_named(data):
+    c = data.app.test_client()
+    for key, reason in (("nlpm_nothing", "not a valid key"), (data.keys["revoked"], "revoked"),
+                        (data.keys["ingest"], "pages need read")):
+        r = sign_in(c, key)
+        assert r.status_code == 401
+        assert "api_key:" in r.get_data(as_text=True) and reason in r.get_data(as_text=True)
+    assert c.get("/").status_code == 302
+
+
+def test_sign_in_needs_the_csrf_token_and_refuses_open_redirects(data):
+    c = data.app.test_client()
+    c.get("/login")
+    r = c.post("/login", data={"api_key": data.keys["read"]})
+    assert r.status_code == 400 and "csrf_token" in r.get_data(as_text=True)
+    r = sign_in(c, data.keys["read"], next_url="https://evil.example/")
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    r = sign_in(c, data.keys["read"], next_url="/alerts")
+    assert r.headers["Location"] == "/alerts"
+
+
+def test_session_cookie_flags_and_sign_out(data):
+    c = data.app.test_client()
+    r = sign_in(c, data.keys["read"])
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert data.keys["read"] not in cookie  # the key itself never travels in the cookie
+    assert c.get("/").status_code == 200
+    c.post("/logout", data={"csrf_token": csrf(c, "/")})
+    assert c.get("/").status_code == 302
+
+
+def test_revoking_the_key_ends_its_sessions(data):
+    ks = data.app.extensions["nlpmon"].keys
+    api_key, plain = ks.create("short-lived", ["read"])
+    c = data.app.test_client()
+    sign_in(c, plain)
+    assert c.get("/alerts").status_code == 200
+    ks.revoke(api_key.key_id)
+    assert c.get("/alerts").status_code == 302
+
+
+def test_session_expires(data):
+    c = data.app.test_client()
+    sign_in(c, data.keys["read"])
+    data.clock.advance(data.config.auth.session_lifetime + dt.timedelta(minutes=1))
+    try:
+        assert c.get("/alerts").status_code == 302
+    finally:
+        data.clock.set(END)
+
+
+def test_access_matrix(data, reader, admin):
+    reviewer = data.app.test_client()
+    r = sign_in(reviewer, data.keys["review"])
+    assert r.headers["Location"] == "/review"  # a review-only key lands on its page
+    assert reviewer.get("/").status_code == 403
+    assert reviewer.get("/review").status_code == 200
+    assert reader.get("/review").status_code == 403
+    assert reader.get("/").status_code == 200
+    # Silences: read sees them, only admin changes them.
+    form = {"csrf_token": csrf(reader, "/alerts"), "matchers": "service=search", "duration": "1h", "comment": "x"}
+    assert reader.post("/alerts/silences", data=form).status_code == 403
+    assert "Create silence" not in reader.get("/alerts").get_data(as_text=True)
+    assert "Create silence" in admin.get("/alerts").get_data(as_text=True)
+    # A session reads the JSON API (GET) but never changes anything through it.
+    assert reader.get("/v1/alerts").status_code == 200
+    assert admin.post("/v1/silences", json={"matchers": ["a=b"], "duration": "1h"}).status_code == 401
+    assert reviewer.get("/v1/alerts").status_code == 403
+
+
+def test_security_headers(reader):
+    r = reader.get("/")
+    csp = r.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp.split(
+        "style-src")[0]
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert r.headers["Cache-Control"] == "no-store"
+
+
+# -- pages ---------------------------------------------------------------------------
+@pytest.mark.parametrize("url", PAGES)
+def test_every_page_renders(reader, url):
+    r = reader.get(url)
+    assert r.status_code == 200, r.get_data(as_text=True)[:500]
+    assert r.mimetype == "text/html"
+
+
+def test_overview_shows_the_kpis_of_each_feature_with_links_to_their_charts(reader, data):
+    html = reader.get("/?period=24h").get_data(as_text=True)
+    for f in demo.FEATURES:
+        assert f"{f.service} / {f.name}" in html
+    for label in ("Task success", "Thumbs up", "Cost / success", "Cost / request", "p95 latency", "TTFT p95",
+                  "Error rate", "Hallucination rate", "Drift", "SLO budget left", "Incidents"):
+        assert label in html
+    assert 'href="/detail?service=support-bot&amp;feature=answer&amp;period=24h#chart-error_rate"' in html
+    # The burst's alert is an incident of support-bot/answer; the drift row links to its drift page.
+    row = html[html.index('data-service="support-bot" data-feature="answer"'):]
+    row = row[:row.index("</tr>")]
+    # The burst fired HighErrorRate and the SLO's burn-rate alerts.
+    count = re.search(r'data-kpi="incidents">\s*<a href="[^"]*" class="value">(\d+)</a>', row).group(1)
+    assert int(count) >= 1
+    assert ">drift<" in row.replace("\n", "").replace(" ", "")
+
+
+def test_overview_numbers_match_the_store(reader, data):
+    html = reader.get("/?period=24h&service=search").get_data(as_text=True)
+    expected = data.store.scalar(
+        "SELECT count() FROM requests FINAL WHERE service = 'search' AND ts >= {lo:DateTime64(3, 'UTC')}",
+        {"lo": END - dt.timedelta(hours=24) + dt.timedelta(minutes=1)})  # the running minute is in the period
+    assert f">{expected:,}<" in html.replace("\n", "").replace(" ", "")
+    assert "support-bot / answer" not in html  # the filter applies
+
+
+def test_period_and_filter_errors_name_the_parameter(reader):
+    r = reader.get("/?period=5y")
+    assert r.status_code == 400 and "period:" in r.get_data(as_text=True)
+    r = reader.get("/?period=custom&from=2026-11-24T10:00:00Z&to=2026-11-24T09:00:00Z")
+    assert r.status_code == 400 and "from:" in r.get_data(as_text=True)
+    assert reader.get("/?from=2026-11-23T10:00&to=2026-11-23T16:00").status_code == 200
+
+
+def test_detail_has_slo_lines_alert_and_prompt_markers(reader):
+    html = reader.get("/detail?service=support-bot&feature=answer&period=24h").get_data(as_text=True)
+    payload = json.loads(re.search(r'id="chart-data">(.*?)</script>', html, re.S).group(1))
+    by_id = {c["id"]: c for c in payload["charts"]}
+    assert by_id["error_rate"]["traces"][0]["x"]
+    assert by_id["availability"]["lines"][0]["y"] == pytest.approx(0.98)
+    assert by_id["slo"]["traces"][0]["x"]
+    assert any(m["kind"] == "alert" and m["label"] == "HighErrorRate" for m in payload["markers"])
+    html = reader.get("/detail?service=copilot&feature=draft-email&period=24h").get_data(as_text=True)
+    payload = json.loads(re.search(r'id="chart-data">(.*?)</script>', html, re.S).group(1))
+    assert any(m["kind"] == "prompt" and m["label"] == "prompt v8" for m in payload["markers"])
+
+
+def test_alerts_page_lists_the_burst_and_links_to_its_incident_window(reader, data):
+    html = reader.get("/alerts").get_data(as_text=True)
+    assert "HighErrorRate" in html
+    link = re.search(r'<a class="explore" href="([^"]+)">', html).group(1).replace("&amp;", "&")
+    frm = re.search(r"from=([^&]+)", link).group(1).replace("%3A", ":")
+    to = re.search(r"to=([^&]+)", link).group(1).replace("%3A", ":")
+    start, end = (dt.datetime.fromisoformat(x.replace("Z", "+00:00")) for x in (frm, to))
+    assert start <= data.burst["start"] - dt.timedelta(minutes=20)
+    assert end >= data.burst["end"]
+    assert reader.get(link).status_code == 200
+
+
+def test_silence_create_and_expire_from_the_page(admin, data):
+    token = csrf(admin, "/alerts")
+    r = admin.post("/alerts/silences", data={"csrf_token": token, "matchers": "service=search\nseverity=~page|ticket",
+                                               "duration": "2h", "comment": "deploying"})
+    assert r.status_code == 302
+    html = admin.get("/alerts").get_data(as_text=True)
+    assert "deploying" in html and "silence created" in html
+    sid = re.search(r'action="/alerts/silences/([^/]+)/expire"', html).group(1)
+    admin.post(f"/alerts/silences/{sid}/expire", data={"csrf_token": token})
+    assert "silence expired" in admin.get("/alerts").get_data(as_text=True)
+    bad = admin.post("/alerts/silences", data={"csrf_token": token, "matchers": "service=search", "duration": "soon",
+                                               "comment": "x"}, follow_redirects=True)
+    assert "duration:" in bad.get_data(as_text=True), re.findall(r'class="flash[^"]*"[^>]*>([^<]*)', bad.get_data(as_text=True))
+    assert admin.post("/alerts/silences", data={"matchers": "a=b", "duration": "1h",
+                                                "comment": "no token"}).status_code == 400
+
+
+def test_review_page_labels_with_a_form_and_shows_progress(data):
+    c = data.app.test_client()
+    sign_in(c, data.keys["review"])
+    html = c.get("/review").get_data(as_text=True)
+    before = int(re.search(r"<strong>(\d+)</strong> of (\d+) labelled", html).group(1))
+    rid = re.search(r'data-request="([^"]+)"', html).group(1)
+    for key in ('data-key="g"', 'data-key="h"', 'data-key="u"'):
+        assert key in html
+    r = c.post(f"/review/{rid}", data={"csrf_token": csrf(c, "/review"), "label": "hallucinated"})
+    assert r.status_code == 302
+    html = c.get("/review").get_data(as_text=True)
+    assert f"labelled {rid} as hallucinated" in html
+    assert int(re.search(r"<strong>(\d+)</strong> of", html).group(1)) in (before, before + 1)
+    assert data.store.scalar("SELECT count() FROM feedback WHERE request_id = {r:String} AND kind = 'hallucination'",
+                             {"r": rid}) == 1
+
+
+def test_incident_explorer_compares_with_a_week_before_and_lists_failures(reader, data):
+    b = data.burst
+    url = (f"/incidents?from={iso_utc(b['start'] - dt.timedelta(minutes=30))}&to={iso_utc(b['end'])}"
+           "&service=support-bot&feature=answer")
+    html = reader.get(url).get_data(as_text=True)
+    assert "a week before" in html and "HighErrorRate" in html
+    assert "upstream_5xx" in html or "upstream" in html
+    assert '/requests/hostile-1' in html
+    assert "/v1/incidents?" in html
+
+
+# -- escaping ----------------------------------------------------------------------------
+@pytest.mark.parametrize("url", ["/requests/hostile-1", "/drift?service=support-bot&feature=answer",
+                                 "/incidents?service=support-bot&feature=answer&from={a}&to={b}"])
+def test_hostile_texts_render_as_text(reader, data, url):
+    url = url.format(a=iso_utc(data.burst["start"]), b=iso_utc(data.burst["end"]))
+    html = reader.get(url).get_data(as_text=True)
+    assert "<script>window.__pwned" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in html
+
+
+# -- export ------------------------------------------------------------------------------
+def _export(data, fmt, **extra):
+    b = data.burst
+    q = {"from": iso_utc(b["start"] - dt.timedelta(minutes=30)), "to": iso_utc(b["end"] + dt.timedelta(minutes=30)),
+         "format": fmt, **extra}
+    c = data.app.test_client()
+    return c.get("/v1/incidents", query_string=q, headers=auth(data.keys["read"]))
+
+
+def test_export_json(data):
+    r = _export(data, "json", service="support-bot", feature="answer")
+    body = r.get_json()
+    assert r.status_code == 200
+    assert {"window", "baseline", "slis", "errors", "slowest", "failing", "alerts", "drift"} <= set(body)
+    total = body["slis"][0]
+    assert total["service"] is None and total["window"]["requests"] > 0
+    assert total["window"]["error_rate"] > 0.05  # the burst
+    assert any(a["rule"] == "HighErrorRate" and a["to_state"] == "firing" for a in body["alerts"])
+
+
+def test_export_csv_and_markdown(data):
+    rows = list(csv.DictReader(io.StringIO(_export(data, "csv").get_data(as_text=True))))
+    assert rows and {"section", "service", "feature", "name", "value", "baseline", "detail"} == set(rows[0])
+    assert any(r["section"] == "alert" and r["name"] == "HighErrorRate" for r in rows)
+    md = _export(data, "md").get_data(as_text=True)
+    for heading in ("# Incident", "## Summary", "## Timeline (UTC)", "## Impact", "## Contributing signals",
+                    "## Action items"):
+        assert heading in md
+    assert "HighErrorRate" in md and "| all traffic | Error rate |" in md
+    assert "<script>" not in md
+
+
+def test_export_errors_and_access(data):
+    c = data.app.test_client()
+    assert c.get("/v1/incidents?from=2026-11-24T00:00:00Z&to=2026-11-24T01:00:00Z").status_code == 401
+    r = c.get("/v1/incidents?from=2026-11-24T00:00:00Z&to=2026-11-24T01:00:00Z&format=pdf",
+              headers=auth(data.keys["read"]))
+    assert r.status_code == 400 and r.get_json()["message"].startswith("format:")
+    r = c.get("/v1/incidents?from=2026-11-24T00:00:00Z", headers=auth(data.keys["read"]))
+    assert r.status_code == 400 and "from:" in r.get_json()["message"]
+    r = c.get("/v1/incidents?from=2026-10-01T00:00:00Z&to=2026-11-24T00:00:00Z", headers=auth(data.keys["read"]))
+    assert r.status_code == 400 and r.get_json()["message"].startswith("to:")
+
+
+def test_plotly_is_served_locally(reader):
+    r = reader.get("/static/vendor/plotly.min.js")
+    assert r.status_code == 200 and b"plotly" in r.data[:2000].lower() and len(r.data) > 1_000_000
+    html = reader.get("/").get_data(as_text=True)
+    assert "cdn" not in html.lower() and "https://" not in html
