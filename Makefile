@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test install install-test clean
+.PHONY: run test install install-test clean browser
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,8 +26,14 @@ run: install
 	$(BIN)/nlpmon demo --if-empty
 	$(BIN)/nlpmon serve --host 127.0.0.1 --port 8080
 
-test: install
-	$(BIN)/python -m pytest -q -n 2
+# The browser tests drive Debian's Chromium (no browser download: the machines have no internet).
+browser:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || sudo apt-get install -y -q chromium >/dev/null) ; } || \
+	  echo "no /usr/bin/chromium and no apt-get: the browser tests will skip"
+
+test: install browser
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 clean:
 	rm -rf $(VENV) var *.egg-info

@@ -270,8 +270,8 @@ def _slos(store, config, period: Period, filters: dict, rows: dict) -> None:
         return
     latest = {r[0]: r[1] for r in store.query(
         "SELECT labels['slo'], argMax(value, ts) FROM metric_points FINAL WHERE metric = 'slo_error_budget_remaining' "
-        "AND `window` = 'period' AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
-        "GROUP BY labels['slo']", {"lo": period.start, "hi": period.end})}
+        "AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
+        "GROUP BY labels['slo']", {"lo": period.start, "hi": period.end})}  # one window: the SLO's period
     for slo in config.slos:
         entry = {"name": slo.name, "objective": float(slo.objective), "sli": slo.sli,
                  "budget_remaining": latest.get(slo.name)}

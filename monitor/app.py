@@ -45,7 +45,7 @@ def create_app(config: Config | None = None, store: Store | None = None, clock=N
     config = config or load_config()
     store = store or Store.from_config(config)
     clock = clock or SystemClock()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the dashboards blueprint serves /static
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest views answer 413 themselves, as JSON
     app.json.sort_keys = False
     app.extensions["nlpmon"] = Services(config, store, clock, KeyStore(store, clock, config.auth.key_cache_seconds))

@@ -505,6 +505,41 @@ def _demo_alert_replay(obj: _Ctx, engine, days: float, end_ts: dt.datetime) -> N
     click.echo(f"  alerts: {n} transitions over the demo incidents (no notifications sent)", err=True)
 
 
+# -- incidents -------------------------------------------------------------------
+@cli.command()
+@click.option("--from", "from_", required=True, help="Window start, ISO 8601 (UTC) or epoch seconds.")
+@click.option("--to", "to", required=True, help="Window end.")
+@click.option("--service", default=None)
+@click.option("--feature", default=None)
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md", show_default=True)
+@click.pass_obj
+@_friendly
+def incident(obj: _Ctx, from_: str, to: str, service: str | None, feature: str | None, fmt: str) -> None:
+    """An incident window as a postmortem skeleton (md), JSON or CSV: the same as GET /v1/incidents."""
+    import json as _json
+    from dashboards import incidents as inc
+    from .events import parse_timestamp
+    try:
+        start = parse_timestamp(float(from_) if from_.replace(".", "", 1).isdigit() else from_)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--from") from None
+    try:
+        end = parse_timestamp(float(to) if to.replace(".", "", 1).isdigit() else to)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    try:
+        period = inc.window(start, end)
+    except inc.IncidentError as exc:
+        raise click.BadParameter(str(exc)) from None
+    rep = inc.report(obj.ready_store(), obj.config, period, {"service": service, "feature": feature})
+    if fmt == "json":
+        click.echo(_json.dumps(inc.as_json(rep), indent=2))
+    elif fmt == "csv":
+        click.echo(inc.as_csv(rep), nl=False)
+    else:
+        click.echo(inc.as_markdown(rep))
+
+
 # -- alerts and silences ---------------------------------------------------------
 @cli.group()
 def alerts() -> None:

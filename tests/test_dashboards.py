@@ -382,3 +382,135 @@ def test_plotly_is_served_locally(reader):
     assert r.status_code == 200 and b"plotly" in r.data[:2000].lower() and len(r.data) > 1_000_000
     html = reader.get("/").get_data(as_text=True)
     assert "cdn" not in html.lower() and "https://" not in html
+
+
+# -- real headless Chromium ------------------------------------------------------------
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = __import__("pathlib").Path(__file__).parent / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    import os
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (make test installs Debian's chromium package)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def site(data):
+    from .helpers import LiveServer
+    with LiveServer(data.app) as srv:
+        yield srv
+
+
+@pytest.fixture
+def page(browser, site, data):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
+    pg = ctx.new_page()
+    pg.errors = []
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto(site.url + "/login")
+    pg.fill("#api_key", data.keys["admin"])
+    pg.click("button[type=submit]")
+    pg.wait_for_url(site.url + "/")
+    yield pg
+    ctx.close()
+
+
+def shot(pg, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_browser_overview_draws_its_charts_without_console_errors(page, site):
+    page.goto(site.url + "/?period=24h")
+    page.wait_for_selector("#kpis .spark .main-svg")
+    assert page.locator("#kpis .spark .main-svg").count() >= 10
+    shot(page, "overview")
+    assert page.errors == []
+
+
+def test_browser_filter_change_updates_the_page(page, site):
+    page.goto(site.url + "/?period=24h")
+    assert page.locator("tr[data-service='search']").count() == 1
+    with page.expect_navigation():
+        page.select_option("#filter-service", "copilot")
+    assert "service=copilot" in page.url
+    assert page.locator("tr[data-service='search']").count() == 0
+    assert page.locator("tr[data-service='copilot']").count() >= 1
+    with page.expect_navigation():
+        page.check("input[name=period][value='7d']")
+    assert "period=7d" in page.url and "service=copilot" in page.url
+    assert page.errors == []
+
+
+def test_browser_alert_links_to_the_incident_explorer_with_its_window(page, site, data):
+    page.goto(site.url + "/alerts")
+    page.wait_for_selector(".timeline .main-svg")
+    shot(page, "alerts")
+    row = page.locator("table.incidents tr", has_text="HighErrorRate").first
+    with page.expect_navigation():
+        row.locator("a.explore").click()
+    assert "/incidents?" in page.url
+    start = dt.datetime.fromisoformat(page.locator("input[name=from]").input_value() + ":00+00:00")
+    end = dt.datetime.fromisoformat(page.locator("input[name=to]").input_value() + ":00+00:00")
+    from alerts.kpis import incident_spans
+    spans = [x for x in incident_spans(data.store, END - dt.timedelta(days=2), END) if x["rule"] == "HighErrorRate"]
+    # The alert's window plus margin: from 30 minutes before it fired until after it resolved.
+    span = next(x for x in spans if x["start"].replace(second=0, microsecond=0) - dt.timedelta(minutes=30) == start)
+    assert span["end"] is not None and end >= span["end"].replace(second=0, microsecond=0)
+    assert data.burst["start"] - dt.timedelta(minutes=30) <= start <= data.burst["end"]
+    assert page.locator("input[name=service]").input_value() == "support-bot"
+    page.wait_for_selector("[data-chart='inc-error_rate'] .main-svg")
+    shot(page, "incident")
+    assert page.errors == []
+
+
+def test_browser_hostile_prompt_does_not_execute(page, site):
+    for url in ("/requests/hostile-1", "/drift?service=support-bot&feature=answer"):
+        page.goto(site.url + url)
+        assert page.evaluate("window.__pwned === undefined")
+        assert "<script>window.__pwned=1</script>" in page.inner_text("main")
+    shot(page, "request-hostile")
+    page.goto(site.url + "/drift?service=support-bot&feature=answer")
+    shot(page, "drift")
+    assert page.errors == []
+
+
+def test_browser_detail_and_review_pages(page, site, data):
+    page.goto(site.url + "/detail?service=support-bot&feature=answer&period=24h")
+    page.wait_for_selector("[data-chart='error_rate'] .main-svg")
+    shot(page, "detail")
+    page.goto(site.url + "/review")
+    shot(page, "review")
+    rid = page.get_attribute("#review-item", "data-request")
+    with page.expect_navigation():
+        page.keyboard.press("g")  # the keyboard shortcut submits "grounded"
+    assert f"labelled {rid} as grounded" in page.inner_text("main")
+    assert page.errors == []
+
+
+def test_cli_incident_prints_the_same_export(data, tmp_path):
+    from click.testing import CliRunner
+
+    from monitor.cli import cli
+    (tmp_path / "monitor.yaml").write_text("{}\n")
+    env = {"MONITOR_CONFIG": str(tmp_path / "monitor.yaml"), "MONITOR_CLICKHOUSE_URL": data.config.clickhouse.url,
+           "MONITOR_CLICKHOUSE_DATABASE": data.config.clickhouse.database}
+    b = data.burst
+    args = ["incident", "--from", iso_utc(b["start"] - dt.timedelta(minutes=30)),
+            "--to", iso_utc(b["end"] + dt.timedelta(minutes=30))]
+    out = CliRunner().invoke(cli, args + ["--format", "md"], env=env)
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("# Incident") and "HighErrorRate" in out.output
+    assert out.output.strip() == _export(data, "md").get_data(as_text=True).strip()
+    bad = CliRunner().invoke(cli, ["incident", "--from", "yesterday", "--to", iso_utc(b["end"])], env=env)
+    assert bad.exit_code == 2 and "--from" in bad.output
