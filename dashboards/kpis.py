@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from alerts.kpis import incident_spans
 from jobs.base import ratio
-from jobs.cost import STATUS_COLUMNS
+from jobs.cost import STATUS_COLUMNS, bitmap_union
 from jobs.hallucination import review_counts, wilson
 from jobs.sli import FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics
 from monitor.clock import utc
@@ -188,7 +188,7 @@ def _feedback(store, config, period: Period, prev: Period, bucket: int, where: s
             f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
             f"minute >= toDateTime({{cur:UInt32}}, 'UTC') AS cur, grouping(service, feature) AS g, service, feature, "
             f"{FEEDBACK_SELECT}, "
-            f"{_unhappy_if(success)} AS unhappy "
+            f"{bitmap_union([NEGATIVE_FEEDBACK[k] for k in success.negative_feedback], 'ok')} AS unhappy "
             f"FROM (SELECT *, request_status IN {{statuses:Array(String)}} AS ok FROM feedback_1m "
             f"WHERE {where} service != '' "
             f"AND ((minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC')) "
@@ -214,17 +214,6 @@ def _feedback(store, config, period: Period, prev: Period, bucket: int, where: s
             m = feedback_metrics(buckets[t])
             trend["thumbs_up_rate"].append((t, m["thumbs_up_rate"]))
             trend["task_success_rate"].append((t, m["task_success_rate"]))
-
-
-def _unhappy_if(success) -> str:
-    """Distinct unhappy requests among those whose status counts as success (the cost job's rule)."""
-    columns = [NEGATIVE_FEEDBACK[k] for k in success.negative_feedback]
-    if not columns:
-        return "toUInt64(0)"
-    expr = f"groupBitmapMergeStateIf({columns[0]}, ok)"
-    for c in columns[1:]:
-        expr = f"bitmapOr({expr}, groupBitmapMergeStateIf({c}, ok))"
-    return f"bitmapCardinality({expr})"
 
 
 def _hallucination(store, period: Period, prev: Period, filters: dict, row) -> None:

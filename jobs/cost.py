@@ -29,12 +29,15 @@ STATUS_COLUMNS = {"ok": "status_ok", "error": "status_error", "timeout": "status
                   "blocked": "status_blocked", "cancelled": "status_cancelled"}
 
 
-def _union(columns: list[str]) -> str:
+def bitmap_union(columns: list[str], condition: str | None = None) -> str:
+    """SQL counting the distinct request hashes in the union of these bitmap columns (rows where ``condition``)."""
     if not columns:
         return "toUInt64(0)"
-    expr = f"groupBitmapMergeState({columns[0]})"
+    merge = (lambda c: f"groupBitmapMergeStateIf({c}, {condition})") if condition else (
+        lambda c: f"groupBitmapMergeState({c})")
+    expr = merge(columns[0])
     for c in columns[1:]:
-        expr = f"bitmapOr({expr}, groupBitmapMergeState({c}))"
+        expr = f"bitmapOr({expr}, {merge(c)})"
     return f"bitmapCardinality({expr})"
 
 
@@ -52,7 +55,7 @@ class CostJob(Job):
         select = COST_SELECT.format(success=" + ".join(f"sum({STATUS_COLUMNS[s]})" for s in statuses))
         unhappy = {}
         negatives = [NEGATIVE_FEEDBACK[k] for k in success.negative_feedback]
-        for name, row in each_window(self.store, "feedback_1m", f"{_union(negatives)} AS unhappy", start, end,
+        for name, row in each_window(self.store, "feedback_1m", f"{bitmap_union(negatives)} AS unhappy", start, end,
                                      COST_WINDOWS, where="AND request_status IN {statuses:Array(String)}",
                                      params={"statuses": statuses}):
             unhappy[(name, row["w_end"], tuple(sorted(labels_of(row).items())))] = row["unhappy"]
