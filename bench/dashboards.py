@@ -226,11 +226,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20, help="timed requests per page, after one warm-up")
     ap.add_argument("--job-budget", type=float, default=600,
                     help="seconds a job may be projected to take over all days before it stops at 7 days")
+    ap.add_argument("--store", metavar="DIR",
+                    help="keep the loaded store in DIR, and time the pages on it again on a later run "
+                         "(skips loading and jobs; migrations still run)")
     args = ap.parse_args()
     t_start = time.perf_counter()
     phases: dict[str, float] = {}
 
-    tmp = tempfile.mkdtemp(prefix="nlpmon-bench-dashboards-")
+    tmp = args.store or tempfile.mkdtemp(prefix="nlpmon-bench-dashboards-")
+    os.makedirs(tmp, exist_ok=True)
+    marker = os.path.join(tmp, "bench-end")
+    reuse = os.path.exists(marker)
     config = make_config(tmp, args.days)
     store = Store.from_config(config)  # chDB allows one data directory per process: one store for everything
     try:
@@ -240,6 +246,12 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} CPUs, chDB (ClickHouse {store.scalar('SELECT version()')}), "
               f"store in {tmp}")
 
+        if reuse:
+            end = dt.datetime.fromtimestamp(int(open(marker).read()), UTC)
+            print(f"reusing the store in {tmp}, loaded up to {end:%Y-%m-%d %H:%M} UTC")
+            app = create_app(config, store, ManualClock(end))
+            failed = bench_pages(app, end, args.days, args.repeat)
+            return
         end = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         lo = end - dt.timedelta(days=args.days)
         print(f"\nloading {args.requests:,} requests over {lo:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC "
@@ -275,13 +287,16 @@ def main() -> None:
         phases["settle merges (after jobs)"] = settle(store)
 
         print("\nrow counts:")
-        for table in ("requests", "feedback", "requests_1m", "requests_1h", "requests_1d", "feedback_1m",
-                      "metric_points"):
+        for table in ("requests", "feedback", "requests_1m", "requests_1h", "requests_1d", "requests_feature_1h",
+                      "requests_feature_1d", "feedback_1m", "feedback_1h", "feedback_1d", "metric_points"):
             n_parts, n_rows = parts(store, table)
-            print(f"  {table:<14} {n_rows:>12,} rows in {n_parts:>4} parts")
+            print(f"  {table:<20} {n_rows:>12,} rows in {n_parts:>4} parts")
         by_window = store.query("SELECT `window`, count() FROM metric_points GROUP BY `window` ORDER BY `window`")
         print("  metric_points by window: " + ", ".join(f"{w} {c:,}" for w, c in by_window))
 
+        if args.store:
+            with open(marker, "w") as f:
+                f.write(str(int(end.timestamp())))
         t0 = time.perf_counter()
         app = create_app(config, store, clock)
         failed = bench_pages(app, end, args.days, args.repeat)
@@ -299,7 +314,8 @@ def main() -> None:
                 print(f"  note: job {name} covered only the last {r['days']} of {args.days} days")
     finally:
         store.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.store:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(f"\ntotal run time {time.perf_counter() - t_start:.1f} s, peak RSS {peak_rss_mib():,.0f} MiB")
 
 

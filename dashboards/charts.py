@@ -76,19 +76,33 @@ def alert_markers(store, lo: dt.datetime, hi: dt.datetime, labels: dict[str, str
     return out
 
 
-def prompt_markers(store, lo: dt.datetime, hi: dt.datetime, service: str, feature: str) -> list[dict]:
-    """When each prompt_version of the feature first served traffic, for versions that appeared in the range."""
-    rows = store.query(
-        "SELECT prompt_version, min(minute) AS first FROM requests_1h WHERE service = {s:String} "
-        "AND feature = {f:String} GROUP BY prompt_version HAVING first > {lo:DateTime} AND first <= {hi:DateTime} "
-        "ORDER BY first", {"s": service, "f": feature, "lo": utc(lo).replace(tzinfo=None),
-                           "hi": utc(hi).replace(tzinfo=None)})
+def prompt_changes(store, lo: dt.datetime, hi: dt.datetime, service: str = "", feature: str = "") -> list[dict]:
+    """Prompt versions first served in [lo, hi), to the minute, per service and feature, oldest first.
+
+    "First" is over all the rollups hold (retention), so a version is new once. The
+    hour rollup finds the candidates in a few rows; the minute rollup pins each one's minute.
+    """
+    where, params = "", {"lo": utc(lo).replace(tzinfo=None), "hi": utc(hi).replace(tzinfo=None)}
+    for name, value in (("service", service), ("feature", feature)):
+        if value:
+            where += f" AND {name} = {{{name}:String}}"
+            params[name] = value
+    candidates = store.query(
+        "SELECT service, feature, prompt_version, min(minute) AS first_hour FROM requests_1h WHERE 1" + where +
+        " GROUP BY service, feature, prompt_version HAVING first_hour >= toStartOfHour({lo:DateTime}) "
+        "AND first_hour < {hi:DateTime} ORDER BY first_hour", params)
     out = []
-    for version, first in rows:
-        # The hour rollup dates a version to its hour; the minute rollup pins the minute.
-        exact = store.scalar(
+    for svc, feat, version, hour in candidates:
+        first = store.scalar(
             "SELECT min(minute) FROM requests_1m WHERE service = {s:String} AND feature = {f:String} "
             "AND prompt_version = {p:String} AND minute >= {h:DateTime} AND minute < {h:DateTime} + INTERVAL 1 HOUR",
-            {"s": service, "f": feature, "p": version, "h": first})
-        out.append({"x": iso_utc(exact or first), "label": f"prompt {version}", "kind": "prompt"})
+            {"s": svc, "f": feat, "p": version, "h": hour})
+        first = utc(first or hour)
+        if utc(lo) <= first < utc(hi):
+            out.append({"service": svc, "feature": feat, "prompt_version": version, "first_seen": first})
     return out
+
+
+def prompt_markers(changes: list[dict]) -> list[dict]:
+    return [{"x": iso_utc(c["first_seen"]), "label": f"prompt {c['prompt_version']}", "kind": "prompt"}
+            for c in changes]

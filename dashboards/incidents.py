@@ -13,10 +13,12 @@ import datetime as dt
 import io
 
 from alerts.kpis import incident_spans
+from jobs.cost import STATUS_COLUMNS
 from monitor.clock import iso_utc, utc
 from monitor.config import parse_duration
+from monitor.rollups import covering_source
 
-from . import kpis
+from . import charts, kpis
 
 BASELINE_SHIFT = dt.timedelta(days=7)
 MAX_WINDOW = dt.timedelta(days=31)
@@ -67,33 +69,115 @@ def _filters_sql(filters: dict) -> tuple[str, dict]:
     return "".join(parts), params
 
 
+def _days(period: kpis.Period) -> tuple[list[str], list[tuple[dt.datetime, dt.datetime]]]:
+    """The window as whole UTC days (requests partition ids) and the partial days at its ends."""
+    day = dt.timedelta(days=1)
+    first = period.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < period.start:
+        first += day
+    last = period.end.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first >= last:
+        return [], [(period.start, period.end)]
+    days, t = [], first
+    while t < last:
+        days.append(t.strftime("%Y%m%d"))
+        t += day
+    return days, [(a, b) for a, b in ((period.start, first), (last, period.end)) if a < b]
+
+
+def _raw_requests(period: kpis.Period, columns: str, where: str) -> tuple[str, dict]:
+    """A FROM clause over the raw requests of the window, reading whole days by partition.
+
+    requests is partitioned by UTC day (toYYYYMMDD(ts)): naming a whole day's partition
+    selects its parts without reading ts, which is most of the cost of scanning a long window.
+    ``where`` (conditions starting with AND) is applied to every piece.
+    """
+    days, edges = _days(period)
+    parts, params = [], {}
+    if days:
+        parts.append(f"SELECT {columns} FROM requests WHERE _partition_id IN {{days:Array(String)}}{where}")
+        params["days"] = days
+    for i, (a, b) in enumerate(edges):
+        parts.append(f"SELECT {columns} FROM requests WHERE ts >= {{elo{i}:DateTime64(3, 'UTC')}} "
+                     f"AND ts < {{ehi{i}:DateTime64(3, 'UTC')}}{where}")
+        params[f"elo{i}"], params[f"ehi{i}"] = a, b
+    return "(" + " UNION ALL ".join(parts) + ")", params
+
+
+def _breakdown(store, period: kpis.Period, where: str, params: dict) -> dict[str, list[dict]]:
+    """Failed requests (status other than ok) by model, prompt_version, status and error_type.
+
+    The first three come from the request rollups, which count requests per model,
+    prompt_version and status; error_type only from the raw failed rows. For status and
+    error_type the rate is the share of all requests in the window.
+    """
+    rollup_where = "".join(f"{k} = {{{k}:String}} AND " for k in ("service", "feature") if k in params)
+    src, p = covering_source(period.start, period.end, rollup_where,
+                             "model, prompt_version, requests, " + ", ".join(STATUS_COLUMNS.values()))
+    rows = store.query_dicts(
+        "SELECT grouping(model, prompt_version) AS g, model, prompt_version, sum(requests) AS requests, "
+        "requests - sum(status_ok) AS failed, "
+        + ", ".join(f"sum({c}) AS {c}" for s, c in STATUS_COLUMNS.items() if s != "ok") +
+        f" FROM {src} GROUP BY GROUPING SETS ((model), (prompt_version), ())", {**params, **p})
+    out = {}
+    for dim, bit in (("model", 1), ("prompt_version", 2)):
+        items = [{"value": r[dim], "failed": r["failed"], "requests": r["requests"],
+                  "failure_rate": r["failed"] / r["requests"]} for r in rows if r["g"] == bit and r["failed"]]
+        out[dim] = sorted(items, key=lambda e: -e["failed"])[:15]
+    total = next((r for r in rows if r["g"] == 3 and r["requests"]), None)
+    if total is None:
+        return {"error_type": [], **out, "status": []}
+    n = total["requests"]
+    out["status"] = sorted(({"value": s, "failed": total[c], "requests": n, "failure_rate": total[c] / n}
+                            for s, c in STATUS_COLUMNS.items() if s != "ok" and total[c]), key=lambda e: -e["failed"])
+    src, p = _raw_requests(period, "error_type", where + " AND status != 'ok'")
+    out["error_type"] = [{"value": v, "failed": k, "requests": n, "failure_rate": k / n} for v, k in store.query(
+        f"SELECT error_type, count() AS k FROM {src} GROUP BY error_type ORDER BY k DESC LIMIT 15", {**params, **p})]
+    return {"error_type": out["error_type"], "model": out["model"], "prompt_version": out["prompt_version"],
+            "status": out["status"]}
+
+
+def _failing(store, period: kpis.Period, columns: str, where: str, params: dict) -> list[dict]:
+    """The newest failed (error, timeout) requests: the hour rollup says how far back the newest LIST_LIMIT lie."""
+    rollup_where = "".join(f" AND {k} = {{{k}:String}}" for k in ("service", "feature") if k in params)
+    since, seen = period.start, 0
+    for hour, n in store.query(
+            "SELECT minute, sum(status_error) + sum(status_timeout) AS n FROM requests_1h "
+            "WHERE minute >= toStartOfHour({lo:DateTime64(3, 'UTC')}) AND minute < {hi:DateTime64(3, 'UTC')}"
+            + rollup_where + " GROUP BY minute HAVING n > 0 ORDER BY minute DESC", params):
+        seen += n
+        if seen >= LIST_LIMIT:
+            since = max(period.start, utc(hour))
+            break
+    sql = (f"SELECT {columns} FROM requests WHERE ts >= {{since:DateTime64(3, 'UTC')}} "
+           "AND ts < {hi:DateTime64(3, 'UTC')}" + where + " AND status IN ('error', 'timeout') "
+           "ORDER BY ts DESC LIMIT {limit:UInt32}")
+    rows = store.query_dicts(sql, {**params, "since": since})
+    if len(rows) < LIST_LIMIT and since > period.start:  # the hour counts included rows past the window's end
+        rows = store.query_dicts(sql, {**params, "since": period.start})
+    return rows
+
+
 def report(store, config, period: kpis.Period, filters: dict) -> dict:
     """Everything the explorer shows for the window, as plain data (datetimes are UTC)."""
     baseline = _shifted(period)
-    rows = kpis.overview(store, config, period, filters, baseline=baseline)
+    rows = kpis.overview(store, config, period, filters, baseline=baseline, trend=False)
     where, params = _filters_sql(filters)
     params.update(lo=period.start, hi=period.end, limit=LIST_LIMIT, snip=SNIPPET)
-    rng = "ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')}" + where
-    breakdown = {}
-    for dim in ("error_type", "model", "prompt_version", "status"):
-        breakdown[dim] = store.query_dicts(
-            f"SELECT {dim} AS value, countIf(status != 'ok') AS failed, count() AS requests, "
-            f"failed / requests AS failure_rate FROM requests WHERE {rng} GROUP BY value "
-            "HAVING failed > 0 ORDER BY failed DESC LIMIT 15", params)
     columns = ("request_id, ts, service, feature, model, prompt_version, status, error_type, http_status, latency_ms, "
                "ttft_ms, cost_usd, substring(input_text, 1, {snip:UInt32}) AS input_snippet")
+    # The LIST_LIMIT-th highest latency first (one column over whole-day partitions), then only the rows
+    # at or above it: a sort over every column of the window would read all of its texts.
+    src, p = _raw_requests(period, "latency_ms", where)
     slowest = store.query_dicts(
-        f"SELECT {columns} FROM requests WHERE {rng} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}}", params)
-    failing = store.query_dicts(
-        f"SELECT {columns} FROM requests WHERE {rng} AND status IN ('error', 'timeout') "
-        "ORDER BY ts DESC LIMIT {limit:UInt32}", params)
+        f"SELECT {columns} FROM requests PREWHERE latency_ms >= (SELECT min(l) FROM (SELECT latency_ms AS l "
+        f"FROM {src} ORDER BY l DESC LIMIT {{limit:UInt32}})) WHERE ts >= {{lo:DateTime64(3, 'UTC')}} "
+        f"AND ts < {{hi:DateTime64(3, 'UTC')}}{where} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}}", {**params, **p})
     feedback = store.query_dicts(
-        "SELECT f.request_id AS request_id, f.ts AS ts, f.kind AS kind, f.value AS value, f.label AS label, "
-        "substring(f.comment, 1, {snip:UInt32}) AS comment, r.service AS service, r.feature AS feature "
-        "FROM feedback AS f INNER JOIN (SELECT request_id, service, feature FROM requests WHERE " + rng + ") AS r "
-        "ON f.request_id = r.request_id WHERE (f.kind = 'thumbs' AND f.value = 0) "
-        "OR (f.kind = 'task_success' AND f.value = 0) OR f.label = 'hallucinated' "
-        "ORDER BY f.ts DESC LIMIT {limit:UInt32}", params)
+        "SELECT request_id, ts, kind, value, label, substring(comment, 1, {snip:UInt32}) AS comment, service, feature "
+        "FROM feedback WHERE request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}"
+        + where + " AND ((kind = 'thumbs' AND value = 0) OR (kind = 'task_success' AND value = 0) "
+        "OR label = 'hallucinated') ORDER BY ts DESC LIMIT {limit:UInt32}", params)
     margin = dt.timedelta(hours=1)
     history = store.query_dicts(
         "SELECT ts, fingerprint, rule, labels, from_state, to_state, value, silenced FROM alert_history "
@@ -109,17 +193,14 @@ def report(store, config, period: kpis.Period, filters: dict) -> dict:
         w_end = utc(r["ts"])
         if w_end - parse_duration(r["window"]) < period.end:  # the report's window overlaps the incident's
             drift.append({**r, "ts": w_end, "drift_detected": bool(r["drift_detected"])})
-    prompt_changes = store.query_dicts(
-        "SELECT service, feature, prompt_version, min(ts) AS first_seen FROM requests "
-        "WHERE ts >= {plo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')}" + where +
-        " GROUP BY service, feature, prompt_version HAVING first_seen >= {lo:DateTime64(3, 'UTC')} "
-        "ORDER BY first_seen", {**params, "plo": period.start - BASELINE_SHIFT})
     return {"window": {"from": period.start, "to": period.end},
             "baseline": {"from": baseline.start, "to": baseline.end},
             "filters": {k: v for k, v in filters.items() if v},
-            "slis": rows, "errors": breakdown, "slowest": slowest, "failing": failing,
+            "slis": rows, "errors": _breakdown(store, period, where, params),
+            "slowest": slowest, "failing": _failing(store, period, columns, where, params),
             "negative_feedback": feedback, "alerts": history, "incidents": spans, "drift": drift,
-            "prompt_changes": prompt_changes}
+            "prompt_changes": charts.prompt_changes(store, period.start, period.end, filters.get("service", ""),
+                                                    filters.get("feature", ""))}
 
 
 def _matches(labels: dict, filters: dict) -> bool:

@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 
 from alerts.kpis import incident_spans
 from jobs.base import ratio
-from jobs.cost import STATUS_COLUMNS, bitmap_union
+from jobs.cost import STATUS_COLUMNS
 from jobs.hallucination import review_counts, wilson
 from jobs.sli import FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics
 from monitor.clock import utc
-from monitor.rollups import NEGATIVE_FEEDBACK, covering_source, request_rollup_for
+from monitor.rollups import (FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, REQUEST_SUMS, covering_source,
+                             requests_remerge_columns, rollup_for)
 
 PERIODS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30),
            "90d": dt.timedelta(days=90)}
 FILTERS = ("service", "feature", "model", "prompt_version", "environment")
-# Trend buckets, finest first; a period gets the finest that gives at most MAX_BUCKETS points.
+# Trend buckets, finest first; a period gets the finest that gives at most MAX_BUCKETS points
+# (a sparkline shows no more; 30 days of day buckets also read 30x fewer rollup rows than hours).
 BUCKETS = (300, 3600, 6 * 3600, 86400)
-MAX_BUCKETS = 170
+MAX_BUCKETS = 60
 TOTAL = ("", "")  # the (service, feature) key of the all-traffic row
 
 
@@ -104,18 +106,16 @@ def _where(filters: dict[str, str]) -> tuple[str, dict]:
     return "".join(parts), params
 
 
-KEY_SETS = "GROUPING SETS ((cur, service, feature), (cur))"
-
-
 def _key(r: dict) -> tuple[str, str]:
     return TOTAL if r["g"] else (r["service"], r["feature"])
 
 
-def overview(store, config, period: Period, filters: dict[str, str], baseline: Period | None = None) -> list[Row]:
+def overview(store, config, period: Period, filters: dict[str, str], baseline: Period | None = None,
+             trend: bool = True) -> list[Row]:
     """The overview's rows: all traffic first, then each (service, feature) with requests in either period.
 
     ``baseline`` is what "previous" means: by default the period just before, for an
-    incident the same window a week earlier.
+    incident the same window a week earlier. ``trend`` False leaves the sparklines out.
     """
     rows: dict[tuple, Row] = {}
 
@@ -126,24 +126,10 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
 
     where, params = _where(filters)
     prev = baseline or period.previous
-    # Period aggregates, both periods in one query: each from its own tiling of the rollups.
-    cur_src, p1 = covering_source(period.start, period.end, where, "1 AS cur, *", prefix="c")
-    prev_src, p2 = covering_source(prev.start, prev.end, where, "0 AS cur, *", prefix="p")
-    success = config.outcomes.success
-    ok_expr = " + ".join(f"sum({STATUS_COLUMNS[s]})" for s in success.statuses)
-    for r in store.query_dicts(
-            f"SELECT cur, grouping(service, feature) AS g, service, feature, {REQUEST_SELECT}, "
-            f"sum(cost_usd) AS cost, {ok_expr} AS success_status "
-            f"FROM ({cur_src[1:-1]} UNION ALL {prev_src[1:-1]}) GROUP BY {KEY_SETS}", {**params, **p1, **p2}):
-        target = row(_key(r)).current if r["cur"] else row(_key(r)).previous
-        target.update(request_metrics(r))
-        target["cost_usd"] = r["cost"]
-        target["success_status"] = r["success_status"]
-        target["cost_per_request_usd"] = ratio(r["cost"], r["requests"])
-
-    bucket = period.bucket_seconds
-    _trend_requests(store, period, bucket, where, params, row)
-    _feedback(store, config, period, prev, bucket, where, params, row)
+    _requests(store, config, period, prev, trend, where, params, row)
+    if trend:
+        _trend_feedback(store, period, period.bucket_seconds, where, params, row)
+    _feedback(store, config, period, prev, where, params, row)
     for r in rows.values():
         for side in (r.current, r.previous):
             if "success_status" in side:
@@ -154,66 +140,101 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
     _drift(store, period, filters, rows)
     _slos(store, config, period, filters, rows)
     _incidents(store, period, prev, filters, row)
+    for r in rows.values():
+        for points in r.trend.values():
+            points.sort()
     ordered = sorted(rows.values(), key=lambda r: (not r.is_total, r.service, r.feature))
     return [r for r in ordered if r.is_total or r.current.get("requests") or r.previous.get("requests")]
 
 
-def _trend_requests(store, period: Period, bucket: int, where: str, params: dict, row) -> None:
-    table = request_rollup_for(bucket)
-    lo = int(period.start.timestamp()) // bucket * bucket
+def _requests(store, config, period: Period, prev: Period, trend: bool, where: str, params: dict, row) -> None:
+    """Request figures of both periods and the current period's trend, in one pass over the rollups.
+
+    Each period is tiled by its own rollup rows (the current one only by rollups that fit
+    in a trend bucket). The inner query merges them per (period, bucket, service, feature);
+    the outer one merges those few states into the period figures and the trend points,
+    so each t-digest state is read once.
+    """
+    bucket = period.bucket_seconds
+    # Without a filter on another dimension, the per-(service, feature) rollups answer with far fewer states.
+    family = "requests" if any(f_ not in ("f_service", "f_feature") for f_ in params) else "requests_by_feature"
+    columns = "service, feature, " + ", ".join(REQUEST_SUMS + ("latency_q", "ttft_q"))
+    cur_src, p1 = covering_source(period.start, period.end, where, f"1 AS cur, minute, {columns}", prefix="c",
+                                  family=family, align=bucket if trend else None)
+    prev_src, p2 = covering_source(prev.start, prev.end, where, f"0 AS cur, minute, {columns}", prefix="p",
+                                   family=family)
+    ok_expr = " + ".join(f"sum({STATUS_COLUMNS[s]})" for s in config.outcomes.success.statuses)
     for r in store.query_dicts(
-            f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
-            f"1 AS cur, grouping(service, feature) AS g, service, feature, {REQUEST_SELECT}, sum(cost_usd) AS cost "
-            f"FROM {table} WHERE {where} minute >= toDateTime({{lo:UInt32}}, 'UTC') "
-            f"AND minute < toDateTime({{hi:UInt32}}, 'UTC') "
-            f"GROUP BY GROUPING SETS ((t, cur, service, feature), (t, cur)) ORDER BY t",
-            {**params, "b": bucket, "lo": lo, "hi": int(period.end.timestamp())}):
-        m = request_metrics(r)
-        trend = row(_key(r)).trend
-        for name in ("requests", "error_rate", "latency_p95_ms", "ttft_p95_ms"):
-            trend[name].append((r["t"], m[name]))
-        trend["cost_per_request_usd"].append((r["t"], ratio(r["cost"], r["requests"])))
+            f"SELECT cur, t, grouping(t, service, feature) AS g, service, feature, {REQUEST_SELECT}, "
+            f"sum(cost_usd) AS cost, {ok_expr} AS success_status FROM ("
+            f"SELECT cur, if(cur AND {{trend:UInt8}}, toUnixTimestamp(toStartOfInterval(minute, "
+            f"toIntervalSecond({{b:UInt32}}))), 0) AS t, "
+            f"service, feature, {requests_remerge_columns(('latency_q', 'ttft_q'))} "
+            f"FROM ({cur_src[1:-1]} UNION ALL {prev_src[1:-1]}) GROUP BY cur, t, service, feature) "
+            f"GROUP BY GROUPING SETS ((cur, service, feature), (cur), (cur, t, service, feature), (cur, t))",
+            {**params, **p1, **p2, "b": bucket, "trend": int(trend)}):
+        key = TOTAL if r["g"] & 3 else (r["service"], r["feature"])
+        if r["g"] & 4:  # a period figure
+            target = row(key).current if r["cur"] else row(key).previous
+            target.update(request_metrics(r))
+            target["cost_usd"] = r["cost"]
+            target["success_status"] = r["success_status"]
+            target["cost_per_request_usd"] = ratio(r["cost"], r["requests"])
+        elif trend and r["cur"] and r["t"] >= period.start.timestamp():  # a trend point; a partial first bucket
+            # is left out (it would show a dip in request counts that is only the period's edge)
+            m = request_metrics(r)
+            points = row(key).trend
+            for name in ("requests", "error_rate", "latency_p95_ms", "ttft_p95_ms"):
+                points[name].append((r["t"], m[name]))
+            points["cost_per_request_usd"].append((r["t"], ratio(r["cost"], r["requests"])))
 
 
-def _feedback(store, config, period: Period, prev: Period, bucket: int, where: str, params: dict, row) -> None:
-    """Feedback rates and the unhappy requests behind cost per successful outcome, per period and per bucket.
+def _feedback(store, config, period: Period, prev: Period, where: str, params: dict, row) -> None:
+    """Feedback rates and the unhappy requests behind cost per successful outcome, for both periods.
 
-    Both are counts keyed by the request's minute (a request lies in one minute), so the
-    period's figure is the sum of its buckets'.
+    Read from the feedback rows, which carry their request's time, dimensions and status
+    (copied at ingest), with the rollups' own conditions (monitor.rollups). An unhappy
+    request counts once however many negative ratings it got. The rollups' bitmaps give
+    the same count, but merging one bitmap state per minute, dimension set and status
+    costs several times more than reading the rows of a period.
     """
     success = config.outcomes.success
-    by_period: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
-    per_bucket: dict[tuple, dict] = {}
+    counts = ("thumbs_up", "thumbs_down", "task_success", "task_failure")
+    negative = " OR ".join(f"({NEGATIVE_FEEDBACK_WHEN[k]})" for k in success.negative_feedback) or "0"
+    in_period = ("(request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}) OR "
+                 "(request_ts >= {plo:DateTime64(3, 'UTC')} AND request_ts < {phi:DateTime64(3, 'UTC')})")
+    totals: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
     for r in store.query_dicts(
-            f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
-            f"minute >= toDateTime({{cur:UInt32}}, 'UTC') AS cur, grouping(service, feature) AS g, service, feature, "
-            f"{FEEDBACK_SELECT}, "
-            f"{bitmap_union([NEGATIVE_FEEDBACK[k] for k in success.negative_feedback], 'ok')} AS unhappy "
-            f"FROM (SELECT *, request_status IN {{statuses:Array(String)}} AS ok FROM feedback_1m "
-            f"WHERE {where} service != '' "
-            f"AND ((minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC')) "
-            f"OR (minute >= toDateTime({{plo:UInt32}}, 'UTC') AND minute < toDateTime({{phi:UInt32}}, 'UTC')))) "
-            f"GROUP BY GROUPING SETS ((t, cur, service, feature), (t, cur))",
-            {**params, "b": bucket, "cur": int(period.start.timestamp()), "lo": int(period.start.timestamp()),
-             "hi": int(period.end.timestamp()), "plo": int(prev.start.timestamp()), "phi": int(prev.end.timestamp()),
+            "SELECT request_ts >= {lo:DateTime64(3, 'UTC')} AS cur, service, feature, "
+            + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
+            f", uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({negative})) AS unhappy "
+            f"FROM feedback WHERE {where} service != '' AND ({in_period}) GROUP BY cur, service, feature",
+            {**params, "lo": period.start, "hi": period.end, "plo": prev.start, "phi": prev.end,
              "statuses": list(success.statuses)}):
-        key = _key(r)
-        acc = by_period[(key, r["cur"])]
-        for c in ("thumbs_up", "thumbs_down", "task_success", "task_failure", "unhappy"):
-            acc[c] += r[c]
-        if r["cur"]:
-            per_bucket.setdefault(key, {})[r["t"]] = r
-    for (key, cur), acc in by_period.items():
+        for key in ((r["service"], r["feature"]), TOTAL):  # a request has one service and feature: sums are exact
+            acc = totals[(key, r["cur"])]
+            for c in counts + ("unhappy",):
+                acc[c] += r[c]
+    for (key, cur), acc in totals.items():
         target = row(key).current if cur else row(key).previous
         target.update(feedback_metrics(acc))
         target["unhappy"] = acc["unhappy"]
-        target["feedback"] = acc["thumbs_up"] + acc["thumbs_down"] + acc["task_success"] + acc["task_failure"]
-    for key, buckets in per_bucket.items():
-        trend = row(key).trend
-        for t in sorted(buckets):
-            m = feedback_metrics(buckets[t])
-            trend["thumbs_up_rate"].append((t, m["thumbs_up_rate"]))
-            trend["task_success_rate"].append((t, m["task_success_rate"]))
+        target["feedback"] = sum(acc[c] for c in counts)
+
+
+def _trend_feedback(store, period: Period, bucket: int, where: str, params: dict, row) -> None:
+    lo = -(-int(period.start.timestamp()) // bucket) * bucket  # the first whole bucket, as for requests
+    for r in store.query_dicts(
+            f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
+            f"1 AS cur, grouping(service, feature) AS g, service, feature, {FEEDBACK_SELECT} "
+            f"FROM {rollup_for(bucket, 'feedback')} WHERE {where} service != '' "
+            f"AND minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC') "
+            f"GROUP BY GROUPING SETS ((t, cur, service, feature), (t, cur)) ORDER BY t",
+            {**params, "b": bucket, "lo": lo, "hi": int(period.end.timestamp())}):
+        m = feedback_metrics(r)
+        trend = row(_key(r)).trend
+        trend["thumbs_up_rate"].append((r["t"], m["thumbs_up_rate"]))
+        trend["task_success_rate"].append((r["t"], m["task_success_rate"]))
 
 
 def _hallucination(store, period: Period, prev: Period, filters: dict, row) -> None:
@@ -257,10 +278,14 @@ def _drift(store, period: Period, filters: dict, rows: dict) -> None:
 def _slos(store, config, period: Period, filters: dict, rows: dict) -> None:
     if not config.slos:
         return
-    latest = {r[0]: r[1] for r in store.query(
-        "SELECT labels['slo'], argMax(value, ts) FROM metric_points FINAL WHERE metric = 'slo_error_budget_remaining' "
-        "AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
-        "GROUP BY labels['slo']", {"lo": period.start, "hi": period.end})}  # one window: the SLO's period
+    sql = ("SELECT labels['slo'], argMax(value, ts) FROM metric_points FINAL "
+           "WHERE metric = 'slo_error_budget_remaining' "
+           "AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
+           "GROUP BY labels['slo']")  # one window per SLO: its period
+    # The slo job writes every minute: the newest value is in the last hour unless the job stopped.
+    latest = dict(store.query(sql, {"lo": max(period.start, period.end - dt.timedelta(hours=1)), "hi": period.end}))
+    if any(slo.name not in latest for slo in config.slos):
+        latest = dict(store.query(sql, {"lo": period.start, "hi": period.end}))
     for slo in config.slos:
         entry = {"name": slo.name, "objective": float(slo.objective), "sli": slo.sli,
                  "budget_remaining": latest.get(slo.name)}
@@ -294,11 +319,11 @@ def incident_figures(spans: list[dict], current: bool) -> dict:
 
 
 def choices(store, period: Period) -> dict[str, list[str]]:
-    """Values each filter can take in the period (and the one before), for the filter menus."""
-    prev = period.previous
-    src, params = covering_source(prev.start, period.end, "", ", ".join(FILTERS))
+    """Values each filter can take in the days of the period and the one before, for the filter menus."""
     out = {}
-    row = store.query(f"SELECT {', '.join(f'groupUniqArray(200)({f})' for f in FILTERS)} FROM {src}", params)
+    row = store.query(f"SELECT {', '.join(f'groupUniqArray(200)({f})' for f in FILTERS)} FROM requests_1d "
+                      "WHERE minute >= toStartOfDay({lo:DateTime64(3, 'UTC')}) AND minute < {hi:DateTime64(3, 'UTC')}",
+                      {"lo": period.previous.start, "hi": period.end})
     for name, values in zip(FILTERS, row[0] if row else [[]] * len(FILTERS)):
         out[name] = sorted(v for v in values if v)
     return out

@@ -272,7 +272,7 @@ def detail():
                                 [{"y": 1, "label": "burning exactly the budget"}], METRICS["slo_burn_rate"][2]))
     markers = charts.alert_markers(svc.store, period.start, period.end, labels)
     if service and feature:
-        markers += charts.prompt_markers(svc.store, period.start, period.end, service, feature)
+        markers += charts.prompt_markers(charts.prompt_changes(svc.store, period.start, period.end, service, feature))
     pargs = _period_args(period)
     return render_template("detail.html", period=period, service=service, feature=feature, labels=labels,
                            note=note, step=step, charts=out, markers=markers, periods=list(kpis.PERIODS),
@@ -507,8 +507,7 @@ def incident():
     for h in rep["alerts"]:
         if h["to_state"] == "firing":
             markers.append({"x": iso_utc(h["ts"]), "label": h["rule"], "kind": "alert"})
-    for p in rep["prompt_changes"]:
-        markers.append({"x": iso_utc(p["first_seen"]), "label": f"prompt {p['prompt_version']}", "kind": "prompt"})
+    markers += charts.prompt_markers(rep["prompt_changes"])
     markers.append({"x": iso_utc(period.start), "label": "window start", "kind": "window"})
     markers.append({"x": iso_utc(period.end), "label": "window end", "kind": "window"})
     timeline = [{"name": s["rule"], "start": iso_utc(s["start"]), "end": iso_utc(s["end"] or svc.clock.now()),

@@ -2,8 +2,8 @@
 
 A successful outcome is a request whose status is in ``outcomes.success.statuses``
 and for which none of ``outcomes.success.negative_feedback`` was given. The
-negative kinds are bitmaps of request-id hashes in feedback_1m, keyed by the
-minute of the request, so their union counts each unhappy request once however
+negative kinds are bitmaps of request-id hashes in the feedback rollups, keyed by
+the time of the request, so their union counts each unhappy request once however
 much feedback it got, and feedback that arrives late lands in the window of its
 request. The job recomputes the windows of the last ``outcomes.feedback_delay``
 on every run, so a late thumbs-down changes the figure it belongs to.
@@ -29,15 +29,13 @@ STATUS_COLUMNS = {"ok": "status_ok", "error": "status_error", "timeout": "status
                   "blocked": "status_blocked", "cancelled": "status_cancelled"}
 
 
-def bitmap_union(columns: list[str], condition: str | None = None) -> str:
-    """SQL counting the distinct request hashes in the union of these bitmap columns (rows where ``condition``)."""
+def bitmap_union(columns: list[str]) -> str:
+    """SQL counting the distinct request hashes in the union of these bitmap columns."""
     if not columns:
         return "toUInt64(0)"
-    merge = (lambda c: f"groupBitmapMergeStateIf({c}, {condition})") if condition else (
-        lambda c: f"groupBitmapMergeState({c})")
-    expr = merge(columns[0])
+    expr = f"groupBitmapMergeState({columns[0]})"
     for c in columns[1:]:
-        expr = f"bitmapOr({expr}, {merge(c)})"
+        expr = f"bitmapOr({expr}, groupBitmapMergeState({c}))"
     return f"bitmapCardinality({expr})"
 
 
@@ -55,7 +53,7 @@ class CostJob(Job):
         select = COST_SELECT.format(success=" + ".join(f"sum({STATUS_COLUMNS[s]})" for s in statuses))
         unhappy = {}
         negatives = [NEGATIVE_FEEDBACK[k] for k in success.negative_feedback]
-        for name, row in each_window(self.store, "feedback_1m", f"{bitmap_union(negatives)} AS unhappy", start, end,
+        for name, row in each_window(self.store, "feedback", f"{bitmap_union(negatives)} AS unhappy", start, end,
                                      COST_WINDOWS, where="AND request_status IN {statuses:Array(String)}",
                                      params={"statuses": statuses}):
             unhappy[(name, row["w_end"], tuple(sorted(labels_of(row).items())))] = row["unhappy"]

@@ -11,7 +11,7 @@ import datetime as dt
 import math
 from typing import Iterable
 
-from monitor.rollups import LATENCY_QUANTILES, TTFT_QUANTILES, quantiles_sql, request_rollup_for
+from monitor.rollups import LATENCY_QUANTILES, TTFT_QUANTILES, quantiles_sql, rollup_for
 
 from .base import UTC, Job, Point, ratio, window_ends
 
@@ -45,14 +45,14 @@ GROUP BY GROUPING SETS ({grouping_sets()})
 """
 
 
-def each_window(store, table: str, select: str, start: dt.datetime, end: dt.datetime, windows: dict[str, int],
+def each_window(store, family: str, select: str, start: dt.datetime, end: dt.datetime, windows: dict[str, int],
                 where: str = "", params: dict | None = None):
     """Rows of ``select`` per (window, window end, grouping set) for the windows ending in (start, end].
 
-    ``table`` "requests" reads the coarsest request rollup that tiles each window.
+    ``family`` "requests" or "feedback": each window reads the coarsest of its rollups that tiles it.
     """
     for name, seconds in windows.items():
-        source = request_rollup_for(seconds) if table == "requests" else table
+        source = rollup_for(seconds, family)
         span = window_ends(start, end, seconds)
         if span is None:
             continue
@@ -128,6 +128,6 @@ class SliJob(Job):
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         for name, row in each_window(self.store, "requests", REQUEST_SELECT, start, end, SLI_WINDOWS):
             yield from points(name, row, request_metrics(row))
-        for name, row in each_window(self.store, "feedback_1m", FEEDBACK_SELECT, start, end, SLI_WINDOWS,
+        for name, row in each_window(self.store, "feedback", FEEDBACK_SELECT, start, end, SLI_WINDOWS,
                                      where="AND service != ''"):
             yield from points(name, row, feedback_metrics(row))

@@ -19,6 +19,8 @@ MIGRATIONS_DIR = Path(migrations.__file__).parent
 # Tables whose row TTL follows retention.days, and their time column.
 _ROW_TTL = {"requests": "ts", "feedback": "ts", "rejected_events": "received_at", "metric_points": "ts",
             "requests_1m": "minute", "requests_1h": "minute", "requests_1d": "minute", "feedback_1m": "minute",
+            "feedback_1h": "minute", "feedback_1d": "minute", "requests_feature_1h": "minute",
+            "requests_feature_1d": "minute",
             "job_runs": "started_at", "review_queue": "day", "drift_reports": "ts"}
 _TEXT_TTL = {"requests": ("input_text", "output_text", "context_text"), "feedback": ("comment",),
              "drift_reports": ("explanation",)}

@@ -15,7 +15,25 @@ LATENCY_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 TTFT_QUANTILES = (0.5, 0.95)
 DIMENSIONS = ("service", "feature", "model", "prompt_version", "environment", "region")
 
-# Kinds of negative feedback, each a bitmap of request-id hashes in feedback_1m.
+# Kinds of negative feedback: the condition on a feedback row, and the rollup column holding
+# a bitmap of the request-id hashes that got it.
+NEGATIVE_FEEDBACK_WHEN = {
+    "thumbs_down": "kind = 'thumbs' AND value = 0",
+    "task_failed": "kind = 'task_success' AND value = 0",
+    "hallucinated": "kind = 'hallucination' AND label = 'hallucinated'",
+}
+# The feedback rollups' counters: the condition on a feedback row each counts.
+FEEDBACK_COUNTS = {
+    "thumbs_up": "kind = 'thumbs' AND value = 1",
+    "thumbs_down": NEGATIVE_FEEDBACK_WHEN["thumbs_down"],
+    "task_success": "kind = 'task_success' AND value = 1",
+    "task_failure": NEGATIVE_FEEDBACK_WHEN["task_failed"],
+    "hallucinated": NEGATIVE_FEEDBACK_WHEN["hallucinated"],
+    "grounded": "kind = 'hallucination' AND label = 'grounded'",
+    "unsure": "kind = 'hallucination' AND label = 'unsure'",
+    "rating_count": "kind = 'rating'",
+    "orphaned": "request_ts IS NULL",
+}
 NEGATIVE_FEEDBACK = {
     "thumbs_down": "neg_thumbs",
     "task_failed": "neg_task",
@@ -37,33 +55,48 @@ def quantiles_sql(qs: tuple[float, ...]) -> str:
 
 DIM_KEY = ", ".join(DIMENSIONS)
 
-# The request rollups, finest first: (table, function giving a row's bucket, bucket seconds).
-# All three are fed from `requests` at insert time. Long windows read the coarse ones:
-# merging a t-digest state costs about the same whatever it holds, so a 30-day p95 over
+# Rollups, finest first: (table, function giving a row's bucket, bucket seconds). Each family
+# is fed from its raw table at insert time. Long windows read the coarse ones: merging a
+# t-digest or bitmap state costs about the same whatever it holds, so a 30-day figure over
 # day buckets merges ~60x fewer states than over minute buckets.
 REQUEST_ROLLUPS = (("requests_1m", "toStartOfMinute", 60), ("requests_1h", "toStartOfHour", 3600),
                    ("requests_1d", "toStartOfDay", 86400))
+FEEDBACK_ROLLUPS = (("feedback_1m", "toStartOfMinute", 60), ("feedback_1h", "toStartOfHour", 3600),
+                    ("feedback_1d", "toStartOfDay", 86400))
+# The same request figures per (service, feature) only, for reads that need no other dimension:
+# a day of all traffic is a handful of t-digest states instead of one per dimension set (~20x fewer).
+# Minutes come from requests_1m (its finest rows are cheap to read).
+FEATURE_DIMENSIONS = ("service", "feature")
+FEATURE_ROLLUPS = (("requests_1m", "toStartOfMinute", 60), ("requests_feature_1h", "toStartOfHour", 3600),
+                   ("requests_feature_1d", "toStartOfDay", 86400))
+ROLLUPS = {"requests": REQUEST_ROLLUPS, "feedback": FEEDBACK_ROLLUPS, "requests_by_feature": FEATURE_ROLLUPS}
 
 
-def request_rollup_for(seconds: int) -> str:
-    """The coarsest request rollup whose buckets tile windows of ``seconds``."""
-    best = REQUEST_ROLLUPS[0][0]
-    for table, _, size in REQUEST_ROLLUPS:
+def rollup_for(seconds: int, family: str = "requests") -> str:
+    """The coarsest rollup of ``family`` whose buckets tile windows of ``seconds``."""
+    tables = ROLLUPS[family]
+    best = tables[0][0]
+    for table, _, size in tables:
         if seconds % size == 0:
             best = table
     return best
 
 
-def covering(lo, hi) -> list[tuple[str, object, object]]:
-    """(table, from, to) pieces that tile [lo, hi) (minute-aligned) with as few rollup rows as possible."""
+def covering(lo, hi, family: str = "requests", align: int | None = None) -> list[tuple[str, object, object]]:
+    """(table, from, to) pieces that tile [lo, hi) (minute-aligned) with as few rollup rows as possible.
+
+    ``align``: use only rollups whose buckets divide this many seconds, so that every row
+    read lies inside one bucket of that size (for a trend computed in the same pass).
+    """
     import datetime as dt
 
+    tables = [t for t in ROLLUPS[family] if align is None or align % t[2] == 0]
     pieces = []
 
     def split(a, b, level):
         if a >= b:
             return
-        table, _, size = REQUEST_ROLLUPS[level]
+        table, _, size = tables[level]
         if level == 0:
             pieces.append((table, a, b))
             return
@@ -77,19 +110,20 @@ def covering(lo, hi) -> list[tuple[str, object, object]]:
         pieces.append((table, first, last))
         split(last, b, level - 1)
 
-    split(lo, hi, len(REQUEST_ROLLUPS) - 1)
+    split(lo, hi, len(tables) - 1)
     return pieces
 
 
-def covering_source(lo, hi, where: str = "", columns: str = "*", prefix: str = "") -> tuple[str, dict]:
-    """A FROM clause over the request rollups tiling [lo, hi), and its parameters.
+def covering_source(lo, hi, where: str = "", columns: str = "*", prefix: str = "",
+                    family: str = "requests", align: int | None = None) -> tuple[str, dict]:
+    """A FROM clause over the rollups of ``family`` tiling [lo, hi), and its parameters.
 
     ``where`` is extra conditions ending in AND, with its own {name:Type} parameters;
     ``columns`` the rollup columns the outer query needs (fewer columns, fewer states read);
     ``prefix`` keeps the parameter names of two sources in one query apart.
     """
     parts, params = [], {}
-    for n, (table, a, b) in enumerate(covering(lo, hi)):
+    for n, (table, a, b) in enumerate(covering(lo, hi, family, align)):
         i = f"{prefix}{n}"
         parts.append(f"SELECT {columns} FROM {table} WHERE {where} minute >= toDateTime({{lo{i}:UInt32}}, 'UTC') "
                      f"AND minute < toDateTime({{hi{i}:UInt32}}, 'UTC')")
@@ -97,7 +131,31 @@ def covering_source(lo, hi, where: str = "", columns: str = "*", prefix: str = "
     return "(" + " UNION ALL ".join(parts) + ")", params
 
 
-def requests_rollup_select(source: str = "requests", bucket: str = "toStartOfMinute") -> str:
+# The request rollups' additive columns (SimpleAggregateFunction(sum)), and their t-digest states.
+REQUEST_SUMS = ("requests", "status_ok", "status_error", "status_timeout", "status_blocked", "status_cancelled",
+                "ttft_count", "input_tokens", "output_tokens", "cached_input_tokens", "gen_output_tokens", "unpriced",
+                "cache_hits", "retrieval_known", "retrieval_hits", "grounded_known", "grounded_true", "safety_flagged",
+                "pii_detected", "injection_detected", "text_truncated", "latency_sum_ms", "gen_seconds", "cost_usd")
+
+
+REQUEST_STATES = ("latency_q", "ttft_q", "latency_le")
+
+
+def requests_remerge_columns(states: tuple[str, ...] = REQUEST_STATES) -> str:
+    """SELECT columns merging request rollup rows into coarser rows with the same column names.
+
+    An outer query can then read them exactly as it reads a rollup table (sums of sums,
+    merges of merged states). Used to fill a coarser rollup from a finer one, and for one
+    pass over the rows to serve several groupings.
+    """
+    lq, tq = quantiles_sql(LATENCY_QUANTILES), quantiles_sql(TTFT_QUANTILES)
+    merge = {"latency_q": f"quantilesTDigestMergeState({lq})(latency_q)",
+             "ttft_q": f"quantilesTDigestMergeState({tq})(ttft_q)", "latency_le": "sumForEachMergeState(latency_le)"}
+    return ", ".join([f"sum({c}) AS {c}" for c in REQUEST_SUMS] + [f"{merge[c]} AS {c}" for c in states])
+
+
+def requests_rollup_select(source: str = "requests", bucket: str = "toStartOfMinute",
+                           dims: tuple[str, ...] = DIMENSIONS) -> str:
     """The SELECT behind the request rollups: used by their materialized views and by `nlpmon rollups rebuild`.
 
     ``bucket`` turns ts into the row's bucket start (kept in the column ``minute`` in
@@ -107,8 +165,9 @@ def requests_rollup_select(source: str = "requests", bucket: str = "toStartOfMin
     """
     lq, tq = quantiles_sql(LATENCY_QUANTILES), quantiles_sql(TTFT_QUANTILES)
     buckets = ", ".join(f"{float(b)}" for b in LATENCY_BUCKETS_MS)
+    dim_key = ", ".join(dims)
     return f"""SELECT
-    {bucket}(ts) AS minute, {DIM_KEY},
+    {bucket}(ts) AS minute, {dim_key},
     count() AS requests,
     countIf(status = 'ok') AS status_ok,
     countIf(status = 'error') AS status_error,
@@ -137,32 +196,25 @@ def requests_rollup_select(source: str = "requests", bucket: str = "toStartOfMin
     quantilesTDigestStateIf({tq})(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL) AS ttft_q,
     sumForEachState(arrayMap(b -> toUInt64(latency_ms <= b), [{buckets}])) AS latency_le
 FROM {source}
-GROUP BY minute, {DIM_KEY}
+GROUP BY minute, {dim_key}
 """
 
 
-def feedback_rollup_select(source: str = "feedback") -> str:
-    """The SELECT behind feedback_1m (its view and the rebuild).
+def feedback_rollup_select(source: str = "feedback", bucket: str = "toStartOfMinute") -> str:
+    """The SELECT behind the feedback rollups (their views and the rebuild).
 
-    Feedback counts in the minute of its request; feedback whose request is
-    unknown counts in its own minute, under empty dimensions, as "orphaned".
+    Feedback counts in the bucket of its request's time; feedback whose request is
+    unknown counts in its own, under empty dimensions, as "orphaned".
     """
+    counts = ",\n    ".join(f"countIf({when}) AS {name}" for name, when in FEEDBACK_COUNTS.items())
+    bitmaps = ",\n    ".join(f"groupBitmapStateIf(halfMD5(request_id), {NEGATIVE_FEEDBACK_WHEN[kind]}) AS {column}"
+                             for kind, column in NEGATIVE_FEEDBACK.items())
     return f"""SELECT
-    toStartOfMinute(ifNull(request_ts, ts)) AS minute, {DIM_KEY}, request_status,
+    {bucket}(ifNull(request_ts, ts)) AS minute, {DIM_KEY}, request_status,
     count() AS feedback,
-    countIf(kind = 'thumbs' AND value = 1) AS thumbs_up,
-    countIf(kind = 'thumbs' AND value = 0) AS thumbs_down,
-    countIf(kind = 'task_success' AND value = 1) AS task_success,
-    countIf(kind = 'task_success' AND value = 0) AS task_failure,
-    countIf(kind = 'hallucination' AND label = 'hallucinated') AS hallucinated,
-    countIf(kind = 'hallucination' AND label = 'grounded') AS grounded,
-    countIf(kind = 'hallucination' AND label = 'unsure') AS unsure,
-    countIf(kind = 'rating') AS rating_count,
-    countIf(request_ts IS NULL) AS orphaned,
+    {counts},
     sumIf(ifNull(value, 0), kind = 'rating') AS rating_sum,
-    groupBitmapStateIf(halfMD5(request_id), kind = 'thumbs' AND value = 0) AS neg_thumbs,
-    groupBitmapStateIf(halfMD5(request_id), kind = 'task_success' AND value = 0) AS neg_task,
-    groupBitmapStateIf(halfMD5(request_id), kind = 'hallucination' AND label = 'hallucinated') AS neg_hallucination
+    {bitmaps}
 FROM {source}
 GROUP BY minute, {DIM_KEY}, request_status
 """
@@ -194,7 +246,7 @@ def rebuild_plan(store, start, end) -> list:
 
 
 def rebuild(store, start, end, on_day=None) -> int:
-    """Recompute the request rollups and feedback_1m for the UTC days of [start, end), a day at a time.
+    """Recompute the request and feedback rollups for the UTC days of [start, end), a day at a time.
 
     For after a schema change or a repair: each day's rollup rows are deleted
     and re-aggregated from the de-duplicated raw rows (FINAL). Returns the days done.
@@ -203,14 +255,20 @@ def rebuild(store, start, end, on_day=None) -> int:
     for t, hi in plan:
         params = {"lo": int(t.timestamp()), "hi": int(hi.timestamp())}
         rng = "{col} >= toDateTime({{lo:UInt32}}, 'UTC') AND {col} < toDateTime({{hi:UInt32}}, 'UTC')"
-        for table in [r[0] for r in REQUEST_ROLLUPS] + ["feedback_1m"]:
+        for table, _, _ in REQUEST_ROLLUPS + FEATURE_ROLLUPS[1:] + FEEDBACK_ROLLUPS:
             store.command(f"ALTER TABLE {table} DELETE WHERE {rng.format(col='minute')} "
                           "SETTINGS mutations_sync = 2", params)
         for table, bucket, _ in REQUEST_ROLLUPS:
             store.command(f"INSERT INTO {table} " + requests_rollup_select(
                 f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests", bucket), params)
-        store.command("INSERT INTO feedback_1m " + feedback_rollup_select(
-            f"(SELECT * FROM feedback FINAL WHERE {rng.format(col='ifNull(request_ts, ts)')}) AS feedback"), params)
+        for table, bucket, _ in FEATURE_ROLLUPS[1:]:
+            store.command(f"INSERT INTO {table} " + requests_rollup_select(
+                f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests", bucket,
+                FEATURE_DIMENSIONS), params)
+        for table, bucket, _ in FEEDBACK_ROLLUPS:
+            store.command(f"INSERT INTO {table} " + feedback_rollup_select(
+                f"(SELECT * FROM feedback FINAL WHERE {rng.format(col='ifNull(request_ts, ts)')}) AS feedback",
+                bucket), params)
         if on_day:
             on_day(t)
     return len(plan)

@@ -245,6 +245,36 @@ def test_overview_numbers_match_the_store(reader, data):
     assert "support-bot / answer" not in html  # the filter applies
 
 
+@pytest.mark.parametrize("model", ["", "gpt-4o-mini"])
+def test_overview_figures_equal_plain_queries_on_the_raw_rows(data, model):
+    """Period figures are merged from minute, hour and day rollups (per feature, or per every dimension when
+    filtering by model); ragged ends must not change them."""
+    from dashboards import kpis
+    store = data.store
+    period = kpis.make_period("custom", END, END - dt.timedelta(hours=20, minutes=17), END - dt.timedelta(minutes=3))
+    rows = {(r.service, r.feature): r for r in kpis.overview(store, data.config, period, {"model": model})}
+    p = {"lo": period.start, "hi": period.end, "model": model}
+    in_period = "ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')}"
+    one = " AND service = 'support-bot' AND feature = 'answer'"
+    for key, cond in ((kpis.TOTAL, ""), (("support-bot", "answer"), one)):
+        cond += " AND model = {model:String}" if model else ""
+        cur = rows[key].current
+        n, failed, cost = store.query(f"SELECT count(), countIf(status IN ('error', 'timeout')), sum(cost_usd) "
+                                      f"FROM requests WHERE {in_period}{cond}", p)[0]
+        assert cur["requests"] == n and cur["error_rate"] == pytest.approx(failed / n)
+        assert cur["cost_usd"] == pytest.approx(cost)
+        up, down, unhappy = store.query(
+            "SELECT countIf(kind = 'thumbs' AND value = 1), countIf(kind = 'thumbs' AND value = 0), "
+            "uniqExactIf(request_id, request_status = 'ok' AND ((kind IN ('thumbs', 'task_success') AND value = 0) "
+            "OR label = 'hallucinated')) FROM feedback WHERE request_ts >= {lo:DateTime64(3, 'UTC')} "
+            "AND request_ts < {hi:DateTime64(3, 'UTC')}" + cond, p)[0]
+        assert down > 0 and cur["thumbs_up_rate"] == pytest.approx(up / (up + down))
+        ok = store.scalar(f"SELECT count() FROM requests WHERE {in_period} AND status = 'ok'{cond}", p)
+        assert cur["successful_outcomes"] == ok - unhappy
+        assert 0 < len(rows[key].trend["requests"]) <= kpis.MAX_BUCKETS
+        assert rows[key].trend["thumbs_up_rate"]
+
+
 def test_period_and_filter_errors_name_the_parameter(reader):
     r = reader.get("/?period=5y")
     assert r.status_code == 400 and "period:" in r.get_data(as_text=True)
@@ -321,6 +351,48 @@ def test_incident_explorer_compares_with_a_week_before_and_lists_failures(reader
     assert "upstream_5xx" in html or "upstream" in html
     assert '/requests/hostile-1' in html
     assert "/v1/incidents?" in html
+
+
+@pytest.mark.parametrize("which", ["whole day and edges", "burst, one feature"])
+def test_incident_report_lists_equal_plain_queries_on_the_raw_rows(data, which):
+    """The report reads rollups, whole-day partitions and narrowed ranges; the answers are the plain queries'."""
+    from dashboards import incidents
+    store, b = data.store, data.burst
+    if which == "whole day and edges":  # 2026-11-23 whole, both ends partial
+        lo, hi, filters = END - dt.timedelta(days=2, hours=6), END - dt.timedelta(minutes=7), {}
+    else:
+        lo, hi = b["start"] - dt.timedelta(minutes=30), b["end"] + dt.timedelta(minutes=3)
+        filters = {"service": "support-bot", "feature": "answer"}
+    rep = incidents.report(store, data.config, incidents.window(lo, hi), filters)
+    cond = "ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')}" + "".join(
+        f" AND {k} = {{{k}:String}}" for k in filters)
+    p = {"lo": lo, "hi": hi, **filters}
+    total = store.scalar(f"SELECT count() FROM requests WHERE {cond}", p)
+    for dim in ("error_type", "model", "prompt_version", "status"):
+        expected = {v: (f, n if dim in ("model", "prompt_version") else total) for v, f, n in store.query(
+            f"SELECT {dim}, countIf(status != 'ok') AS f, count() FROM requests WHERE {cond} GROUP BY {dim} "
+            "HAVING f > 0", p)}
+        assert {e["value"]: (e["failed"], e["requests"]) for e in rep["errors"][dim]} == expected, dim
+    assert expected and total > 0
+    slowest = [r[0] for r in store.query(
+        f"SELECT request_id FROM requests WHERE {cond} ORDER BY latency_ms DESC LIMIT 20", p)]
+    assert [r["request_id"] for r in rep["slowest"]] == slowest
+    failing = [r[0] for r in store.query(
+        f"SELECT request_id FROM requests WHERE {cond} AND status IN ('error', 'timeout') ORDER BY ts DESC LIMIT 20", p)]
+    assert len(failing) == 20 and [r["request_id"] for r in rep["failing"]] == failing
+    negative = {r[0] for r in store.query(
+        "SELECT f.feedback_id FROM feedback AS f INNER JOIN (SELECT request_id FROM requests WHERE " + cond + ") AS r "
+        "ON f.request_id = r.request_id WHERE (f.kind = 'thumbs' AND f.value = 0) "
+        "OR (f.kind = 'task_success' AND f.value = 0) OR f.label = 'hallucinated'", p)}
+    assert negative and len(rep["negative_feedback"]) == min(20, len(negative))
+    assert all(f["kind"] in ("thumbs", "task_success", "hallucination") for f in rep["negative_feedback"])
+    first_seen = {(s, f, v): t for s, f, v, t in store.query(
+        "SELECT service, feature, prompt_version, toStartOfMinute(min(ts)) FROM requests GROUP BY ALL", {})}
+    expected = sorted((k for k, t in first_seen.items() if lo <= t.replace(tzinfo=dt.timezone.utc) < hi
+                       and all(dict(zip(("service", "feature"), k))[f] == v for f, v in filters.items())),
+                      key=lambda k: first_seen[k])
+    assert [(c["service"], c["feature"], c["prompt_version"]) for c in rep["prompt_changes"]] == expected
+    assert ("support-bot", "answer", "v3") in expected  # hostile-1 brought v3 in, inside both windows
 
 
 # -- escaping ----------------------------------------------------------------------------

@@ -256,14 +256,14 @@ def test_catch_up_is_bounded_and_resumes_from_the_last_run(env):
 def test_one_failing_job_does_not_stop_the_others(env):
     cfg, store, clock, ing = env
     ingest(ing, "requests", traffic(n=200)[0])
-    store.command("DETACH TABLE feedback_1m")  # a real failure for the cost job (and the feedback half of sli)
+    store.command("DETACH TABLE feedback_1h")  # a real failure for the cost job (and the feedback half of sli)
     sched = Scheduler(build_jobs(store, cfg, clock))
     results = {name: sched.run_job(name) for name in ("cost", "slo")}
-    assert results["cost"].status == "error" and "feedback_1m" in results["cost"].error
+    assert results["cost"].status == "error" and "feedback_1h" in results["cost"].error
     assert results["slo"].status == "ok" and results["slo"].rows > 0
     recorded = dict(store.query("SELECT job, status FROM job_runs"))
     assert recorded == {"cost": "error", "slo": "ok"}
-    store.command("ATTACH TABLE feedback_1m")
+    store.command("ATTACH TABLE feedback_1h")
     clock.advance(60)
     # The failed run is not a success: with no success before it, the next run catches up in full.
     again = sched.run_job("cost")
@@ -289,14 +289,15 @@ def test_rollups_rebuild_matches_the_raw_tables(env):
     ingest(ing, "feedback", [{"request_id": "r-7", "ts": iso(T0 + dt.timedelta(minutes=59)), "kind": "thumbs",
                               "value": 0}])
     before = store.query("SELECT sum(requests), sum(status_error), sum(cost_usd) FROM requests_1m")
-    store.command("TRUNCATE TABLE requests_1m")
-    store.command("TRUNCATE TABLE feedback_1m")
+    for table in ("requests_1m", "feedback_1m", "feedback_1h", "feedback_1d"):
+        store.command(f"TRUNCATE TABLE {table}")
     days = []
     # Only the day that holds raw rows is rebuilt, however wide the range asked for.
     assert rebuild(store, T0 - dt.timedelta(days=3), T0 + dt.timedelta(days=30), on_day=days.append) == 1
     assert days == [T0.replace(hour=0)]
     assert store.query("SELECT sum(requests), sum(status_error), sum(cost_usd) FROM requests_1m") == before
-    assert store.scalar("SELECT sum(thumbs_down) FROM feedback_1m") == 1
+    for table in ("feedback_1m", "feedback_1h", "feedback_1d"):
+        assert store.scalar(f"SELECT sum(thumbs_down) FROM {table}") == 1, table
     # Rebuilding again replaces rather than adds.
     rebuild(store, T0 - dt.timedelta(hours=8), T0 + dt.timedelta(days=1))
     assert store.query("SELECT sum(requests), sum(status_error), sum(cost_usd) FROM requests_1m") == before
@@ -348,9 +349,32 @@ def test_all_request_rollups_agree(env):
     ingest(ing, "requests", traffic(n=3000)[0])
     sums = [store.query(f"SELECT sum(requests), sum(status_error), sum(cost_usd), "
                         f"quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(latency_q)[3] FROM {t}")[0]
-            for t in ("requests_1m", "requests_1h", "requests_1d")]
-    assert sums[0][:3] == sums[1][:3] == sums[2][:3] == (3000, 37, 750.0)
-    assert abs(sums[0][3] - sums[2][3]) / sums[2][3] < 0.01
+            for t in ("requests_1m", "requests_1h", "requests_1d", "requests_feature_1h", "requests_feature_1d")]
+    for s in sums:
+        assert s[:3] == (3000, 37, 750.0)
+        assert abs(s[3] - sums[0][3]) / sums[0][3] < 0.01
+
+
+def test_all_feedback_rollups_agree(env):
+    from monitor.rollups import covering, covering_source
+    cfg, store, clock, ing = env
+    ingest(ing, "requests", traffic(n=600)[0])
+    fb = [{"request_id": f"r-{i}", "ts": iso(T0 + dt.timedelta(minutes=60)), "kind": "thumbs",
+           "value": int(i % 3 == 0)} for i in range(0, 600, 5)]
+    fb += [{"request_id": f"r-{i}", "ts": iso(T0 + dt.timedelta(minutes=60)), "kind": "task_success", "value": 0}
+           for i in range(0, 600, 10)]
+    ingest(ing, "feedback", fb)
+    sums = [store.query(f"SELECT sum(feedback), sum(thumbs_up), sum(thumbs_down), sum(task_failure), "
+                        f"bitmapCardinality(bitmapOr(groupBitmapMergeState(neg_thumbs), "
+                        f"groupBitmapMergeState(neg_task))) "
+                        f"FROM {t}")[0] for t in ("feedback_1m", "feedback_1h", "feedback_1d")]
+    # 120 thumbs (40 up, 80 down) and 60 task failures, 40 of them on thumbed-down requests: 100 unhappy requests.
+    assert sums[0] == sums[1] == sums[2] == (180, 40, 80, 60, 100)
+    # A 90-minute window from mid-hour: minutes at both ends, whole hours of the hourly table between.
+    lo, hi = T0 - dt.timedelta(minutes=30), T0 + dt.timedelta(hours=1)
+    assert [p[0] for p in covering(lo, hi, "feedback")] == ["feedback_1m", "feedback_1h"]
+    src, params = covering_source(lo, hi, columns="thumbs_down", family="feedback")
+    assert store.scalar(f"SELECT sum(thumbs_down) FROM {src}", params) == 80
 
 
 def test_burn_rate_windows_with_ragged_edges_are_exact(env):

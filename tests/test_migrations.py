@@ -5,7 +5,8 @@ from monitor import migrate
 
 TABLES = {"requests", "feedback", "rejected_events", "api_keys", "metric_points", "instance_settings",
           "requests_1m", "requests_1m_mv", "requests_1h", "requests_1h_mv", "requests_1d", "requests_1d_mv",
-          "feedback_1m", "feedback_1m_mv", "job_runs", "review_queue", "review_leases"}
+          "feedback_1m", "feedback_1m_mv", "feedback_1h", "feedback_1h_mv", "feedback_1d", "feedback_1d_mv",
+          "job_runs", "review_queue", "review_leases"}
 
 
 def tables(store):
@@ -43,6 +44,24 @@ def test_downgrade_one_step_removes_only_its_revision(config, make_store):
     assert "request_ts" not in {r[0] for r in store.query("DESCRIBE TABLE feedback")}
     migrate.upgrade(store, config)
     assert "request_ts" in {r[0] for r in store.query("DESCRIBE TABLE feedback")}
+
+
+def test_feedback_hour_and_day_rollups_are_backfilled(config, make_store):
+    store = make_store(config)
+    migrate.downgrade(store, config, "0005")
+    assert not {"feedback_1h", "feedback_1d"} & tables(store)
+    store.command("INSERT INTO feedback (feedback_id, request_id, ts, kind, value, request_ts, service, feature) "
+                  "VALUES "
+                  "('f1', 'r1', '2026-11-24 10:05:00', 'thumbs', 0, '2026-11-24 10:00:00', 'svc', 'chat'), "
+                  "('f2', 'r2', '2026-11-24 11:05:00', 'thumbs', 1, '2026-11-24 11:00:00', 'svc', 'chat')")
+    migrate.upgrade(store, config)
+    for table in ("feedback_1h", "feedback_1d"):
+        assert store.query(f"SELECT sum(thumbs_down), sum(thumbs_up), count() FROM {table} FINAL")[0] == (
+            1, 1, 2 if table == "feedback_1h" else 1), table
+    # From now on the views keep them up to date.
+    store.command("INSERT INTO feedback (feedback_id, request_id, ts, kind, value, request_ts, service, feature) "
+                  "VALUES ('f3', 'r3', '2026-11-24 12:05:00', 'thumbs', 0, '2026-11-24 12:00:00', 'svc', 'chat')")
+    assert store.scalar("SELECT sum(thumbs_down) FROM feedback_1d") == 2
 
 
 def test_engines_partitions_and_ttls(store):
