@@ -186,7 +186,7 @@ P95_INDEX = LATENCY_QUANTILES.index(0.95) + 1  # the state type fixes the quanti
 def rollup_sql(scoped: bool, lo: dt.datetime, hi: dt.datetime) -> tuple[str, dict]:
     """The query over the coarsest rollups that tile [lo, hi) (day, hour and minute buckets)."""
     where = "service = {service:String} AND feature = {feature:String} AND " if scoped else ""
-    source, params = covering_source(lo, hi, where, "latency_q, status_error, status_timeout, requests")
+    source, params = covering_source([(lo, hi)], where, "latency_q, status_error, status_timeout, requests")
     return (f"SELECT quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)[{P95_INDEX}] AS p95, "
             f"(sum(status_error) + sum(status_timeout)) / sum(requests) AS error_rate FROM {source}"), params
 

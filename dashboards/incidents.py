@@ -112,7 +112,7 @@ def _breakdown(store, period: kpis.Period, where: str, params: dict) -> dict[str
     error_type the rate is the share of all requests in the window.
     """
     rollup_where = "".join(f"{k} = {{{k}:String}} AND " for k in ("service", "feature") if k in params)
-    src, p = covering_source(period.start, period.end, rollup_where,
+    src, p = covering_source([(period.start, period.end)], rollup_where,
                              "model, prompt_version, requests, " + ", ".join(STATUS_COLUMNS.values()))
     rows = store.query_dicts(
         "SELECT grouping(model, prompt_version) AS g, model, prompt_version, sum(requests) AS requests, "
@@ -158,6 +158,14 @@ def _failing(store, period: kpis.Period, columns: str, where: str, params: dict)
     return rows
 
 
+def _slowest(store, period: kpis.Period, columns: str, where: str, params: dict) -> list[dict]:
+    """The slowest requests. One table and a plain ORDER BY ... LIMIT, so ClickHouse reads the other
+    columns (texts included) only for the rows it keeps (lazy materialization)."""
+    return store.query_dicts(
+        f"SELECT {columns} FROM requests WHERE ts >= {{lo:DateTime64(3, 'UTC')}} AND ts < {{hi:DateTime64(3, 'UTC')}}"
+        f"{where} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}}", params)
+
+
 def report(store, config, period: kpis.Period, filters: dict) -> dict:
     """Everything the explorer shows for the window, as plain data (datetimes are UTC)."""
     baseline = _shifted(period)
@@ -166,13 +174,7 @@ def report(store, config, period: kpis.Period, filters: dict) -> dict:
     params.update(lo=period.start, hi=period.end, limit=LIST_LIMIT, snip=SNIPPET)
     columns = ("request_id, ts, service, feature, model, prompt_version, status, error_type, http_status, latency_ms, "
                "ttft_ms, cost_usd, substring(input_text, 1, {snip:UInt32}) AS input_snippet")
-    # The LIST_LIMIT-th highest latency first (one column over whole-day partitions), then only the rows
-    # at or above it: a sort over every column of the window would read all of its texts.
-    src, p = _raw_requests(period, "latency_ms", where)
-    slowest = store.query_dicts(
-        f"SELECT {columns} FROM requests PREWHERE latency_ms >= (SELECT min(l) FROM (SELECT latency_ms AS l "
-        f"FROM {src} ORDER BY l DESC LIMIT {{limit:UInt32}})) WHERE ts >= {{lo:DateTime64(3, 'UTC')}} "
-        f"AND ts < {{hi:DateTime64(3, 'UTC')}}{where} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}}", {**params, **p})
+    slowest = _slowest(store, period, columns, where, params)
     feedback = store.query_dicts(
         "SELECT request_id, ts, kind, value, label, substring(comment, 1, {snip:UInt32}) AS comment, service, feature "
         "FROM feedback WHERE request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}"

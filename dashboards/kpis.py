@@ -19,8 +19,7 @@ from jobs.cost import STATUS_COLUMNS
 from jobs.hallucination import review_counts, wilson
 from jobs.sli import FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics
 from monitor.clock import utc
-from monitor.rollups import (FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, REQUEST_SUMS, covering_source,
-                             requests_remerge_columns, rollup_for)
+from monitor.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, REQUEST_SUMS, covering_source, rollup_for
 
 PERIODS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30),
            "90d": dt.timedelta(days=90)}
@@ -148,45 +147,37 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
 
 
 def _requests(store, config, period: Period, prev: Period, trend: bool, where: str, params: dict, row) -> None:
-    """Request figures of both periods and the current period's trend, in one pass over the rollups.
-
-    Each period is tiled by its own rollup rows (the current one only by rollups that fit
-    in a trend bucket). The inner query merges them per (period, bucket, service, feature);
-    the outer one merges those few states into the period figures and the trend points,
-    so each t-digest state is read once.
-    """
-    bucket = period.bucket_seconds
+    """Request figures of both periods, then the current period's trend, from the rollups."""
     # Without a filter on another dimension, the per-(service, feature) rollups answer with far fewer states.
     family = "requests" if any(f_ not in ("f_service", "f_feature") for f_ in params) else "requests_by_feature"
     columns = "service, feature, " + ", ".join(REQUEST_SUMS + ("latency_q", "ttft_q"))
-    cur_src, p1 = covering_source(period.start, period.end, where, f"1 AS cur, minute, {columns}", prefix="c",
-                                  family=family, align=bucket if trend else None)
-    prev_src, p2 = covering_source(prev.start, prev.end, where, f"0 AS cur, minute, {columns}", prefix="p",
-                                   family=family)
+    src, p = covering_source([(period.start, period.end), (prev.start, prev.end)], where, columns, family=family)
     ok_expr = " + ".join(f"sum({STATUS_COLUMNS[s]})" for s in config.outcomes.success.statuses)
     for r in store.query_dicts(
-            f"SELECT cur, t, grouping(t, service, feature) AS g, service, feature, {REQUEST_SELECT}, "
-            f"sum(cost_usd) AS cost, {ok_expr} AS success_status FROM ("
-            f"SELECT cur, if(cur AND {{trend:UInt8}}, toUnixTimestamp(toStartOfInterval(minute, "
-            f"toIntervalSecond({{b:UInt32}}))), 0) AS t, "
-            f"service, feature, {requests_remerge_columns(('latency_q', 'ttft_q'))} "
-            f"FROM ({cur_src[1:-1]} UNION ALL {prev_src[1:-1]}) GROUP BY cur, t, service, feature) "
-            f"GROUP BY GROUPING SETS ((cur, service, feature), (cur), (cur, t, service, feature), (cur, t))",
-            {**params, **p1, **p2, "b": bucket, "trend": int(trend)}):
-        key = TOTAL if r["g"] & 3 else (r["service"], r["feature"])
-        if r["g"] & 4:  # a period figure
-            target = row(key).current if r["cur"] else row(key).previous
-            target.update(request_metrics(r))
-            target["cost_usd"] = r["cost"]
-            target["success_status"] = r["success_status"]
-            target["cost_per_request_usd"] = ratio(r["cost"], r["requests"])
-        elif trend and r["cur"] and r["t"] >= period.start.timestamp():  # a trend point; a partial first bucket
-            # is left out (it would show a dip in request counts that is only the period's edge)
-            m = request_metrics(r)
-            points = row(key).trend
-            for name in ("requests", "error_rate", "latency_p95_ms", "ttft_p95_ms"):
-                points[name].append((r["t"], m[name]))
-            points["cost_per_request_usd"].append((r["t"], ratio(r["cost"], r["requests"])))
+            f"SELECT span = 0 AS cur, grouping(service, feature) AS g, service, feature, {REQUEST_SELECT}, "
+            f"sum(cost_usd) AS cost, {ok_expr} AS success_status FROM {src} "
+            "GROUP BY GROUPING SETS ((cur, service, feature), (cur))", {**params, **p}):
+        target = row(_key(r)).current if r["cur"] else row(_key(r)).previous
+        target.update(request_metrics(r))
+        target["cost_usd"] = r["cost"]
+        target["success_status"] = r["success_status"]
+        target["cost_per_request_usd"] = ratio(r["cost"], r["requests"])
+    if not trend:
+        return
+    bucket = period.bucket_seconds
+    # From the first whole bucket: a partial one would show a dip that is only the period's edge.
+    lo = -(-int(period.start.timestamp()) // bucket) * bucket
+    for r in store.query_dicts(
+            f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
+            f"grouping(service, feature) AS g, service, feature, {REQUEST_SELECT}, sum(cost_usd) AS cost "
+            f"FROM {rollup_for(bucket, family)} WHERE {where} minute >= toDateTime({{lo:UInt32}}, 'UTC') "
+            f"AND minute < toDateTime({{hi:UInt32}}, 'UTC') GROUP BY GROUPING SETS ((t, service, feature), (t))",
+            {**params, "b": bucket, "lo": lo, "hi": int(period.end.timestamp())}):
+        m = request_metrics(r)
+        points = row(_key(r)).trend
+        for name in ("requests", "error_rate", "latency_p95_ms", "ttft_p95_ms"):
+            points[name].append((r["t"], m[name]))
+        points["cost_per_request_usd"].append((r["t"], ratio(r["cost"], r["requests"])))
 
 
 def _feedback(store, config, period: Period, prev: Period, where: str, params: dict, row) -> None:
@@ -201,14 +192,15 @@ def _feedback(store, config, period: Period, prev: Period, where: str, params: d
     success = config.outcomes.success
     counts = ("thumbs_up", "thumbs_down", "task_success", "task_failure")
     negative = " OR ".join(f"({NEGATIVE_FEEDBACK_WHEN[k]})" for k in success.negative_feedback) or "0"
-    in_period = ("(request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}) OR "
-                 "(request_ts >= {plo:DateTime64(3, 'UTC')} AND request_ts < {phi:DateTime64(3, 'UTC')})")
+    in_cur = "(request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')})"
+    in_prev = "(request_ts >= {plo:DateTime64(3, 'UTC')} AND request_ts < {phi:DateTime64(3, 'UTC')})"
     totals: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
     for r in store.query_dicts(
-            "SELECT request_ts >= {lo:DateTime64(3, 'UTC')} AS cur, service, feature, "
+            # A row in both periods (an incident longer than the week to its baseline) counts in both.
+            f"SELECT arrayJoin(multiIf({in_cur} AND {in_prev}, [1, 0], {in_cur}, [1], [0])) AS cur, service, feature, "
             + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
             f", uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({negative})) AS unhappy "
-            f"FROM feedback WHERE {where} service != '' AND ({in_period}) GROUP BY cur, service, feature",
+            f"FROM feedback WHERE {where} service != '' AND ({in_cur} OR {in_prev}) GROUP BY cur, service, feature",
             {**params, "lo": period.start, "hi": period.end, "plo": prev.start, "phi": prev.end,
              "statuses": list(success.statuses)}):
         for key in ((r["service"], r["feature"]), TOTAL):  # a request has one service and feature: sums are exact
@@ -240,16 +232,16 @@ def _trend_feedback(store, period: Period, bucket: int, where: str, params: dict
 def _hallucination(store, period: Period, prev: Period, filters: dict, row) -> None:
     sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for svc, feat, h, *counts in review_counts(store, prev.start, period.end):
-        if prev.end <= dt.datetime.fromtimestamp(h, dt.timezone.utc) < period.start:
-            continue  # between a baseline a week back and its incident window
         if (filters.get("service") and svc != filters["service"]) or (
                 filters.get("feature") and feat != filters["feature"]):
             continue
-        cur = h >= int(period.start.timestamp())
-        for key in ((svc, feat), TOTAL):
-            acc = sums[(key, cur)]
-            for i, c in enumerate(counts):
-                acc[i] += c
+        at = dt.datetime.fromtimestamp(h, dt.timezone.utc)
+        # An hour may be in neither (between a baseline a week back and its window) or in both (overlapping).
+        for cur in [c for c, p in ((True, period), (False, prev)) if p.start <= at < p.end]:
+            for key in ((svc, feat), TOTAL):
+                acc = sums[(key, cur)]
+                for i, c in enumerate(counts):
+                    acc[i] += c
     for (key, cur), (sampled, reviewed, halluc, grounded) in sums.items():
         target = row(key).current if cur else row(key).previous
         n = halluc + grounded

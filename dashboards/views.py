@@ -494,8 +494,7 @@ def incident():
               "thumbs_up_rate": step if step != "1m" else "5m"}
     lo, hi = period.start - INCIDENT_MARGIN, period.end + INCIDENT_MARGIN
     shift = incidents.BASELINE_SHIFT
-    cur = charts.fetch(svc.store, wanted, [labels], lo, hi)
-    base = charts.fetch(svc.store, wanted, [labels], lo - shift, hi - shift)
+    cur, base = charts.fetch_ranges(svc.store, wanted, [labels], [(lo, hi), (lo - shift, hi - shift)])
     for metric, title, unit in (("error_rate", "Error rate", "pct"), ("latency_p95_ms", "Latency p95", "ms"),
                                 ("requests", "Requests", "count"), ("ttft_p95_ms", "TTFT p95", "ms"),
                                 ("thumbs_up_rate", "Thumbs-up rate", "pct")):

@@ -82,15 +82,11 @@ def rollup_for(seconds: int, family: str = "requests") -> str:
     return best
 
 
-def covering(lo, hi, family: str = "requests", align: int | None = None) -> list[tuple[str, object, object]]:
-    """(table, from, to) pieces that tile [lo, hi) (minute-aligned) with as few rollup rows as possible.
-
-    ``align``: use only rollups whose buckets divide this many seconds, so that every row
-    read lies inside one bucket of that size (for a trend computed in the same pass).
-    """
+def covering(lo, hi, family: str = "requests") -> list[tuple[str, object, object]]:
+    """(table, from, to) pieces that tile [lo, hi) (minute-aligned) with as few rollup rows as possible."""
     import datetime as dt
 
-    tables = [t for t in ROLLUPS[family] if align is None or align % t[2] == 0]
+    tables = ROLLUPS[family]
     pieces = []
 
     def split(a, b, level):
@@ -114,20 +110,34 @@ def covering(lo, hi, family: str = "requests", align: int | None = None) -> list
     return pieces
 
 
-def covering_source(lo, hi, where: str = "", columns: str = "*", prefix: str = "",
-                    family: str = "requests", align: int | None = None) -> tuple[str, dict]:
-    """A FROM clause over the rollups of ``family`` tiling [lo, hi), and its parameters.
+def covering_source(spans, where: str = "", columns: str = "*", family: str = "requests") -> tuple[str, dict]:
+    """A FROM clause over the rollups of ``family`` tiling each span, and its parameters.
 
-    ``where`` is extra conditions ending in AND, with its own {name:Type} parameters;
-    ``columns`` the rollup columns the outer query needs (fewer columns, fewer states read);
-    ``prefix`` keeps the parameter names of two sources in one query apart.
+    ``spans`` is a list of (lo, hi); each row of the source has the column ``span``, the
+    index of the span it was read for (spans may overlap: an incident and its baseline a
+    week before). ``where`` is extra conditions ending in AND, with its own {name:Type}
+    parameters; ``columns`` the rollup columns the outer query needs (fewer columns,
+    fewer states read).
+
+    Each table is read by one SELECT with its time ranges OR'ed (per span when spans
+    overlap): a pipeline per range costs more than the rows of a short range.
     """
-    parts, params = [], {}
-    for n, (table, a, b) in enumerate(covering(lo, hi, family, align)):
-        i = f"{prefix}{n}"
-        parts.append(f"SELECT {columns} FROM {table} WHERE {where} minute >= toDateTime({{lo{i}:UInt32}}, 'UTC') "
-                     f"AND minute < toDateTime({{hi{i}:UInt32}}, 'UTC')")
-        params[f"lo{i}"], params[f"hi{i}"] = int(a.timestamp()), int(b.timestamp())
+    params: dict = {}
+    bounds = sorted(spans)
+    disjoint = all(a[1] <= b[0] for a, b in zip(bounds, bounds[1:]))
+    groups: dict[tuple, list[str]] = {}
+    for i, span in enumerate(spans):
+        params[f"slo{i}"], params[f"shi{i}"] = int(span[0].timestamp()), int(span[1].timestamp())
+        for table, a, b in covering(span[0], span[1], family):
+            n = len(params)
+            groups.setdefault((table, None if disjoint else i), []).append(
+                f"(minute >= toDateTime({{lo{n}:UInt32}}, 'UTC') AND minute < toDateTime({{hi{n}:UInt32}}, 'UTC'))")
+            params[f"lo{n}"], params[f"hi{n}"] = int(a.timestamp()), int(b.timestamp())
+    which = "multiIf(" + ", ".join(
+        f"minute >= toDateTime({{slo{i}:UInt32}}, 'UTC') AND minute < toDateTime({{shi{i}:UInt32}}, 'UTC'), {i}"
+        for i in range(len(spans))) + ", -1)"
+    parts = [f"SELECT {which if i is None else i} AS span, {columns} FROM {table} WHERE {where} ({' OR '.join(conds)})"
+             for (table, i), conds in groups.items()]
     return "(" + " UNION ALL ".join(parts) + ")", params
 
 

@@ -44,7 +44,7 @@ class Dataset:
         self.burst = next(i for i in demo.incidents(DAYS, END) if i["name"] == "error burst")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: xdist interleaves modules on a worker, which would rebuild it
 def data(chdb_dir):
     config = load_config(env={}, overrides={
         "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"ui_{uuid.uuid4().hex[:12]}"},
@@ -275,6 +275,22 @@ def test_overview_figures_equal_plain_queries_on_the_raw_rows(data, model):
         assert rows[key].trend["thumbs_up_rate"]
 
 
+def test_a_baseline_overlapping_its_period_counts_in_both(data):
+    """An incident window longer than a week overlaps its baseline; each side must see all of its rows."""
+    from dashboards import kpis
+    store = data.store
+    period = kpis.make_period("custom", END, END - dt.timedelta(hours=20), END)
+    baseline = kpis.Period("baseline", END - dt.timedelta(hours=22), END - dt.timedelta(hours=2))
+    total = kpis.overview(store, data.config, period, {}, baseline=baseline, trend=False)[0]
+    for side, p in ((total.current, period), (total.previous, baseline)):
+        n = store.scalar("SELECT count() FROM requests WHERE ts >= {lo:DateTime64(3, 'UTC')} "
+                         "AND ts < {hi:DateTime64(3, 'UTC')}", {"lo": p.start, "hi": p.end})
+        up, down = store.query("SELECT countIf(kind = 'thumbs' AND value = 1), countIf(kind = 'thumbs' AND value = 0) "
+                               "FROM feedback WHERE request_ts >= {lo:DateTime64(3, 'UTC')} "
+                               "AND request_ts < {hi:DateTime64(3, 'UTC')}", {"lo": p.start, "hi": p.end})[0]
+        assert side["requests"] == n and side["thumbs_up_rate"] == pytest.approx(up / (up + down)), p.name
+
+
 def test_period_and_filter_errors_name_the_parameter(reader):
     r = reader.get("/?period=5y")
     assert r.status_code == 400 and "period:" in r.get_data(as_text=True)
@@ -351,6 +367,10 @@ def test_incident_explorer_compares_with_a_week_before_and_lists_failures(reader
     assert "upstream_5xx" in html or "upstream" in html
     assert '/requests/hostile-1' in html
     assert "/v1/incidents?" in html
+    payload = json.loads(re.search(r'id="chart-data">(.*?)</script>', html, re.S).group(1))
+    error_rate = next(c for c in payload["charts"] if c["id"] == "inc-error_rate")
+    assert [t["name"] for t in error_rate["traces"]] == ["window", "a week before"]
+    assert max(error_rate["traces"][0]["y"]) > 0.05  # the burst, from the window's own series
 
 
 @pytest.mark.parametrize("which", ["whole day and edges", "burst, one feature"])
@@ -393,6 +413,17 @@ def test_incident_report_lists_equal_plain_queries_on_the_raw_rows(data, which):
                       key=lambda k: first_seen[k])
     assert [(c["service"], c["feature"], c["prompt_version"]) for c in rep["prompt_changes"]] == expected
     assert ("support-bot", "answer", "v3") in expected  # hostile-1 brought v3 in, inside both windows
+
+
+def test_charts_show_the_newest_computation_of_a_point(data):
+    from dashboards import charts
+    labels = {"service": "zz-charts", "feature": "rerun"}
+    at = END - dt.timedelta(hours=1)
+    for value, computed in ((0.25, END - dt.timedelta(minutes=40)), (0.5, END - dt.timedelta(minutes=50))):
+        data.store.insert("metric_points", [[at, "5m", "error_rate", labels, value, computed]],
+                          ["ts", "window", "metric", "labels", "value", "computed_at"])  # two parts, newest first
+    got = charts.fetch(data.store, {"error_rate": "5m"}, [labels], at - dt.timedelta(hours=1), at)
+    assert got == {("error_rate", 0): [(iso_utc(at), 0.25)]}
 
 
 # -- escaping ----------------------------------------------------------------------------
@@ -461,7 +492,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = __import__("pathlib").Path(__file__).parent / "artifacts"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     import os
     if not os.path.exists(CHROMIUM):
@@ -475,7 +506,7 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(data):
     from .helpers import LiveServer
     with LiveServer(data.app) as srv:

@@ -373,8 +373,21 @@ def test_all_feedback_rollups_agree(env):
     # A 90-minute window from mid-hour: minutes at both ends, whole hours of the hourly table between.
     lo, hi = T0 - dt.timedelta(minutes=30), T0 + dt.timedelta(hours=1)
     assert [p[0] for p in covering(lo, hi, "feedback")] == ["feedback_1m", "feedback_1h"]
-    src, params = covering_source(lo, hi, columns="thumbs_down", family="feedback")
+    src, params = covering_source([(lo, hi)], columns="thumbs_down", family="feedback")
     assert store.scalar(f"SELECT sum(thumbs_down) FROM {src}", params) == 80
+
+
+@pytest.mark.parametrize("family", ["requests", "requests_by_feature"])
+def test_covering_source_counts_each_span_even_when_spans_overlap(env, family):
+    from monitor.rollups import covering_source
+    cfg, store, clock, ing = env
+    ingest(ing, "requests", traffic(n=600)[0])  # one every 6 s over [T0, T0 + 1h)
+    m = lambda k: T0 + dt.timedelta(minutes=k)  # noqa: E731
+    for spans, expected in (([(m(-30), m(40)), (m(10), m(60))], [400, 500]),  # overlapping, like a long incident
+                            ([(m(50), m(90)), (m(-60), m(20))], [100, 200])):  # disjoint, in any order
+        src, params = covering_source(spans, columns="requests", family=family)
+        got = dict(store.query(f"SELECT span, sum(requests) FROM {src} GROUP BY span", params))
+        assert [got.get(i, 0) for i in range(len(spans))] == expected
 
 
 def test_burn_rate_windows_with_ragged_edges_are_exact(env):
