@@ -1,11 +1,14 @@
 """The overview's numbers: per service and feature, each KPI over a period, the period before it and its trend.
 
-Request and feedback figures come from the rollups (the tables the ``sli`` and
-``cost`` jobs read, with the same SELECTs), so a period's p95 is merged from
-t-digest states rather than averaged from hourly p95s, and the ``environment``
-filter works although no metric series carries it. Hallucination rates come
-from the review queue, drift from the drift reports, SLO budgets from the
-``slo`` job's series, incidents from the alert history.
+Request figures come from the rollups (the tables the ``sli`` and ``cost`` jobs
+read, with the same SELECTs; per (service, feature) only unless a filter needs
+another dimension), so a period's p95 is merged from t-digest states rather than
+averaged from hourly p95s, and the ``environment`` filter works although no
+metric series carries it. A period's feedback comes from the feedback rows (they
+carry their request's time, dimensions and status) with the rollups' conditions,
+its trend from the feedback rollups. Hallucination rates come from the review
+queue, drift from the drift reports, SLO budgets from the ``slo`` job's series,
+incidents from the alert history.
 """
 from __future__ import annotations
 
