@@ -130,7 +130,7 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
     prev = baseline or period.previous
     _requests(store, config, period, prev, trend, where, params, row)
     if trend:
-        _trend_feedback(store, period, period.bucket_seconds, where, params, row)
+        _trend_feedback(store, period, where, params, row)
     _feedback(store, config, period, prev, where, params, row)
     for r in rows.values():
         for side in (r.current, r.previous):
@@ -167,15 +167,8 @@ def _requests(store, config, period: Period, prev: Period, trend: bool, where: s
         target["cost_per_request_usd"] = ratio(r["cost"], r["requests"])
     if not trend:
         return
-    bucket = period.bucket_seconds
-    # From the first whole bucket: a partial one would show a dip that is only the period's edge.
-    lo = -(-int(period.start.timestamp()) // bucket) * bucket
-    for r in store.query_dicts(
-            f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
-            f"grouping(service, feature) AS g, service, feature, {REQUEST_SELECT}, sum(cost_usd) AS cost "
-            f"FROM {rollup_for(bucket, family)} WHERE {where} minute >= toDateTime({{lo:UInt32}}, 'UTC') "
-            f"AND minute < toDateTime({{hi:UInt32}}, 'UTC') GROUP BY GROUPING SETS ((t, service, feature), (t))",
-            {**params, "b": bucket, "lo": lo, "hi": int(period.end.timestamp())}):
+    for r in _trend_rows(store, rollup_for(period.bucket_seconds, family),
+                         f"{REQUEST_SELECT}, sum(cost_usd) AS cost", period, where, params):
         m = request_metrics(r)
         points = row(_key(r)).trend
         for name in ("requests", "error_rate", "latency_p95_ms", "ttft_p95_ms"):
@@ -217,19 +210,28 @@ def _feedback(store, config, period: Period, prev: Period, where: str, params: d
         target["feedback"] = sum(acc[c] for c in counts)
 
 
-def _trend_feedback(store, period: Period, bucket: int, where: str, params: dict, row) -> None:
-    lo = -(-int(period.start.timestamp()) // bucket) * bucket  # the first whole bucket, as for requests
-    for r in store.query_dicts(
-            f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
-            f"1 AS cur, grouping(service, feature) AS g, service, feature, {FEEDBACK_SELECT} "
-            f"FROM {rollup_for(bucket, 'feedback')} WHERE {where} service != '' "
-            f"AND minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC') "
-            f"GROUP BY GROUPING SETS ((t, cur, service, feature), (t, cur)) ORDER BY t",
-            {**params, "b": bucket, "lo": lo, "hi": int(period.end.timestamp())}):
+def _trend_feedback(store, period: Period, where: str, params: dict, row) -> None:
+    for r in _trend_rows(store, rollup_for(period.bucket_seconds, "feedback"), FEEDBACK_SELECT, period,
+                         where + "service != '' AND ", params):
         m = feedback_metrics(r)
         trend = row(_key(r)).trend
         trend["thumbs_up_rate"].append((r["t"], m["thumbs_up_rate"]))
         trend["task_success_rate"].append((r["t"], m["task_success_rate"]))
+
+
+def _trend_rows(store, table: str, select: str, period: Period, where: str, params: dict) -> list[dict]:
+    """Rows of ``select`` per trend bucket, per (service, feature) and for all (``g`` set), from ``table``.
+
+    From the period's first whole bucket: a partial one would show a dip that is only the period's edge.
+    """
+    bucket = period.bucket_seconds
+    return store.query_dicts(
+        f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
+        f"grouping(service, feature) AS g, service, feature, {select} FROM {table} WHERE {where} "
+        f"minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC') "
+        f"GROUP BY GROUPING SETS ((t, service, feature), (t))",
+        {**params, "b": bucket, "lo": -(-int(period.start.timestamp()) // bucket) * bucket,
+         "hi": int(period.end.timestamp())})
 
 
 def _hallucination(store, period: Period, prev: Period, filters: dict, row) -> None:
