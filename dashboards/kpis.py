@@ -191,9 +191,11 @@ def _feedback(store, config, period: Period, prev: Period, where: str, params: d
     in_cur = "(request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')})"
     in_prev = "(request_ts >= {plo:DateTime64(3, 'UTC')} AND request_ts < {phi:DateTime64(3, 'UTC')})"
     totals: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
+    # A row in both periods (an incident longer than the week to its baseline) counts in both.
+    cur = (f"arrayJoin(multiIf({in_cur} AND {in_prev}, [1, 0], {in_cur}, [1], [0]))"
+           if prev.end > period.start and period.end > prev.start else in_cur)
     for r in store.query_dicts(
-            # A row in both periods (an incident longer than the week to its baseline) counts in both.
-            f"SELECT arrayJoin(multiIf({in_cur} AND {in_prev}, [1, 0], {in_cur}, [1], [0])) AS cur, service, feature, "
+            f"SELECT {cur} AS cur, service, feature, "
             + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
             f", uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({negative})) AS unhappy "
             f"FROM feedback WHERE {where} service != '' AND ({in_cur} OR {in_prev}) GROUP BY cur, service, feature",
