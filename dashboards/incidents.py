@@ -16,7 +16,7 @@ from alerts.kpis import incident_spans
 from jobs.cost import STATUS_COLUMNS
 from monitor.clock import iso_utc, utc
 from monitor.config import parse_duration
-from monitor.rollups import covering_source
+from monitor.rollups import NEGATIVE_FEEDBACK_WHEN, covering_source
 
 from . import charts, kpis
 
@@ -139,12 +139,11 @@ def _breakdown(store, period: kpis.Period, where: str, params: dict) -> dict[str
 
 def _failing(store, period: kpis.Period, columns: str, where: str, params: dict) -> list[dict]:
     """The newest failed (error, timeout) requests: the hour rollup says how far back the newest LIST_LIMIT lie."""
-    rollup_where = "".join(f" AND {k} = {{{k}:String}}" for k in ("service", "feature") if k in params)
     since, seen = period.start, 0
     for hour, n in store.query(
             "SELECT minute, sum(status_error) + sum(status_timeout) AS n FROM requests_1h "
             "WHERE minute >= toStartOfHour({lo:DateTime64(3, 'UTC')}) AND minute < {hi:DateTime64(3, 'UTC')}"
-            + rollup_where + " GROUP BY minute HAVING n > 0 ORDER BY minute DESC", params):
+            + where + " GROUP BY minute HAVING n > 0 ORDER BY minute DESC", params):
         seen += n
         if seen >= LIST_LIMIT:
             since = max(period.start, utc(hour))
@@ -178,8 +177,8 @@ def report(store, config, period: kpis.Period, filters: dict) -> dict:
     feedback = store.query_dicts(
         "SELECT request_id, ts, kind, value, label, substring(comment, 1, {snip:UInt32}) AS comment, service, feature "
         "FROM feedback WHERE request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}"
-        + where + " AND ((kind = 'thumbs' AND value = 0) OR (kind = 'task_success' AND value = 0) "
-        "OR label = 'hallucinated') ORDER BY ts DESC LIMIT {limit:UInt32}", params)
+        + where + " AND (" + " OR ".join(f"({w})" for w in NEGATIVE_FEEDBACK_WHEN.values()) + ") "
+        "ORDER BY ts DESC LIMIT {limit:UInt32}", params)
     margin = dt.timedelta(hours=1)
     history = store.query_dicts(
         "SELECT ts, fingerprint, rule, labels, from_state, to_state, value, silenced FROM alert_history "

@@ -22,7 +22,8 @@ from jobs.cost import STATUS_COLUMNS
 from jobs.hallucination import review_counts, wilson
 from jobs.sli import FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics
 from monitor.clock import utc
-from monitor.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, REQUEST_SUMS, covering_source, rollup_for
+from monitor.rollups import (FEATURE_DIMENSIONS, FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, REQUEST_SUMS,
+                             covering_source, rollup_for)
 
 PERIODS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30),
            "90d": dt.timedelta(days=90)}
@@ -128,7 +129,10 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
 
     where, params = _where(filters)
     prev = baseline or period.previous
-    _requests(store, config, period, prev, trend, where, params, row)
+    # Without a filter on another dimension, the per-(service, feature) rollups answer with far fewer states.
+    family = ("requests" if any(filters.get(k) for k in FILTERS if k not in FEATURE_DIMENSIONS)
+              else "requests_by_feature")
+    _requests(store, config, period, prev, family, trend, where, params, row)
     if trend:
         _trend_feedback(store, period, where, params, row)
     _feedback(store, config, period, prev, where, params, row)
@@ -149,10 +153,9 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
     return [r for r in ordered if r.is_total or r.current.get("requests") or r.previous.get("requests")]
 
 
-def _requests(store, config, period: Period, prev: Period, trend: bool, where: str, params: dict, row) -> None:
-    """Request figures of both periods, then the current period's trend, from the rollups."""
-    # Without a filter on another dimension, the per-(service, feature) rollups answer with far fewer states.
-    family = "requests" if any(f_ not in ("f_service", "f_feature") for f_ in params) else "requests_by_feature"
+def _requests(store, config, period: Period, prev: Period, family: str, trend: bool, where: str, params: dict,
+              row) -> None:
+    """Request figures of both periods, then the current period's trend, from the ``family`` rollups."""
     columns = "service, feature, " + ", ".join(REQUEST_SUMS + ("latency_q", "ttft_q"))
     src, p = covering_source([(period.start, period.end), (prev.start, prev.end)], where, columns, family=family)
     ok_expr = " + ".join(f"sum({STATUS_COLUMNS[s]})" for s in config.outcomes.success.statuses)

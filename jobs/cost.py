@@ -29,7 +29,7 @@ STATUS_COLUMNS = {"ok": "status_ok", "error": "status_error", "timeout": "status
                   "blocked": "status_blocked", "cancelled": "status_cancelled"}
 
 
-def bitmap_union(columns: list[str]) -> str:
+def _union(columns: list[str]) -> str:
     """SQL counting the distinct request hashes in the union of these bitmap columns."""
     if not columns:
         return "toUInt64(0)"
@@ -53,7 +53,7 @@ class CostJob(Job):
         select = COST_SELECT.format(success=" + ".join(f"sum({STATUS_COLUMNS[s]})" for s in statuses))
         unhappy = {}
         negatives = [NEGATIVE_FEEDBACK[k] for k in success.negative_feedback]
-        for name, row in each_window(self.store, "feedback", f"{bitmap_union(negatives)} AS unhappy", start, end,
+        for name, row in each_window(self.store, "feedback", f"{_union(negatives)} AS unhappy", start, end,
                                      COST_WINDOWS, where="AND request_status IN {statuses:Array(String)}",
                                      params={"statuses": statuses}):
             unhappy[(name, row["w_end"], tuple(sorted(labels_of(row).items())))] = row["unhappy"]

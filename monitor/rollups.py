@@ -126,13 +126,14 @@ def covering_source(spans, where: str = "", columns: str = "*", family: str = "r
     bounds = sorted(spans)
     disjoint = all(a[1] <= b[0] for a, b in zip(bounds, bounds[1:]))
     groups: dict[tuple, list[str]] = {}
+    n = 0
     for i, span in enumerate(spans):
         params[f"slo{i}"], params[f"shi{i}"] = int(span[0].timestamp()), int(span[1].timestamp())
         for table, a, b in covering(span[0], span[1], family):
-            n = len(params)
             groups.setdefault((table, None if disjoint else i), []).append(
                 f"(minute >= toDateTime({{lo{n}:UInt32}}, 'UTC') AND minute < toDateTime({{hi{n}:UInt32}}, 'UTC'))")
             params[f"lo{n}"], params[f"hi{n}"] = int(a.timestamp()), int(b.timestamp())
+            n += 1
     which = "multiIf(" + ", ".join(
         f"minute >= toDateTime({{slo{i}:UInt32}}, 'UTC') AND minute < toDateTime({{shi{i}:UInt32}}, 'UTC'), {i}"
         for i in range(len(spans))) + ", -1)"
@@ -141,27 +142,21 @@ def covering_source(spans, where: str = "", columns: str = "*", family: str = "r
     return "(" + " UNION ALL ".join(parts) + ")", params
 
 
-# The request rollups' additive columns (SimpleAggregateFunction(sum)), and their t-digest states.
+# The request rollups' additive columns (SimpleAggregateFunction(sum)).
 REQUEST_SUMS = ("requests", "status_ok", "status_error", "status_timeout", "status_blocked", "status_cancelled",
                 "ttft_count", "input_tokens", "output_tokens", "cached_input_tokens", "gen_output_tokens", "unpriced",
                 "cache_hits", "retrieval_known", "retrieval_hits", "grounded_known", "grounded_true", "safety_flagged",
                 "pii_detected", "injection_detected", "text_truncated", "latency_sum_ms", "gen_seconds", "cost_usd")
 
 
-REQUEST_STATES = ("latency_q", "ttft_q", "latency_le")
-
-
-def requests_remerge_columns(states: tuple[str, ...] = REQUEST_STATES) -> str:
-    """SELECT columns merging request rollup rows into coarser rows with the same column names.
-
-    An outer query can then read them exactly as it reads a rollup table (sums of sums,
-    merges of merged states). Used to fill a coarser rollup from a finer one, and for one
-    pass over the rows to serve several groupings.
-    """
+def requests_remerge_columns() -> str:
+    """SELECT columns merging request rollup rows into coarser rows with the same column names
+    (sums of sums, merges of merged states): how a coarser rollup is filled from a finer one."""
     lq, tq = quantiles_sql(LATENCY_QUANTILES), quantiles_sql(TTFT_QUANTILES)
-    merge = {"latency_q": f"quantilesTDigestMergeState({lq})(latency_q)",
-             "ttft_q": f"quantilesTDigestMergeState({tq})(ttft_q)", "latency_le": "sumForEachMergeState(latency_le)"}
-    return ", ".join([f"sum({c}) AS {c}" for c in REQUEST_SUMS] + [f"{merge[c]} AS {c}" for c in states])
+    return ", ".join([f"sum({c}) AS {c}" for c in REQUEST_SUMS]
+                     + [f"quantilesTDigestMergeState({lq})(latency_q) AS latency_q",
+                        f"quantilesTDigestMergeState({tq})(ttft_q) AS ttft_q",
+                        "sumForEachMergeState(latency_le) AS latency_le"])
 
 
 def requests_rollup_select(source: str = "requests", bucket: str = "toStartOfMinute",
