@@ -8,14 +8,13 @@ import datetime as dt
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from monitor.auth import require
-from monitor.clock import iso_utc
-from monitor.config import parse_duration
-from monitor.errors import ApiError
-from monitor.events import parse_timestamp
-from monitor.params import time_arg
-
-from . import silences
+from monitor.foundation.auth import require
+from monitor.foundation.clock import iso_utc
+from monitor.foundation.config import parse_duration
+from monitor.foundation.errors import ApiError
+from monitor.foundation.events import parse_timestamp
+from monitor.foundation.params import time_arg
+from monitor.foundation.tables import alert_history, alert_state, silences
 
 bp = Blueprint("alerts", __name__)
 MAX_HISTORY = 5000
@@ -32,13 +31,11 @@ def _iso(v):
 @bp.get("/v1/alerts")
 @require("read")
 def list_alerts():
-    rows = _svc().store.query_dicts(
-        "SELECT fingerprint, rule, labels, annotations, state, health, value, active_at, fired_at FROM alert_state FINAL "
-        "WHERE state != 'inactive' ORDER BY state, fired_at")
     return jsonify({"alerts": [{
         "fingerprint": r["fingerprint"], "rule": r["rule"], "labels": r["labels"], "annotations": r["annotations"],
         "state": r["state"], "health": r["health"], "value": r["value"],
-        "since": _iso(r["fired_at"] if r["state"] == "firing" else r["active_at"])} for r in rows]})
+        "since": _iso(r["fired_at"] if r["state"] == "firing" else r["active_at"])}
+        for r in alert_state.active(_svc().store)]})
 
 
 @bp.get("/v1/alerts/history")
@@ -49,15 +46,7 @@ def history():
     frm = time_arg("from", to - dt.timedelta(days=1))
     if frm > to:
         raise ApiError(400, "bad_request", "from: must not be after to")
-    params = {"lo": frm, "hi": to, "limit": MAX_HISTORY}
-    extra = ""
-    if request.args.get("fingerprint"):
-        extra = "AND fingerprint = {fp:String}"
-        params["fp"] = request.args["fingerprint"]
-    rows = _svc().store.query_dicts(
-        "SELECT ts, fingerprint, rule, labels, from_state, to_state, value, reason, silenced FROM alert_history "
-        "WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} " + extra +
-        " ORDER BY ts, fingerprint LIMIT {limit:UInt32}", params)
+    rows = alert_history.between(_svc().store, frm, to, request.args.get("fingerprint"), MAX_HISTORY)
     return jsonify({"history": [{**r, "ts": _iso(r["ts"]), "from": r.pop("from_state"), "to": r.pop("to_state")}
                                 for r in rows]})
 

@@ -24,23 +24,16 @@ import json
 import logging
 import threading
 
-from monitor.clock import utc
+from alerts.receivers import AlertView, DeliveryError, Notification, build_payload, send
+from monitor.foundation.clock import utc
+from monitor.foundation.tables import notification_outbox
 
-from .receivers import AlertView, DeliveryError, Notification, build_payload, send
-
-__all__ = ["COLUMNS", "Outbox", "TABLE", "pending_count"]
+__all__ = ["Outbox"]
 
 log = logging.getLogger(__name__)
 
-TABLE = "notification_outbox"
-COLUMNS = ("id", "group_key", "receiver", "kind", "status", "alert_status", "payload", "created_at", "attempts",
-           "next_attempt_at", "last_error", "sent_at", "updated_at")
 _TICK = dt.timedelta(milliseconds=1)  # the column precision: a new version is at least this much later
 _ERROR_CHARS = 1000
-
-
-def _utc(ts: dt.datetime | None) -> dt.datetime | None:
-    return None if ts is None else utc(ts)
 
 
 class Outbox:
@@ -71,7 +64,7 @@ class Outbox:
             payload = {k: v for k, v in payload.items() if k != "routing_key"}
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
         with self._enqueue_lock:
-            if self.store.scalar(f"SELECT count() FROM {TABLE} WHERE id = {{id:String}}", {"id": id}):
+            if notification_outbox.exists(self.store, id):
                 return False
             now = self.clock.now()
             self._write({"id": id, "group_key": group_key, "receiver": receiver, "kind": kind, "status": "pending",
@@ -80,24 +73,15 @@ class Outbox:
         return True
 
     def _write(self, row: dict) -> None:
-        self.store.insert(TABLE, [[row[c] for c in COLUMNS]], COLUMNS)
+        notification_outbox.write(self.store, row)
 
     # -- reading --------------------------------------------------------------
     def rows(self, status: str | None = None) -> list[dict]:
         """Current version of every row (oldest first), optionally of one status."""
-        where = "WHERE status = {status:String}" if status else ""
-        return [self._norm(r) for r in self.store.query_dicts(
-            f"SELECT * FROM {TABLE} FINAL {where} ORDER BY created_at, id", {"status": status} if status else None)]
+        return notification_outbox.rows(self.store, status)
 
     def get(self, id: str) -> dict | None:
-        rows = self.store.query_dicts(f"SELECT * FROM {TABLE} FINAL WHERE id = {{id:String}}", {"id": id})
-        return self._norm(rows[0]) if rows else None
-
-    @staticmethod
-    def _norm(row: dict) -> dict:
-        for c in ("created_at", "next_attempt_at", "sent_at", "updated_at"):
-            row[c] = _utc(row.get(c))
-        return row
+        return notification_outbox.get(self.store, id)
 
     # -- delivering -----------------------------------------------------------
     def deliver_due(self, now: dt.datetime | None = None) -> list[dict]:
@@ -108,16 +92,11 @@ class Outbox:
         a late retry of an older one would undo the newer (a stale trigger after a resolve).
         """
         with self._deliver_lock:
-            now = _utc(now) if now is not None else self.clock.now()
-            due = [self._norm(r) for r in self.store.query_dicts(
-                f"SELECT * FROM {TABLE} FINAL WHERE status = 'pending' "
-                "AND next_attempt_at <= {now:DateTime64(3, 'UTC')} ORDER BY created_at, id", {"now": now})]
+            now = utc(now) if now is not None else self.clock.now()
+            due = notification_outbox.due(self.store, now)
             if not due:
                 return []
-            latest = {(g, r): _utc(t) for g, r, t in self.store.query(
-                f"SELECT group_key, receiver, max(created_at) FROM {TABLE} "
-                "WHERE group_key IN {keys:Array(String)} GROUP BY group_key, receiver",
-                {"keys": sorted({row["group_key"] for row in due})})}
+            latest = notification_outbox.newest_created(self.store, sorted({row["group_key"] for row in due}))
             out = []
             for row in due:
                 newest = latest.get((row["group_key"], row["receiver"]))
@@ -199,9 +178,4 @@ class Outbox:
                          group_labels={"alertname": labels["alertname"]}, alerts=[alert],
                          external_url=self.config.alerts.external_url, now=now)
         send(rcv.kind, rcv.target, build_payload(rcv.kind, rcv.target, n), rcv.target.timeout.total_seconds())
-
-
-def pending_count(store) -> int:
-    """Rows still waiting to be sent (for health and metrics)."""
-    return int(store.scalar(f"SELECT count() FROM {TABLE} FINAL WHERE status = 'pending'") or 0)
 

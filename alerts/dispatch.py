@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 
-from monitor.clock import utc
-
-from .matchers import Matcher, match_all, parse_all
-from .receivers import AlertView, Notification, build_payload
+from alerts.receivers import AlertView, Notification, build_payload
+from monitor.foundation.matchers import Matcher, match_all, parse_all
+from monitor.foundation.tables import alert_state, notification_log, silences
 
 log = logging.getLogger(__name__)
 RESOLVED_LOOKBACK = dt.timedelta(days=2)
-LOG_COLUMNS = ["group_key", "receiver", "firing", "resolved", "notified_at", "active", "updated_at"]
 DEFAULTS = {"group_by": [], "group_wait": dt.timedelta(seconds=30), "group_interval": dt.timedelta(minutes=5),
             "repeat_interval": dt.timedelta(hours=4)}
 
@@ -96,14 +93,8 @@ class Dispatcher:
                         for r in config.alerts.inhibit_rules]
 
     # -- muting -------------------------------------------------------------------
-    def active_silences(self, now: dt.datetime) -> list[list[Matcher]]:
-        rows = self.store.query("SELECT matchers FROM silences FINAL WHERE starts_at <= {now:DateTime64(3, 'UTC')} "
-                                "AND ends_at > {now:DateTime64(3, 'UTC')}", {"now": now})
-        return [[Matcher(**m) for m in json.loads(r[0])] for r in rows]
-
     def silenced(self, now: dt.datetime):
-        silences = self.active_silences(now)
-        return lambda labels: any(match_all(s, labels) for s in silences)
+        return silences.silencer(self.store, now)
 
     def inhibited(self, firing: list[dict[str, str]]):
         def check(labels: dict[str, str]) -> bool:
@@ -207,23 +198,10 @@ class Dispatcher:
 
     # -- reading and writing ------------------------------------------------------------
     def _alerts(self, now: dt.datetime) -> list[dict]:
-        rows = self.store.query_dicts(
-            "SELECT fingerprint, rule, labels, annotations, state, value, fired_at, resolved_at FROM alert_state FINAL "
-            "WHERE state = 'firing' OR (state = 'inactive' AND resolved_at IS NOT NULL "
-            "AND resolved_at > {lo:DateTime64(3, 'UTC')})", {"lo": now - RESOLVED_LOOKBACK})
-        for r in rows:
-            for k in ("fired_at", "resolved_at"):
-                if r[k] is not None:
-                    r[k] = utc(r[k])
-        return [r for r in rows if r["fired_at"] is not None]
+        return alert_state.firing_or_resolved_since(self.store, now - RESOLVED_LOOKBACK)
 
     def _log(self) -> dict[tuple[str, str], dict]:
-        rows = self.store.query_dicts(f"SELECT {', '.join(LOG_COLUMNS)} FROM notification_log FINAL")
-        out = {}
-        for r in rows:
-            r["notified_at"] = utc(r["notified_at"])
-            out[(r["group_key"], r["receiver"])] = r
-        return out
+        return notification_log.entries(self.store)
 
     def _write_log(self, key, receiver, firing, resolved, now, active) -> None:
-        self.store.insert("notification_log", [[key, receiver, firing, resolved, now, active, now]], LOG_COLUMNS)
+        notification_log.write(self.store, key, receiver, firing, resolved, now, active)

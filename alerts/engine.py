@@ -4,14 +4,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-import uuid
 
-from jobs.base import RunResult
-
-from .delivery import Outbox
-from .dispatch import Dispatcher
-from .evaluator import Evaluator
-from .rules import load_rules
+from alerts.delivery import Outbox
+from alerts.dispatch import Dispatcher
+from alerts.evaluator import Evaluator
+from alerts.rules import load_rules
+from monitor.foundation.tables import job_runs
+from monitor.foundation.tables.job_runs import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +48,7 @@ class AlertEngine:
             result.status, result.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
             log.warning("alerts evaluation failed: %s", result.error)
         result.duration_ms = (time.perf_counter() - t0) * 1000
-        try:
-            self.store.insert("job_runs", [[self.name, uuid.uuid4(), now, now, now, result.duration_ms, result.rows,
-                                            result.status, result.error]],
-                              ["job", "run_id", "started_at", "window_start", "window_end", "duration_ms", "rows",
-                               "status", "error"])
-        except Exception as exc:
-            log.warning("could not record alerts run: %s", exc)
+        job_runs.record(self.store, result, now)
         return result
 
     def replay(self, times, on_step=None) -> int:

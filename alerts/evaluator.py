@@ -21,16 +21,12 @@ import logging
 import operator
 from dataclasses import dataclass, field, replace
 
-from monitor.clock import utc
-
-from .rules import BurnRateRule, render
+from alerts.rules import BurnRateRule, render
+from monitor.foundation.tables import alert_history, alert_state, metric_points
 
 log = logging.getLogger(__name__)
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
        "!=": operator.ne}
-STATE_COLUMNS = ["fingerprint", "rule", "labels", "annotations", "state", "health", "value", "active_at", "fired_at",
-                 "resolved_at", "last_true_at", "updated_at"]
-HISTORY_COLUMNS = ["ts", "fingerprint", "rule", "labels", "from_state", "to_state", "value", "reason", "silenced"]
 
 
 def fingerprint(labels: dict[str, str]) -> str:
@@ -54,7 +50,7 @@ class Instance:
     updated_at: dt.datetime | None = None
 
     def row(self) -> list:
-        return [getattr(self, c) for c in STATE_COLUMNS]
+        return [getattr(self, c) for c in alert_state.COLUMNS]
 
 
 @dataclass
@@ -75,14 +71,7 @@ class Evaluator:
 
     # -- state ----------------------------------------------------------------------
     def load(self) -> dict[str, Instance]:
-        rows = self.store.query_dicts(f"SELECT {', '.join(STATE_COLUMNS)} FROM alert_state FINAL")
-        out = {}
-        for r in rows:
-            for k in ("active_at", "fired_at", "resolved_at", "last_true_at", "updated_at"):
-                if r[k] is not None:
-                    r[k] = utc(r[k])
-            out[r["fingerprint"]] = Instance(**r)
-        return out
+        return {r["fingerprint"]: Instance(**r) for r in alert_state.all_instances(self.store)}
 
     # -- one evaluation ---------------------------------------------------------------
     def evaluate(self, now: dt.datetime | None = None, silenced=None) -> list[Transition]:
@@ -185,14 +174,8 @@ class Evaluator:
         if isinstance(rule, BurnRateRule):
             return self._burn_samples(rule, now)
         keys = sorted(set(rule.selector) | set(rule.by))
-        rows = self._read((rule.metric, rule.window, rule.over, tuple(keys)), """
-SELECT labels, ts, argMax(value, computed_at) AS v
-FROM metric_points
-WHERE metric = {metric:String} AND window = {window:String}
-  AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}
-  AND arraySort(mapKeys(labels)) = {keys:Array(String)}
-GROUP BY labels, ts ORDER BY ts""", {"metric": rule.metric, "window": rule.window, "lo": now - rule.over, "hi": now,
-                                   "keys": keys})
+        rows = self._read((rule.metric, rule.window, rule.over, tuple(keys)), metric_points.points_with_keys,
+                          rule.metric, rule.window, now - rule.over, now, keys)
         series: dict[tuple, list[tuple]] = {}
         for labels, ts, v in rows:
             if all(labels.get(k) == val for k, val in rule.selector.items()):
@@ -209,33 +192,22 @@ GROUP BY labels, ts ORDER BY ts""", {"metric": rule.metric, "window": rule.windo
             out[fingerprint(labels)] = (labels, value, ok)
         return out
 
-    def _read(self, key: tuple, sql: str, params: dict) -> list:
+    def _read(self, key: tuple, read, *args):
         if key not in self._reads:
-            self._reads[key] = self.store.query(sql, params)
+            self._reads[key] = read(self.store, *args)
         return self._reads[key]
 
     def _volumes(self, rule, now) -> dict[tuple, float]:
         window = rule.window if rule.window in ("1m", "5m", "1h", "1d") else "1h"
         over = max(rule.over, dt.timedelta(minutes=5))
-        rows = self._read(("requests", window, over), """
-SELECT labels, argMax(value, ts) FROM (
-    SELECT labels, ts, argMax(value, computed_at) AS value FROM metric_points
-    WHERE metric = 'requests' AND window = {window:String}
-      AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}
-    GROUP BY labels, ts)
-GROUP BY labels""", {"window": window, "lo": now - over, "hi": now})
+        rows = self._read(("requests", window, over), metric_points.newest_per_series, "requests", window,
+                          now - over, now)
         return {_volume_key(labels): v for labels, v in rows}
 
     def _burn_samples(self, rule: BurnRateRule, now) -> dict:
-        rows = self._read(("slo_burn_rate", rule.slo, rule.long_window, rule.short_window), """
-SELECT window, argMax(value, ts) FROM (
-    SELECT window, ts, argMax(value, computed_at) AS value FROM metric_points
-    WHERE metric = 'slo_burn_rate' AND window IN ({long:String}, {short:String}) AND labels['slo'] = {slo:String}
-      AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}
-    GROUP BY window, ts)
-GROUP BY window""", {"long": rule.long_window, "short": rule.short_window, "slo": rule.slo,
-                     "lo": now - dt.timedelta(minutes=5), "hi": now})
-        values = dict(rows)
+        values = self._read(("slo_burn_rate", rule.slo, rule.long_window, rule.short_window),
+                            metric_points.newest_per_window, "slo_burn_rate", [rule.long_window, rule.short_window],
+                            "slo", rule.slo, now - dt.timedelta(minutes=5), now)
         labels = {**rule.labels, "alertname": rule.name}
         if rule.long_window not in values or rule.short_window not in values:
             return {}
@@ -244,13 +216,11 @@ GROUP BY window""", {"long": rule.long_window, "short": rule.short_window, "slo"
 
     # -- writing ---------------------------------------------------------------------------
     def _persist(self, changed: dict[str, Instance], transitions: list[Transition], now, silenced) -> None:
-        if changed:
-            self.store.insert("alert_state", [i.row() for i in changed.values()], STATE_COLUMNS)
+        alert_state.write(self.store, [i.row() for i in changed.values()])
         rows = [[now, t.instance.fingerprint, t.instance.rule, t.instance.labels, t.from_state, t.to_state,
                  t.instance.value, t.reason, bool(silenced and silenced(t.instance.labels))]
                 for t in transitions if t.reason]
-        if rows:
-            self.store.insert("alert_history", rows, HISTORY_COLUMNS)
+        alert_history.append(self.store, rows)
 
 
 def rule_id(rule) -> str:

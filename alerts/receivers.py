@@ -34,15 +34,14 @@ from email.utils import formatdate, make_msgid
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
-from monitor.clock import utc
+from monitor.foundation.clock import utc
+from monitor.foundation.incident_window import incident_window
 
 __all__ = ["AlertView", "DeliveryError", "KINDS", "Notification", "build_payload", "dedup_key",
            "incident_url", "rfc3339", "send", "title"]
 
 KINDS = ("webhook", "slack", "pagerduty", "email")
 ZERO_TIME = "0001-01-01T00:00:00Z"   # Alertmanager's endsAt for an alert that is still firing
-INCIDENT_LEAD = dt.timedelta(minutes=30)   # an incident link starts this long before the alert did
-INCIDENT_TAIL = dt.timedelta(minutes=5)    # and ends this long after now while the alert fires
 USER_AGENT = "nlpmon-alerts"
 
 _SLACK_MAX_ALERTS = 10          # alerts shown one by one in a Slack message; the rest are counted
@@ -129,9 +128,8 @@ def _now(n: Notification) -> dt.datetime:
 
 
 def incident_url(external_url: str, alert: AlertView, now: dt.datetime) -> str:
-    """The incident view for the alert's window: from 30 min before it started to its end (or now + 5 min)."""
-    start = (utc(alert.starts_at) if alert.starts_at is not None else utc(now)) - INCIDENT_LEAD
-    end = utc(alert.ends_at) if alert.status != "firing" and alert.ends_at is not None else utc(now) + INCIDENT_TAIL
+    """The incident view for the alert's window (monitor.foundation.incident_window)."""
+    start, end = incident_window(alert.starts_at, alert.ends_at if alert.status != "firing" else None, now)
     query = urlencode({"fingerprint": alert.fingerprint, "from": rfc3339(start), "to": rfc3339(end)})
     return f"{external_url.rstrip('/')}/incidents?{query}"
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from monitor.config import AlertRule, Config, ConfigError
+from monitor.foundation.config import AlertRule, Config, ConfigError
+from monitor.foundation.metrics import LABELS, METRICS, WINDOWS
 
 DEFAULTS = Path(__file__).with_name("default_rules.yaml")
 
@@ -33,7 +34,6 @@ BURN_RATE_TIERS = (
     ("ticket", Fraction(10, 100), "1d", "2h"),
     ("ticket", Fraction(10, 100), "3d", "6h"),
 )
-WINDOW_SECONDS = {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200}
 
 
 @dataclass
@@ -55,7 +55,7 @@ class BurnRateRule:
 
 
 def burn_rate_threshold(share: Fraction, period: dt.timedelta, long_window: str) -> Fraction:
-    return share * Fraction(int(period.total_seconds())) / WINDOW_SECONDS[long_window]
+    return share * Fraction(int(period.total_seconds())) / WINDOWS[long_window]
 
 
 def slo_rules(config: Config) -> list[BurnRateRule]:
@@ -107,7 +107,6 @@ def load_rules(config: Config) -> list:
             rules[rule.name] = rule
     for rule in config.alerts.rules:
         rules[rule.name] = rule
-    from jobs.catalog import LABELS, METRICS
     for rule in rules.values():
         where = f"alerts.rules[{rule.name}]"
         if rule.metric not in METRICS:

@@ -4,7 +4,7 @@
                                      [--history 1] [--skip-latency] [--skip-eval]
 
 1. Page latency. The ``sli`` job and the ``alerts`` engine run as ``nlpmon serve``
-   runs them: APScheduler (jobs.scheduler.Scheduler) on a SystemClock in real
+   runs them: APScheduler (monitor.scheduler.Scheduler) on a SystemClock in real
    time, alerts.interval 15 s, jobs.sli_interval 1m and jobs.grace 30s (the
    defaults; ``--fast`` sets sli_interval 5s and grace 5s instead). The other
    jobs are left out. The rule is the shipped HighErrorRate (error_rate > 0.05,
@@ -64,13 +64,13 @@ import yaml  # noqa: E402
 
 from alerts.engine import AlertEngine  # noqa: E402
 from alerts.rules import DEFAULTS as DEFAULT_RULES  # noqa: E402
-from jobs.scheduler import Scheduler  # noqa: E402
+from monitor.scheduler import Scheduler  # noqa: E402
 from jobs.sli import SliJob  # noqa: E402
-from monitor import migrate  # noqa: E402
+from monitor.foundation import migrate  # noqa: E402
 from monitor.app import create_app  # noqa: E402
-from monitor.clock import ManualClock, SystemClock  # noqa: E402
-from monitor.config import load_config  # noqa: E402
-from monitor.storage import Store  # noqa: E402
+from monitor.foundation.clock import ManualClock, SystemClock  # noqa: E402
+from monitor.foundation.config import load_config  # noqa: E402
+from monitor.foundation.storage import Store  # noqa: E402
 from tests.loopback import Recorder  # noqa: E402
 
 UTC = dt.timezone.utc

@@ -10,7 +10,7 @@
    thumbs down), generated server-side from the stored requests, with the
    request's dimensions, time and status copied on as the ingest does.
 2. Computes the metric series the pages read: the ``sli``, ``cost`` and
-   ``slo`` jobs from jobs.scheduler.build_jobs, on a ManualClock at the end
+   ``slo`` jobs from monitor.scheduler.build_jobs, on a ManualClock at the end
    of the window, with one availability and one latency SLO on
    support-bot/answer. Each job runs one day at a time, newest day first
    (``job.run(now=day_end + grace, since=day_start)``; the windows a job
@@ -61,12 +61,12 @@ _sli = _bench_sli()
 CHUNK_ROWS, HEADLINE, insert_sql, load = _sli.CHUNK_ROWS, _sli.HEADLINE, _sli.insert_sql, _sli.load
 p95, parts, peak_rss_mib, settle = _sli.p95, _sli.parts, _sli.peak_rss_mib, _sli.settle
 
-from jobs.scheduler import build_jobs  # noqa: E402
-from monitor import migrate  # noqa: E402
+from monitor.scheduler import build_jobs  # noqa: E402
+from monitor.foundation import migrate  # noqa: E402
 from monitor.app import create_app  # noqa: E402
-from monitor.clock import ManualClock  # noqa: E402
-from monitor.config import load_config  # noqa: E402
-from monitor.storage import Store  # noqa: E402
+from monitor.foundation.clock import ManualClock  # noqa: E402
+from monitor.foundation.config import load_config  # noqa: E402
+from monitor.foundation.storage import Store  # noqa: E402
 
 UTC = dt.timezone.utc
 TARGET_P95_MS = 300

@@ -68,13 +68,13 @@ import numpy as np  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from jobs.drift import DriftJob  # noqa: E402
-from monitor import drift as drift_mod  # noqa: E402
-from monitor import migrate  # noqa: E402
+from jobs import drift_methods as drift_mod  # noqa: E402
+from monitor.foundation import migrate  # noqa: E402
 from monitor.app import create_app  # noqa: E402
-from monitor.clock import ManualClock  # noqa: E402
-from monitor.config import load_config  # noqa: E402
-from monitor.embeddings import Embedder, load_model, model_path  # noqa: E402
-from monitor.storage import Store  # noqa: E402
+from monitor.foundation.clock import ManualClock  # noqa: E402
+from monitor.foundation.config import load_config  # noqa: E402
+from jobs.embeddings import Embedder, load_model, model_path  # noqa: E402
+from monitor.foundation.storage import Store  # noqa: E402
 from tests import topics  # noqa: E402
 
 UTC = dt.timezone.utc

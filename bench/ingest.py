@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from monitor import demo  # noqa: E402
-from monitor.ingest import REQUEST_COLUMNS  # noqa: E402
+from monitor.foundation.tables.requests import COLUMNS as REQUEST_COLUMNS  # noqa: E402
 
 
 def cli(*args, cwd, env):
@@ -113,9 +113,9 @@ def main() -> None:
     # schema, so the raw insert pays for the same materialized views (the rollups) as the API's.
     import clickhouse_connect
 
-    from monitor import migrate
-    from monitor.config import load_config
-    from monitor.storage import Store
+    from monitor.foundation import migrate
+    from monitor.foundation.config import load_config
+    from monitor.foundation.storage import Store
     path = os.path.join(work, "var/clickhouse")
     client = clickhouse_connect.get_client(interface="chdb", path=path, database="nlpmon")
     rows = client.query(f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests").result_rows

@@ -34,11 +34,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from jobs.sli import SliJob  # noqa: E402
-from monitor import migrate  # noqa: E402
-from monitor.clock import ManualClock  # noqa: E402
-from monitor.config import Config, load_config  # noqa: E402
-from monitor.rollups import LATENCY_QUANTILES, covering, covering_source, quantiles_sql  # noqa: E402
-from monitor.storage import Store  # noqa: E402
+from monitor.foundation import migrate  # noqa: E402
+from monitor.foundation.clock import ManualClock  # noqa: E402
+from monitor.foundation.config import Config, load_config  # noqa: E402
+from monitor.foundation.rollups import LATENCY_QUANTILES, covering, covering_source, quantiles_sql  # noqa: E402
+from monitor.foundation.storage import Store  # noqa: E402
 
 UTC = dt.timezone.utc
 DAYS = 30
@@ -185,7 +185,7 @@ P95_INDEX = LATENCY_QUANTILES.index(0.95) + 1  # the state type fixes the quanti
 
 def rollup_sql(scoped: bool, lo: dt.datetime, hi: dt.datetime) -> tuple[str, dict]:
     """The query over the coarsest rollups that tile [lo, hi) (day, hour and minute buckets)."""
-    where = "service = {service:String} AND feature = {feature:String} AND " if scoped else ""
+    where = " AND service = {service:String} AND feature = {feature:String}" if scoped else ""
     source, params = covering_source([(lo, hi)], where, "latency_q, status_error, status_timeout, requests")
     return (f"SELECT quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)[{P95_INDEX}] AS p95, "
             f"(sum(status_error) + sum(status_timeout)) / sum(requests) AS error_rate FROM {source}"), params
@@ -193,7 +193,7 @@ def rollup_sql(scoped: bool, lo: dt.datetime, hi: dt.datetime) -> tuple[str, dic
 
 def raw_sql(scoped: bool) -> str:
     # No FINAL: the baseline is a plain scan of the raw rows (the load has no duplicates to collapse).
-    where = "service = {service:String} AND feature = {feature:String} AND " if scoped else ""
+    where = " AND service = {service:String} AND feature = {feature:String}" if scoped else ""
     return ("SELECT quantileTDigest(0.95)(latency_ms) AS p95, "
             "countIf(status IN ('error', 'timeout')) / count() AS error_rate "
             f"FROM requests WHERE {where}"

@@ -18,8 +18,9 @@ from flask import (Blueprint, abort, current_app, g, redirect, render_template, 
 
 from flask.sessions import NullSession, SecureCookieSessionInterface
 
-from monitor.auth import session_key
-from monitor.storage import StoreError, StoreUnavailable
+from monitor.foundation.auth import session_key
+from monitor.foundation.storage import StoreError, StoreUnavailable
+from monitor.foundation.tables import settings
 
 bp = Blueprint("access", __name__)
 SIGN_IN_SCOPES = ("read", "review")  # admin implies both
@@ -31,12 +32,7 @@ PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inl
 
 
 def session_secret(store) -> str:
-    query = "SELECT min(value) FROM instance_settings WHERE key = 'session_secret'"
-    found = store.scalar(query)
-    if not found:
-        store.insert("instance_settings", [["session_secret", secrets.token_hex(32), 0]], ["key", "value", "version"])
-        found = store.scalar(query)  # two processes racing both settle on the smallest
-    return found
+    return settings.get_or_create(store, "session_secret")
 
 
 class _LazySecretSessions(SecureCookieSessionInterface):

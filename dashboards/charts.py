@@ -1,14 +1,10 @@
-"""Chart data for the pages: series from ``metric_points`` chosen by their exact label sets, plus markers.
-
-A series is found through the table's sort key (metric, window, series_id):
-series_id is the hash of the sorted label map, so the same hash computed in
-the query reads only that series' granules.
-"""
+"""Chart data for the pages: series from ``metric_points`` chosen by their exact label sets, plus markers."""
 from __future__ import annotations
 
 import datetime as dt
 
-from monitor.clock import iso_utc, utc
+from monitor.foundation.clock import iso_utc, utc
+from monitor.foundation.tables import alert_history, metric_points, rollups
 
 STEPS = ((dt.timedelta(hours=36), "5m"), (dt.timedelta(days=8), "1h"), (None, "1d"))
 
@@ -18,10 +14,6 @@ def step_for(span: dt.timedelta) -> str:
         if limit is None or span <= limit:
             return step
     return "1d"
-
-
-def _series_id(i: int) -> str:
-    return f"sipHash64(toString(mapSort(mapFromArrays({{k{i}:Array(String)}}, {{v{i}:Array(String)}}))))"
 
 
 def fetch(store, wanted: dict[str, str], label_sets: list[dict[str, str]], lo: dt.datetime,
@@ -40,24 +32,9 @@ def fetch_ranges(store, wanted: dict[str, str], label_sets: list[dict[str, str]]
     out: list[dict] = [{} for _ in ranges]
     if not wanted or not label_sets or not ranges:
         return out
-    params = {"metrics": list(wanted), "windows": sorted(set(wanted.values())), "every": max(1, every)}
-    ids = []
-    for i, labels in enumerate(label_sets):
-        keys = sorted(labels)
-        params[f"k{i}"], params[f"v{i}"] = keys, [labels[k] for k in keys]
-        ids.append(_series_id(i))
-    within = []
-    for j, (lo, hi) in enumerate(ranges):
-        params[f"lo{j}"], params[f"hi{j}"] = lo, hi
-        within.append(f"(ts > {{lo{j}:DateTime64(3, 'UTC')}} AND ts <= {{hi{j}:DateTime64(3, 'UTC')}})")
-    which = "multiIf(" + ", ".join(f"series_id = {s}, {i}" for i, s in enumerate(ids)) + ", -1)"
+    rows = metric_points.in_ranges(store, wanted, label_sets, ranges, every)
     # Not FINAL: a recomputed point is a second row until parts merge, and the newest (computed_at)
     # wins, as the table's own merge would decide; deciding here costs far less than FINAL.
-    rows = store.query(
-        f"SELECT metric, `window`, {which} AS which, ts, value FROM metric_points "
-        f"WHERE metric IN {{metrics:Array(String)}} AND `window` IN {{windows:Array(String)}} "
-        f"AND series_id IN ({', '.join(ids)}) AND ({' OR '.join(within)}) "
-        "AND toUnixTimestamp(ts) % {every:UInt32} = 0 ORDER BY metric, which, ts, computed_at", params)
     newest = {}
     for metric, window, which, ts, value in rows:
         if wanted.get(metric) == window and which >= 0:
@@ -81,10 +58,8 @@ def trace(name: str, points: list[tuple[str, float]], **extra) -> dict:
 
 def alert_markers(store, lo: dt.datetime, hi: dt.datetime, labels: dict[str, str]) -> list[dict]:
     """Alerts that started firing in the range on these labels (or on no service at all)."""
-    rows = store.query_dicts(
-        "SELECT ts, rule, labels, value FROM alert_history WHERE to_state = 'firing' AND from_state != 'firing' "
-        "AND ts >= {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} ORDER BY ts LIMIT 200",
-        {"lo": lo, "hi": hi})
+    # hi is inclusive here: an alert that fired in the last millisecond of the range is shown.
+    rows = alert_history.fired(store, lo, hi + dt.timedelta(milliseconds=1), limit=200)
     out = []
     for r in rows:
         if all(not r["labels"].get(k) or r["labels"][k] == v for k, v in labels.items()):
@@ -95,33 +70,11 @@ def alert_markers(store, lo: dt.datetime, hi: dt.datetime, labels: dict[str, str
 def prompt_changes(store, lo: dt.datetime, hi: dt.datetime, service: str = "", feature: str = "") -> list[dict]:
     """Prompt versions first served in [lo, hi), to the minute, per service and feature, oldest first.
 
-    "First" is over all the rollups hold (retention), so a version is new once. The
-    hour rollup finds the candidates in a few rows; the minute rollup pins each one's minute.
+    "First" is over all the rollups hold (retention), so a version is new once.
     """
-    where, params = "", {"lo": utc(lo).replace(tzinfo=None), "hi": utc(hi).replace(tzinfo=None)}
-    for name, value in (("service", service), ("feature", feature)):
-        if value:
-            where += f" AND {name} = {{{name}:String}}"
-            params[name] = value
-    candidates = store.query(
-        "SELECT service, feature, prompt_version, min(minute) AS first_hour FROM requests_1h WHERE 1" + where +
-        " GROUP BY service, feature, prompt_version HAVING first_hour >= toStartOfHour({lo:DateTime}) "
-        "AND first_hour < {hi:DateTime} ORDER BY first_hour", params)
-    if not candidates:
-        return []
-    conds, exact = [], {}
-    for i, (svc, feat, version, hour) in enumerate(candidates):
-        conds.append(f"(service = {{s{i}:String}} AND feature = {{f{i}:String}} AND prompt_version = {{p{i}:String}} "
-                     f"AND minute >= {{h{i}:DateTime}} AND minute < {{h{i}:DateTime}} + INTERVAL 1 HOUR)")
-        exact.update({f"s{i}": svc, f"f{i}": feat, f"p{i}": version, f"h{i}": hour})
-    firsts = {(s, f, v): m for s, f, v, m in store.query(
-        "SELECT service, feature, prompt_version, min(minute) FROM requests_1m WHERE " + " OR ".join(conds) +
-        " GROUP BY service, feature, prompt_version", exact)}
-    out = []
-    for svc, feat, version, hour in candidates:
-        first = utc(firsts.get((svc, feat, version)) or hour)
-        if utc(lo) <= first < utc(hi):
-            out.append({"service": svc, "feature": feat, "prompt_version": version, "first_seen": first})
+    out = [{"service": svc, "feature": feat, "prompt_version": version, "first_seen": first}
+           for svc, feat, version, first in rollups.prompt_versions_first_seen(store, lo, hi, service, feature)
+           if utc(lo) <= first < utc(hi)]
     return sorted(out, key=lambda c: c["first_seen"])
 
 

@@ -12,13 +12,13 @@ import csv
 import datetime as dt
 import io
 
-from alerts.kpis import incident_spans
-from jobs.cost import STATUS_COLUMNS
-from monitor.clock import iso_utc, utc
-from monitor.config import parse_duration
-from monitor.rollups import NEGATIVE_FEEDBACK_WHEN, covering_source
+from monitor.foundation.clock import iso_utc, utc
+from monitor.foundation.config import parse_duration
+from monitor.foundation.filters import where_equal
+from monitor.foundation.rollups import STATUS_COLUMNS
+from monitor.foundation.tables import alert_history, drift_reports, feedback, requests, rollups
 
-from . import charts, kpis
+from dashboards import charts, kpis
 
 BASELINE_SHIFT = dt.timedelta(days=7)
 MAX_WINDOW = dt.timedelta(days=31)
@@ -60,50 +60,6 @@ def _shifted(p: kpis.Period) -> kpis.Period:
     return kpis.Period("baseline", p.start - BASELINE_SHIFT, p.end - BASELINE_SHIFT)
 
 
-def _filters_sql(filters: dict) -> tuple[str, dict]:
-    parts, params = [], {}
-    for k in ("service", "feature"):
-        if filters.get(k):
-            parts.append(f" AND {k} = {{{k}:String}}")
-            params[k] = filters[k]
-    return "".join(parts), params
-
-
-def _days(period: kpis.Period) -> tuple[list[str], list[tuple[dt.datetime, dt.datetime]]]:
-    """The window as whole UTC days (requests partition ids) and the partial days at its ends."""
-    day = dt.timedelta(days=1)
-    first = period.start.replace(hour=0, minute=0, second=0, microsecond=0)
-    if first < period.start:
-        first += day
-    last = period.end.replace(hour=0, minute=0, second=0, microsecond=0)
-    if first >= last:
-        return [], [(period.start, period.end)]
-    days, t = [], first
-    while t < last:
-        days.append(t.strftime("%Y%m%d"))
-        t += day
-    return days, [(a, b) for a, b in ((period.start, first), (last, period.end)) if a < b]
-
-
-def _raw_requests(period: kpis.Period, columns: str, where: str) -> tuple[str, dict]:
-    """A FROM clause over the raw requests of the window, reading whole days by partition.
-
-    requests is partitioned by UTC day (toYYYYMMDD(ts)): naming a whole day's partition
-    selects its parts without reading ts, which is most of the cost of scanning a long window.
-    ``where`` (conditions starting with AND) is applied to every piece.
-    """
-    days, edges = _days(period)
-    parts, params = [], {}
-    if days:
-        parts.append(f"SELECT {columns} FROM requests WHERE _partition_id IN {{days:Array(String)}}{where}")
-        params["days"] = days
-    for i, (a, b) in enumerate(edges):
-        parts.append(f"SELECT {columns} FROM requests WHERE ts >= {{elo{i}:DateTime64(3, 'UTC')}} "
-                     f"AND ts < {{ehi{i}:DateTime64(3, 'UTC')}}{where}")
-        params[f"elo{i}"], params[f"ehi{i}"] = a, b
-    return "(" + " UNION ALL ".join(parts) + ")", params
-
-
 def _breakdown(store, period: kpis.Period, where: str, params: dict) -> dict[str, list[dict]]:
     """Failed requests (status other than ok) by model, prompt_version, status and error_type.
 
@@ -111,14 +67,7 @@ def _breakdown(store, period: kpis.Period, where: str, params: dict) -> dict[str
     prompt_version and status; error_type only from the raw failed rows. For status and
     error_type the rate is the share of all requests in the window.
     """
-    rollup_where = "".join(f"{k} = {{{k}:String}} AND " for k in ("service", "feature") if k in params)
-    src, p = covering_source([(period.start, period.end)], rollup_where,
-                             "model, prompt_version, requests, " + ", ".join(STATUS_COLUMNS.values()))
-    rows = store.query_dicts(
-        "SELECT grouping(model, prompt_version) AS g, model, prompt_version, sum(requests) AS requests, "
-        "requests - sum(status_ok) AS failed, "
-        + ", ".join(f"sum({c}) AS {c}" for s, c in STATUS_COLUMNS.items() if s != "ok") +
-        f" FROM {src} GROUP BY GROUPING SETS ((model), (prompt_version), ())", {**params, **p})
+    rows = rollups.failures_by_model_and_prompt(store, period.start, period.end, where, params)
     out = {}
     for dim, bit in (("model", 1), ("prompt_version", 2)):
         items = [{"value": r[dim], "failed": r["failed"], "requests": r["requests"],
@@ -130,67 +79,41 @@ def _breakdown(store, period: kpis.Period, where: str, params: dict) -> dict[str
     n = total["requests"]
     out["status"] = sorted(({"value": s, "failed": total[c], "requests": n, "failure_rate": total[c] / n}
                             for s, c in STATUS_COLUMNS.items() if s != "ok" and total[c]), key=lambda e: -e["failed"])
-    src, p = _raw_requests(period, "error_type", where + " AND status != 'ok'")
-    out["error_type"] = [{"value": v, "failed": k, "requests": n, "failure_rate": k / n} for v, k in store.query(
-        f"SELECT error_type, count() AS k FROM {src} GROUP BY error_type ORDER BY k DESC LIMIT 15", {**params, **p})]
+    out["error_type"] = [{"value": v, "failed": k, "requests": n, "failure_rate": k / n}
+                         for v, k in requests.failures_by_error_type(store, period.start, period.end, where, params)]
     return {"error_type": out["error_type"], "model": out["model"], "prompt_version": out["prompt_version"],
             "status": out["status"]}
 
 
-def _failing(store, period: kpis.Period, columns: str, where: str, params: dict) -> list[dict]:
+def _failing(store, period: kpis.Period, where: str, params: dict) -> list[dict]:
     """The newest failed (error, timeout) requests: the hour rollup says how far back the newest LIST_LIMIT lie."""
     since, seen = period.start, 0
-    for hour, n in store.query(
-            "SELECT minute, sum(status_error) + sum(status_timeout) AS n FROM requests_1h "
-            "WHERE minute >= toStartOfHour({lo:DateTime64(3, 'UTC')}) AND minute < {hi:DateTime64(3, 'UTC')}"
-            + where + " GROUP BY minute HAVING n > 0 ORDER BY minute DESC", params):
+    for hour, n in rollups.failed_per_hour(store, period.start, period.end, where, params):
         seen += n
         if seen >= LIST_LIMIT:
             since = max(period.start, utc(hour))
             break
-    sql = (f"SELECT {columns} FROM requests WHERE ts >= {{since:DateTime64(3, 'UTC')}} "
-           "AND ts < {hi:DateTime64(3, 'UTC')}" + where + " AND status IN ('error', 'timeout') "
-           "ORDER BY ts DESC LIMIT {limit:UInt32}")
-    rows = store.query_dicts(sql, {**params, "since": since})
+    rows = requests.failing(store, since, period.end, where, params, LIST_LIMIT)
     if len(rows) < LIST_LIMIT and since > period.start:  # the hour counts included rows past the window's end
-        rows = store.query_dicts(sql, {**params, "since": period.start})
+        rows = requests.failing(store, period.start, period.end, where, params, LIST_LIMIT)
     return rows
-
-
-def _slowest(store, period: kpis.Period, columns: str, where: str, params: dict) -> list[dict]:
-    """The slowest requests. One table and a plain ORDER BY ... LIMIT, so ClickHouse reads the other
-    columns (texts included) only for the rows it keeps (lazy materialization)."""
-    return store.query_dicts(
-        f"SELECT {columns} FROM requests WHERE ts >= {{lo:DateTime64(3, 'UTC')}} AND ts < {{hi:DateTime64(3, 'UTC')}}"
-        f"{where} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}}", params)
 
 
 def report(store, config, period: kpis.Period, filters: dict) -> dict:
     """Everything the explorer shows for the window, as plain data (datetimes are UTC)."""
     baseline = _shifted(period)
     rows = kpis.overview(store, config, period, filters, baseline=baseline, trend=False)
-    where, params = _filters_sql(filters)
-    params.update(lo=period.start, hi=period.end, limit=LIST_LIMIT, snip=SNIPPET)
-    columns = ("request_id, ts, service, feature, model, prompt_version, status, error_type, http_status, latency_ms, "
-               "ttft_ms, cost_usd, substring(input_text, 1, {snip:UInt32}) AS input_snippet")
-    slowest = _slowest(store, period, columns, where, params)
-    feedback = store.query_dicts(
-        "SELECT request_id, ts, kind, value, label, substring(comment, 1, {snip:UInt32}) AS comment, service, feature "
-        "FROM feedback WHERE request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}"
-        + where + " AND (" + " OR ".join(f"({w})" for w in NEGATIVE_FEEDBACK_WHEN.values()) + ") "
-        "ORDER BY ts DESC LIMIT {limit:UInt32}", params)
+    where, params = where_equal(filters, ("service", "feature"))
+    params["snip"] = SNIPPET
+    slowest = requests.slowest(store, period.start, period.end, where, params, LIST_LIMIT)
+    negative = feedback.negative(store, period.start, period.end, where, params, LIST_LIMIT, SNIPPET)
     margin = dt.timedelta(hours=1)
-    history = store.query_dicts(
-        "SELECT ts, fingerprint, rule, labels, from_state, to_state, value, silenced FROM alert_history "
-        "WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} ORDER BY ts LIMIT 2000",
-        {"lo": period.start - margin, "hi": period.end + margin})
+    history = alert_history.between(store, period.start - margin, period.end + margin, limit=2000)
     history = [h for h in history if _matches(h["labels"], filters)]
-    spans = [s for s in incident_spans(store, period.start - margin, period.end) if _matches(s["labels"], filters)]
+    spans = [s for s in alert_history.incident_spans(store, period.start - margin, period.end)
+             if _matches(s["labels"], filters)]
     drift = []
-    for r in store.query_dicts(
-            "SELECT report_id, ts, window, service, feature, status, drift_detected, summary != '' AS has_summary "
-            "FROM drift_reports FINAL WHERE ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}"
-            + where + " ORDER BY ts", {**params, "hi": period.end + dt.timedelta(days=1)}):
+    for r in drift_reports.ending_between(store, period.start, period.end + dt.timedelta(days=1), where, params):
         w_end = utc(r["ts"])
         if w_end - parse_duration(r["window"]) < period.end:  # the report's window overlaps the incident's
             drift.append({**r, "ts": w_end, "drift_detected": bool(r["drift_detected"])})
@@ -198,8 +121,8 @@ def report(store, config, period: kpis.Period, filters: dict) -> dict:
             "baseline": {"from": baseline.start, "to": baseline.end},
             "filters": {k: v for k, v in filters.items() if v},
             "slis": rows, "errors": _breakdown(store, period, where, params),
-            "slowest": slowest, "failing": _failing(store, period, columns, where, params),
-            "negative_feedback": feedback, "alerts": history, "incidents": spans, "drift": drift,
+            "slowest": slowest, "failing": _failing(store, period, where, params),
+            "negative_feedback": negative, "alerts": history, "incidents": spans, "drift": drift,
             "prompt_changes": charts.prompt_changes(store, period.start, period.end, filters.get("service", ""),
                                                     filters.get("feature", ""))}
 

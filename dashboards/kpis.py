@@ -16,14 +16,12 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from alerts.kpis import incident_spans
-from jobs.base import ratio
-from jobs.cost import STATUS_COLUMNS
-from jobs.hallucination import review_counts, wilson
-from jobs.sli import FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics
-from monitor.clock import utc
-from monitor.rollups import (FEATURE_DIMENSIONS, FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, REQUEST_SUMS,
-                             covering_source, rollup_for)
+from monitor.foundation.clock import utc
+from monitor.foundation.filters import where_equal
+from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEEDBACK_SELECT, REQUEST_SELECT, REQUEST_SUMS,
+                                        STATUS_COLUMNS, feedback_metrics, request_metrics, rollup_for)
+from monitor.foundation.stats import ratio, wilson
+from monitor.foundation.tables import alert_history, drift_reports, feedback, metric_points, review, rollups
 
 PERIODS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30),
            "90d": dt.timedelta(days=90)}
@@ -99,16 +97,6 @@ class Row:
         return (self.service, self.feature) == TOTAL
 
 
-def _where(filters: dict[str, str]) -> tuple[str, dict]:
-    """Rollup conditions for the filters, ending in AND, as covering_source wants them."""
-    parts, params = [], {}
-    for name in FILTERS:
-        if filters.get(name):
-            parts.append(f"{name} = {{f_{name}:String}} AND ")
-            params[f"f_{name}"] = filters[name]
-    return "".join(parts), params
-
-
 def _key(r: dict) -> tuple[str, str]:
     return TOTAL if r["g"] else (r["service"], r["feature"])
 
@@ -127,7 +115,7 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
             rows[key] = Row(*key)
         return rows[key]
 
-    where, params = _where(filters)
+    where, params = where_equal(filters, FILTERS)
     prev = baseline or period.previous
     # Without a filter on another dimension, the per-(service, feature) rollups answer with far fewer states.
     family = ("requests" if any(filters.get(k) for k in FILTERS if k not in FEATURE_DIMENSIONS)
@@ -157,12 +145,9 @@ def _requests(store, config, period: Period, prev: Period, family: str, trend: b
               row) -> None:
     """Request figures of both periods, then the current period's trend, from the ``family`` rollups."""
     columns = "service, feature, " + ", ".join(REQUEST_SUMS + ("latency_q", "ttft_q"))
-    src, p = covering_source([(period.start, period.end), (prev.start, prev.end)], where, columns, family=family)
     ok_expr = " + ".join(f"sum({STATUS_COLUMNS[s]})" for s in config.outcomes.success.statuses)
-    for r in store.query_dicts(
-            f"SELECT span = 0 AS cur, grouping(service, feature) AS g, service, feature, {REQUEST_SELECT}, "
-            f"sum(cost_usd) AS cost, {ok_expr} AS success_status FROM {src} "
-            "GROUP BY GROUPING SETS ((cur, service, feature), (cur))", {**params, **p}):
+    for r in rollups.per_feature(store, [(period.start, period.end), (prev.start, prev.end)], family, columns,
+                                 f"{REQUEST_SELECT}, sum(cost_usd) AS cost, {ok_expr} AS success_status", where, params):
         target = row(_key(r)).current if r["cur"] else row(_key(r)).previous
         target.update(request_metrics(r))
         target["cost_usd"] = r["cost"]
@@ -170,8 +155,8 @@ def _requests(store, config, period: Period, prev: Period, family: str, trend: b
         target["cost_per_request_usd"] = ratio(r["cost"], r["requests"])
     if not trend:
         return
-    for r in _trend_rows(store, rollup_for(period.bucket_seconds, family),
-                         f"{REQUEST_SELECT}, sum(cost_usd) AS cost", period, where, params):
+    for r in rollups.trend(store, rollup_for(period.bucket_seconds, family), f"{REQUEST_SELECT}, sum(cost_usd) AS cost",
+                           period.start, period.end, period.bucket_seconds, where, params):
         m = request_metrics(r)
         points = row(_key(r)).trend
         for name in ("requests", "error_rate", "latency_p95_ms", "ttft_p95_ms"):
@@ -190,20 +175,9 @@ def _feedback(store, config, period: Period, prev: Period, where: str, params: d
     """
     success = config.outcomes.success
     counts = ("thumbs_up", "thumbs_down", "task_success", "task_failure")
-    negative = " OR ".join(f"({NEGATIVE_FEEDBACK_WHEN[k]})" for k in success.negative_feedback) or "0"
-    in_cur = "(request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')})"
-    in_prev = "(request_ts >= {plo:DateTime64(3, 'UTC')} AND request_ts < {phi:DateTime64(3, 'UTC')})"
     totals: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
-    # A row in both periods (an incident longer than the week to its baseline) counts in both.
-    cur = (f"arrayJoin(multiIf({in_cur} AND {in_prev}, [1, 0], {in_cur}, [1], [0]))"
-           if prev.end > period.start and period.end > prev.start else in_cur)
-    for r in store.query_dicts(
-            f"SELECT {cur} AS cur, service, feature, "
-            + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
-            f", uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({negative})) AS unhappy "
-            f"FROM feedback WHERE {where} service != '' AND ({in_cur} OR {in_prev}) GROUP BY cur, service, feature",
-            {**params, "lo": period.start, "hi": period.end, "plo": prev.start, "phi": prev.end,
-             "statuses": list(success.statuses)}):
+    for r in feedback.period_counts(store, [(period.start, period.end), (prev.start, prev.end)], counts,
+                                    success.negative_feedback, success.statuses, where, params):
         for key in ((r["service"], r["feature"]), TOTAL):  # a request has one service and feature: sums are exact
             acc = totals[(key, r["cur"])]
             for c in counts + ("unhappy",):
@@ -216,32 +190,17 @@ def _feedback(store, config, period: Period, prev: Period, where: str, params: d
 
 
 def _trend_feedback(store, period: Period, where: str, params: dict, row) -> None:
-    for r in _trend_rows(store, rollup_for(period.bucket_seconds, "feedback"), FEEDBACK_SELECT, period,
-                         where + "service != '' AND ", params):
+    for r in rollups.trend(store, rollup_for(period.bucket_seconds, "feedback"), FEEDBACK_SELECT, period.start,
+                           period.end, period.bucket_seconds, where + " AND service != ''", params):
         m = feedback_metrics(r)
         trend = row(_key(r)).trend
         trend["thumbs_up_rate"].append((r["t"], m["thumbs_up_rate"]))
         trend["task_success_rate"].append((r["t"], m["task_success_rate"]))
 
 
-def _trend_rows(store, table: str, select: str, period: Period, where: str, params: dict) -> list[dict]:
-    """Rows of ``select`` per trend bucket, per (service, feature) and for all (``g`` set), from ``table``.
-
-    From the period's first whole bucket: a partial one would show a dip that is only the period's edge.
-    """
-    bucket = period.bucket_seconds
-    return store.query_dicts(
-        f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
-        f"grouping(service, feature) AS g, service, feature, {select} FROM {table} WHERE {where} "
-        f"minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC') "
-        f"GROUP BY GROUPING SETS ((t, service, feature), (t))",
-        {**params, "b": bucket, "lo": -(-int(period.start.timestamp()) // bucket) * bucket,
-         "hi": int(period.end.timestamp())})
-
-
 def _hallucination(store, period: Period, prev: Period, filters: dict, row) -> None:
     sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for svc, feat, h, *counts in review_counts(store, prev.start, period.end):
+    for svc, feat, h, *counts in review.counts(store, prev.start, period.end):
         if (filters.get("service") and svc != filters["service"]) or (
                 filters.get("feature") and feat != filters["feature"]):
             continue
@@ -265,12 +224,7 @@ def _hallucination(store, period: Period, prev: Period, filters: dict, row) -> N
 
 def _drift(store, period: Period, filters: dict, rows: dict) -> None:
     """The newest drift report per (service, feature) in the period, preferring full-day windows."""
-    for r in store.query_dicts(
-            "SELECT service, feature, argMax(report_id, (window = '1d', ts)) AS report_id, "
-            "argMax(status, (window = '1d', ts)) AS status, argMax(drift_detected, (window = '1d', ts)) AS detected, "
-            "argMax(ts, (window = '1d', ts)) AS last_ts, argMax(window, (window = '1d', ts)) AS last_window "
-            "FROM drift_reports FINAL WHERE ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
-            "GROUP BY service, feature", {"lo": period.start, "hi": period.end}):
+    for r in drift_reports.latest_per_stratum(store, period.start, period.end):
         key = (r["service"], r["feature"])
         if key in rows:
             rows[key].drift = {"report_id": r["report_id"], "status": r["status"], "detected": bool(r["detected"]),
@@ -280,14 +234,11 @@ def _drift(store, period: Period, filters: dict, rows: dict) -> None:
 def _slos(store, config, period: Period, filters: dict, rows: dict) -> None:
     if not config.slos:
         return
-    sql = ("SELECT labels['slo'], argMax(value, ts) FROM metric_points FINAL "
-           "WHERE metric = 'slo_error_budget_remaining' "
-           "AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
-           "GROUP BY labels['slo']")  # one window per SLO: its period
     # The slo job writes every minute: the newest value is in the last hour unless the job stopped.
-    latest = dict(store.query(sql, {"lo": max(period.start, period.end - dt.timedelta(hours=1)), "hi": period.end}))
+    latest = metric_points.latest_by_label(store, "slo_error_budget_remaining", "slo",
+                                           max(period.start, period.end - dt.timedelta(hours=1)), period.end)
     if any(slo.name not in latest for slo in config.slos):
-        latest = dict(store.query(sql, {"lo": period.start, "hi": period.end}))
+        latest = metric_points.latest_by_label(store, "slo_error_budget_remaining", "slo", period.start, period.end)
     for slo in config.slos:
         entry = {"name": slo.name, "objective": float(slo.objective), "sli": slo.sli,
                  "budget_remaining": latest.get(slo.name)}
@@ -298,7 +249,7 @@ def _slos(store, config, period: Period, filters: dict, rows: dict) -> None:
 
 
 def _incidents(store, period: Period, prev: Period, filters: dict, row) -> None:
-    for span in incident_spans(store, prev.start, period.end):
+    for span in alert_history.incident_spans(store, prev.start, period.end):
         if prev.end <= span["start"] < period.start:
             continue
         labels = span["labels"]
@@ -322,10 +273,4 @@ def incident_figures(spans: list[dict], current: bool) -> dict:
 
 def choices(store, period: Period) -> dict[str, list[str]]:
     """Values each filter can take in the days of the period and the one before, for the filter menus."""
-    out = {}
-    row = store.query(f"SELECT {', '.join(f'groupUniqArray(200)({f})' for f in FILTERS)} FROM requests_1d "
-                      "WHERE minute >= toStartOfDay({lo:DateTime64(3, 'UTC')}) AND minute < {hi:DateTime64(3, 'UTC')}",
-                      {"lo": period.previous.start, "hi": period.end})
-    for name, values in zip(FILTERS, row[0] if row else [[]] * len(FILTERS)):
-        out[name] = sorted(v for v in values if v)
-    return out
+    return rollups.dimension_values(store, FILTERS, period.previous.start, period.end)

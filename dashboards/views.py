@@ -15,22 +15,24 @@ import plotly
 from flask import (Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request,
                    send_from_directory, url_for)
 
-from alerts import silences
-from jobs.catalog import METRICS
-from monitor import review as review_api
-from monitor.auth import require
-from monitor.clock import iso_utc, utc
-from monitor.config import parse_duration
-from monitor.errors import ApiError
-from monitor.events import HALLUCINATION_LABELS, parse_timestamp
+from dashboards import review as review_api
+from monitor.foundation.metrics import METRICS, slo_labels, window_name
+from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests, silences
+from monitor.foundation.auth import require
+from monitor.foundation.clock import iso_utc, utc
+from monitor.foundation.config import parse_duration
+from monitor.foundation.errors import ApiError
+from monitor.foundation.events import HALLUCINATION_LABELS, parse_timestamp
+from monitor.foundation.incident_window import incident_window
 
-from . import charts, incidents, kpis
-from .access import page
+from dashboards import charts, incidents, kpis
+from dashboards.access import page
 
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
 PLOTLY_DIR = os.path.join(os.path.dirname(plotly.__file__), "package_data")
-INCIDENT_MARGIN = dt.timedelta(minutes=30)
+# The incident page's charts show this much before and after the window, for context.
+CHART_MARGIN = dt.timedelta(minutes=30)
 
 # The overview's columns: (key, label, unit, higher is better, chart it links to).
 KPI_COLUMNS = (
@@ -253,8 +255,6 @@ def detail():
                                 METRICS[metrics[0][0]][2] + f" Window {wanted[metrics[0][0]]}."))
     # SLO burn and budget, from the slo job's series (labelled by SLO).
     if slos:
-        from jobs.base import window_name
-        from jobs.slo import slo_labels
         every = {"5m": 300, "1h": 3600, "1d": 86400}[step]
         budget, burn = [], []
         for s in slos:
@@ -294,16 +294,8 @@ def drift():
     period = _period()
     service, feature = request.args.get("service", ""), request.args.get("feature", "")
     window = request.args.get("window", "1d")
-    where, params = ["ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}"], {
-        "lo": period.start, "hi": period.end}
-    for name, value in (("service", service), ("feature", feature)):
-        if value:
-            where.append(f"{name} = {{{name}:String}}")
-            params[name] = value
-    runs = svc.store.query_dicts(
-        "SELECT report_id, ts, window, service, feature, status, drift_detected, summary, explanation, "
-        "snapshot != '' AS has_snapshot FROM drift_reports FINAL WHERE " + " AND ".join(where) +
-        " ORDER BY ts DESC, service, feature, window LIMIT 200", params)
+    runs = drift_reports.runs(svc.store, period.start, period.end,
+                              {k: v for k, v in (("service", service), ("feature", feature)) if v})
     for r in runs:
         r["summary"] = json.loads(r["summary"]) if r["summary"] else {}
         r["explanation"] = json.loads(r["explanation"]) if r["explanation"] else {}
@@ -346,10 +338,8 @@ _METHOD_HELP = {
 # -- alerts ----------------------------------------------------------------------------
 def incident_link(start: dt.datetime | None, end: dt.datetime | None, fingerprint: str = "",
                   labels: dict | None = None) -> str:
-    """The incident explorer for an alert's window, with the margin the notifications use."""
-    now = _svc().clock.now()
-    start = utc(start or now) - INCIDENT_MARGIN
-    end = utc(end) + dt.timedelta(minutes=5) if end else utc(now) + dt.timedelta(minutes=5)
+    """The incident explorer for an alert's window (the window the notifications link to)."""
+    start, end = incident_window(start, end, _svc().clock.now())
     labels = labels or {}
     return url_for("pages.incident", **{"from": iso_utc(start), "to": iso_utc(end)},
                    **{k: v for k, v in (("fingerprint", fingerprint), ("service", labels.get("service")),
@@ -361,9 +351,7 @@ def incident_link(start: dt.datetime | None, end: dt.datetime | None, fingerprin
 def alerts():
     svc = _svc()
     now = svc.clock.now()
-    active = svc.store.query_dicts(
-        "SELECT fingerprint, rule, labels, annotations, state, health, value, active_at, fired_at FROM alert_state "
-        "FINAL WHERE state IN ('firing', 'pending') ORDER BY state = 'pending', fired_at, active_at")
+    active = alert_state.active(svc.store)
     filt = {k: request.args[k] for k in ("service", "feature") if request.args.get(k)}
     active = [a for a in active if all(a["labels"].get(k) == v for k, v in filt.items())]
     for a in active:
@@ -373,14 +361,12 @@ def alerts():
         a["runbook_is_url"] = a["runbook"].startswith(("http://", "https://", "/"))
     days = int(request.args.get("days", "7")) if request.args.get("days", "7").isdigit() else 7
     lo = now - dt.timedelta(days=max(1, min(days, 90)))
-    from alerts.kpis import incident_spans
-    spans = [s for s in incident_spans(svc.store, lo, now) if all(s["labels"].get(k) == v for k, v in filt.items())]
+    spans = [s for s in alert_history.incident_spans(svc.store, lo, now)
+             if all(s["labels"].get(k) == v for k, v in filt.items())]
     for s in spans:
         s["explore"] = incident_link(s["start"], s["end"], s["fingerprint"], s["labels"])
         s["duration"] = ((s["end"] or now) - s["start"]).total_seconds()
-    history = svc.store.query_dicts(
-        "SELECT ts, fingerprint, rule, labels, from_state, to_state, value, reason, silenced FROM alert_history "
-        "WHERE ts >= {lo:DateTime64(3, 'UTC')} ORDER BY ts DESC LIMIT 300", {"lo": lo})
+    history = alert_history.newest_since(svc.store, lo, 300)
     history = [h for h in history if all(h["labels"].get(k) == v for k, v in filt.items())]
     timeline = [{"name": s["rule"] + " " + " ".join(f"{k}={v}" for k, v in sorted(s["labels"].items())
                                                      if k in ("service", "feature")),
@@ -465,9 +451,9 @@ def _incident_args():
     filters = {k: request.args[k] for k in ("service", "feature") if request.args.get(k)}
     fp = request.args.get("fingerprint")
     if fp and not filters:
-        rows = svc.store.query("SELECT labels FROM alert_history WHERE fingerprint = {fp:String} LIMIT 1", {"fp": fp})
-        if rows:
-            filters = {k: rows[0][0][k] for k in ("service", "feature") if rows[0][0].get(k)}
+        labels = alert_history.labels_of(svc.store, fp)
+        if labels:
+            filters = {k: labels[k] for k in ("service", "feature") if labels.get(k)}
     start, end = _time("from"), _time("to")
     if start is None and end is None:
         now = svc.clock.now()
@@ -487,12 +473,12 @@ def incident():
     rep = incidents.report(svc.store, svc.config, period, filters)
     charts_out, markers = [], []
     labels = dict(filters)
-    step = charts.step_for(period.span + 2 * INCIDENT_MARGIN)
+    step = charts.step_for(period.span + 2 * CHART_MARGIN)
     if period.span <= dt.timedelta(hours=6):
         step = "1m"
     wanted = {"requests": step, "error_rate": step, "latency_p95_ms": step, "ttft_p95_ms": step,
               "thumbs_up_rate": step if step != "1m" else "5m"}
-    lo, hi = period.start - INCIDENT_MARGIN, period.end + INCIDENT_MARGIN
+    lo, hi = period.start - CHART_MARGIN, period.end + CHART_MARGIN
     shift = incidents.BASELINE_SHIFT
     cur, base = charts.fetch_ranges(svc.store, wanted, [labels], [(lo, hi), (lo - shift, hi - shift)])
     for metric, title, unit in (("error_rate", "Error rate", "pct"), ("latency_p95_ms", "Latency p95", "ms"),
@@ -546,16 +532,10 @@ def incident_export():
 @page("read")
 def request_detail(request_id: str):
     svc = _svc()
-    rows = svc.store.query_dicts(
-        "SELECT * EXCEPT (input_embedding) FROM requests FINAL WHERE request_id = {id:String} LIMIT 1",
-        {"id": request_id})
-    if not rows:
+    r = requests.get(svc.store, request_id)
+    if r is None:
         return render_template("error.html", status=404, title="Not found",
                                message=f"No request {request_id} (or it is past retention)."), 404
-    feedback = svc.store.query_dicts(
-        "SELECT ts, kind, value, label, source, reviewer, comment FROM feedback FINAL "
-        "WHERE request_id = {id:String} ORDER BY ts", {"id": request_id})
-    r = rows[0]
-    return render_template("request.html", r=r, feedback=feedback,
+    return render_template("request.html", r=r, feedback=feedback.for_request(svc.store, request_id),
                            explore=incident_link(utc(r["ts"]), utc(r["ts"]) + dt.timedelta(minutes=1),
                                                  labels={"service": r["service"], "feature": r["feature"]}))

@@ -13,21 +13,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable
 
-from monitor.rollups import NEGATIVE_FEEDBACK
-
-from .base import Job, Point, ratio
-from .sli import each_window, labels_of
-
-COST_WINDOWS = {"1h": 3600, "1d": 86400}
+from jobs.base import Job
+from monitor.foundation.metrics import COST_WINDOWS, Point, labels_of
+from monitor.foundation.rollups import NEGATIVE_FEEDBACK, STATUS_COLUMNS
+from monitor.foundation.stats import ratio
+from monitor.foundation.tables import rollups
 
 COST_SELECT = """
        sum(requests) AS requests, sum(cost_usd) AS cost, sum(input_tokens) AS input_tokens,
        sum(output_tokens) AS output_tokens, sum(cached_input_tokens) AS cached_input_tokens,
        sum(unpriced) AS unpriced, {success} AS success_status"""
-
-STATUS_COLUMNS = {"ok": "status_ok", "error": "status_error", "timeout": "status_timeout",
-                  "blocked": "status_blocked", "cancelled": "status_cancelled"}
-
 
 def _union(columns: list[str]) -> str:
     """SQL counting the distinct request hashes in the union of these bitmap columns."""
@@ -53,11 +48,11 @@ class CostJob(Job):
         select = COST_SELECT.format(success=" + ".join(f"sum({STATUS_COLUMNS[s]})" for s in statuses))
         unhappy = {}
         negatives = [NEGATIVE_FEEDBACK[k] for k in success.negative_feedback]
-        for name, row in each_window(self.store, "feedback", f"{_union(negatives)} AS unhappy", start, end,
+        for name, row in rollups.by_window(self.store, "feedback", f"{_union(negatives)} AS unhappy", start, end,
                                      COST_WINDOWS, where="AND request_status IN {statuses:Array(String)}",
                                      params={"statuses": statuses}):
             unhappy[(name, row["w_end"], tuple(sorted(labels_of(row).items())))] = row["unhappy"]
-        for name, row in each_window(self.store, "requests", select, start, end, COST_WINDOWS):
+        for name, row in rollups.by_window(self.store, "requests", select, start, end, COST_WINDOWS):
             labels = labels_of(row)
             n, cost = row["requests"], row["cost"]
             outcomes = row["success_status"] - unhappy.get((name, row["w_end"], tuple(sorted(labels.items()))), 0)

@@ -11,8 +11,8 @@ a reference sample:
   cityHash64(request_id), so a rerun draws the same requests; fewer than
   ``min_samples`` on a side records ``insufficient_data`` and nothing else;
 - vectors: ``input_embedding`` as sent when every sampled request has one,
-  else the texts encoded with monitor.embeddings (cached);
-- decision: monitor.drift.compare on input texts and on output texts;
+  else the texts encoded with jobs.embeddings (cached);
+- decision: jobs.drift_methods.compare on input texts and on output texts;
 - a ``drift_reports`` row with the numbers, an explanation of what is new
   when drift is detected, and an Evidently snapshot that also holds value
   drift of latency, tokens and cost.
@@ -31,15 +31,13 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from monitor import drift
-from monitor.storage import StoreError
-
-from .base import WINDOWS, Job, Point, window_ends
+from jobs import drift_methods as drift
+from jobs.base import Job
+from monitor.foundation.metrics import WINDOWS, Point, window_ends
+from monitor.foundation.storage import StoreError
+from monitor.foundation.tables import drift_reports, requests
 
 log = logging.getLogger(__name__)
-DRIFT_WINDOWS = ("1h", "6h", "1d", "7d")
-_REPORT_COLUMNS = ["report_id", "ts", "window", "service", "feature", "status", "drift_detected", "reference_from",
-                   "reference_to", "summary", "explanation", "snapshot", "created_at"]
 
 
 def report_id(service: str, feature: str, window: str, end: dt.datetime) -> str:
@@ -111,10 +109,7 @@ class DriftJob(Job):
         return window in wanted and step == (int(every.total_seconds()) if every else WINDOWS[window])
 
     def _strata(self, lo: dt.datetime, hi: dt.datetime) -> list[tuple[str, str]]:
-        return [tuple(r) for r in self.store.query(
-            "SELECT service, feature FROM requests WHERE ts >= toDateTime({lo:UInt32}, 'UTC') "
-            "AND ts < toDateTime({hi:UInt32}, 'UTC') AND output_text != '' GROUP BY service, feature "
-            "ORDER BY service, feature", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp())})]
+        return requests.answered_strata(self.store, lo, hi)
 
     def reference_range(self, service: str, feature: str, current_start: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
         cfg = self.config.drift
@@ -126,15 +121,7 @@ class DriftJob(Job):
         return current_start - dt.timedelta(days=days), current_start
 
     def _sample(self, service: str, feature: str, lo: dt.datetime, hi: dt.datetime) -> pd.DataFrame:
-        rows = self.store.query_dicts("""
-SELECT request_id, input_text, output_text, input_embedding, latency_ms, input_tokens, output_tokens, cost_usd
-FROM requests FINAL
-WHERE service = {s:String} AND feature = {f:String}
-  AND ts >= toDateTime64({lo:Float64}, 3, 'UTC') AND ts < toDateTime64({hi:Float64}, 3, 'UTC')
-  AND (input_text != '' OR length(input_embedding) > 0) AND output_text != ''
-ORDER BY cityHash64(request_id), request_id
-LIMIT {n:UInt32}""", {"s": service, "f": feature, "lo": lo.timestamp(), "hi": hi.timestamp(),
-                      "n": self.config.drift.sample_size})
+        rows = requests.drift_sample(self.store, service, feature, lo, hi, self.config.drift.sample_size)
         return pd.DataFrame(rows, columns=["request_id", "input_text", "output_text", "input_embedding", "latency_ms",
                                            "input_tokens", "output_tokens", "cost_usd"])
 
@@ -203,4 +190,4 @@ LIMIT {n:UInt32}""", {"s": service, "f": feature, "lo": lo.timestamp(), "hi": hi
         row = {**row, "status": status, "drift_detected": detected, "summary": drift.dumps(summary),
                "explanation": drift.dumps(explanation) if explanation else "", "snapshot": snapshot,
                "created_at": self.clock.now()}
-        self.store.insert("drift_reports", [[row[c] for c in _REPORT_COLUMNS]], _REPORT_COLUMNS)
+        drift_reports.insert(self.store, row)

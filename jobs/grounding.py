@@ -1,21 +1,58 @@
 """``grounding_proxy``: the share of answer sentences with no close context sentence, per window.
 
-A proxy, not a label (monitor/grounding.py says why). For every closed hour
-and day and every (service, feature) with answers that came with context, it
-takes up to ``grounding.sample_size`` requests (lowest cityHash64 of the id,
-so reruns agree) and writes ``ungrounded_proxy_rate`` = ungrounded sentences /
-answer sentences, with the sample size beside it.
+A PROXY, not a label, never reported as a hallucination rate. For a request
+with ``context_text``, each answer sentence is compared with every context
+sentence by embedding cosine similarity; a sentence whose best match is below
+``grounding.threshold`` counts as ungrounded, and the proxy is the share of
+such sentences. It is cheap, useful for ordering the review queue (most
+suspicious first, see the ``hallucination_sample`` job) and for watching a
+trend; humans decide.
+
+For every closed hour and day and every (service, feature) with answers that
+came with context, the job takes up to ``grounding.sample_size`` requests
+(lowest cityHash64 of the id, so reruns agree) and writes
+``ungrounded_proxy_rate`` = ungrounded sentences / answer sentences, with the
+sample size beside it.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Iterable
 
-from monitor.grounding import proxy_scores
+import numpy as np
 
-from .base import Job, Point, window_ends
+from jobs.base import Job
+from monitor.foundation.metrics import PROXY_WINDOWS, Point, window_ends
+from monitor.foundation.tables import requests
 
-PROXY_WINDOWS = {"1h": 3600, "1d": 86400}
+# A sentence ends at . ! ? or a line break, followed by space; bracketed source tags like
+# "[kb:billing-1]" stay with their passage.
+_SPLIT = re.compile(r"(?<=[.!?])\s+|\n+")
+MIN_CHARS = 3
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SPLIT.split(text or "") if len(s.strip()) >= MIN_CHARS]
+
+
+def proxy_scores(pairs: list[tuple[str, str]], embed, threshold: float) -> list[tuple[int, int]]:
+    """(ungrounded sentences, answer sentences) per (answer, context) pair; ``embed`` maps texts to
+    L2-normalised rows and is called once for all of them."""
+    split = [(sentences(a), sentences(c)) for a, c in pairs]
+    texts = sorted({s for a, c in split if a and c for s in a + c})
+    if not texts:
+        return [(0, 0)] * len(pairs)
+    index = {t: i for i, t in enumerate(texts)}
+    vectors = embed(texts)
+    out = []
+    for a, c in split:
+        if not a or not c:
+            out.append((0, 0))
+            continue
+        best = (vectors[[index[s] for s in a]] @ vectors[[index[s] for s in c]].T).max(axis=1)
+        out.append((int(np.sum(best < threshold)), len(a)))
+    return out
 
 
 class GroundingProxyJob(Job):
@@ -33,15 +70,7 @@ class GroundingProxyJob(Job):
                 t += dt.timedelta(seconds=seconds)
 
     def _window(self, window: str, lo: dt.datetime, hi: dt.datetime) -> Iterable[Point]:
-        rows = self.store.query("""
-SELECT service, feature, output_text, context_text FROM (
-    SELECT service, feature, output_text, context_text,
-           row_number() OVER (PARTITION BY service, feature ORDER BY cityHash64(request_id), request_id) AS rank
-    FROM requests FINAL
-    WHERE ts >= toDateTime({lo:UInt32}, 'UTC') AND ts < toDateTime({hi:UInt32}, 'UTC')
-      AND output_text != '' AND context_text != '')
-WHERE rank <= {n:UInt32}""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp()),
-                              "n": self.config.grounding.sample_size})
+        rows = requests.grounding_sample(self.store, lo, hi, self.config.grounding.sample_size)
         if not rows:
             return
         scores = proxy_scores([(r[2], r[3]) for r in rows], self.embeddings().embed, self.config.grounding.threshold)

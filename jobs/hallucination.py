@@ -16,28 +16,16 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import math
 from collections import defaultdict
 from typing import Iterable
 
-from monitor.grounding import proxy_scores
-
-from .base import Job, Point, floor_to, window_ends
+from jobs.base import Job
+from jobs.grounding import proxy_scores
+from monitor.foundation.metrics import RATE_WINDOWS, Point, floor_to, window_ends
+from monitor.foundation.stats import wilson
+from monitor.foundation.tables import requests, review
 
 HASH_SPACE = 1_000_000
-Z95 = 1.959963984540054
-RATE_WINDOWS = {"1d": 86400, "7d": 604800}
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 class HallucinationSampleJob(Job):
@@ -49,11 +37,11 @@ class HallucinationSampleJob(Job):
         return dt.timedelta(days=1)
 
     def _rates(self) -> tuple[dict[str, int], int]:
-        review = self.config.review
+        cfg = self.config.review
         rates = {}
-        for r in review.rates:
+        for r in cfg.rates:
             rates[f"{r.service}/{r.feature}" if r.feature else r.service] = int(r.rate * HASH_SPACE)
-        return rates, int(review.sample_rate * HASH_SPACE)
+        return rates, int(cfg.sample_rate * HASH_SPACE)
 
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         rates, default = self._rates()
@@ -64,36 +52,18 @@ class HallucinationSampleJob(Job):
             day = day_end
 
     def _sample_day(self, day, upto, day_end, rates, default) -> Iterable[Point]:
-        rows = self.store.query("""
-SELECT service, feature, request_id, ts, h < rate AS by_rate, output_text, context_text
-FROM (
-    SELECT service, feature, request_id, ts, output_text, context_text, cityHash64(request_id) % {space:UInt64} AS h,
-           indexOf({keys:Array(String)}, concat(service, '/', feature)) AS by_feature,
-           indexOf({keys:Array(String)}, toString(service)) AS by_service,
-           multiIf(by_feature > 0, {rates:Array(UInt64)}[by_feature],
-                   by_service > 0, {rates:Array(UInt64)}[by_service], {default:UInt64}) AS rate,
-           row_number() OVER (PARTITION BY service, feature ORDER BY h, request_id) AS rank
-    FROM requests FINAL
-    WHERE ts >= toDateTime({lo:UInt32}, 'UTC') AND ts < toDateTime({hi:UInt32}, 'UTC') AND output_text != ''
-)
-WHERE h < rate OR rank <= {minimum:UInt32}""", {
-            "space": HASH_SPACE, "keys": list(rates), "rates": list(rates.values()), "default": default, "minimum": self.config.review.min_per_day,
-            "lo": int(day.timestamp()), "hi": int(upto.timestamp())})
+        rows = requests.review_sample(self.store, day, upto, HASH_SPACE, rates, default, self.config.review.min_per_day)
         if not rows:
             return
         now = self.clock.now()
         proxy = self._proxy([(r[5], r[6]) for r in rows])
-        self.store.insert("review_queue",
-                          [[rid, ts, svc, feat, day.date(), "rate" if by_rate else "minimum", now, p]
-                           for (svc, feat, rid, ts, by_rate, *_), p in zip(rows, proxy)],
-                          ["request_id", "request_ts", "service", "feature", "day", "reason", "sampled_at",
-                           "ungrounded_proxy"])
+        review.enqueue(self.store, [[rid, ts, svc, feat, day.date(), "rate" if by_rate else "minimum", now, p]
+                                    for (svc, feat, rid, ts, by_rate, *_), p in zip(rows, proxy)])
         counts: dict[tuple, int] = defaultdict(int)
         for svc, feat, *_ in rows:
             counts[(svc, feat)] += 1
         for (svc, feat), n in counts.items():
             yield Point(day_end, "1d", "review_samples", {"service": svc, "feature": feat}, float(n))
-
 
     def _proxy(self, pairs: list[tuple[str, str]]) -> list[float | None]:
         """The grounding proxy of each queued answer (None without context), for review.prioritize."""
@@ -117,7 +87,7 @@ class HallucinationRateJob(Job):
             return
         first, last = span
         lo = first - dt.timedelta(seconds=max(RATE_WINDOWS.values()))
-        rows = review_counts(self.store, lo, last)
+        rows = review.counts(self.store, lo, last)
         series: dict[tuple, list] = defaultdict(list)
         for svc, feat, h, *counts in rows:
             for key in ((("service", svc), ("feature", feat)), (("service", svc),)):
@@ -154,22 +124,3 @@ class HallucinationRateJob(Job):
                     yield Point(t, name, "hallucination_rate_high", labels, high)
             t += dt.timedelta(hours=1)
 
-
-def review_counts(store, lo: dt.datetime, hi: dt.datetime) -> list[tuple]:
-    """(service, feature, hour as epoch seconds, sampled, reviewed, hallucinated, grounded) of the queue
-    items whose requests fall in [lo, hi); an item's verdict is the majority of its reviewers' votes."""
-    return store.query("""
-SELECT q.service, q.feature, toUnixTimestamp(toStartOfHour(q.request_ts)) AS h, count() AS sampled,
-       countIf(l.votes > 0) AS reviewed,
-       countIf(l.hallucinated > l.grounded) AS hallucinated,
-       countIf(l.grounded > l.hallucinated) AS grounded
-FROM (SELECT * FROM review_queue FINAL
-      WHERE request_ts >= toDateTime({lo:UInt32}, 'UTC') AND request_ts < toDateTime({hi:UInt32}, 'UTC')) AS q
-LEFT JOIN (
-    SELECT request_id, count() AS votes, countIf(label = 'hallucinated') AS hallucinated,
-           countIf(label = 'grounded') AS grounded
-    FROM feedback FINAL
-    WHERE kind = 'hallucination' AND source = 'reviewer'
-      AND request_id IN (SELECT request_id FROM review_queue WHERE request_ts >= toDateTime({lo:UInt32}, 'UTC'))
-    GROUP BY request_id) AS l ON q.request_id = l.request_id
-GROUP BY q.service, q.feature, h ORDER BY h""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp())})

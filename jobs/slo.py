@@ -18,12 +18,11 @@ import datetime as dt
 from fractions import Fraction
 from typing import Iterable
 
-from monitor.config import SloConfig
-from monitor.rollups import bucket_index
-
-from .base import UTC, Job, Point, window_name
-
-BURN_WINDOWS = {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200}
+from jobs.base import Job
+from monitor.foundation.config import SloConfig
+from monitor.foundation.metrics import BURN_WINDOWS, UTC, Point, slo_labels, window_name
+from monitor.foundation.rollups import bucket_index
+from monitor.foundation.tables import rollups
 
 
 def error_budget(slo: SloConfig) -> Fraction:
@@ -34,13 +33,6 @@ def _good_expr(slo: SloConfig) -> str:
     if slo.sli == "availability":
         return "sum(status_ok)"
     return f"sumForEachMerge(latency_le)[{bucket_index(slo.threshold_ms)}]"
-
-
-def slo_labels(slo: SloConfig) -> dict[str, str]:
-    labels = {"slo": slo.name, "service": slo.service, "sli": slo.sli}
-    if slo.feature:
-        labels["feature"] = slo.feature
-    return labels
 
 
 class _Counts:
@@ -63,12 +55,7 @@ class SloJob(Job):
     description = "SLO error budget remaining and multi-window burn rates"
 
     def counts(self, slo: SloConfig, table: str, lo: int, hi: int) -> _Counts:
-        where = "service = {service:String}" + (" AND feature = {feature:String}" if slo.feature else "")
-        return _Counts(self.store.query(
-            f"SELECT toUnixTimestamp(minute) AS m, {_good_expr(slo)} AS good, sum(requests) AS total "
-            f"FROM {table} WHERE {where} AND minute >= toDateTime({{lo:UInt32}}, 'UTC') "
-            f"AND minute < toDateTime({{hi:UInt32}}, 'UTC') GROUP BY m ORDER BY m",
-            {"service": slo.service, "feature": slo.feature or "", "lo": max(lo, 0), "hi": hi}))
+        return _Counts(rollups.good_and_total(self.store, table, _good_expr(slo), slo.service, slo.feature, lo, hi))
 
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         for slo in self.config.slos:

@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from .clock import SystemClock, utc
-from .config import Config, ConfigError, load_config
-from .storage import Store, StoreBusy, StoreError
+from monitor.foundation.clock import SystemClock, utc
+from monitor.foundation.config import Config, ConfigError, load_config
+from monitor.foundation.storage import Store, StoreBusy, StoreError
 
 EXIT_ERROR = 1
 EXIT_BUSY = 3
@@ -39,7 +39,7 @@ class _Ctx:
 
     def ready_store(self) -> Store:
         """The store, with its schema at the latest revision."""
-        from . import migrate
+        from monitor.foundation import migrate
         store = self.store
         have, want = migrate.current(store), migrate.head()
         if have != want:
@@ -59,8 +59,8 @@ def _friendly(fn):
     """One line on stderr and a non-zero exit for the errors a user can act on; never a stack trace."""
     @functools.wraps(fn)
     def inner(*args, **kwargs):
-        from .client import ClientError
-        from .embeddings import EmbeddingError
+        from monitor.client import ClientError
+        from jobs.embeddings import EmbeddingError
         try:
             return fn(*args, **kwargs)
         except StoreBusy as exc:
@@ -103,7 +103,7 @@ def db() -> None:
 @_friendly
 def db_upgrade(obj: _Ctx, revision: str) -> None:
     """Apply revisions up to REVISION (default head). Safe to run again."""
-    from . import migrate
+    from monitor.foundation import migrate
     migrate.upgrade(obj.store, obj.config, revision)
     click.echo(f"schema at {migrate.current(obj.store)} ({obj.store.describe()})")
 
@@ -114,7 +114,7 @@ def db_upgrade(obj: _Ctx, revision: str) -> None:
 @_friendly
 def db_downgrade(obj: _Ctx, revision: str) -> None:
     """Revert revisions down to REVISION ('base' removes every table)."""
-    from . import migrate
+    from monitor.foundation import migrate
     migrate.downgrade(obj.store, obj.config, revision)
     click.echo(f"schema at {migrate.current(obj.store) or 'base'}")
 
@@ -124,7 +124,7 @@ def db_downgrade(obj: _Ctx, revision: str) -> None:
 @_friendly
 def db_current(obj: _Ctx) -> None:
     """Print the applied revision."""
-    from . import migrate
+    from monitor.foundation import migrate
     have, want = migrate.current(obj.store), migrate.head()
     click.echo(f"{have or 'base'}" + ("" if have == want else f" (latest is {want}: run `nlpmon db upgrade`)"))
 
@@ -136,7 +136,7 @@ def keys() -> None:
 
 
 def _keystore(obj: _Ctx):
-    from .auth import KeyStore
+    from monitor.foundation.auth import KeyStore
     return KeyStore(obj.ready_store(), SystemClock(), 0)
 
 
@@ -193,7 +193,7 @@ def _when(value: str | None) -> dt.datetime | None:
 
 
 def _jobs(obj: _Ctx):
-    from jobs.scheduler import build_jobs
+    from monitor.scheduler import build_jobs
     return build_jobs(obj.ready_store(), obj.config, SystemClock())
 
 
@@ -215,16 +215,16 @@ def jobs() -> None:
 def jobs_list(obj: _Ctx) -> None:
     """Each job with its interval and its last run."""
     registry = _jobs(obj)
-    last = {r[0]: r[1:] for r in obj.store.query(
-        "SELECT job, argMax(started_at, started_at), argMax(status, started_at), argMax(duration_ms, started_at), "
-        "argMax(rows, started_at), argMax(error, started_at) FROM job_runs GROUP BY job")}
+    from monitor.foundation.tables import job_runs
+    last = job_runs.latest(obj.store)
     for name, job in registry.items():
         line = f"{name:<6} every {str(job.interval):<8} {job.description}"
         if name in last:
-            started, status, ms, rows, error = last[name]
-            line += f"\n       last run {started:%Y-%m-%d %H:%M:%S} UTC: {status}, {rows} rows in {ms / 1000:.2f} s"
-            if error:
-                line += f": {error.splitlines()[0][:200]}"
+            run = last[name]
+            line += (f"\n       last run {run['started_at']:%Y-%m-%d %H:%M:%S} UTC: {run['status']}, {run['rows']} rows "
+                     f"in {run['duration_ms'] / 1000:.2f} s")
+            if run["error"]:
+                line += f": {run['error'].splitlines()[0][:200]}"
         else:
             line += "\n       never run"
         click.echo(line)
@@ -256,7 +256,7 @@ def scheduler(obj: _Ctx) -> None:
     """Run only the job scheduler (for a server store with several API replicas; see README)."""
     import signal
     import threading
-    from jobs.scheduler import Scheduler
+    from monitor.scheduler import Scheduler
     _setup_logging(obj.config)
     registry = _jobs(obj)
     _check_model(registry)
@@ -285,7 +285,7 @@ def rollups() -> None:
 def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
     """Recompute the rollups (requests per minute/hour/day, feedback per minute) from the raw tables, for whole UTC days."""
     from tqdm import tqdm
-    from .rollups import rebuild, rebuild_plan
+    from monitor.foundation.tables.rollups import rebuild, rebuild_plan
     lo, hi = _when(start), _when(end)
     if hi <= lo:
         raise click.BadParameter("--to must be after --from")
@@ -304,7 +304,7 @@ def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
 def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
     """Serve the API and run the job scheduler in this process (required for the embedded store)."""
     import waitress
-    from .app import create_app
+    from monitor.app import create_app
     cfg = obj.config
     _setup_logging(cfg)
     store = obj.ready_store()
@@ -312,14 +312,14 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
     host, port = host or cfg.server.host, port or cfg.server.port
     sched = None
     if cfg.jobs.enabled:
-        from jobs.scheduler import Scheduler, build_jobs
+        from monitor.scheduler import Scheduler, build_jobs
         registry = build_jobs(store, cfg, app.extensions["nlpmon"].clock)
         _check_model(registry)
         sched = Scheduler(registry)
         sched.start()
     if cfg.metrics.port:
         import threading
-        from .series import metrics_only_app
+        from dashboards.series import metrics_only_app
         metrics_server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]), host=cfg.metrics.host,
                                                 port=cfg.metrics.port, threads=2, ident="nlpmon-metrics",
                                                 asyncore_use_poll=True)
@@ -348,7 +348,7 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
 @_friendly
 def ingest(obj: _Ctx, file, kind: str, url: str | None, api_key: str | None, batch_size: int) -> None:
     """Load events from an NDJSON FILE ('-' for stdin)."""
-    from .ingest import IngestResult, Unparseable
+    from monitor.ingest.pipeline import IngestResult, Unparseable
     sink = _sink(obj, url, api_key)
     total = IngestResult()
     batch: list = []
@@ -377,9 +377,9 @@ def ingest(obj: _Ctx, file, kind: str, url: str | None, api_key: str | None, bat
 
 def _sink(obj: _Ctx, url: str | None, api_key: str | None):
     """Where events go: a running server's API (``--url``) or the store through the same pipeline."""
-    from .ingest import IngestResult, Ingestor, Unparseable, user_id_salt
+    from monitor.ingest.pipeline import IngestResult, Ingestor, Unparseable, user_id_salt
     if url:
-        from .client import Client
+        from monitor.client import Client
         if not api_key:
             raise click.UsageError("--url needs --api-key (or NLPMON_API_KEY)")
         client = Client(url, api_key, flush_at_exit=False)
@@ -411,18 +411,19 @@ def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empt
          api_key: str | None) -> None:
     """Realistic synthetic traffic with injected incidents, for trying nlpmon out."""
     from tqdm import tqdm
-    from . import demo as demo_data
+    from monitor import demo as demo_data
+    from monitor.foundation.tables import requests
     if days <= 0 or rps <= 0:
         raise click.BadParameter("--days and --rps must be positive")
     if days > obj.config.retention.days:
         raise click.BadParameter(f"--days is beyond retention.days ({obj.config.retention.days})")
-    if if_empty and not url and obj.ready_store().scalar("SELECT count() FROM requests") > 0:
+    if if_empty and not url and requests.count(obj.ready_store()) > 0:
         click.echo("the store already holds requests; demo data not loaded", err=True)
         return
     end_ts = utc(dt.datetime.fromisoformat(end.replace("Z", "+00:00"))) if end else SystemClock().now()
     end_ts = end_ts.replace(second=0, microsecond=0)
     sink = _sink(obj, url, api_key)
-    from .ingest import IngestResult
+    from monitor.ingest.pipeline import IngestResult
     total = IngestResult()
     buffers: dict[str, list] = {"requests": [], "feedback": []}
     bar = tqdm(total=demo_data.expected_requests(days, rps), unit="req", desc="demo traffic", file=sys.stderr,
@@ -453,7 +454,7 @@ def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empt
     if not url:
         # Metrics for the whole demo window now, so charts have history from the start
         # (the scheduler itself only catches up jobs.catchup_max).
-        from jobs.scheduler import build_jobs
+        from monitor.scheduler import build_jobs
         for name, job in build_jobs(obj.ready_store(), obj.config, SystemClock()).items():
             since = end_ts - dt.timedelta(days=days)
             if name == "alerts":
@@ -480,7 +481,7 @@ def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empt
 def _demo_alert_replay(obj: _Ctx, engine, days: float, end_ts: dt.datetime) -> None:
     """The alerts the demo's incidents would have raised, evaluated minute by minute around each incident."""
     from tqdm import tqdm
-    from . import demo as demo_data
+    from monitor import demo as demo_data
     step, lead, tail = dt.timedelta(minutes=2), dt.timedelta(minutes=15), dt.timedelta(minutes=60)
     spans: list[list[dt.datetime]] = []
     for inc in demo_data.incidents(days, end_ts):
@@ -518,7 +519,7 @@ def incident(obj: _Ctx, from_: str, to: str, service: str | None, feature: str |
     """An incident window as a postmortem skeleton (md), JSON or CSV: the same as GET /v1/incidents."""
     import json as _json
     from dashboards import incidents as inc
-    from .events import parse_timestamp
+    from monitor.foundation.events import parse_timestamp
     try:
         start = parse_timestamp(float(from_) if from_.replace(".", "", 1).isdigit() else from_)
     except ValueError as exc:
@@ -551,9 +552,8 @@ def alerts() -> None:
 @_friendly
 def alerts_list(obj: _Ctx) -> None:
     """Pending and firing alerts, with their value and since when."""
-    rows = obj.ready_store().query_dicts(
-        "SELECT labels, state, health, value, active_at, fired_at, annotations FROM alert_state FINAL "
-        "WHERE state != 'inactive' ORDER BY state, fired_at")
+    from monitor.foundation.tables import alert_state
+    rows = alert_state.active(obj.ready_store())
     if not rows:
         click.echo("no pending or firing alerts")
     for r in rows:
@@ -597,8 +597,8 @@ def alerts_test_receiver(obj: _Ctx, name: str) -> None:
 def silence(obj: _Ctx, action: str, matchers, duration: str, comment: str, author: str | None,
             sid: str | None) -> None:
     """Silences: add (--matcher k=v --duration 2h --comment ...), list, expire --id ID."""
-    from alerts import silences
-    from .config import parse_duration
+    from monitor.foundation.tables import silences
+    from monitor.foundation.config import parse_duration
     store, clock = obj.ready_store(), SystemClock()
     if action == "add":
         try:
@@ -625,7 +625,7 @@ def silence(obj: _Ctx, action: str, matchers, duration: str, comment: str, autho
 
 
 def _demo_daily_drift(obj: _Ctx, end_ts: dt.datetime) -> None:
-    from jobs.base import floor_to
+    from monitor.foundation.metrics import floor_to
     from jobs.drift import DriftJob
     cfg = obj.config
     daily = cfg.model_copy(update={"drift": cfg.drift.model_copy(update={"windows": ["1d"], "targets": []})})

@@ -24,7 +24,7 @@ import urllib.request
 import weakref
 from typing import Callable, Iterable
 
-from . import __version__
+from monitor import __version__
 
 
 class ClientError(RuntimeError):

@@ -14,11 +14,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import pytest
 
-from monitor import migrate
+from monitor.foundation import migrate
 from monitor.app import create_app
-from monitor.clock import ManualClock
-from monitor.config import load_config
-from monitor.storage import Store
+from monitor.foundation.clock import ManualClock
+from monitor.foundation.config import load_config
+from monitor.foundation.storage import Store
 
 from tests.helpers import LiveServer
 

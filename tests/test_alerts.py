@@ -12,7 +12,7 @@ import pytest
 
 from alerts.engine import AlertEngine
 from alerts.rules import burn_rate_threshold, load_rules
-from monitor.config import ConfigError
+from monitor.foundation.config import ConfigError
 from tests.loopback import Recorder
 
 T0 = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.timezone.utc)
@@ -130,7 +130,7 @@ def test_send_resolved_false(make_engine, clock, hook):
 
 
 def test_silence_suppresses_then_expires(make_engine, clock, hook):
-    from alerts import silences
+    from monitor.foundation.tables import silences
     engine = make_engine()
     silences.create(engine.store, clock, ["feature=chat"], T0 + dt.timedelta(minutes=10), "ana", "deploying a fix")
     run_for(engine, clock, dt.timedelta(minutes=9), lambda t: {CHAT: 0.5})
@@ -305,7 +305,7 @@ def test_cli_silence_alerts_list_and_test_receiver(make_engine, clock, hook, chd
 
 
 def test_incident_kpis(make_engine, clock, hook):
-    from alerts.kpis import IncidentKpiJob
+    from jobs.incident_kpis import IncidentKpiJob
     engine = make_engine()
     run_for(engine, clock, dt.timedelta(minutes=6), lambda t: {CHAT: 0.5})  # fires at 10:02
     run_for(engine, clock, dt.timedelta(minutes=6), lambda t: {CHAT: 0.0})  # resolves at 10:07

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from monitor import migrate
+from monitor.foundation import migrate
 
 from tests.helpers import free_port, request_event
 
@@ -144,6 +144,6 @@ def test_missing_embedding_model_stops_serve_at_start(chdb_dir, tmp_path):
         assert "nlpmon: embeddings.model_path:" in result.output and "gone" in result.output
         assert "Traceback" not in result.output and "serving on" not in result.output
     finally:
-        from monitor.config import load_config
-        from monitor.storage import Store
+        from monitor.foundation.config import load_config
+        from monitor.foundation.storage import Store
         Store.from_config(load_config(env=env)).command(f"DROP DATABASE IF EXISTS `{database}`")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import ConfigError, load_config
+from monitor.foundation.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,15 +16,15 @@ import uuid
 import pytest
 
 from alerts.engine import AlertEngine
-from jobs.scheduler import build_jobs
+from monitor.scheduler import build_jobs
 from monitor import demo
 from monitor.app import create_app
-from monitor.clock import ManualClock, iso_utc
-from monitor.config import load_config
-from monitor.storage import Store
+from monitor.foundation.clock import ManualClock, iso_utc
+from monitor.foundation.config import load_config
+from monitor.foundation.storage import Store
 
-from .conftest import upgrade_fast
-from .helpers import auth
+from tests.conftest import upgrade_fast
+from tests.helpers import auth
 
 pytestmark = pytest.mark.xdist_group("dashboards")
 
@@ -508,7 +508,7 @@ def browser():
 
 @pytest.fixture(scope="session")
 def site(data):
-    from .helpers import LiveServer
+    from tests.helpers import LiveServer
     with LiveServer(data.app) as srv:
         yield srv
 
@@ -565,7 +565,7 @@ def test_browser_alert_links_to_the_incident_explorer_with_its_window(page, site
     assert "/incidents?" in page.url
     start = dt.datetime.fromisoformat(page.locator("input[name=from]").input_value() + ":00+00:00")
     end = dt.datetime.fromisoformat(page.locator("input[name=to]").input_value() + ":00+00:00")
-    from alerts.kpis import incident_spans
+    from monitor.foundation.tables.alert_history import incident_spans
     spans = [x for x in incident_spans(data.store, END - dt.timedelta(days=2), END) if x["rule"] == "HighErrorRate"]
     # The alert's window plus margin: from 30 minutes before it fired until after it resolved.
     span = next(x for x in spans if x["start"].replace(second=0, microsecond=0) - dt.timedelta(minutes=30) == start)

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from collections import Counter
 
-from monitor import demo, events
+from monitor import demo
+from monitor.foundation import events
 
 END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 LIMITS = events.Limits(max_text_chars=32768, truncate_text=False, max_future=dt.timedelta(0),

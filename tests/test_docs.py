@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from monitor import events
+from monitor.foundation import events
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "events.md").read_text()
 
@@ -28,7 +28,7 @@ def test_statuses_and_kinds_are_documented():
 
 
 def test_every_metric_is_documented():
-    from jobs.catalog import METRICS
+    from monitor.foundation.metrics import METRICS
     doc = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()
     listed = set(re.findall(r"^\| `([a-z0-9_]+)` \|", doc, flags=re.M))
     assert set(METRICS) <= listed, set(METRICS) - listed

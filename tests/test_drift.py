@@ -10,7 +10,7 @@ import pytest
 
 from jobs.drift import DriftJob, report_id
 from monitor.app import create_app
-from monitor.embeddings import Embedder, EmbeddingError
+from jobs.embeddings import Embedder, EmbeddingError
 from tests.helpers import auth
 from tests.test_jobs import T0, iso
 from tests.topics import NEW_TOPIC, sample
@@ -39,10 +39,10 @@ def drift_env(chdb_dir):
     """One store for the module: a 3-day reference and a current hour for three strata."""
     import uuid
 
-    from monitor import migrate
-    from monitor.clock import ManualClock
-    from monitor.config import load_config
-    from monitor.storage import Store
+    from monitor.foundation import migrate
+    from monitor.foundation.clock import ManualClock
+    from monitor.foundation.config import load_config
+    from monitor.foundation.storage import Store
     cfg = load_config(env={}, overrides={
         "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_drift_{uuid.uuid4().hex[:8]}"},
         "drift": {"windows": ["1h"], "sample_size": 400, "min_samples": 100}})
@@ -140,7 +140,7 @@ def test_snapshot_reloads_with_numeric_drift_and_same_score(drift_env):
     cfg, store, *_ = drift_env
     from evidently.core.report import Snapshot
 
-    from monitor.drift import embedding_scores, numeric_drift
+    from jobs.drift_methods import embedding_scores, numeric_drift
     r = reports(store)["chat"]
     snap = Snapshot.loads(r["snapshot"])
     assert set(numeric_drift(snap)) == {"latency_ms", "input_tokens", "output_tokens", "cost_usd"}

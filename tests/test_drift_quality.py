@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.drift import compare
-from monitor.embeddings import Embedder
+from jobs.drift_methods import compare
+from jobs.embeddings import Embedder
 from tests.topics import sample
 
 SEEDS = 20

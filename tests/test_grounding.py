@@ -6,8 +6,8 @@ import datetime as dt
 from jobs.grounding import GroundingProxyJob
 from jobs.hallucination import HallucinationSampleJob
 from monitor.app import create_app
-from monitor.embeddings import Embedder
-from monitor.grounding import proxy_scores, sentences
+from jobs.embeddings import Embedder
+from jobs.grounding import proxy_scores, sentences
 from tests.helpers import auth
 from tests.test_jobs import T0, iso
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from monitor.app import create_app
-from monitor.config import load_config
-from monitor.storage import Store, StoreUnavailable
+from monitor.foundation.config import load_config
+from monitor.foundation.storage import Store, StoreUnavailable
 from tests.helpers import auth, free_port, request_event
 
 

@@ -7,9 +7,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from jobs.base import floor_to
+from monitor.foundation.metrics import floor_to
 from jobs.cost import CostJob
-from jobs.scheduler import Scheduler, build_jobs
+from monitor.scheduler import Scheduler, build_jobs
 from jobs.sli import SliJob
 from jobs.slo import SloJob
 from monitor.app import create_app
@@ -283,7 +283,7 @@ def test_replayed_events_do_not_inflate_rollups(env):
 
 
 def test_rollups_rebuild_matches_the_raw_tables(env):
-    from monitor.rollups import rebuild
+    from monitor.foundation.tables.rollups import rebuild
     cfg, store, clock, ing = env
     ingest(ing, "requests", traffic(n=500)[0])
     ingest(ing, "feedback", [{"request_id": "r-7", "ts": iso(T0 + dt.timedelta(minutes=59)), "kind": "thumbs",
@@ -332,7 +332,7 @@ def test_scheduler_runs_jobs_on_its_own(env):
 
 
 def test_covering_uses_the_coarsest_rollups():
-    from monitor.rollups import covering
+    from monitor.foundation.rollups import covering
     lo = dt.datetime(2026, 10, 25, 13, 17, tzinfo=UTC)
     hi = dt.datetime(2026, 11, 24, 9, 42, tzinfo=UTC)
     pieces = covering(lo, hi)
@@ -356,7 +356,7 @@ def test_all_request_rollups_agree(env):
 
 
 def test_all_feedback_rollups_agree(env):
-    from monitor.rollups import covering, covering_source
+    from monitor.foundation.rollups import covering, covering_source
     cfg, store, clock, ing = env
     ingest(ing, "requests", traffic(n=600)[0])
     fb = [{"request_id": f"r-{i}", "ts": iso(T0 + dt.timedelta(minutes=60)), "kind": "thumbs",
@@ -379,7 +379,7 @@ def test_all_feedback_rollups_agree(env):
 
 @pytest.mark.parametrize("family", ["requests", "requests_by_feature"])
 def test_covering_source_counts_each_span_even_when_spans_overlap(env, family):
-    from monitor.rollups import covering_source
+    from monitor.foundation.rollups import covering_source
     cfg, store, clock, ing = env
     ingest(ing, "requests", traffic(n=600)[0])  # one every 6 s over [T0, T0 + 1h)
     m = lambda k: T0 + dt.timedelta(minutes=k)  # noqa: E731

@@ -1,7 +1,7 @@
 """Schema through alembic: idempotent upgrade, full downgrade and back, engines and TTLs."""
 from __future__ import annotations
 
-from monitor import migrate
+from monitor.foundation import migrate
 
 TABLES = {"requests", "feedback", "rejected_events", "api_keys", "metric_points", "instance_settings",
           "requests_1m", "requests_1m_mv", "requests_1h", "requests_1h_mv", "requests_1d", "requests_1d_mv",

@@ -5,9 +5,9 @@ import datetime as dt
 
 import pytest
 
-from monitor.config import Price
-from monitor.pricing import PriceTable
-from monitor.redact import Redactor, luhn_ok
+from monitor.foundation.config import Price
+from monitor.ingest.pricing import PriceTable
+from monitor.ingest.redact import Redactor, luhn_ok
 from tests.helpers import auth, request_event
 
 
@@ -88,7 +88,7 @@ def test_redaction_can_be_switched_off(make_config, clock, make_store):
 
 
 def test_generated_salt_is_stable_across_restarts(config, store, clock):
-    from monitor.ingest import user_id_salt
+    from monitor.ingest.pipeline import user_id_salt
     first = user_id_salt(store, config, clock)
     assert len(first) == 64 and user_id_salt(store, config, clock) == first
 

@@ -25,9 +25,9 @@ with warnings.catch_warnings():
 
 from alerts.delivery import Outbox
 from alerts.receivers import AlertView, DeliveryError, Notification, build_payload, dedup_key, send
-from monitor import migrate
-from monitor.config import EmailReceiver, PagerDutyReceiver, SlackReceiver, WebhookReceiver, load_config
-from monitor.storage import Store
+from monitor.foundation import migrate
+from monitor.foundation.config import EmailReceiver, PagerDutyReceiver, SlackReceiver, WebhookReceiver, load_config
+from monitor.foundation.storage import Store
 
 from tests.helpers import free_port
 

@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 
-from jobs.scheduler import build_jobs
-from monitor import migrate
+from monitor.scheduler import build_jobs
+from monitor.foundation import migrate
 from monitor.app import create_app
-from monitor.clock import ManualClock
-from monitor.config import load_config
-from monitor.storage import Store
+from monitor.foundation.clock import ManualClock
+from monitor.foundation.config import load_config
+from monitor.foundation.storage import Store
 from tests.helpers import auth, free_port
 from tests.test_jobs import T0, iso, traffic
 
@@ -147,7 +147,7 @@ def test_metrics_port_serves_without_a_key(served):
 
     import waitress
 
-    from monitor.series import metrics_only_app
+    from dashboards.series import metrics_only_app
     app, _, _ = served
     server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]), host="127.0.0.1", port=free_port(),
                                     asyncore_use_poll=True)

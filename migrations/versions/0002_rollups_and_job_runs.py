@@ -20,7 +20,7 @@ late thumbs-down changes the outcome of the window it belongs to.
 """
 from alembic import context, op
 
-from monitor.rollups import (
+from monitor.foundation.rollups import (
     LATENCY_QUANTILES,
     REQUEST_ROLLUPS,
     TTFT_QUANTILES,

@@ -26,7 +26,7 @@ emptied before it is filled.
 """
 from alembic import context, op
 
-from monitor.rollups import (FEATURE_DIMENSIONS, LATENCY_QUANTILES, TTFT_QUANTILES,
+from monitor.foundation.rollups import (FEATURE_DIMENSIONS, LATENCY_QUANTILES, TTFT_QUANTILES,
                              feedback_rollup_select, quantiles_sql, requests_remerge_columns, requests_rollup_select)
 
 revision = "0006"

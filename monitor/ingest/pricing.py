@@ -5,7 +5,7 @@ import bisect
 import datetime as dt
 from collections import defaultdict
 
-from .config import Price
+from monitor.foundation.config import Price
 
 
 class PriceTable:

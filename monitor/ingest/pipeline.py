@@ -12,38 +12,20 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
 
-from . import events
-from .config import Config
-from .pricing import PriceTable
-from .redact import Redactor
-from .storage import Store
+from monitor.foundation import events
+from monitor.foundation.config import Config
+from monitor.foundation.storage import Store
+from monitor.foundation.tables import feedback, requests, settings
+from monitor.foundation.tables import rejected as rejected_events
+from monitor.ingest.pricing import PriceTable
+from monitor.ingest.redact import Redactor
 
-REQUEST_COLUMNS = [
-    "request_id", "ts", "service", "feature", "model", "provider", "prompt_version", "environment", "region",
-    "language", "tenant", "status", "error_type", "http_status", "latency_ms", "ttft_ms", "input_tokens",
-    "output_tokens", "cached_input_tokens", "cost_usd", "cost_source", "input_text", "output_text",
-    "context_text", "text_truncated", "retrieval_hit", "grounded", "cache_hit", "safety_flagged",
-    "pii_detected", "injection_detected", "user_id_hash", "session_id", "tags", "input_embedding", "ingested_at",
-]
-FEEDBACK_COLUMNS = ["feedback_id", "request_id", "ts", "kind", "value", "label", "source", "reviewer", "comment",
-                    "ingested_at", "request_ts", "service", "feature", "model", "prompt_version", "environment",
-                    "region", "request_status"]
-# Copied from the request onto its feedback, so rollups attribute feedback without a join.
-_REQUEST_CONTEXT = ("service", "feature", "model", "prompt_version", "environment", "region")
-REJECTED_COLUMNS = ["rejected_id", "received_at", "kind", "batch_id", "row_index", "field", "reason", "raw",
-                    "api_key_id"]
 MAX_ERRORS_IN_RESPONSE = 1000
 MAX_RAW_CHARS = 256_000
-
-
-def half_md5(text: str) -> int:
-    """ClickHouse's halfMD5: the first 8 bytes of the MD5 digest, big-endian."""
-    return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big")
 
 
 class Unparseable:
@@ -79,13 +61,7 @@ def user_id_salt(store: Store, config: Config, clock) -> bytes:
     """The configured salt, or one generated on first start and kept in the store."""
     if config.privacy.user_id_salt:
         return config.privacy.user_id_salt.encode()
-    query = "SELECT min(value) FROM instance_settings WHERE key = 'user_id_salt'"
-    found = store.scalar(query)
-    if not found:
-        store.insert("instance_settings", [["user_id_salt", secrets.token_hex(32), 0]], ["key", "value", "version"])
-        # Read back rather than trust our own value: if two processes raced, both settle on the smallest.
-        found = store.scalar(query)
-    return found.encode()
+    return settings.get_or_create(store, "user_id_salt").encode()
 
 
 class Ingestor:
@@ -132,7 +108,7 @@ class Ingestor:
             fresh = self._drop_duplicates(kind, id_col, good)
             if kind == "feedback":
                 self._attach_requests(fresh)
-            self._insert(kind, fresh)
+            _TABLES[kind].insert(self.store, fresh)
             self._store_rejected(kind, rejected, now, api_key_id)
         result.accepted = len(good)
         result.duplicates = len(good) - len(fresh)
@@ -195,13 +171,7 @@ class Ingestor:
                 unique.append(r)
         lo = min(r["ts"] for r in unique)
         hi = max(r["ts"] for r in unique)
-        table = "requests" if kind == "requests" else "feedback"
-        # Ids travel as 64-bit hashes (binding a thousand strings costs more than the
-        # query); the exact ids that come back are compared, so a collision drops nothing.
-        existing = {x[0] for x in self.store.query(
-            f"SELECT {id_col} FROM {table} WHERE ts >= {{lo:DateTime64(3, 'UTC')}} AND ts <= {{hi:DateTime64(3, 'UTC')}} "
-            f"AND halfMD5({id_col}) IN {{hashes:Array(UInt64)}}",
-            {"lo": lo, "hi": hi, "hashes": [half_md5(i) for i in seen]})}
+        existing = _TABLES[kind].existing_ids(self.store, seen, lo, hi)
         return [r for r in unique if r[id_col] not in existing]
 
     def _attach_requests(self, rows: list[dict]) -> None:
@@ -210,28 +180,13 @@ class Ingestor:
         Feedback whose request is not stored (yet) keeps empty dimensions and no
         request_ts; the rollups count it as orphaned.
         """
-        if not rows:
-            return
-        ids = {r["request_id"] for r in rows}
-        found = {}
-        for rec in self.store.query_dicts(
-                "SELECT request_id, ts, status, " + ", ".join(_REQUEST_CONTEXT) + " FROM requests "
-                "WHERE halfMD5(request_id) IN {hashes:Array(UInt64)} LIMIT 1 BY request_id",
-                {"hashes": [half_md5(i) for i in ids]}):
-            if rec["request_id"] in ids:
-                found[rec["request_id"]] = rec
+        found = requests.context_of(self.store, {r["request_id"] for r in rows})
         for r in rows:
             rec = found.get(r["request_id"])
             r["request_ts"] = rec["ts"] if rec else None
             r["request_status"] = rec["status"] if rec else ""
-            for d in _REQUEST_CONTEXT:
+            for d in requests.CONTEXT:
                 r[d] = rec[d] if rec else ""
-
-    def _insert(self, kind: str, rows: list[dict]) -> None:
-        if not rows:
-            return
-        cols = REQUEST_COLUMNS if kind == "requests" else FEEDBACK_COLUMNS
-        self.store.insert_columns(kind, [[r[c] for r in rows] for c in cols], cols)
 
     def _store_rejected(self, kind: str, rejected: list, now: dt.datetime, api_key_id: str) -> None:
         if not rejected:
@@ -243,4 +198,7 @@ class Ingestor:
             text, _ = self._redact(text[:MAX_RAW_CHARS])
             out.append([uuid.uuid4(), now, kind, batch_id, i, errors[0].field,
                         "; ".join(f"{e.field}: {e.reason}" for e in errors), text, api_key_id])
-        self.store.insert("rejected_events", out, REJECTED_COLUMNS)
+        rejected_events.insert(self.store, out)
+
+
+_TABLES = {"requests": requests, "feedback": feedback}

@@ -25,11 +25,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import Config
-from .storage import Store
+from monitor.foundation.config import Config
+from monitor.foundation.storage import Store
+from monitor.foundation.tables import embedding_cache
 
 log = logging.getLogger(__name__)
-LOOKUP_CHUNK = 2000
 _MODELS: dict[str, object] = {}
 _LOCK = threading.Lock()
 
@@ -161,20 +161,12 @@ class Embedder:
             vectors = self.encode([unique[h] for h in missing], progress=progress)
             self.encoded += len(missing)
             now = self.clock.now() if self.clock else dt.datetime.now(dt.timezone.utc)
-            self.store.insert("embedding_cache", [[self.model_id, h, v.tolist(), now] for h, v in zip(missing, vectors)],
-                              ["model", "text_hash", "vector", "created_at"])
+            embedding_cache.insert(self.store, self.model_id, {h: v.tolist() for h, v in zip(missing, vectors)}, now)
             found.update(zip(missing, vectors))
         if not hashes:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.vstack([found[h] for h in hashes]).astype(np.float32)
 
     def _lookup(self, hashes: list[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for i in range(0, len(hashes), LOOKUP_CHUNK):
-            rows = self.store.query(
-                "SELECT text_hash, any(vector) FROM embedding_cache WHERE model = {m:String} "
-                "AND text_hash IN {h:Array(String)} GROUP BY text_hash",
-                {"m": self.model_id, "h": hashes[i:i + LOOKUP_CHUNK]})
-            for h, v in rows:
-                out[h] = np.asarray(v, dtype=np.float32)
-        return out
+        return {h: np.asarray(v, dtype=np.float32)
+                for h, v in embedding_cache.lookup(self.store, self.model_id, hashes).items()}

@@ -12,13 +12,13 @@ from html import escape
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .auth import require
-from .clock import iso_utc
-from .errors import ApiError
-from .params import time_arg
+from monitor.foundation.auth import require
+from monitor.foundation.clock import iso_utc
+from monitor.foundation.errors import ApiError
+from monitor.foundation.params import time_arg
+from monitor.foundation.tables import drift_reports
 
 bp = Blueprint("reports", __name__)
-LIST_COLUMNS = "report_id, ts, window, service, feature, status, drift_detected, reference_from, reference_to, summary"
 MAX_LIMIT = 1000
 
 
@@ -37,47 +37,33 @@ def _row(r: dict) -> dict:
 @bp.get("/v1/reports")
 @require("read")
 def list_reports():
-    where, params = ["1"], {}
-    for name in ("service", "feature", "window", "status"):
-        if request.args.get(name):
-            where.append(f"{name} = {{{name}:String}}")
-            params[name] = request.args[name]
+    equal = {name: request.args[name] for name in ("service", "feature", "window", "status") if request.args.get(name)}
     detected = request.args.get("detected")
-    if detected is not None:
-        if detected not in ("true", "false"):
-            raise ApiError(400, "bad_request", "detected: must be true or false")
-        where.append("drift_detected = {detected:Bool}")
-        params["detected"] = detected == "true"
-    for name, op in (("from", ">="), ("to", "<")):
-        ts = time_arg(name)
-        if ts is not None:
-            where.append(f"ts {op} toDateTime64({{{name}:Float64}}, 3, 'UTC')")
-            params[name] = ts.timestamp()
+    if detected is not None and detected not in ("true", "false"):
+        raise ApiError(400, "bad_request", "detected: must be true or false")
+    lo, hi = time_arg("from"), time_arg("to")
     try:
         limit = int(request.args.get("limit", 100))
     except ValueError:
         raise ApiError(400, "bad_request", "limit: must be an integer") from None
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(400, "bad_request", f"limit: must be between 1 and {MAX_LIMIT}")
-    params["limit"] = limit
-    rows = _services().store.query_dicts(
-        f"SELECT {LIST_COLUMNS} FROM drift_reports FINAL WHERE {' AND '.join(where)} "
-        "ORDER BY ts DESC, service, feature, window LIMIT {limit:UInt32}", params)
+    rows = drift_reports.search(_services().store, equal, None if detected is None else detected == "true", lo, hi,
+                                limit)
     return jsonify({"reports": [_row(r) for r in rows]})
 
 
 def _one(report_id: str, columns: str) -> dict:
-    rows = _services().store.query_dicts(
-        f"SELECT {columns} FROM drift_reports FINAL WHERE report_id = {{id:String}} LIMIT 1", {"id": report_id})
-    if not rows:
+    row = drift_reports.get(_services().store, report_id, columns)
+    if row is None:
         raise ApiError(404, "not_found", f"no drift report {report_id!r}")
-    return rows[0]
+    return row
 
 
 @bp.get("/v1/reports/<report_id>")
 @require("read")
 def get_report(report_id: str):
-    r = _one(report_id, LIST_COLUMNS + ", explanation")
+    r = _one(report_id, drift_reports.LIST_COLUMNS + ", explanation")
     out = _row(r)
     out["explanation"] = json.loads(r["explanation"]) if r["explanation"] else {}
     return jsonify(out)
@@ -86,7 +72,7 @@ def get_report(report_id: str):
 @bp.get("/reports/<report_id>")
 @require("read")
 def report_html(report_id: str):
-    r = _one(report_id, LIST_COLUMNS + ", explanation, snapshot")
+    r = _one(report_id, drift_reports.LIST_COLUMNS + ", explanation, snapshot")
     if not r["snapshot"]:
         raise ApiError(404, "no_snapshot", f"report {report_id} has status {r['status']}: there is no Evidently "
                                            "snapshot (see GET /v1/reports/<id> for the sample sizes)")

@@ -5,8 +5,8 @@ import datetime as dt
 
 from flask import request
 
-from .errors import ApiError
-from .events import parse_timestamp
+from monitor.foundation.errors import ApiError
+from monitor.foundation.events import parse_timestamp
 
 
 def time_arg(name: str, default: dt.datetime | None = None) -> dt.datetime | None:

@@ -12,8 +12,8 @@ from alembic.script import ScriptDirectory
 import clickhouse_connect.cc_sqlalchemy.alembic  # noqa: F401  registers the ClickHouse alembic impl
 import migrations
 
-from .config import Config
-from .storage import Store
+from monitor.foundation.config import Config
+from monitor.foundation.storage import Store
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 # Tables whose row TTL follows retention.days, and their time column.

@@ -1,13 +1,18 @@
-"""Silences: matchers plus a time range; a silenced alert notifies nobody while the silence is active."""
+"""``silences``: matchers plus a time range; a silenced alert notifies nobody while the silence is active.
+
+Creating one checks what makes a silence safe to keep (at least one label value
+named, an end after its start, an author and a reason), whoever creates it: the
+API, the alerts page or the CLI. Expiring one writes a newer version ending now.
+"""
 from __future__ import annotations
 
 import datetime as dt
 import json
 import uuid
 
-from monitor.clock import utc
+from monitor.foundation.clock import utc
 
-from .matchers import Matcher, parse_all
+from monitor.foundation.matchers import Matcher, match_all, parse_all
 
 COLUMNS = ["id", "matchers", "starts_at", "ends_at", "created_by", "comment", "updated_at"]
 
@@ -75,3 +80,16 @@ def list_all(store, clock, sid: str | None = None) -> list[dict]:
                     "startsAt": starts, "endsAt": ends, "createdBy": r["created_by"], "comment": r["comment"],
                     "status": status})
     return out
+
+
+def active_matchers(store, now: dt.datetime) -> list[list[Matcher]]:
+    """The matchers of every silence active at ``now``."""
+    rows = store.query("SELECT matchers FROM silences FINAL WHERE starts_at <= {now:DateTime64(3, 'UTC')} "
+                       "AND ends_at > {now:DateTime64(3, 'UTC')}", {"now": now})
+    return [[Matcher(**m) for m in json.loads(r[0])] for r in rows]
+
+
+def silencer(store, now: dt.datetime):
+    """``labels -> bool``: whether an alert with these labels is silenced at ``now``."""
+    active = active_matchers(store, now)
+    return lambda labels: any(match_all(s, labels) for s in active)

@@ -1,16 +1,90 @@
-"""Every metric the jobs write to ``metric_points``: name -> (job, windows, help).
+"""The metric contract: what the jobs write to ``metric_points`` and everyone else reads.
 
-The read API validates names against this, /metrics takes its HELP text from
-it, and a test keeps docs/metrics.md in step with it.
+A point is a value for one metric and one label set over a window that ENDS at
+``ts`` (the value covers [ts - window, ts)). Jobs write points, alerts and
+pages read them: the metric names, their windows and help texts, the label
+names and the window arithmetic live here so the writers and the readers
+cannot disagree. The read API validates names against ``METRICS``, /metrics
+takes its HELP text from it, and a test keeps docs/metrics.md in step with it.
 """
 from __future__ import annotations
 
-from .cost import COST_WINDOWS
-from .drift import DRIFT_WINDOWS
-from .grounding import PROXY_WINDOWS
-from .hallucination import RATE_WINDOWS
-from .sli import SLI_WINDOWS
-from .slo import BURN_WINDOWS
+import datetime as dt
+from dataclasses import dataclass
+
+UTC = dt.timezone.utc
+# Every window a metric may be kept for, in seconds (also the order windows sort in).
+WINDOWS = {"1m": 60, "5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200,
+           "7d": 604800, "30d": 2592000}
+
+# The windows each job writes.
+SLI_WINDOWS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
+COST_WINDOWS = {"1h": 3600, "1d": 86400}
+# Trailing windows of the SLO burn rates (the SRE workbook's long and short windows).
+BURN_WINDOWS = {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200}
+RATE_WINDOWS = {"1d": 86400, "7d": 604800}
+DRIFT_WINDOWS = ("1h", "6h", "1d", "7d")
+PROXY_WINDOWS = {"1h": 3600, "1d": 86400}
+KPI_WINDOWS = {"7d": 604800}
+
+# The label levels the sli and cost jobs write each window at (GROUPING SETS): per service and
+# feature, broken down by model and by prompt_version, per service, and the total. The order of
+# GROUPING_DIMS defines the bits of ClickHouse's grouping().
+GROUPING_DIMS = ("service", "feature", "model", "prompt_version")
+LEVELS = (("service", "feature"), ("service", "feature", "model"), ("service", "feature", "prompt_version"),
+          ("service",), ())
+
+
+def grouping_sets(prefix: str = "w_end") -> str:
+    return ", ".join("(" + ", ".join((prefix,) + level) + ")" for level in LEVELS)
+
+
+def labels_of(row: dict) -> dict[str, str]:
+    """The dimensions in this row's grouping set (grouping() sets a bit for each dimension left out)."""
+    g = row["g"]
+    n = len(GROUPING_DIMS)
+    return {d: row[d] for i, d in enumerate(GROUPING_DIMS) if not (g >> (n - 1 - i)) & 1}
+
+
+@dataclass
+class Point:
+    ts: dt.datetime  # end of the window: the value covers [ts - window, ts)
+    window: str
+    metric: str
+    labels: dict[str, str]
+    value: float
+
+
+def floor_to(ts: dt.datetime, seconds: int) -> dt.datetime:
+    epoch = int(ts.timestamp())
+    return dt.datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)
+
+
+def window_name(seconds: int) -> str:
+    for name, s in WINDOWS.items():
+        if s == seconds:
+            return name
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400}d"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 60}m"
+
+
+def window_ends(start: dt.datetime, end: dt.datetime, seconds: int) -> tuple[dt.datetime, dt.datetime] | None:
+    """First and last end of the ``seconds``-long aligned windows ending in (start, end]."""
+    last = floor_to(end, seconds)
+    first = floor_to(start, seconds) + dt.timedelta(seconds=seconds)
+    return (first, last) if first <= last else None
+
+
+def slo_labels(slo) -> dict[str, str]:
+    """The labels of an SLO's series (slo_sli, slo_burn_rate, slo_error_budget_remaining)."""
+    labels = {"slo": slo.name, "service": slo.service, "sli": slo.sli}
+    if slo.feature:
+        labels["feature"] = slo.feature
+    return labels
+
 
 _SLI = tuple(SLI_WINDOWS)
 _COST = tuple(COST_WINDOWS)
@@ -18,7 +92,9 @@ _SLO = tuple(BURN_WINDOWS)
 _HALLU = tuple(RATE_WINDOWS)
 _DRIFT = DRIFT_WINDOWS
 _PROXY = tuple(PROXY_WINDOWS)
+_KPI = tuple(KPI_WINDOWS)
 
+# name -> (the job that writes it, the windows it is kept for, help text).
 METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "requests": ("sli", _SLI, "Requests in the window."),
     "error_rate": ("sli", _SLI, "Share of requests with status error or timeout."),
@@ -68,9 +144,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
                               "PROXY, not a label: share of answer sentences whose best embedding similarity to any "
                               "context sentence is below grounding.threshold."),
     "ungrounded_proxy_answers": ("grounding_proxy", _PROXY, "Answers with context in the grounding proxy's sample."),
-    "incidents": ("incident_kpis", ("7d",), "Alert instances that started firing in the window (label severity)."),
-    "incident_mttr_seconds": ("incident_kpis", ("7d",), "Mean time from firing to resolved, seconds."),
-    "alert_notifications_per_incident": ("incident_kpis", ("7d",), "Notifications delivered / incidents."),
+    "incidents": ("incident_kpis", _KPI, "Alert instances that started firing in the window (label severity)."),
+    "incident_mttr_seconds": ("incident_kpis", _KPI, "Mean time from firing to resolved, seconds."),
+    "alert_notifications_per_incident": ("incident_kpis", _KPI, "Notifications delivered / incidents."),
 }
 
 # Label names a series may carry.

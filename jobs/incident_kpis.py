@@ -14,10 +14,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable
 
-from jobs.base import Job, Point, window_ends
-from monitor.clock import utc
-
-KPI_WINDOWS = {"7d": 604800}
+from jobs.base import Job
+from monitor.foundation.metrics import KPI_WINDOWS, Point, window_ends
+from monitor.foundation.tables import alert_history, notification_outbox
 
 
 class IncidentKpiJob(Job):
@@ -30,17 +29,10 @@ class IncidentKpiJob(Job):
             return
         first, last = span
         lo = first - dt.timedelta(seconds=max(KPI_WINDOWS.values()))
-        fired = self.store.query(
-            "SELECT fingerprint, labels['severity'], ts FROM alert_history WHERE to_state = 'firing' "
-            "AND from_state != 'firing' AND ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} "
-            "ORDER BY ts", {"lo": lo - dt.timedelta(days=30), "hi": last})
-        resolved = self.store.query(
-            "SELECT fingerprint, ts FROM alert_history WHERE from_state = 'firing' AND to_state = 'inactive' "
-            "AND ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} ORDER BY ts",
-            {"lo": lo, "hi": last})
-        sent = [r[0] for r in self.store.query(
-            "SELECT sent_at FROM notification_outbox FINAL WHERE status = 'sent' "
-            "AND sent_at >= {lo:DateTime64(3, 'UTC')} AND sent_at < {hi:DateTime64(3, 'UTC')}", {"lo": lo, "hi": last})]
+        fired = [(r["fingerprint"], r["labels"].get("severity", ""), r["ts"])
+                 for r in alert_history.fired(self.store, lo - dt.timedelta(days=30), last)]
+        resolved = alert_history.resolved(self.store, lo, last)
+        sent = notification_outbox.sent_between(self.store, lo, last)
         # Pair each resolve with the latest firing of the same instance before it.
         starts: dict[str, list[tuple]] = {}
         for fp, severity, ts in fired:
@@ -70,28 +62,6 @@ class IncidentKpiJob(Job):
                     notes = sum(1 for ts in sent if naive_lo <= _naive(ts) < naive_hi)
                     yield Point(t, window, "alert_notifications_per_incident", {}, notes / n_all)
             t += dt.timedelta(hours=1)
-
-
-def incident_spans(store, lo: dt.datetime, hi: dt.datetime) -> list[dict]:
-    """Each time an alert instance started firing in [lo, hi): its rule, labels, start and end
-    (the first resolve after it, or None while it still fires), oldest first."""
-    rows = store.query_dicts(
-        "SELECT fingerprint, rule, labels, ts, value FROM alert_history WHERE to_state = 'firing' "
-        "AND from_state != 'firing' AND ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} "
-        "ORDER BY ts", {"lo": lo, "hi": hi})
-    if not rows:
-        return []
-    ends = store.query(
-        "SELECT fingerprint, ts FROM alert_history WHERE from_state = 'firing' AND to_state != 'firing' "
-        "AND fingerprint IN {fps:Array(String)} AND ts >= {lo:DateTime64(3, 'UTC')} ORDER BY ts",
-        {"fps": sorted({r["fingerprint"] for r in rows}), "lo": lo})
-    out = []
-    for r in rows:
-        began = utc(r["ts"])
-        end = next((utc(ts) for fp, ts in ends if fp == r["fingerprint"] and utc(ts) >= began), None)
-        out.append({"fingerprint": r["fingerprint"], "rule": r["rule"], "labels": dict(r["labels"]),
-                    "severity": r["labels"].get("severity", ""), "start": began, "end": end, "value": r["value"]})
-    return out
 
 
 def _naive(ts: dt.datetime) -> dt.datetime:

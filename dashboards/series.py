@@ -8,13 +8,13 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from jobs.base import window_name
-from jobs.catalog import LABELS, METRICS
+from monitor.foundation.metrics import LABELS, METRICS, window_name
+from monitor.foundation.tables import job_runs, metric_points
 
-from .auth import require
-from .clock import iso_utc
-from .errors import ApiError
-from .params import time_arg
+from monitor.foundation.auth import require
+from monitor.foundation.clock import iso_utc
+from monitor.foundation.errors import ApiError
+from monitor.foundation.params import time_arg
 
 bp = Blueprint("series", __name__)
 MAX_POINTS = 100_000
@@ -63,17 +63,7 @@ def get_series():
     keys = sorted(set(filters) | set(by))
     if METRICS[metric][0] == "slo":
         keys = None  # SLO series carry fixed labels; filters narrow them
-    conditions = " ".join(f"AND labels[{{k{i}:String}}] = {{v{i}:String}}" for i in range(len(filters)))
-    params = {"metric": metric, "window": step, "lo": frm, "hi": to, "limit": MAX_POINTS + 1}
-    for i, (k, v) in enumerate(filters.items()):
-        params[f"k{i}"], params[f"v{i}"] = k, v
-    if keys is not None:
-        conditions += " AND arraySort(mapKeys(labels)) = {keys:Array(String)}"
-        params["keys"] = keys
-    rows = svc.store.query(
-        "SELECT labels, ts, value FROM metric_points FINAL WHERE metric = {metric:String} "
-        "AND `window` = {window:String} AND ts >= {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
-        f"{conditions} ORDER BY toString(labels), ts LIMIT {{limit:UInt32}}", params)
+    rows = metric_points.series(svc.store, metric, step, frm, to, filters, keys, MAX_POINTS + 1)
     series: dict[tuple, dict] = {}
     for labels, ts, value in rows[:MAX_POINTS]:
         key = tuple(sorted(labels.items()))
@@ -94,10 +84,7 @@ class _Collector:
 
     def collect(self):
         store, now = self.svc.store, self.svc.clock.now()
-        rows = store.query(
-            "SELECT metric, `window`, labels, argMax(value, ts) FROM metric_points FINAL "
-            "WHERE ts >= {since:DateTime64(3, 'UTC')} GROUP BY metric, `window`, labels",
-            {"since": now - dt.timedelta(days=2)})
+        rows = metric_points.latest_of_every_series(store, now - dt.timedelta(days=2))
         families: dict[str, Metric] = {}
         for metric, window, labels, value in rows:
             if metric not in METRICS:
@@ -121,19 +108,17 @@ class _Collector:
             m = Metric(f"nlpmon_{name}", text, "counter")
             m.add_sample(f"nlpmon_{name}_total", {}, counters[key])
             yield m
-        runs = self.svc.store.query(
-            "SELECT job, argMax(duration_ms, started_at), argMax(status, started_at), countIf(status = 'error'), "
-            "toUnixTimestamp64Milli(maxIf(started_at, status = 'ok')) FROM job_runs GROUP BY job")
+        runs = job_runs.latest(self.svc.store)
         duration = Metric("nlpmon_job_last_duration_seconds", "Duration of the job's last run.", "gauge")
         failed = Metric("nlpmon_job_last_run_failed", "1 when the job's last run failed.", "gauge")
         failures = Metric("nlpmon_job_failures", "Failed runs of the job (within retention).", "counter")
         success = Metric("nlpmon_job_last_success_timestamp_seconds", "When the job last succeeded.", "gauge")
-        for job, ms, status, nfail, last_ok in runs:
-            duration.add_sample(duration.name, {"job": job}, ms / 1000)
-            failed.add_sample(failed.name, {"job": job}, 1.0 if status == "error" else 0.0)
-            failures.add_sample("nlpmon_job_failures_total", {"job": job}, nfail)
-            if last_ok:
-                success.add_sample(success.name, {"job": job}, last_ok / 1000)
+        for job, run in runs.items():
+            duration.add_sample(duration.name, {"job": job}, run["duration_ms"] / 1000)
+            failed.add_sample(failed.name, {"job": job}, 1.0 if run["status"] == "error" else 0.0)
+            failures.add_sample("nlpmon_job_failures_total", {"job": job}, run["failures"])
+            if run["last_ok_ms"]:
+                success.add_sample(success.name, {"job": job}, run["last_ok_ms"] / 1000)
         yield from (duration, failed, failures, success)
 
 

@@ -189,7 +189,7 @@ class SloConfig(_Section):
 
     @model_validator(mode="after")
     def _threshold(self) -> "SloConfig":
-        from .rollups import LATENCY_BUCKETS_MS, bucket_index
+        from monitor.foundation.rollups import LATENCY_BUCKETS_MS, bucket_index
         if self.sli == "latency":
             if self.threshold_ms is None:
                 raise ValueError("threshold_ms is required for a latency SLO")

@@ -1,4 +1,11 @@
-"""What the per-minute rollups hold, shared by the migration that creates them and the jobs that read them.
+"""What the rollups hold: the SQL that fills them and the SQL fragments that read them.
+
+The materialized views that fill the rollup tables were created from
+``requests_rollup_select`` and ``feedback_rollup_select`` (the migrations keep
+frozen copies of the SQL they applied); ``nlpmon rollups rebuild`` runs the
+same SELECTs, so a rebuilt rollup is what the views would have written. The
+jobs and the pages read the rollups with the fragments at the end of this
+module, so a figure on a page is the figure a job wrote.
 
 The latency histogram boundaries live here because a latency SLO can only use
 a threshold that is one of them: the rollup counts requests at or under each
@@ -6,6 +13,10 @@ boundary when they are inserted, exactly, so "good = latency_ms <= threshold"
 needs no scan of raw rows (Prometheus histograms work the same way).
 """
 from __future__ import annotations
+
+import datetime as dt
+
+from monitor.foundation.stats import ratio
 
 LATENCY_BUCKETS_MS: tuple[float, ...] = (
     50, 100, 200, 250, 300, 400, 500, 750, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 7500, 10000, 15000,
@@ -84,8 +95,6 @@ def rollup_for(seconds: int, family: str = "requests") -> str:
 
 def covering(lo, hi, family: str = "requests") -> list[tuple[str, object, object]]:
     """(table, from, to) pieces that tile [lo, hi) (minute-aligned) with as few rollup rows as possible."""
-    import datetime as dt
-
     tables = ROLLUPS[family]
     pieces = []
 
@@ -115,7 +124,7 @@ def covering_source(spans, where: str = "", columns: str = "*", family: str = "r
 
     ``spans`` is a list of (lo, hi); each row of the source has the column ``span``, the
     index of the span it was read for (spans may overlap: an incident and its baseline a
-    week before). ``where`` is extra conditions ending in AND, with its own {name:Type}
+    week before). ``where`` is extra conditions starting with AND, with its own {name:Type}
     parameters; ``columns`` the rollup columns the outer query needs (fewer columns,
     fewer states read).
 
@@ -137,7 +146,7 @@ def covering_source(spans, where: str = "", columns: str = "*", family: str = "r
     which = "multiIf(" + ", ".join(
         f"minute >= toDateTime({{slo{i}:UInt32}}, 'UTC') AND minute < toDateTime({{shi{i}:UInt32}}, 'UTC'), {i}"
         for i in range(len(spans))) + ", -1)"
-    parts = [f"SELECT {which if i is None else i} AS span, {columns} FROM {table} WHERE {where} ({' OR '.join(conds)})"
+    parts = [f"SELECT {which if i is None else i} AS span, {columns} FROM {table} WHERE ({' OR '.join(conds)}){where}"
              for (table, i), conds in groups.items()]
     return "(" + " UNION ALL ".join(parts) + ")", params
 
@@ -225,55 +234,55 @@ GROUP BY minute, {DIM_KEY}, request_status
 """
 
 
-def rebuild_plan(store, start, end) -> list:
-    """The (day start, day end) ranges a rebuild of [start, end) will process.
+# -- reading the rollups: the shared SELECT fragments and what their rows mean ---------------------
+# The sli and cost jobs and the overview read the same columns with the same SELECTs, so a figure
+# on a page is the figure the job wrote.
+STATUS_COLUMNS = {"ok": "status_ok", "error": "status_error", "timeout": "status_timeout",
+                  "blocked": "status_blocked", "cancelled": "status_cancelled"}
 
-    Only where raw rows exist: a range past the data would delete rollups with
-    nothing to rebuild them from (raw rows expire before nothing else does).
-    """
-    import datetime as dt
-    lo, hi, n = store.query("SELECT min(ts), max(ts), count() FROM "
-                            "(SELECT ts FROM requests UNION ALL SELECT ts FROM feedback)")[0]
-    if not n:
-        return []
-    lo = lo.replace(tzinfo=dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    hi = hi.replace(tzinfo=dt.timezone.utc) + dt.timedelta(minutes=1)
-    day = dt.timedelta(days=1)
-    whole = lambda ts: ts.replace(hour=0, minute=0, second=0, microsecond=0)  # noqa: E731
-    # Whole UTC days only: the day rollup cannot be rebuilt for part of a day.
-    start, end = whole(start), whole(end) + (day if end != whole(end) else dt.timedelta(0))
-    t, stop, out = max(start, lo), min(end, whole(hi) + day), []
-    while t < stop:
-        nxt = min(t + dt.timedelta(days=1), stop)
-        out.append((t, nxt))
-        t = nxt
+REQUEST_SELECT = f"""
+       sum(requests) AS requests, sum(status_ok) AS ok, sum(status_error) AS errors,
+       sum(status_timeout) AS timeouts, sum(ttft_count) AS ttft_count,
+       sum(gen_output_tokens) AS gen_tokens, sum(gen_seconds) AS gen_seconds,
+       sum(cache_hits) AS cache_hits, sum(retrieval_known) AS retrieval_known,
+       sum(retrieval_hits) AS retrieval_hits, sum(grounded_known) AS grounded_known,
+       sum(grounded_true) AS grounded_true, sum(safety_flagged) AS safety_flagged,
+       sum(pii_detected) AS pii_detected, sum(injection_detected) AS injection_detected,
+       quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q) AS lq,
+       quantilesTDigestMerge({quantiles_sql(TTFT_QUANTILES)})(ttft_q) AS tq"""
+
+FEEDBACK_SELECT = """
+       sum(thumbs_up) AS thumbs_up, sum(thumbs_down) AS thumbs_down,
+       sum(task_success) AS task_success, sum(task_failure) AS task_failure"""
+
+
+def _pct(q: float) -> str:
+    return f"p{int(round(q * 100))}"
+
+
+def request_metrics(r: dict) -> dict[str, float | None]:
+    n = r["requests"]
+    out = {
+        "requests": float(n),
+        "error_rate": ratio(r["errors"] + r["timeouts"], n),
+        "availability": ratio(r["ok"], n),
+        "output_tokens_per_second": ratio(r["gen_tokens"], r["gen_seconds"]),
+        "cache_hit_rate": ratio(r["cache_hits"], n),
+        "retrieval_hit_rate": ratio(r["retrieval_hits"], r["retrieval_known"]),
+        "grounding_rate": ratio(r["grounded_true"], r["grounded_known"]),
+        "safety_violation_rate": ratio(r["safety_flagged"], n),
+        "pii_rate": ratio(r["pii_detected"], n),
+        "injection_rate": ratio(r["injection_detected"], n),
+    }
+    for q, v in zip(LATENCY_QUANTILES, r["lq"]):
+        out[f"latency_{_pct(q)}_ms"] = v if n else None
+    for q, v in zip(TTFT_QUANTILES, r["tq"]):
+        out[f"ttft_{_pct(q)}_ms"] = v if r["ttft_count"] else None
     return out
 
 
-def rebuild(store, start, end, on_day=None) -> int:
-    """Recompute the request and feedback rollups for the UTC days of [start, end), a day at a time.
-
-    For after a schema change or a repair: each day's rollup rows are deleted
-    and re-aggregated from the de-duplicated raw rows (FINAL). Returns the days done.
-    """
-    plan = rebuild_plan(store, start, end)
-    for t, hi in plan:
-        params = {"lo": int(t.timestamp()), "hi": int(hi.timestamp())}
-        rng = "{col} >= toDateTime({{lo:UInt32}}, 'UTC') AND {col} < toDateTime({{hi:UInt32}}, 'UTC')"
-        for table, _, _ in REQUEST_ROLLUPS + FEATURE_ROLLUPS[1:] + FEEDBACK_ROLLUPS:
-            store.command(f"ALTER TABLE {table} DELETE WHERE {rng.format(col='minute')} "
-                          "SETTINGS mutations_sync = 2", params)
-        for table, bucket, _ in REQUEST_ROLLUPS:
-            store.command(f"INSERT INTO {table} " + requests_rollup_select(
-                f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests", bucket), params)
-        for table, bucket, _ in FEATURE_ROLLUPS[1:]:
-            store.command(f"INSERT INTO {table} " + requests_rollup_select(
-                f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests", bucket,
-                FEATURE_DIMENSIONS), params)
-        for table, bucket, _ in FEEDBACK_ROLLUPS:
-            store.command(f"INSERT INTO {table} " + feedback_rollup_select(
-                f"(SELECT * FROM feedback FINAL WHERE {rng.format(col='ifNull(request_ts, ts)')}) AS feedback",
-                bucket), params)
-        if on_day:
-            on_day(t)
-    return len(plan)
+def feedback_metrics(r: dict) -> dict[str, float | None]:
+    return {
+        "thumbs_up_rate": ratio(r["thumbs_up"], r["thumbs_up"] + r["thumbs_down"]),
+        "task_success_rate": ratio(r["task_success"], r["task_success"] + r["task_failure"]),
+    }

@@ -10,10 +10,11 @@ import orjson
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from .auth import require
-from .clock import iso_utc
-from .errors import ApiError
-from .ingest import Unparseable
+from monitor.foundation.auth import require
+from monitor.foundation.clock import iso_utc
+from monitor.foundation.errors import ApiError
+from monitor.foundation.tables import feedback, rejected, requests
+from monitor.ingest.pipeline import Unparseable
 
 bp = Blueprint("api_v1", __name__, url_prefix="/v1")
 
@@ -128,15 +129,10 @@ def post_feedback():
 @require("read")
 def get_request(request_id: str):
     store = _services().store
-    # The halfMD5 condition lets the skip index on it find the part; the raw id makes it exact.
-    rows = store.query_dicts("SELECT * EXCEPT (input_embedding) FROM requests FINAL "
-                             "WHERE halfMD5(request_id) = halfMD5({id:String}) AND request_id = {id:String} "
-                             "LIMIT 1", {"id": request_id})
-    if not rows:
+    row = requests.get(store, request_id)
+    if row is None:
         raise ApiError(404, "not_found", f"no request with request_id {request_id!r}")
-    feedback = store.query_dicts("SELECT feedback_id, ts, kind, value, label, source, reviewer, comment "
-                                 "FROM feedback FINAL WHERE request_id = {id:String} ORDER BY ts", {"id": request_id})
-    return jsonify({"request": _jsonable(rows[0]), "feedback": [_jsonable(f) for f in feedback]})
+    return jsonify({"request": _jsonable(row), "feedback": [_jsonable(f) for f in feedback.for_request(store, request_id)]})
 
 
 @bp.get("/rejected")
@@ -149,11 +145,7 @@ def list_rejected():
         limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
     except ValueError:
         raise ApiError(400, "bad_request", "limit: must be an integer") from None
-    where = "WHERE kind = {kind:String}" if kind else ""
-    rows = _services().store.query_dicts(
-        f"SELECT received_at, kind, batch_id, row_index, field, reason, raw FROM rejected_events {where} "
-        "ORDER BY received_at DESC LIMIT {limit:UInt32}", {"kind": kind or "", "limit": limit})
-    return jsonify({"rejected": [_jsonable(r) for r in rows]})
+    return jsonify({"rejected": [_jsonable(r) for r in rejected.recent(_services().store, kind, limit)]})
 
 
 def _jsonable(row: dict) -> dict:

@@ -22,7 +22,7 @@ import clickhouse_connect
 from clickhouse_connect import dbapi
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from .config import Config
+from monitor.foundation.config import Config
 
 log = logging.getLogger(__name__)
 

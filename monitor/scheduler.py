@@ -1,4 +1,7 @@
-"""The scheduler: APScheduler runs each job on its interval, in this process.
+"""Scheduler wiring (composition root): which jobs exist, and APScheduler running each on its interval.
+
+The jobs and the alert engine know nothing of each other; this module builds
+both from the config and runs them side by side.
 
 Exactly one scheduler may run per store. With the embedded store that is
 ``nlpmon serve`` (the only process that can open it). With a ClickHouse server
@@ -15,16 +18,18 @@ import threading
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from monitor.config import Config
-from monitor.storage import Store
-
-from .base import Job, RunResult
-from .cost import CostJob
-from .drift import DriftJob
-from .grounding import GroundingProxyJob
-from .hallucination import HallucinationRateJob, HallucinationSampleJob
-from .sli import SliJob
-from .slo import SloJob
+from alerts.engine import AlertEngine
+from jobs.base import Job
+from jobs.cost import CostJob
+from jobs.drift import DriftJob
+from jobs.grounding import GroundingProxyJob
+from jobs.hallucination import HallucinationRateJob, HallucinationSampleJob
+from jobs.incident_kpis import IncidentKpiJob
+from jobs.sli import SliJob
+from jobs.slo import SloJob
+from monitor.foundation.config import Config
+from monitor.foundation.storage import Store
+from monitor.foundation.tables.job_runs import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +46,6 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
     if config.grounding.enabled:
         jobs.append(GroundingProxyJob(store, config, clock, config.grounding.interval))
     if config.alerts.enabled:
-        from alerts.engine import AlertEngine
-        from alerts.kpis import IncidentKpiJob
         jobs.append(AlertEngine(store, config, clock))
         jobs.append(IncidentKpiJob(store, config, clock, dt.timedelta(hours=1)))
     return {job.name: job for job in jobs}

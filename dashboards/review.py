@@ -10,22 +10,16 @@ agreement can be measured; the same reviewer labeling twice is refused.
 from __future__ import annotations
 
 import hashlib
-import threading
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from .auth import require
-from .clock import iso_utc
-from .errors import ApiError
-from .events import HALLUCINATION_LABELS, MAX_ID
+from monitor.foundation.auth import require
+from monitor.foundation.clock import iso_utc
+from monitor.foundation.errors import ApiError
+from monitor.foundation.events import HALLUCINATION_LABELS, MAX_ID
+from monitor.foundation.tables import feedback, requests, review
 
 bp = Blueprint("review", __name__, url_prefix="/v1/review")
-# Picking an item and writing its lease must not interleave within this process
-# (the store has no transactions; one process serves the embedded store).
-_lease_lock = threading.Lock()
-
-_LABELED = ("SELECT request_id FROM feedback WHERE kind = 'hallucination' AND source = 'reviewer' "
-            "AND request_id IN (SELECT request_id FROM review_queue)")
 
 
 def _services():
@@ -51,43 +45,13 @@ def next_item():
 
 def lease_next(svc, reviewer: str, service: str | None = None, feature: str | None = None) -> dict | None:
     """Lease the next unlabeled item to ``reviewer`` (their own unexpired lease first); None when none is left."""
-    conditions, params = [], {"me": reviewer}
-    if service:
-        conditions.append("q.service = {service:String}")
-        params["service"] = service
-    if feature:
-        conditions.append("q.feature = {feature:String}")
-        params["feature"] = feature
-    where = " AND ".join(conditions + ["1"])
-    # Most suspicious first when configured: the grounding proxy orders, it never labels.
-    order = ("q.ungrounded_proxy IS NULL, q.ungrounded_proxy DESC, " if svc.config.review.prioritize == "ungrounded_proxy"
-             else "")
-    with _lease_lock:
-        now = svc.clock.now()
-        params["now"] = now
-        rows = svc.store.query_dicts(f"""
-SELECT q.request_id AS request_id, q.service AS service, q.feature AS feature, q.request_ts AS request_ts,
-       q.ungrounded_proxy AS ungrounded_proxy,
-       l.reviewer = {{me:String}} AND l.expires_at > {{now:DateTime64(3, 'UTC')}} AS mine
-FROM review_queue AS q FINAL
-LEFT JOIN (SELECT request_id, reviewer, expires_at FROM review_leases FINAL) AS l ON q.request_id = l.request_id
-WHERE {where}
-  AND q.request_id NOT IN ({_LABELED})
-  AND (l.request_id = '' OR l.expires_at <= {{now:DateTime64(3, 'UTC')}} OR l.reviewer = {{me:String}})
-ORDER BY mine DESC, {order}q.day, q.request_id
-LIMIT 1""", params)
-        if not rows:
-            return None
-        item = rows[0]
-        expires = now + svc.config.review.lease
-        svc.store.insert("review_leases", [[item["request_id"], reviewer, now, expires]],
-                         ["request_id", "reviewer", "leased_at", "expires_at"])
-    texts = svc.store.query_dicts(
-        "SELECT input_text, context_text, output_text, model, prompt_version FROM requests FINAL "
-        "WHERE halfMD5(request_id) = halfMD5({id:String}) AND request_id = {id:String} LIMIT 1",
-        {"id": item["request_id"]})
-    t = texts[0] if texts else {"input_text": "", "context_text": "", "output_text": "", "model": "",
-                                "prompt_version": ""}
+    leased = review.lease_next(svc.store, reviewer, svc.clock.now(), svc.config.review.lease, service, feature,
+                               by_proxy=svc.config.review.prioritize == "ungrounded_proxy")
+    if leased is None:
+        return None
+    item, expires = leased
+    t = requests.get(svc.store, item["request_id"]) or {"input_text": "", "context_text": "", "output_text": "",
+                                                       "model": "", "prompt_version": ""}
     return {
         "id": item["request_id"], "request_id": item["request_id"], "service": item["service"],
         "feature": item["feature"], "ts": item["request_ts"], "model": t["model"],
@@ -127,12 +91,10 @@ def store_label(svc, request_id: str, label: str, reviewer: str, comment: str, a
     """Store a reviewer's label as feedback and release the lease; ApiError 404/409/400 when it cannot be."""
     if label not in HALLUCINATION_LABELS:
         raise ApiError(400, "bad_request", f"label: must be one of {', '.join(HALLUCINATION_LABELS)}")
-    queued = svc.store.scalar("SELECT count() FROM review_queue WHERE request_id = {id:String}", {"id": request_id})
-    if not queued:
+    if not review.is_queued(svc.store, request_id):
         raise ApiError(404, "not_found", f"request {request_id!r} is not in the review queue")
     feedback_id = hashlib.sha256(f"review|{request_id}|{reviewer}".encode()).hexdigest()[:32]
-    if svc.store.scalar("SELECT count() FROM feedback WHERE feedback_id = {f:String} AND request_id = {id:String}",
-                        {"f": feedback_id, "id": request_id}):
+    if feedback.exists(svc.store, feedback_id, request_id):
         raise ApiError(409, "conflict", f"{reviewer} has already labeled {request_id}")
     now = svc.clock.now()
     result = svc.ingestor.ingest("feedback", [{
@@ -142,18 +104,10 @@ def store_label(svc, request_id: str, label: str, reviewer: str, comment: str, a
     if result.rejected:
         e = result.errors[0]
         raise ApiError(400, "bad_request", f"{e['field']}: {e['reason']}")
-    svc.store.insert("review_leases", [[request_id, reviewer, now, now]],
-                     ["request_id", "reviewer", "leased_at", "expires_at"])
+    review.release(svc.store, request_id, reviewer, now)
     return feedback_id
 
 
 def progress(svc, day, service: str | None = None, feature: str | None = None) -> dict:
     """Today's sample: items queued for ``day`` and how many of them have a reviewer's label."""
-    where, params = "day = {day:Date}", {"day": day}
-    for name, value in (("service", service), ("feature", feature)):
-        if value:
-            where += f" AND {name} = {{{name}:String}}"
-            params[name] = value
-    sampled, labeled = svc.store.query(
-        f"SELECT count(), countIf(request_id IN ({_LABELED})) FROM review_queue FINAL WHERE {where}", params)[0]
-    return {"sampled": sampled, "labeled": labeled}
+    return review.progress(svc.store, day, service, feature)

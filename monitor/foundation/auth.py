@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 from flask import current_app, g, request
 
-from .errors import ApiError
-from .storage import Store
+from monitor.foundation.errors import ApiError
+from monitor.foundation.storage import Store
+from monitor.foundation.tables import api_keys
 
 SCOPES = ("ingest", "read", "review", "admin")
 KEY_PATTERN = re.compile(r"nlpm_[0-9a-f]{12}_[A-Za-z0-9_\-]{20,}")
@@ -66,23 +67,19 @@ class KeyStore:
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(24)
         now = self.clock.now()
-        self.store.insert("api_keys", [[key_id, name, sorted(set(scopes)), _hash(secret), now, None, _version(now)]],
-                          ["key_id", "name", "scopes", "key_hash", "created_at", "revoked_at", "version"])
+        api_keys.insert(self.store, key_id, name, sorted(set(scopes)), _hash(secret), now, None, _version(now))
         return ApiKey(key_id, name, tuple(sorted(set(scopes))), now, None), f"nlpm_{key_id}_{secret}"
 
     def list(self) -> list[ApiKey]:
-        rows = self.store.query("SELECT key_id, name, scopes, created_at, revoked_at FROM api_keys FINAL ORDER BY created_at")
-        return [ApiKey(r[0], r[1], tuple(r[2]), r[3], r[4]) for r in rows]
+        return [ApiKey(r[0], r[1], tuple(r[2]), r[3], r[4]) for r in api_keys.list_all(self.store)]
 
     def revoke(self, key_id: str) -> bool:
-        rows = self.store.query("SELECT name, scopes, key_hash, created_at, revoked_at FROM api_keys FINAL "
-                                "WHERE key_id = {id:String}", {"id": key_id})
-        if not rows:
+        row = api_keys.get(self.store, key_id)
+        if row is None:
             return False
-        name, scopes, key_hash, created_at, revoked_at = rows[0]
+        name, scopes, key_hash, created_at, revoked_at = row
         now = self.clock.now()
-        self.store.insert("api_keys", [[key_id, name, scopes, key_hash, created_at, revoked_at or now, _version(now)]],
-                          ["key_id", "name", "scopes", "key_hash", "created_at", "revoked_at", "version"])
+        api_keys.insert(self.store, key_id, name, scopes, key_hash, created_at, revoked_at or now, _version(now))
         with self._lock:
             self._cache.pop(key_id, None)
         return True
@@ -106,11 +103,10 @@ class KeyStore:
         with self._lock:
             hit = self._cache.get(key_id)
         if hit is None or (now - hit[0]).total_seconds() > self.cache_seconds:
-            rows = self.store.query("SELECT name, scopes, key_hash, created_at, revoked_at FROM api_keys FINAL "
-                                    "WHERE key_id = {id:String}", {"id": key_id})
+            row = api_keys.get(self.store, key_id)
             api_key, key_hash = None, ""
-            if rows:
-                name, scopes, key_hash, created_at, revoked_at = rows[0]
+            if row is not None:
+                name, scopes, key_hash, created_at, revoked_at = row
                 api_key = ApiKey(key_id, name, tuple(scopes), created_at, revoked_at)
             hit = (now, api_key, key_hash)
             with self._lock:

@@ -1,0 +1,76 @@
+"""``feedback``: thumbs, ratings, task success, reviewers' labels and comments, as stored.
+
+Each row carries its request's time (``request_ts``), dimensions and status,
+looked up at ingest, so feedback is attributed to its request's window without a
+join. A ReplacingMergeTree keyed on feedback_id.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+from monitor.foundation.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN
+from monitor.foundation.tables._raw import stored_ids
+
+COLUMNS = ["feedback_id", "request_id", "ts", "kind", "value", "label", "source", "reviewer", "comment",
+           "ingested_at", "request_ts", "service", "feature", "model", "prompt_version", "environment",
+           "region", "request_status"]
+
+
+def insert(store, rows: Sequence[dict]) -> None:
+    if rows:
+        store.insert_columns("feedback", [[r[c] for r in rows] for c in COLUMNS], COLUMNS)
+
+
+def existing_ids(store, ids, lo: dt.datetime, hi: dt.datetime) -> set[str]:
+    return stored_ids(store, "feedback", "feedback_id", ids, lo, hi)
+
+
+def exists(store, feedback_id: str, request_id: str) -> bool:
+    return bool(store.scalar("SELECT count() FROM feedback WHERE feedback_id = {f:String} AND request_id = {id:String}",
+                             {"f": feedback_id, "id": request_id}))
+
+
+def for_request(store, request_id: str) -> list[dict]:
+    """The feedback on one request, oldest first."""
+    return store.query_dicts("SELECT feedback_id, ts, kind, value, label, source, reviewer, comment "
+                             "FROM feedback FINAL WHERE request_id = {id:String} ORDER BY ts", {"id": request_id})
+
+
+def time_span(store) -> tuple[dt.datetime, dt.datetime] | None:
+    """(oldest ts, newest ts) of the feedback's own time, or None when the table is empty."""
+    lo, hi, n = store.query("SELECT min(ts), max(ts), count() FROM feedback")[0]
+    return (lo, hi) if n else None
+
+
+def period_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: Sequence[str], negative: Sequence[str],
+                  statuses: Sequence[str], where: str, params: dict) -> list[dict]:
+    """Feedback counts per (span index ``cur``: 1 for the first span, 0 for the second, service, feature)
+    for the requests whose time falls in either of two spans.
+
+    ``counts`` names FEEDBACK_COUNTS conditions; ``unhappy`` counts the requests with a status in
+    ``statuses`` that got any of the ``negative`` kinds (NEGATIVE_FEEDBACK_WHEN), each once. A row in
+    both spans (an incident longer than the week to its baseline) counts in both. ``where`` holds
+    filter conditions starting with AND.
+    """
+    (lo, hi), (plo, phi) = spans
+    negative_when = " OR ".join(f"({NEGATIVE_FEEDBACK_WHEN[k]})" for k in negative) or "0"
+    in_cur = "(request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')})"
+    in_prev = "(request_ts >= {plo:DateTime64(3, 'UTC')} AND request_ts < {phi:DateTime64(3, 'UTC')})"
+    cur = (f"arrayJoin(multiIf({in_cur} AND {in_prev}, [1, 0], {in_cur}, [1], [0]))"
+           if phi > lo and hi > plo else in_cur)
+    return store.query_dicts(
+        f"SELECT {cur} AS cur, service, feature, "
+        + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
+        f", uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({negative_when})) AS unhappy "
+        f"FROM feedback WHERE service != '' AND ({in_cur} OR {in_prev}){where} GROUP BY cur, service, feature",
+        {**params, "lo": lo, "hi": hi, "plo": plo, "phi": phi, "statuses": list(statuses)})
+
+
+def negative(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int, snip: int) -> list[dict]:
+    """The newest negative feedback (thumbs down, task failed, hallucinated) on requests in [lo, hi)."""
+    return store.query_dicts(
+        "SELECT request_id, ts, kind, value, label, substring(comment, 1, {snip:UInt32}) AS comment, service, feature "
+        "FROM feedback WHERE request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}"
+        + where + " AND (" + " OR ".join(f"({w})" for w in NEGATIVE_FEEDBACK_WHEN.values()) + ") "
+        "ORDER BY ts DESC LIMIT {limit:UInt32}", {**params, "lo": lo, "hi": hi, "limit": limit, "snip": snip})

@@ -1,0 +1,19 @@
+"""``notification_log``: per (group, receiver), what was last notified and when (Alertmanager's nflog)."""
+from __future__ import annotations
+
+from monitor.foundation.clock import utc
+
+COLUMNS = ["group_key", "receiver", "firing", "resolved", "notified_at", "active", "updated_at"]
+
+
+def entries(store) -> dict[tuple[str, str], dict]:
+    """(group_key, receiver) -> its latest entry."""
+    out = {}
+    for r in store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM notification_log FINAL"):
+        r["notified_at"] = utc(r["notified_at"])
+        out[(r["group_key"], r["receiver"])] = r
+    return out
+
+
+def write(store, group_key: str, receiver: str, firing: list[str], resolved: list[str], now, active: bool) -> None:
+    store.insert("notification_log", [[group_key, receiver, firing, resolved, now, active, now]], COLUMNS)

@@ -1,0 +1,17 @@
+"""``rejected_events``: rows that failed validation, with their reasons and the raw text (redacted)."""
+from __future__ import annotations
+
+COLUMNS = ["rejected_id", "received_at", "kind", "batch_id", "row_index", "field", "reason", "raw", "api_key_id"]
+
+
+def insert(store, rows: list[list]) -> None:
+    if rows:
+        store.insert("rejected_events", rows, COLUMNS)
+
+
+def recent(store, kind: str | None, limit: int) -> list[dict]:
+    """The newest rejected rows (of one kind when given)."""
+    where = "WHERE kind = {kind:String}" if kind else ""
+    return store.query_dicts(
+        f"SELECT received_at, kind, batch_id, row_index, field, reason, raw FROM rejected_events {where} "
+        "ORDER BY received_at DESC LIMIT {limit:UInt32}", {"kind": kind or "", "limit": limit})

@@ -1,0 +1,191 @@
+"""``requests``: one row per model request, as stored (validated, redacted, priced).
+
+A ReplacingMergeTree keyed on request_id, partitioned by UTC day
+(``toYYYYMMDD(ts)``), with a skip index on ``halfMD5(request_id)``: a lookup by
+id names both the hash (to find the granule) and the id (to be exact).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+from monitor.foundation.tables._raw import half_md5, stored_ids
+
+COLUMNS = [
+    "request_id", "ts", "service", "feature", "model", "provider", "prompt_version", "environment", "region",
+    "language", "tenant", "status", "error_type", "http_status", "latency_ms", "ttft_ms", "input_tokens",
+    "output_tokens", "cached_input_tokens", "cost_usd", "cost_source", "input_text", "output_text",
+    "context_text", "text_truncated", "retrieval_hit", "grounded", "cache_hit", "safety_flagged",
+    "pii_detected", "injection_detected", "user_id_hash", "session_id", "tags", "input_embedding", "ingested_at",
+]
+# A request's dimensions, which its feedback rows carry too (so rollups attribute feedback without a join).
+CONTEXT = ("service", "feature", "model", "prompt_version", "environment", "region")
+
+
+# -- writing and finding by id ------------------------------------------------------------
+def insert(store, rows: Sequence[dict]) -> None:
+    if rows:
+        store.insert_columns("requests", [[r[c] for r in rows] for c in COLUMNS], COLUMNS)
+
+
+def existing_ids(store, ids, lo: dt.datetime, hi: dt.datetime) -> set[str]:
+    return stored_ids(store, "requests", "request_id", ids, lo, hi)
+
+
+def get(store, request_id: str) -> dict | None:
+    """One request with every column but the embedding, or None."""
+    rows = store.query_dicts("SELECT * EXCEPT (input_embedding) FROM requests FINAL "
+                             "WHERE halfMD5(request_id) = halfMD5({id:String}) AND request_id = {id:String} "
+                             "LIMIT 1", {"id": request_id})
+    return rows[0] if rows else None
+
+
+def context_of(store, ids) -> dict[str, dict]:
+    """request_id -> {request_id, ts, status, and the CONTEXT dimensions} for the ids that are stored."""
+    ids = set(ids)
+    if not ids:
+        return {}
+    found = {}
+    for rec in store.query_dicts(
+            "SELECT request_id, ts, status, " + ", ".join(CONTEXT) + " FROM requests "
+            "WHERE halfMD5(request_id) IN {hashes:Array(UInt64)} LIMIT 1 BY request_id",
+            {"hashes": [half_md5(i) for i in ids]}):
+        if rec["request_id"] in ids:
+            found[rec["request_id"]] = rec
+    return found
+
+
+def count(store) -> int:
+    return int(store.scalar("SELECT count() FROM requests") or 0)
+
+
+def time_span(store) -> tuple[dt.datetime, dt.datetime] | None:
+    """(oldest ts, newest ts), or None when the table is empty."""
+    lo, hi, n = store.query("SELECT min(ts), max(ts), count() FROM requests")[0]
+    return (lo, hi) if n else None
+
+
+# -- samples for the jobs --------------------------------------------------------------------
+def answered_strata(store, lo: dt.datetime, hi: dt.datetime) -> list[tuple[str, str]]:
+    """(service, feature) with answered requests in [lo, hi)."""
+    return [tuple(r) for r in store.query(
+        "SELECT service, feature FROM requests WHERE ts >= toDateTime({lo:UInt32}, 'UTC') "
+        "AND ts < toDateTime({hi:UInt32}, 'UTC') AND output_text != '' GROUP BY service, feature "
+        "ORDER BY service, feature", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp())})]
+
+
+def drift_sample(store, service: str, feature: str, lo: dt.datetime, hi: dt.datetime, n: int) -> list[dict]:
+    """Up to ``n`` answered requests of a stratum in [lo, hi) with text or an embedding: the lowest
+    cityHash64(request_id), so a rerun draws the same requests."""
+    return store.query_dicts("""
+SELECT request_id, input_text, output_text, input_embedding, latency_ms, input_tokens, output_tokens, cost_usd
+FROM requests FINAL
+WHERE service = {s:String} AND feature = {f:String}
+  AND ts >= toDateTime64({lo:Float64}, 3, 'UTC') AND ts < toDateTime64({hi:Float64}, 3, 'UTC')
+  AND (input_text != '' OR length(input_embedding) > 0) AND output_text != ''
+ORDER BY cityHash64(request_id), request_id
+LIMIT {n:UInt32}""", {"s": service, "f": feature, "lo": lo.timestamp(), "hi": hi.timestamp(), "n": n})
+
+
+def review_sample(store, lo: dt.datetime, hi: dt.datetime, space: int, rates: dict[str, int], default: int,
+                  minimum: int) -> list[tuple]:
+    """(service, feature, request_id, ts, chosen by rate, output_text, context_text) of the answered
+    requests in [lo, hi) to queue for review.
+
+    A request is chosen when cityHash64(request_id) % space falls under its stratum's rate
+    (``rates`` keyed "service/feature" or "service", else ``default``), and each (service,
+    feature) also gets its ``minimum`` lowest hashes: deterministic, so a rerun chooses the same.
+    """
+    return store.query("""
+SELECT service, feature, request_id, ts, h < rate AS by_rate, output_text, context_text
+FROM (
+    SELECT service, feature, request_id, ts, output_text, context_text, cityHash64(request_id) % {space:UInt64} AS h,
+           indexOf({keys:Array(String)}, concat(service, '/', feature)) AS by_feature,
+           indexOf({keys:Array(String)}, toString(service)) AS by_service,
+           multiIf(by_feature > 0, {rates:Array(UInt64)}[by_feature],
+                   by_service > 0, {rates:Array(UInt64)}[by_service], {default:UInt64}) AS rate,
+           row_number() OVER (PARTITION BY service, feature ORDER BY h, request_id) AS rank
+    FROM requests FINAL
+    WHERE ts >= toDateTime({lo:UInt32}, 'UTC') AND ts < toDateTime({hi:UInt32}, 'UTC') AND output_text != ''
+)
+WHERE h < rate OR rank <= {minimum:UInt32}""", {
+        "space": space, "keys": list(rates), "rates": list(rates.values()), "default": default,
+        "minimum": minimum, "lo": int(lo.timestamp()), "hi": int(hi.timestamp())})
+
+
+def grounding_sample(store, lo: dt.datetime, hi: dt.datetime, n: int) -> list[tuple]:
+    """(service, feature, output_text, context_text) of up to ``n`` answers with context per
+    (service, feature) in [lo, hi), the lowest cityHash64 of the id first."""
+    return store.query("""
+SELECT service, feature, output_text, context_text FROM (
+    SELECT service, feature, output_text, context_text,
+           row_number() OVER (PARTITION BY service, feature ORDER BY cityHash64(request_id), request_id) AS rank
+    FROM requests FINAL
+    WHERE ts >= toDateTime({lo:UInt32}, 'UTC') AND ts < toDateTime({hi:UInt32}, 'UTC')
+      AND output_text != '' AND context_text != '')
+WHERE rank <= {n:UInt32}""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp()), "n": n})
+
+
+# -- lists for the incident explorer -----------------------------------------------------------
+# Its lists name these columns, with the question as a snippet of {snip:UInt32} characters.
+LIST_COLUMNS = ("request_id, ts, service, feature, model, prompt_version, status, error_type, http_status, "
+                "latency_ms, ttft_ms, cost_usd, substring(input_text, 1, {snip:UInt32}) AS input_snippet")
+
+
+def _days(lo: dt.datetime, hi: dt.datetime) -> tuple[list[str], list[tuple[dt.datetime, dt.datetime]]]:
+    """[lo, hi) as whole UTC days (partition ids) and the partial days at its ends."""
+    day = dt.timedelta(days=1)
+    first = lo.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < lo:
+        first += day
+    last = hi.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first >= last:
+        return [], [(lo, hi)]
+    days, t = [], first
+    while t < last:
+        days.append(t.strftime("%Y%m%d"))
+        t += day
+    return days, [(a, b) for a, b in ((lo, first), (last, hi)) if a < b]
+
+
+def _by_partition(lo: dt.datetime, hi: dt.datetime, columns: str, where: str) -> tuple[str, dict]:
+    """A FROM clause over the rows of [lo, hi), reading whole days by partition.
+
+    Naming a whole day's partition selects its parts without reading ts, which is most of
+    the cost of scanning a long window. ``where`` (conditions starting with AND) applies to every piece.
+    """
+    days, edges = _days(lo, hi)
+    parts, params = [], {}
+    if days:
+        parts.append(f"SELECT {columns} FROM requests WHERE _partition_id IN {{days:Array(String)}}{where}")
+        params["days"] = days
+    for i, (a, b) in enumerate(edges):
+        parts.append(f"SELECT {columns} FROM requests WHERE ts >= {{elo{i}:DateTime64(3, 'UTC')}} "
+                     f"AND ts < {{ehi{i}:DateTime64(3, 'UTC')}}{where}")
+        params[f"elo{i}"], params[f"ehi{i}"] = a, b
+    return "(" + " UNION ALL ".join(parts) + ")", params
+
+
+def failures_by_error_type(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict,
+                           limit: int = 15) -> list[tuple]:
+    """(error_type, failed requests) in [lo, hi), most first; ``where`` filters (starting with AND)."""
+    src, p = _by_partition(lo, hi, "error_type", where + " AND status != 'ok'")
+    return store.query(f"SELECT error_type, count() AS k FROM {src} GROUP BY error_type ORDER BY k DESC "
+                       f"LIMIT {int(limit)}", {**params, **p})
+
+
+def failing(store, since: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int) -> list[dict]:
+    """The newest failed (error, timeout) requests in [since, hi), LIST_COLUMNS."""
+    return store.query_dicts(
+        f"SELECT {LIST_COLUMNS} FROM requests WHERE ts >= {{since:DateTime64(3, 'UTC')}} "
+        "AND ts < {hi:DateTime64(3, 'UTC')}" + where + " AND status IN ('error', 'timeout') "
+        "ORDER BY ts DESC LIMIT {limit:UInt32}", {**params, "since": since, "hi": hi, "limit": limit})
+
+
+def slowest(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int) -> list[dict]:
+    """The slowest requests in [lo, hi), LIST_COLUMNS. One table and a plain ORDER BY ... LIMIT, so
+    ClickHouse reads the other columns (texts included) only for the rows it keeps (lazy materialization)."""
+    return store.query_dicts(
+        f"SELECT {LIST_COLUMNS} FROM requests WHERE ts >= {{lo:DateTime64(3, 'UTC')}} "
+        f"AND ts < {{hi:DateTime64(3, 'UTC')}}{where} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}}",
+        {**params, "lo": lo, "hi": hi, "limit": limit})

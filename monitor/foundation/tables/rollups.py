@@ -1,0 +1,199 @@
+"""The rollup tables (requests_1m/1h/1d, requests_feature_1h/1d, feedback_1m/1h/1d): every query on
+them, and their rebuild from the raw tables.
+
+What their columns mean and the SQL that fills them is in :mod:`monitor.foundation.rollups`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from monitor.foundation.clock import utc
+from monitor.foundation.filters import where_equal
+from monitor.foundation.metrics import GROUPING_DIMS, UTC, grouping_sets, window_ends
+from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, REQUEST_ROLLUPS,
+                                        STATUS_COLUMNS, covering_source, feedback_rollup_select,
+                                        requests_rollup_select, rollup_for)
+from monitor.foundation.tables import feedback, requests
+
+
+def _bucketed_query(table: str, select: str, where: str = "") -> str:
+    dims = ", ".join(GROUPING_DIMS)
+    return f"""
+SELECT toStartOfInterval(minute, toIntervalSecond({{w:UInt32}})) + toIntervalSecond({{w:UInt32}}) AS w_end,
+       grouping({dims}) AS g, {dims},
+       {select}
+FROM {table}
+WHERE minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC') {where}
+GROUP BY GROUPING SETS ({grouping_sets()})
+"""
+
+
+def by_window(store, family: str, select: str, start: dt.datetime, end: dt.datetime, windows: dict[str, int],
+              where: str = "", params: dict | None = None):
+    """Rows of ``select`` per (window, window end, label level) for the windows ending in (start, end].
+
+    ``family`` "requests" or "feedback": each window reads the coarsest of its rollups that tiles it.
+    """
+    for name, seconds in windows.items():
+        source = rollup_for(seconds, family)
+        span = window_ends(start, end, seconds)
+        if span is None:
+            continue
+        first_end, last_end = span
+        lo = first_end - dt.timedelta(seconds=seconds)
+        for row in store.query_dicts(_bucketed_query(source, select, where),
+                                     {"w": seconds, "lo": int(lo.timestamp()), "hi": int(last_end.timestamp()),
+                                      **(params or {})}):
+            row["w_end"] = row["w_end"].replace(tzinfo=UTC)
+            yield name, row
+
+
+def good_and_total(store, table: str, good: str, service: str, feature: str | None, lo: int,
+                   hi: int) -> list[tuple]:
+    """(bucket start epoch seconds, good, total) per bucket of ``table`` in [lo, hi), for one service
+    (and feature); ``good`` is the SQL counting good requests (an SLO's definition)."""
+    where, params = where_equal({"service": service, "feature": feature}, ("service", "feature"))
+    return store.query(
+        f"SELECT toUnixTimestamp(minute) AS m, {good} AS good, sum(requests) AS total "
+        f"FROM {table} WHERE minute >= toDateTime({{lo:UInt32}}, 'UTC') "
+        f"AND minute < toDateTime({{hi:UInt32}}, 'UTC'){where} GROUP BY m ORDER BY m",
+        {**params, "lo": max(lo, 0), "hi": hi})
+
+
+# -- rebuild -------------------------------------------------------------------------------
+
+def rebuild_plan(store, start, end) -> list:
+    """The (day start, day end) ranges a rebuild of [start, end) will process.
+
+    Only where raw rows exist: a range past the data would delete rollups with
+    nothing to rebuild them from (raw rows expire before nothing else does).
+    """
+    spans = [s for s in (requests.time_span(store), feedback.time_span(store)) if s is not None]
+    if not spans:
+        return []
+    lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
+    lo = lo.replace(tzinfo=dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    hi = hi.replace(tzinfo=dt.timezone.utc) + dt.timedelta(minutes=1)
+    day = dt.timedelta(days=1)
+    whole = lambda ts: ts.replace(hour=0, minute=0, second=0, microsecond=0)  # noqa: E731
+    # Whole UTC days only: the day rollup cannot be rebuilt for part of a day.
+    start, end = whole(start), whole(end) + (day if end != whole(end) else dt.timedelta(0))
+    t, stop, out = max(start, lo), min(end, whole(hi) + day), []
+    while t < stop:
+        nxt = min(t + dt.timedelta(days=1), stop)
+        out.append((t, nxt))
+        t = nxt
+    return out
+
+
+def rebuild(store, start, end, on_day=None) -> int:
+    """Recompute the request and feedback rollups for the UTC days of [start, end), a day at a time.
+
+    For after a schema change or a repair: each day's rollup rows are deleted
+    and re-aggregated from the de-duplicated raw rows (FINAL). Returns the days done.
+    """
+    plan = rebuild_plan(store, start, end)
+    for t, hi in plan:
+        params = {"lo": int(t.timestamp()), "hi": int(hi.timestamp())}
+        rng = "{col} >= toDateTime({{lo:UInt32}}, 'UTC') AND {col} < toDateTime({{hi:UInt32}}, 'UTC')"
+        for table, _, _ in REQUEST_ROLLUPS + FEATURE_ROLLUPS[1:] + FEEDBACK_ROLLUPS:
+            store.command(f"ALTER TABLE {table} DELETE WHERE {rng.format(col='minute')} "
+                          "SETTINGS mutations_sync = 2", params)
+        for table, bucket, _ in REQUEST_ROLLUPS:
+            store.command(f"INSERT INTO {table} " + requests_rollup_select(
+                f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests", bucket), params)
+        for table, bucket, _ in FEATURE_ROLLUPS[1:]:
+            store.command(f"INSERT INTO {table} " + requests_rollup_select(
+                f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests", bucket,
+                FEATURE_DIMENSIONS), params)
+        for table, bucket, _ in FEEDBACK_ROLLUPS:
+            store.command(f"INSERT INTO {table} " + feedback_rollup_select(
+                f"(SELECT * FROM feedback FINAL WHERE {rng.format(col='ifNull(request_ts, ts)')}) AS feedback",
+                bucket), params)
+        if on_day:
+            on_day(t)
+    return len(plan)
+
+
+# -- the pages' reads -----------------------------------------------------------------------
+def per_feature(store, spans: list[tuple[dt.datetime, dt.datetime]], family: str, columns: str, select: str,
+                where: str, params: dict) -> list[dict]:
+    """``select`` per (span, service, feature) and per span for all traffic (``g`` set), with ``cur``
+    true for the first span, over the rollups of ``family`` tiling each span.
+
+    ``columns`` are the rollup columns ``select`` needs; ``where`` filter conditions starting with AND.
+    """
+    src, p = covering_source(spans, where, columns, family=family)
+    return store.query_dicts(
+        f"SELECT span = 0 AS cur, grouping(service, feature) AS g, service, feature, {select} FROM {src} "
+        "GROUP BY GROUPING SETS ((cur, service, feature), (cur))", {**params, **p})
+
+
+def trend(store, table: str, select: str, lo: dt.datetime, hi: dt.datetime, bucket: int, where: str,
+          params: dict) -> list[dict]:
+    """Rows of ``select`` per ``bucket``-second bucket (``t``, epoch seconds), per (service, feature) and for all
+    (``g`` set), from ``table``; from the first whole bucket at or after ``lo``, so a partial one does not
+    show a dip that is only the period's edge. ``where`` filter conditions starting with AND."""
+    return store.query_dicts(
+        f"SELECT toUnixTimestamp(toStartOfInterval(minute, toIntervalSecond({{b:UInt32}}))) AS t, "
+        f"grouping(service, feature) AS g, service, feature, {select} FROM {table} "
+        f"WHERE minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC'){where} "
+        f"GROUP BY GROUPING SETS ((t, service, feature), (t))",
+        {**params, "b": bucket, "lo": -(-int(lo.timestamp()) // bucket) * bucket, "hi": int(hi.timestamp())})
+
+
+def dimension_values(store, names: tuple[str, ...], lo: dt.datetime, hi: dt.datetime) -> dict[str, list[str]]:
+    """Up to 200 values of each dimension seen in the days of [lo, hi), sorted, without the empty one."""
+    row = store.query(f"SELECT {', '.join(f'groupUniqArray(200)({n})' for n in names)} FROM requests_1d "
+                      "WHERE minute >= toStartOfDay({lo:DateTime64(3, 'UTC')}) AND minute < {hi:DateTime64(3, 'UTC')}",
+                      {"lo": lo, "hi": hi})
+    return {name: sorted(v for v in values if v)
+            for name, values in zip(names, row[0] if row else [[]] * len(names))}
+
+
+def failures_by_model_and_prompt(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict) -> list[dict]:
+    """Requests, failed requests (status other than ok) and each failing status's count, per model
+    (``g`` 1), per prompt_version (``g`` 2) and in all (``g`` 3), in [lo, hi); ``where`` filter conditions
+    starting with AND."""
+    src, p = covering_source([(lo, hi)], where, "model, prompt_version, requests, " + ", ".join(STATUS_COLUMNS.values()))
+    return store.query_dicts(
+        "SELECT grouping(model, prompt_version) AS g, model, prompt_version, sum(requests) AS requests, "
+        "requests - sum(status_ok) AS failed, "
+        + ", ".join(f"sum({c}) AS {c}" for s, c in STATUS_COLUMNS.items() if s != "ok") +
+        f" FROM {src} GROUP BY GROUPING SETS ((model), (prompt_version), ())", {**params, **p})
+
+
+def failed_per_hour(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict) -> list[tuple]:
+    """(hour, failed requests (error, timeout)) of the hours with failures from lo's hour to hi, newest
+    first; ``where`` filter conditions starting with AND."""
+    return store.query(
+        "SELECT minute, sum(status_error) + sum(status_timeout) AS n FROM requests_1h "
+        "WHERE minute >= toStartOfHour({lo:DateTime64(3, 'UTC')}) AND minute < {hi:DateTime64(3, 'UTC')}"
+        + where + " GROUP BY minute HAVING n > 0 ORDER BY minute DESC", {**params, "lo": lo, "hi": hi})
+
+
+def prompt_versions_first_seen(store, lo: dt.datetime, hi: dt.datetime, service: str = "",
+                               feature: str = "") -> list[tuple]:
+    """(service, feature, prompt_version, first minute) of the versions first served in [lo, hi).
+
+    "First" is over all the rollups hold (retention). The hour rollup finds the candidates
+    in a few rows; the minute rollup pins each one's minute.
+    """
+    where, params = where_equal({"service": service, "feature": feature}, ("service", "feature"))
+    params.update(lo=utc(lo).replace(tzinfo=None), hi=utc(hi).replace(tzinfo=None))
+    candidates = store.query(
+        "SELECT service, feature, prompt_version, min(minute) AS first_hour FROM requests_1h WHERE 1" + where +
+        " GROUP BY service, feature, prompt_version HAVING first_hour >= toStartOfHour({lo:DateTime}) "
+        "AND first_hour < {hi:DateTime} ORDER BY first_hour", params)
+    if not candidates:
+        return []
+    conds, exact = [], {}
+    for i, (svc, feat, version, hour) in enumerate(candidates):
+        conds.append(f"(service = {{s{i}:String}} AND feature = {{f{i}:String}} AND prompt_version = {{p{i}:String}} "
+                     f"AND minute >= {{h{i}:DateTime}} AND minute < {{h{i}:DateTime}} + INTERVAL 1 HOUR)")
+        exact.update({f"s{i}": svc, f"f{i}": feat, f"p{i}": version, f"h{i}": hour})
+    firsts = {(s, f, v): m for s, f, v, m in store.query(
+        "SELECT service, feature, prompt_version, min(minute) FROM requests_1m WHERE " + " OR ".join(conds) +
+        " GROUP BY service, feature, prompt_version", exact)}
+    return [(svc, feat, version, utc(firsts.get((svc, feat, version)) or hour))
+            for svc, feat, version, hour in candidates]
