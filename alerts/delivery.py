@@ -24,7 +24,8 @@ import json
 import logging
 import threading
 
-from alerts.receivers import AlertView, DeliveryError, Notification, build_payload, send
+from alerts import notify
+from alerts.notify import AlertView, DeliveryError, Notification, build_payload, send
 from monitor.foundation.clock import utc
 from monitor.foundation.tables import notification_outbox
 
@@ -41,14 +42,15 @@ class Outbox:
         self.store = store
         self.config = config
         self.clock = clock
+        self.receivers = notify.receivers(config)
         # An existence check and its insert do not interleave; one delivery run at a time in this
         # process, so a row is not sent twice concurrently. Separate, so sending never blocks enqueueing.
         self._enqueue_lock = threading.Lock()
         self._deliver_lock = threading.Lock()
 
     # -- config ---------------------------------------------------------------
-    def _receiver(self, name: str):
-        return next((r for r in self.config.alerts.receivers if r.name == name), None)
+    def _receiver(self, name: str) -> notify.Receiver | None:
+        return self.receivers.get(name)
 
     @property
     def _delivery(self):
@@ -59,9 +61,7 @@ class Outbox:
         """Queue a notification; False (and nothing written) when a row with this id exists already."""
         rcv = self._receiver(receiver)
         kind = rcv.kind if rcv is not None else ""
-        if kind == "pagerduty":
-            # The routing key is a secret; send() takes it from the config.
-            payload = {k: v for k, v in payload.items() if k != "routing_key"}
+        payload = notify.stored(kind, payload)  # without what the kind keeps out of storage (secrets)
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
         with self._enqueue_lock:
             if notification_outbox.exists(self.store, id):
@@ -165,7 +165,7 @@ class Outbox:
         """
         rcv = self._receiver(receiver_name)
         if rcv is None:
-            names = ", ".join(r.name for r in self.config.alerts.receivers) or "none"
+            names = ", ".join(self.receivers) or "none"
             raise DeliveryError(f"no receiver named {receiver_name!r} (configured: {names})", retryable=False)
         now = self.clock.now()
         labels = {"alertname": "NlpmonTestNotification", "severity": "info", "receiver": rcv.name}

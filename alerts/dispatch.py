@@ -25,7 +25,8 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 
-from alerts.receivers import AlertView, Notification, build_payload
+from alerts import notify
+from alerts.notify import AlertView, Notification, build_payload
 from monitor.foundation.matchers import Matcher, match_all, parse_all
 from monitor.foundation.tables import alert_state, notification_log, silences
 
@@ -88,7 +89,7 @@ class Dispatcher:
         self.clock = clock
         self.outbox = outbox
         self.routes = build_routes(config.alerts.route)
-        self.receivers = {r.name: r for r in config.alerts.receivers}
+        self.receivers = notify.receivers(config)
         self.inhibit = [(parse_all(r.source_matchers), parse_all(r.target_matchers), r.equal)
                         for r in config.alerts.inhibit_rules]
 

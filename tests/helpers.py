@@ -34,20 +34,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class LiveServer:
-    """The app on a real loopback HTTP server, in a thread."""
+class ServerThread:
+    """A loopback server's ``serve_forever`` in a daemon thread, started and stopped by ``with``."""
 
-    def __init__(self, app, port: int = 0):
-        self.server = make_server("127.0.0.1", port, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    server = None  # set by the subclass before __enter__
 
     def __enter__(self):
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.server.shutdown()
+        self.server.server_close()
         self.thread.join(5)
 
 
+class LiveServer(ServerThread):
+    """The app on a real loopback HTTP server, in a thread."""
+
+    def __init__(self, app, port: int = 0):
+        self.server = make_server("127.0.0.1", port, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"

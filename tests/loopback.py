@@ -5,8 +5,10 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.helpers import ServerThread
 
-class Recorder:
+
+class Recorder(ServerThread):
     def __init__(self):
         self.received: list[dict] = []
         self.statuses: list[int] = []  # answered in order; 200 once exhausted
@@ -33,15 +35,6 @@ class Recorder:
         self.refused = 0
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
     def take(self) -> list[dict]:
         with self.lock:

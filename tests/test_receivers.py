@@ -24,12 +24,16 @@ with warnings.catch_warnings():
     import smtpd
 
 from alerts.delivery import Outbox
-from alerts.receivers import AlertView, DeliveryError, Notification, build_payload, dedup_key, send
+from alerts.notify import AlertView, DeliveryError, Notification, build_payload, dedup_key, send
+from alerts.notify.email import EmailReceiver
+from alerts.notify.pagerduty import PagerDutyReceiver
+from alerts.notify.slack import SlackReceiver
+from alerts.notify.webhook import WebhookReceiver
 from monitor.foundation import migrate
-from monitor.foundation.config import EmailReceiver, PagerDutyReceiver, SlackReceiver, WebhookReceiver, load_config
+from monitor.foundation.config import load_config
 from monitor.foundation.storage import Store
 
-from tests.helpers import free_port
+from tests.helpers import ServerThread, free_port
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -37,7 +41,7 @@ EXT = "http://nlpmon.test:8080"
 
 
 # -- loopback servers -----------------------------------------------------------------
-class HttpRecorder:
+class HttpRecorder(ServerThread):
     """A loopback HTTP server that records every request and answers from a list of statuses (then 200)."""
 
     def __init__(self, *statuses, port: int = 0, delay: float = 0.0):
@@ -71,20 +75,10 @@ class HttpRecorder:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def bodies(self) -> list[dict]:
         return [r["body"] for r in self.requests]
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 class SmtpSink(smtpd.SMTPServer):
@@ -528,3 +522,71 @@ def test_test_notification_sends_now_or_raises(outbox_for):
         with pytest.raises(DeliveryError, match="no receiver named 'nope'"):
             ob.test_notification("nope")
     assert ob.rows() == []  # nothing queued
+
+
+# -- receiver config ------------------------------------------------------------------------
+def test_receiver_settings_are_validated_by_their_kind_which_kinds_lists(make_config, tmp_path, monkeypatch):
+    import types
+
+    from click.testing import CliRunner
+
+    from alerts import notify
+    from monitor.cli import cli
+    from monitor.foundation.config import ConfigError
+
+    def receivers(*rcvs):
+        return notify.receivers(make_config(alerts={"receivers": list(rcvs), "route": {"receiver": rcvs[0]["name"]}}))
+
+    # A bad setting names its key, under the receiver's name and kind.
+    with pytest.raises(ConfigError) as e:
+        receivers({"name": "hook", "webhook": {"url": "ftp://x"}})
+    assert str(e.value) == ("config key 'alerts.receivers[hook].webhook.url': "
+                            "String should match pattern '^https?://' (got 'ftp://x')")
+    with pytest.raises(ConfigError) as e:
+        receivers({"name": "pd", "pagerduty": {"routing_key": "K", "timout": "5s"}})
+    assert str(e.value) == "config key 'alerts.receivers[pd].pagerduty.timout': unknown key"
+    # An unknown kind is named with the kinds there are.
+    with pytest.raises(ConfigError) as e:
+        receivers({"name": "x", "opsgenie": {"api_key": "k"}})
+    assert str(e.value) == ("config key 'alerts.receivers[x]': unknown receiver kind 'opsgenie'; "
+                            "kinds are webhook, slack, pagerduty, email")
+    # The foundation checks the shape only: a name and exactly one kind, a mapping.
+    for bad in ({"name": "none"}, {"name": "two", "webhook": {"url": "http://h.test"}, "slack": {"url": "http://h.test"}}):
+        with pytest.raises(ConfigError, match=r"'alerts\.receivers\.0': a receiver has exactly one kind"):
+            make_config(alerts={"receivers": [bad], "route": {"receiver": bad["name"]}})
+    with pytest.raises(ConfigError, match=r"'alerts\.receivers\.0\.webhook': Input should be a valid dictionary"):
+        make_config(alerts={"receivers": [{"name": "h", "webhook": "http://h.test"}], "route": {"receiver": "h"}})
+
+    # KINDS is the one list: a receiver of each kind in it validates into that kind's model.
+    examples = {"webhook": {"url": "http://h.test/x"}, "slack": {"url": "https://hooks.slack.test/x", "channel": "#a"},
+                "pagerduty": {"routing_key": "K"},
+                "email": {"to": ["a@example.com"], "from": "n@example.com", "smarthost": "smtp.test:25"}}
+    assert list(examples) == list(notify.KINDS)
+    got = receivers(*({"name": f"r-{kind}", kind: settings} for kind, settings in examples.items()))
+    assert {name: (r.kind, type(r.target)) for name, r in got.items()} == {
+        f"r-{kind}": (kind, module.Settings) for kind, module in notify.KINDS.items()}
+    assert got["r-email"].target.from_ == "n@example.com" and got["r-pagerduty"].target.send_resolved is True
+    # ... and a kind registered there is configured, built, stored and sent with no other change.
+    sent = []
+
+    class FakeSettings(WebhookReceiver):
+        token: str
+
+    fake = types.SimpleNamespace(KIND="fake", Settings=FakeSettings,
+                                 payload=lambda target, n: {"title": n.receiver, "token": target.token},
+                                 stored=lambda payload: {k: v for k, v in payload.items() if k != "token"},
+                                 send=lambda target, payload, timeout: sent.append((target.url, payload, timeout)))
+    monkeypatch.setitem(notify.KINDS, "fake", fake)
+    [rcv] = receivers({"name": "f", "fake": {"url": "http://f.test", "token": "T"}}).values()
+    payload = notify.build_payload(rcv.kind, rcv.target, _notification(receiver="f"))
+    assert payload == {"title": "f", "token": "T"} and notify.stored(rcv.kind, payload) == {"title": "f"}
+    notify.send(rcv.kind, rcv.target, payload)
+    assert sent == [("http://f.test", payload, 10.0)]
+    assert notify.stored("webhook", payload) is payload  # kinds without the hook store the payload as built
+
+    # Every CLI command fails fast, with the key named, on a bad receiver.
+    (tmp_path / "monitor.yaml").write_text(
+        "alerts:\n  receivers: [{name: hook, webhook: {url: 'ftp://x'}}]\n  route: {receiver: hook}\n")
+    result = CliRunner().invoke(cli, ["alerts", "test-receiver", "hook"],
+                                env={"MONITOR_CONFIG": str(tmp_path / "monitor.yaml")})
+    assert result.exit_code == 1 and "config key 'alerts.receivers[hook].webhook.url'" in result.output

@@ -376,55 +376,35 @@ class Route(_Section):
     routes: list["Route"] = Field(default_factory=list)
 
 
-class WebhookReceiver(_Section):
-    url: str = Field(pattern=r"^https?://")
-    send_resolved: bool = True
-    timeout: Duration = dt.timedelta(seconds=10)
-
-
-class SlackReceiver(WebhookReceiver):
-    channel: str = ""
-
-
-class PagerDutyReceiver(_Section):
-    routing_key: str = Field(min_length=1)
-    url: str = Field("https://events.pagerduty.com/v2/enqueue", pattern=r"^https?://")
-    send_resolved: bool = True
-    timeout: Duration = dt.timedelta(seconds=10)
-
-
-class EmailReceiver(_Section):
-    to: list[str] = Field(min_length=1)
-    from_: str = Field(alias="from", min_length=3)
-    smarthost: str = Field(pattern=r"^[^:]+:\d+$")
-    username: str = ""
-    password: str = ""
-    starttls: bool = False
-    send_resolved: bool = True
-    timeout: Duration = dt.timedelta(seconds=10)
-
-
 class Receiver(_Section):
+    """A named receiver and its one kind: ``{name: team, slack: {url: ...}}``.
+
+    The kinds and their settings belong to the alert engine (alerts/notify, one
+    module per kind), which the foundation may not import: here a receiver is a
+    name plus exactly one other key, the kind, whose value is a mapping. The
+    engine validates that mapping with its kind's model at start-up
+    (``alerts.notify.receivers``) and names the key of any mistake.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    # The extra keys: the kind, mapped to its settings.
+    __pydantic_extra__: dict[str, dict[str, Any]] = Field(init=False)
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    webhook: WebhookReceiver | None = None
-    slack: SlackReceiver | None = None
-    pagerduty: PagerDutyReceiver | None = None
-    email: EmailReceiver | None = None
 
     @model_validator(mode="after")
     def _one(self) -> "Receiver":
-        kinds = [k for k in ("webhook", "slack", "pagerduty", "email") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("a receiver has exactly one of webhook, slack, pagerduty, email")
+        if len(self.model_extra or {}) != 1:
+            raise ValueError("a receiver has exactly one kind, such as webhook, slack, pagerduty or email")
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("webhook", "slack", "pagerduty", "email") if getattr(self, k) is not None)
+        return next(iter(self.model_extra))
 
     @property
-    def target(self):
-        return getattr(self, self.kind)
+    def settings(self) -> dict[str, Any]:
+        return self.model_extra[self.kind]
 
 
 class InhibitRule(_Section):
@@ -508,8 +488,9 @@ def _env_value(raw: str, path: tuple[str, ...]) -> Any:
     return raw
 
 
-def _format_error(err: dict) -> str:
-    key = ".".join(str(p) for p in err["loc"])
+def format_error(err: dict, prefix: str = "") -> str:
+    """One pydantic error as ``config key 'a.b': message``; ``prefix`` is the key of what was validated."""
+    key = ".".join(([prefix] if prefix else []) + [str(p) for p in err["loc"]])
     if err["type"] == "extra_forbidden":
         return f"config key '{key}': unknown key"
     if err["type"] == "missing":
@@ -562,4 +543,4 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("; ".join(_format_error(e) for e in exc.errors())) from None
+        raise ConfigError("; ".join(format_error(e) for e in exc.errors())) from None
