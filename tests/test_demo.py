@@ -9,6 +9,7 @@ from collections import Counter
 
 from monitor import demo
 from monitor.foundation import events
+from monitor.foundation.clock import parse_time
 
 END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 LIMITS = events.Limits(max_text_chars=32768, truncate_text=False, max_future=dt.timedelta(0),
@@ -26,7 +27,7 @@ def test_every_event_is_valid_and_in_time_order():
     for kind, ev in evs:
         row, errors, truncated = events.validate(kind, ev, LIMITS, END)
         assert not errors, (kind, ev, errors)
-    ts = [events.parse_timestamp(ev["ts"]) for k, ev in evs if k == "requests"]
+    ts = [parse_time(ev["ts"]) for k, ev in evs if k == "requests"]
     assert ts == sorted(ts) and ts[0] >= END - dt.timedelta(days=1) and ts[-1] < END
     assert abs(kinds["requests"] - demo.expected_requests(1.0, 0.3)) / kinds["requests"] < 0.2
 
@@ -43,11 +44,11 @@ def test_incidents_show_in_the_data():
     burst = next(i for i in inc.values() if "error" in i["name"])
 
     def inside(e, i):
-        return i["start"] <= events.parse_timestamp(e["ts"]) < i["end"]
+        return i["start"] <= parse_time(e["ts"]) < i["end"]
 
     target = [e for e in evs if e["service"] == burst["service"] and e["feature"] == burst["feature"]]
     during = [e for e in target if inside(e, burst)]
-    before = [e for e in target if events.parse_timestamp(e["ts"]) < burst["start"]]
+    before = [e for e in target if parse_time(e["ts"]) < burst["start"]]
     err = lambda xs: sum(e["status"] != "ok" for e in xs) / len(xs)  # noqa: E731
     assert err(during) > 0.2 > 0.05 > err(before)
 

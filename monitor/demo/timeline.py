@@ -1,0 +1,137 @@
+"""When demo traffic happens: the window, the diurnal load curve and the injected incidents.
+
+Times are integer epoch milliseconds throughout: the generator handles
+hundreds of thousands of timestamps, and datetime arithmetic per event would
+dominate its run time.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from dataclasses import dataclass
+from functools import lru_cache
+
+UTC = dt.timezone.utc
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+SECOND_MS = 1_000
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+
+REGRESSED_PROMPT = "v8"  # the prompt version the latency-regression incident deploys
+
+
+# -- time ----------------------------------------------------------------------
+def to_ms(ts: dt.datetime) -> int:
+    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return (ts - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def from_ms(ms: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(milliseconds=ms)
+
+
+@lru_cache(maxsize=4096)
+def _minute_prefix(minute: int) -> str:
+    return from_ms(minute * MINUTE_MS).strftime("%Y-%m-%dT%H:%M:")
+
+
+def iso(ms: int) -> str:
+    # strftime per event would dominate the run time; the minute prefix is shared by ~60 s of events.
+    minute, rest = divmod(ms, MINUTE_MS)
+    sec, milli = divmod(rest, SECOND_MS)
+    return f"{_minute_prefix(minute)}{sec:02d}.{milli:03d}Z"
+
+
+def window(days: float, end: dt.datetime) -> tuple[int, int]:
+    end_ms = to_ms(end)
+    return end_ms - round(days * DAY_MS), end_ms
+
+
+# Diurnal cosine peaking at 13:00 UTC: 1.15 +/- 0.85 gives 2.0 at the peak and 0.3
+# at the trough before normalising; weekends run at 60 %.
+_DIURNAL_MEAN, _DIURNAL_AMPLITUDE, _PEAK_HOUR, _WEEKEND = 1.15, 0.85, 13.0, 0.6
+_LOAD_NORM = _DIURNAL_MEAN * (5 + 2 * _WEEKEND) / 7  # so a whole week averages exactly rps
+
+
+def load_factor(ms: int) -> float:
+    """Traffic at this moment as a multiple of the mean rate."""
+    hour = (ms / HOUR_MS) % 24
+    weekend = (ms // DAY_MS + 3) % 7 >= 5  # 1970-01-01 was a Thursday
+    level = _DIURNAL_MEAN + _DIURNAL_AMPLITUDE * math.cos(2 * math.pi * (hour - _PEAK_HOUR) / 24)
+    return level * (_WEEKEND if weekend else 1.0) / _LOAD_NORM
+
+
+def poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    if lam < 30:  # Knuth: exact and cheap while exp(-lam) stays far from underflow
+        limit, k, p = math.exp(-lam), 0, rng.random()
+        while p > limit:
+            k += 1
+            p *= rng.random()
+        return k
+    return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+
+
+# -- incidents -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Incident:
+    key: str
+    name: str
+    service: str
+    feature: str
+    start_ms: int
+    end_ms: int
+    what: str
+
+    def covers(self, ms: int) -> bool:
+        return self.start_ms <= ms < self.end_ms
+
+
+def incident_map(start_ms: int, end_ms: int) -> dict[str, Incident]:
+    """Positions are shares of the window, all past the first 20 %, so they always fall inside it.
+
+    The two short incidents start at the busiest moment of a slot (a burst at
+    4 a.m. would hold a handful of requests and be invisible). Durations are
+    capped by a share of the window, so a short demo gets shorter incidents;
+    the slots are chosen so those never overlap each other or the prompt change.
+    """
+    span = end_ms - start_ms
+    snap = MINUTE_MS if span >= HOUR_MS else 1  # whole minutes read better on a dashboard
+
+    def at(share: float) -> int:
+        t = start_ms + int(span * share)
+        return max(start_ms, t - t % snap)
+
+    def busiest(lo_share: float, hi_share: float) -> int:
+        lo, hi = at(lo_share), at(hi_share)
+        step = max(snap, (hi - lo) // 48 // snap * snap)
+        return max(range(lo, hi + 1, step), key=load_factor)  # first maximum, so deterministic
+
+    def lasting(start: int, nominal_ms: int, cap_share: float) -> int:
+        return min(end_ms, start + max(1, min(nominal_ms, int(span * cap_share))))
+
+    burst, spike, prompt, shift = busiest(0.20, 0.42), busiest(0.48, 0.56), at(0.65), at(0.75)
+    rows = (
+        Incident("burst", "error burst", "support-bot", "answer", burst, lasting(burst, 20 * MINUTE_MS, 0.05),
+                 "about 35% of answers fail with upstream 502/503; satisfaction drops"),
+        Incident("spike", "cost spike", "copilot", "translate", spike, lasting(spike, 2 * HOUR_MS, 0.08),
+                 "users paste whole documents: input tokens about 6x and no prompt-cache hits"),
+        Incident("prompt", "latency regression after prompt change", "copilot", "draft-email", prompt, end_ms,
+                 f"prompt_version v7 -> {REGRESSED_PROMPT}: p95 latency roughly doubles, longer outputs"),
+        Incident("shift", "topic shift", "support-bot", "answer", shift, end_ms,
+                 "about 40% of questions are about the AI Assistant plan and crypto payouts, "
+                 "which the knowledge base does not cover"),
+    )
+    return {r.key: r for r in rows}
+
+
+def incidents(days: float, end: dt.datetime) -> list[dict]:
+    """The injected incidents with absolute UTC start/end datetimes, name, service, feature
+    and a one-line description (``what``), in start order."""
+    start_ms, end_ms = window(days, end)
+    return [{"name": i.name, "service": i.service, "feature": i.feature,
+             "start": from_ms(i.start_ms), "end": from_ms(i.end_ms), "what": i.what}
+            for i in sorted(incident_map(start_ms, end_ms).values(), key=lambda i: i.start_ms)]
