@@ -27,10 +27,17 @@ run: install
 	$(BIN)/nlpmon serve --host 127.0.0.1 --port 8080
 
 # The browser tests drive Debian's Chromium (no browser download: the machines have no internet).
+# A fresh machine's package lists may be empty: install, and on failure update the lists and retry.
+# Where apt-get exists, failing to install is an error, so CI never skips the browser tests silently.
+APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 browser:
-	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && \
-	  (apt-get install -y -q chromium >/dev/null 2>&1 || sudo apt-get install -y -q chromium >/dev/null) ; } || \
-	  echo "no /usr/bin/chromium and no apt-get: the browser tests will skip"
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "no /usr/bin/chromium and no apt-get: the browser tests will skip"; exit 0; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$(APT) install -y -q chromium >/dev/null 2>&1 || \
+	  { echo "installing chromium failed; updating the package lists and retrying" >&2; \
+	    $(APT) update -q >/dev/null && $(APT) install -y -q chromium >/dev/null; } || \
+	  { echo "could not install Debian's chromium, which the browser tests need" >&2; exit 1; }
 
 test: install browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup

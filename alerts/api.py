@@ -9,11 +9,9 @@ import datetime as dt
 from flask import Blueprint, current_app, g, jsonify, request
 
 from monitor.foundation.auth import require
-from monitor.foundation.clock import iso_utc
+from monitor.foundation.clock import iso_utc, parse_time
 from monitor.foundation.config import parse_duration
-from monitor.foundation.errors import ApiError
-from monitor.foundation.events import parse_timestamp
-from monitor.foundation.params import time_arg
+from monitor.foundation.http import ApiError, time_arg
 from monitor.foundation.tables import alert_history, alert_state, silences
 
 bp = Blueprint("alerts", __name__)
@@ -74,9 +72,9 @@ def add_silence():
         raise ApiError(400, "bad_request", 'matchers: must be a list of strings such as "service=support-bot"')
     now = svc.clock.now()
     try:
-        starts = parse_timestamp(body["startsAt"]) if body.get("startsAt") else now
+        starts = parse_time(body["startsAt"]) if body.get("startsAt") else now
         if body.get("endsAt"):
-            ends = parse_timestamp(body["endsAt"])
+            ends = parse_time(body["endsAt"])
         elif body.get("duration"):
             ends = starts + parse_duration(body["duration"])
         else:

@@ -14,8 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
-from monitor.foundation.errors import ApiError
-from monitor.foundation.params import time_arg
+from monitor.foundation.http import ApiError, time_arg
 from monitor.foundation.tables import drift_reports
 
 bp = Blueprint("reports", __name__)

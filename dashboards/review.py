@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
-from monitor.foundation.errors import ApiError
+from monitor.foundation.http import ApiError
 from monitor.foundation.events import HALLUCINATION_LABELS, MAX_ID
 from monitor.foundation.tables import feedback, requests, review
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client.core import Metric
@@ -9,14 +11,15 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from monitor.foundation.metrics import LABELS, METRICS, window_name
+from monitor.foundation.storage import StoreQueryError
 from monitor.foundation.tables import job_runs, metric_points
 
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
-from monitor.foundation.errors import ApiError
-from monitor.foundation.params import time_arg
+from monitor.foundation.http import ApiError, time_arg
 
 bp = Blueprint("series", __name__)
+log = logging.getLogger(__name__)
 MAX_POINTS = 100_000
 RESERVED = {"metric", "from", "to", "step", "by"}
 
@@ -147,6 +150,11 @@ def metrics_only_app(services):
             return [b"only /metrics is served on this port\n"]
         try:
             body = exposition(services)
+        except StoreQueryError as exc:  # a bug: say so, and keep the details in the log
+            reference = uuid.uuid4().hex[:12]
+            log.error("store rejected a query (reference %s): %s; statement: %s", reference, exc, exc.sql[:2000])
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [f"internal error (reference {reference})\n".encode()]
         except Exception:  # the store is down: say so, as Prometheus expects a non-200
             start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Retry-After", "5")])
             return [b"store unavailable\n"]

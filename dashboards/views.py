@@ -16,13 +16,13 @@ from flask import (Blueprint, Response, current_app, flash, g, jsonify, redirect
                    send_from_directory, url_for)
 
 from dashboards import review as review_api
-from monitor.foundation.metrics import METRICS, slo_labels, window_name
+from monitor.foundation.metrics import METRICS, WINDOWS, slo_labels, window_name
 from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests, silences
 from monitor.foundation.auth import require
-from monitor.foundation.clock import iso_utc, utc
+from monitor.foundation.clock import iso_utc, parse_time, utc
 from monitor.foundation.config import parse_duration
-from monitor.foundation.errors import ApiError
-from monitor.foundation.events import HALLUCINATION_LABELS, parse_timestamp
+from monitor.foundation.http import ApiError, time_arg
+from monitor.foundation.events import HALLUCINATION_LABELS
 from monitor.foundation.incident_window import incident_window
 
 from dashboards import charts, incidents, kpis
@@ -65,7 +65,6 @@ DETAIL_CHARTS = (
     ("ungrounded_proxy_rate", "Ungrounded-answer proxy (not a label)", "pct",
      [("ungrounded_proxy_rate", "proxy")], "1h"),
 )
-WINDOW_ORDER = ("1m", "5m", "30m", "1h", "2h", "6h", "1d", "3d", "7d")
 
 
 def _svc():
@@ -116,23 +115,11 @@ def plotly_js():
 def _period() -> kpis.Period:
     name = request.args.get("period") or ("custom" if request.args.get("from") else "7d")
     try:
-        start = _time("from")
-        end = _time("to") or (_svc().clock.now() if name == "custom" else None)
+        start = time_arg("from")
+        end = time_arg("to") or (_svc().clock.now() if name == "custom" else None)
         return kpis.make_period(name, _svc().clock.now(), start, end)
     except kpis.PeriodError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-
-
-def _time(name: str) -> dt.datetime | None:
-    raw = request.args.get(name)
-    if not raw:
-        return None
-    try:
-        # <input type=datetime-local> sends 2026-11-20T10:00 without a zone: taken as UTC, as the page says.
-        return parse_timestamp(float(raw) if raw.replace(".", "", 1).isdigit() else
-                               (raw + ":00Z" if len(raw) == 16 else raw))
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"{name}: {exc}") from None
 
 
 def _filters() -> dict[str, str]:
@@ -208,7 +195,7 @@ def overview():
 
 # -- service / feature detail -----------------------------------------------------------
 def _window_at_least(step: str, minimum: str | None) -> str:
-    if minimum and WINDOW_ORDER.index(minimum) > WINDOW_ORDER.index(step):
+    if minimum and WINDOWS[minimum] > WINDOWS[step]:
         return minimum
     return step
 
@@ -454,7 +441,7 @@ def _incident_args():
         labels = alert_history.labels_of(svc.store, fp)
         if labels:
             filters = {k: labels[k] for k in ("service", "feature") if labels.get(k)}
-    start, end = _time("from"), _time("to")
+    start, end = time_arg("from"), time_arg("to")
     if start is None and end is None:
         now = svc.clock.now()
         start, end = now - dt.timedelta(hours=2), now
@@ -484,7 +471,7 @@ def incident():
     for metric, title, unit in (("error_rate", "Error rate", "pct"), ("latency_p95_ms", "Latency p95", "ms"),
                                 ("requests", "Requests", "count"), ("ttft_p95_ms", "TTFT p95", "ms"),
                                 ("thumbs_up_rate", "Thumbs-up rate", "pct")):
-        moved = [(iso_utc(utc(dt.datetime.fromisoformat(x.replace("Z", "+00:00"))) + shift), y)
+        moved = [(iso_utc(parse_time(x) + shift), y)
                  for x, y in base.get((metric, 0), [])]
         charts_out.append(charts.chart(f"inc-{metric}", title, unit, [
             charts.trace("window", cur.get((metric, 0), [])),

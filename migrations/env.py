@@ -1,6 +1,6 @@
 """Alembic environment: runs revisions over the connection nlpmon hands in.
 
-nlpmon never lets alembic open its own connection: :mod:`monitor.migrate` puts
+nlpmon never lets alembic open its own connection: :mod:`monitor.foundation.migrate` puts
 a SQLAlchemy connection over the one storage client into
 ``config.attributes["connection"]``, and the nlpmon config (for retention) into
 ``config.attributes["nlpmon_config"]``.

@@ -11,9 +11,9 @@ from werkzeug.exceptions import HTTPException
 from monitor.foundation.auth import KeyMaskingFilter, KeyStore
 from monitor.foundation.clock import SystemClock
 from monitor.foundation.config import Config, load_config
-from monitor.foundation.errors import ApiError
+from monitor.foundation.http import ApiError
 from monitor.ingest.pipeline import Ingestor, user_id_salt
-from monitor.foundation.storage import Store, StoreError, StoreUnavailable
+from monitor.foundation.storage import Store, StoreError, StoreQueryError
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
@@ -101,6 +101,18 @@ def _register_error_handlers(app: Flask) -> None:
         resp.headers.update(exc.headers)
         return resp
 
+    @app.errorhandler(StoreQueryError)
+    def store_rejected(exc: StoreQueryError):
+        # A bug, not an outage: 500 without Retry-After, so no client resends a batch that would fail again.
+        reference = uuid.uuid4().hex[:12]
+        log.error("store rejected a query (reference %s): %s; statement: %s", reference, exc, exc.sql[:2000])
+        if _is_page():
+            return _page_error(500, "Internal error", f"The store rejected a query: a bug in nlpmon, not an outage "
+                                                      f"(reference {reference}; the log has the details).")
+        return jsonify({"error": "internal_error",
+                        "message": f"the store rejected a query: a bug in nlpmon, not an outage; retrying will not "
+                                   f"help (reference {reference})"}), 500
+
     @app.errorhandler(StoreError)
     def store_error(exc: StoreError):
         log.warning("store unavailable: %s", exc)
@@ -133,4 +145,4 @@ def _register_error_handlers(app: Flask) -> None:
         return jsonify({"error": "internal_error", "message": f"internal error (reference {incident})"}), 500
 
 
-__all__ = ["create_app", "Services", "StoreUnavailable"]
+__all__ = ["create_app", "Services"]

@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from monitor.foundation.clock import SystemClock, utc
+from monitor.foundation.clock import SystemClock, parse_time
 from monitor.foundation.config import Config, ConfigError, load_config
-from monitor.foundation.storage import Store, StoreBusy, StoreError
+from monitor.foundation.storage import Store, StoreBusy, StoreError, StoreQueryError
 
 EXIT_ERROR = 1
 EXIT_BUSY = 3
@@ -27,7 +27,10 @@ class _Ctx:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.config_path)
+            from alerts import notify  # the receivers' settings are the alert engine's to validate
+            config = load_config(self.config_path)
+            notify.receivers(config)  # so every command fails fast, with the key named, on a bad receiver
+            self._config = config
         return self._config
 
     @property
@@ -66,6 +69,9 @@ def _friendly(fn):
         except StoreBusy as exc:
             click.echo(f"nlpmon: {exc}", err=True)
             sys.exit(EXIT_BUSY)
+        except StoreQueryError as exc:
+            click.echo(f"nlpmon: the store rejected a query, a bug in nlpmon (not an outage): {exc}", err=True)
+            sys.exit(EXIT_ERROR)
         except (ConfigError, StoreError, ClientError, EmbeddingError) as exc:
             click.echo(f"nlpmon: {exc}", err=True)
             sys.exit(EXIT_ERROR)
@@ -183,13 +189,14 @@ def keys_revoke(obj: _Ctx, key_id: str) -> None:
 
 
 # -- jobs ----------------------------------------------------------------------
-def _when(value: str | None) -> dt.datetime | None:
+def _when(value: str | None, option: str | None = None) -> dt.datetime | None:
+    """A time option (ISO 8601 or epoch seconds), or a usage error naming the option."""
     if value is None:
         return None
     try:
-        return utc(dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-11-24T10:00:00Z") from None
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", param_hint=option) from None
 
 
 def _jobs(obj: _Ctx):
@@ -242,7 +249,7 @@ def jobs_run(obj: _Ctx, name: str, at: str | None, since: str | None) -> None:
     if name not in registry:
         raise click.BadParameter(f"no job {name!r}; jobs are {', '.join(registry)}", param_hint="NAME")
     registry[name].show_progress = True
-    result = registry[name].run(now=_when(at), since=_when(since))
+    result = registry[name].run(now=_when(at, "--at"), since=_when(since, "--from"))
     click.echo(f"{name}: {result.status}, {result.rows} points for {result.window_start:%Y-%m-%d %H:%M} to "
                f"{result.window_end:%Y-%m-%d %H:%M} UTC in {result.duration_ms / 1000:.2f} s")
     if result.status != "ok":
@@ -286,7 +293,7 @@ def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
     """Recompute the rollups (requests per minute/hour/day, feedback per minute) from the raw tables, for whole UTC days."""
     from tqdm import tqdm
     from monitor.foundation.tables.rollups import rebuild, rebuild_plan
-    lo, hi = _when(start), _when(end)
+    lo, hi = _when(start, "--from"), _when(end, "--to")
     if hi <= lo:
         raise click.BadParameter("--to must be after --from")
     store = obj.ready_store()
@@ -410,8 +417,7 @@ def _sink(obj: _Ctx, url: str | None, api_key: str | None):
 def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empty: bool, url: str | None,
          api_key: str | None) -> None:
     """Realistic synthetic traffic with injected incidents, for trying nlpmon out."""
-    from tqdm import tqdm
-    from monitor import demo as demo_data
+    from monitor.demo.load import load
     from monitor.foundation.tables import requests
     if days <= 0 or rps <= 0:
         raise click.BadParameter("--days and --rps must be positive")
@@ -420,90 +426,12 @@ def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empt
     if if_empty and not url and requests.count(obj.ready_store()) > 0:
         click.echo("the store already holds requests; demo data not loaded", err=True)
         return
-    end_ts = utc(dt.datetime.fromisoformat(end.replace("Z", "+00:00"))) if end else SystemClock().now()
-    end_ts = end_ts.replace(second=0, microsecond=0)
+    end_ts = (_when(end, "--end") or SystemClock().now()).replace(second=0, microsecond=0)
     sink = _sink(obj, url, api_key)
-    from monitor.ingest.pipeline import IngestResult
-    total = IngestResult()
-    buffers: dict[str, list] = {"requests": [], "feedback": []}
-    bar = tqdm(total=demo_data.expected_requests(days, rps), unit="req", desc="demo traffic", file=sys.stderr,
-               mininterval=0.5)
-    for kind, event in demo_data.generate(days, rps, end_ts, seed):
-        buf = buffers[kind]
-        buf.append(event)
-        if len(buf) >= 5000:
-            if kind == "feedback":
-                total.add(sink("requests", buffers["requests"]))
-                bar.update(len(buffers["requests"]))
-                buffers["requests"] = []
-            total.add(sink(kind, buf))
-            if kind == "requests":
-                bar.update(len(buf))
-            buffers[kind] = []
-    for kind in ("requests", "feedback"):
-        if buffers[kind]:
-            total.add(sink(kind, buffers[kind]))
-            if kind == "requests":
-                bar.update(len(buffers[kind]))
-    bar.close()
-    click.echo(f"demo: {total.accepted} events stored ({total.duplicates} already there), {total.rejected} rejected",
-               err=True)
-    for inc in demo_data.incidents(days, end_ts):
-        click.echo(f"  incident {inc['name']}: {inc['service']}/{inc['feature']} "
-                   f"{inc['start']:%Y-%m-%d %H:%M} to {inc['end']:%Y-%m-%d %H:%M} UTC: {inc['what']}", err=True)
-    if not url:
-        # Metrics for the whole demo window now, so charts have history from the start
-        # (the scheduler itself only catches up jobs.catchup_max).
-        from monitor.scheduler import build_jobs
-        for name, job in build_jobs(obj.ready_store(), obj.config, SystemClock()).items():
-            since = end_ts - dt.timedelta(days=days)
-            if name == "alerts":
-                _demo_alert_replay(obj, job, days, end_ts)
-                continue
-            if name == "drift":
-                # One Evidently run per feature and window, so not the whole week: the last full day
-                # (night hours alone hold too few requests), then the last hour; the scheduler catches
-                # up drift.catchup_max in the background once the service runs.
-                _demo_daily_drift(obj, end_ts)
-                since = end_ts - dt.timedelta(hours=1)
-            click.echo(f"computing {name} metrics for the demo window ...", err=True)
-            job.show_progress = True
-            result = job.run(since=since)
-            click.echo(f"  {name}: {result.status}, {result.rows} points in {result.duration_ms / 1000:.1f} s"
-                       + (f": {result.error}" if result.error else ""), err=True)
-        ks = _keystore(obj)
-        if not any(k.name == "demo" for k in ks.list()):
-            _, plain = ks.create("demo", ["ingest", "read"])
-            click.echo("API key for the demo (scopes ingest, read); shown once:", err=True)
-            click.echo(plain)
-
-
-def _demo_alert_replay(obj: _Ctx, engine, days: float, end_ts: dt.datetime) -> None:
-    """The alerts the demo's incidents would have raised, evaluated minute by minute around each incident."""
-    from tqdm import tqdm
-    from monitor import demo as demo_data
-    step, lead, tail = dt.timedelta(minutes=2), dt.timedelta(minutes=15), dt.timedelta(minutes=60)
-    spans: list[list[dt.datetime]] = []
-    for inc in demo_data.incidents(days, end_ts):
-        lo, hi = inc["start"] - lead, min(inc["end"] + tail, end_ts)
-        if spans and lo <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], hi)
-        else:
-            spans.append([lo, hi])
-    times = []
-    for lo, hi in spans:
-        # Coarser steps in the middle of a long incident: the rules' windows are minutes long,
-        # the states only change near its start and end.
-        t = lo
-        while t <= hi:
-            times.append(t)
-            near = t - lo < tail or hi - t < tail
-            t += step if near else 5 * step
-    times.append(end_ts)
-    bar = tqdm(total=len(times), unit="eval", desc="replaying alerts", file=sys.stderr, mininterval=0.5)
-    n = engine.replay(times, on_step=lambda: bar.update(1))
-    bar.close()
-    click.echo(f"  alerts: {n} transitions over the demo incidents (no notifications sent)", err=True)
+    key = load(sink, obj.config, days, rps, seed, end_ts, store=None if url else obj.ready_store(),
+               echo=lambda message: click.echo(message, err=True))
+    if key:
+        click.echo(key)  # the only line on stdout, so `nlpmon demo > key.txt` keeps just the key
 
 
 # -- incidents -------------------------------------------------------------------
@@ -519,15 +447,7 @@ def incident(obj: _Ctx, from_: str, to: str, service: str | None, feature: str |
     """An incident window as a postmortem skeleton (md), JSON or CSV: the same as GET /v1/incidents."""
     import json as _json
     from dashboards import incidents as inc
-    from monitor.foundation.events import parse_timestamp
-    try:
-        start = parse_timestamp(float(from_) if from_.replace(".", "", 1).isdigit() else from_)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--from") from None
-    try:
-        end = parse_timestamp(float(to) if to.replace(".", "", 1).isdigit() else to)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from None
+    start, end = _when(from_, "--from"), _when(to, "--to")
     try:
         period = inc.window(start, end)
     except inc.IncidentError as exc:
@@ -573,7 +493,7 @@ def alerts_list(obj: _Ctx) -> None:
 def alerts_test_receiver(obj: _Ctx, name: str) -> None:
     """Send a test notification to receiver NAME now."""
     from alerts.delivery import Outbox
-    from alerts.receivers import DeliveryError
+    from alerts.notify import DeliveryError
     names = [r.name for r in obj.config.alerts.receivers]
     if name not in names:
         raise click.BadParameter(f"no receiver {name!r}; receivers are {', '.join(names) or 'none configured'}",
@@ -622,20 +542,6 @@ def silence(obj: _Ctx, action: str, matchers, duration: str, comment: str, autho
         if silences.expire(store, clock, sid) is None:
             raise click.ClickException(f"no silence {sid}")
         click.echo(f"expired {sid}")
-
-
-def _demo_daily_drift(obj: _Ctx, end_ts: dt.datetime) -> None:
-    from monitor.foundation.metrics import floor_to
-    from jobs.drift import DriftJob
-    cfg = obj.config
-    daily = cfg.model_copy(update={"drift": cfg.drift.model_copy(update={"windows": ["1d"], "targets": []})})
-    job = DriftJob(obj.ready_store(), daily, SystemClock(), cfg.drift.interval)
-    job.show_progress = True
-    click.echo("computing drift for the last full day ...", err=True)
-    midnight = floor_to(end_ts, 86400)
-    result = job.run(now=midnight + cfg.jobs.grace + dt.timedelta(minutes=1), since=midnight - dt.timedelta(minutes=1))
-    click.echo(f"  drift (1d): {result.status}, {result.rows} points in {result.duration_ms / 1000:.1f} s"
-               + (f": {result.error}" if result.error else ""), err=True)
 
 
 def main() -> None:

@@ -5,11 +5,13 @@
     client.log_feedback({...})
     client.flush()                 # also runs at interpreter exit
 
-A batch is retried on connection errors, 5xx and 429 (honouring Retry-After)
-with exponential backoff and jitter; a 4xx other than 429 is the caller's
-mistake and raises :class:`ClientError` at once. Events are only dropped from
-the buffer once the server has answered 2xx, so a retry never loses them and
-the server's request_id de-duplication means it never doubles them.
+A batch is retried on connection errors, 429, 502, 503 and 504 (honouring
+Retry-After) with exponential backoff and jitter. A 4xx other than 429 is the
+caller's mistake, and a 500 is nlpmon saying the store rejected its own query
+(a bug, not an outage): both raise :class:`ClientError` at once, because the
+same batch would fail again. Events are only dropped from the buffer once the
+server has answered 2xx, so a retry never loses them and the server's
+request_id de-duplication means it never doubles them.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ class ClientError(RuntimeError):
         self.body = body or {}
 
 
-_RETRY_STATUSES = {429, 500, 502, 503, 504}
+# 500 is not here: nlpmon answers it for a bug, which a resend would meet again.
+_RETRY_STATUSES = {429, 502, 503, 504}
 
 
 class Client:

@@ -100,3 +100,26 @@ def test_metric_points_rerun_replaces(store):
     store.command("INSERT INTO metric_points (ts, `window`, metric, labels, value, computed_at) VALUES "
                   "('2026-11-24 10:00:00', '5m', 'error_rate', {'feature':'b','service':'a'}, 0.2, '2026-11-24 10:06:00')")
     assert store.query("SELECT value FROM metric_points FINAL") == [(0.2,)]
+
+
+def test_rebuild_computes_what_the_views_the_migrations_made_compute(store):
+    """The migrations keep frozen copies of the rollup SQL; ``nlpmon rollups rebuild`` uses today's.
+    They must agree: ClickHouse's own normal form of each view's SELECT equals today's SELECT's."""
+    from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, REQUEST_ROLLUPS,
+                                            feedback_rollup_select, requests_rollup_select)
+    today = {f"{t}_mv": requests_rollup_select("requests", b) for t, b, _ in REQUEST_ROLLUPS}
+    today |= {f"{t}_mv": requests_rollup_select("requests", b, FEATURE_DIMENSIONS) for t, b, _ in FEATURE_ROLLUPS[1:]}
+    today |= {f"{t}_mv": feedback_rollup_select("feedback", b) for t, b, _ in FEEDBACK_ROLLUPS}
+    installed = dict(store.query("SELECT name, as_select FROM system.tables WHERE database = currentDatabase() "
+                                 "AND engine = 'MaterializedView'"))
+    assert set(installed) == set(today)
+    for name, sql in today.items():
+        store.command(f"CREATE VIEW check_{name} AS {sql}")
+        normal = store.scalar("SELECT as_select FROM system.tables WHERE database = currentDatabase() "
+                              "AND name = {n:String}", {"n": f"check_{name}"})
+        assert normal == installed[name], name
+    # and the check can fail: a changed SELECT has another normal form
+    store.command("CREATE VIEW check_changed AS " + today["requests_1m_mv"].replace("count() AS requests",
+                                                                                  "count() + 1 AS requests"))
+    assert store.scalar("SELECT as_select FROM system.tables WHERE database = currentDatabase() "
+                        "AND name = 'check_changed'") != installed["requests_1m_mv"]

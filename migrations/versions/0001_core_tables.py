@@ -8,7 +8,7 @@ Habits from DESIGN.md: ReplacingMergeTree on the event id so replays replace,
 time partitions so retention is a TTL that drops whole parts, LowCardinality
 dimensions, ZSTD on text, and a shorter column TTL on raw text for privacy.
 Retention days come from the nlpmon config; ``nlpmon db upgrade`` re-applies
-them afterwards (monitor.migrate.apply_retention), so a config change takes effect.
+them afterwards (monitor.foundation.migrate.apply_retention), so a config change takes effect.
 """
 from alembic import context, op
 

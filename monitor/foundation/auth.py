@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from flask import current_app, g, request
 
-from monitor.foundation.errors import ApiError
+from monitor.foundation.http import ApiError
 from monitor.foundation.storage import Store
 from monitor.foundation.tables import api_keys
 

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from monitor.foundation.clock import parse_time
+
 STATUSES = ("ok", "error", "timeout", "blocked", "cancelled")
 FEEDBACK_KINDS = ("thumbs", "rating", "task_success", "hallucination", "safety", "comment")
 FEEDBACK_SOURCES = ("user", "reviewer", "auto")
@@ -109,28 +111,6 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def parse_timestamp(value: Any) -> dt.datetime:
-    """ISO 8601 (naive means UTC) or Unix epoch seconds (milliseconds when above 1e11)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            ts = dt.datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError("must be an ISO 8601 timestamp such as 2026-11-24T09:30:00Z or epoch seconds") from None
-        return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)
-    if _is_number(value):
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        seconds = value / 1000 if value > 1e11 else value
-        try:
-            return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
-        except (OverflowError, OSError, ValueError):
-            raise ValueError("epoch value out of range") from None
-    raise ValueError("must be an ISO 8601 string or epoch seconds")
-
-
 def _string(v: Any) -> str:
     if not isinstance(v, str):
         raise ValueError(f"must be a string, got {_json_type(v)}")
@@ -207,7 +187,7 @@ def _bool(v, ctx):
 
 def _timestamp(v, ctx):
     limits, now, _ = ctx
-    ts = parse_timestamp(v)
+    ts = parse_time(v, epoch_strings=False)
     if ts > now + limits.max_future:
         raise ValueError(f"is in the future ({ts.isoformat()}; server time {now.isoformat()})")
     if ts < now - limits.max_age:

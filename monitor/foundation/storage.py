@@ -3,14 +3,24 @@
 Everything nlpmon reads or writes goes through :class:`Store`. It wraps a single
 clickhouse-connect client, connects lazily (so a server that is down at start
 becomes reachable later without a restart) and turns driver exceptions into
-two errors callers can act on: :class:`StoreUnavailable` (retry later) and
-:class:`StoreBusy` (another process holds the embedded data directory).
+errors that say what they are:
+
+- :class:`StoreUnavailable`: the store cannot be reached or cannot serve now
+  (connection refused, timeouts, a missing or read-only table, memory or
+  concurrency limits). Retrying later can succeed: the API answers 503 with
+  Retry-After and a client resends its batch.
+- :class:`StoreQueryError`: the store rejected the statement itself (an unknown
+  column, a syntax error, a type mismatch, a value the driver cannot encode).
+  That is a bug in nlpmon: the API answers 500 with a reference to the full
+  error in the log, and never asks a client to retry a batch that would fail again.
+- :class:`StoreBusy`: another process holds the embedded data directory.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -20,7 +30,7 @@ from urllib.parse import urlparse
 
 import clickhouse_connect
 from clickhouse_connect import dbapi
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, DataError, ProgrammingError
 
 from monitor.foundation.config import Config
 
@@ -37,6 +47,72 @@ class StoreUnavailable(StoreError):
 
 class StoreBusy(StoreError):
     """The embedded data directory is held by another process."""
+
+
+class StoreQueryError(StoreError):
+    """The store rejected the statement: a bug in the statement, not an outage; retrying cannot help.
+
+    ``sql`` is the statement (for the log, never for a client: it may show the schema).
+    """
+
+    def __init__(self, message: str, sql: str = ""):
+        super().__init__(message)
+        self.sql = sql
+
+
+# ClickHouse error codes that mean "this statement is wrong", whatever the store's health: the
+# analyzer and the parser refusing it, and values that do not fit their types. Every other
+# server error (timeouts, limits, missing tables during a migration, Keeper trouble, ...) is
+# treated as unavailability, because retrying later may succeed and losing a batch is worse
+# than retrying one that fails again.
+REJECTED_CODES = frozenset({
+    6,    # CANNOT_PARSE_TEXT
+    8,    # THERE_IS_NO_COLUMN
+    10,   # NOT_FOUND_COLUMN_IN_BLOCK
+    16,   # NO_SUCH_COLUMN_IN_TABLE
+    20,   # NUMBER_OF_COLUMNS_DOESNT_MATCH
+    26,   # CANNOT_PARSE_QUOTED_STRING
+    27,   # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    36,   # BAD_ARGUMENTS
+    38,   # CANNOT_PARSE_DATE
+    41,   # CANNOT_PARSE_DATETIME
+    42,   # NUMBER_OF_ARGUMENTS_DOESNT_MATCH
+    43,   # ILLEGAL_TYPE_OF_ARGUMENT
+    44,   # ILLEGAL_COLUMN
+    46,   # UNKNOWN_FUNCTION
+    47,   # UNKNOWN_IDENTIFIER
+    53,   # TYPE_MISMATCH
+    62,   # SYNTAX_ERROR
+    63,   # UNKNOWN_AGGREGATE_FUNCTION
+    69,   # ARGUMENT_OUT_OF_BOUND
+    70,   # CANNOT_CONVERT_TYPE
+    72,   # CANNOT_PARSE_NUMBER
+    115,  # UNKNOWN_SETTING
+    117,  # INCORRECT_DATA
+    179,  # MULTIPLE_EXPRESSIONS_FOR_ALIAS
+    181,  # ILLEGAL_FINAL
+    184,  # ILLEGAL_AGGREGATION
+    190,  # SIZES_OF_ARRAYS_DONT_MATCH
+    215,  # NOT_AN_AGGREGATE
+    258,  # UNION_ALL_RESULT_STRUCTURES_MISMATCH
+    352,  # AMBIGUOUS_COLUMN_NAME
+    386,  # NO_COMMON_TYPE
+    403,  # INVALID_JOIN_ON_EXPRESSION
+    456,  # UNKNOWN_QUERY_PARAMETER
+    457,  # BAD_QUERY_PARAMETER
+})
+_CODE = re.compile(r"\bCode:\s*(\d+)")
+
+
+def _rejected(exc: BaseException) -> bool:
+    """Whether a driver error says the statement itself is wrong (see REJECTED_CODES)."""
+    if isinstance(exc, (ProgrammingError, DataError)):
+        return True  # refused by the driver before reaching the store: unknown insert column, bad value
+    code = getattr(exc, "code", None)
+    if code is None:
+        m = _CODE.search(str(exc))
+        code = int(m.group(1)) if m else None
+    return code in REJECTED_CODES
 
 
 def embedded_path(url: str) -> str | None:
@@ -139,33 +215,38 @@ class Store:
             return False
 
     # -- operations ---------------------------------------------------------
-    def _call(self, fn, *args, **kwargs):
+    def _call(self, sql: str, fn):
         try:
-            return fn(*args, **kwargs)
+            return fn()
         except StoreError:
             raise
         except ClickHouseError as exc:
+            if _rejected(exc):
+                raise StoreQueryError(_first_line(exc), sql) from exc
             raise StoreUnavailable(_first_line(exc)) from exc
         except (OSError, ConnectionError) as exc:
             self._drop_client()
             raise StoreUnavailable(f"ClickHouse connection failed: {_first_line(exc)}") from exc
+        except (ValueError, TypeError, OverflowError) as exc:
+            # The driver could not encode a value for its column: the caller built a bad row.
+            raise StoreQueryError(f"cannot encode a value: {_first_line(exc)}", sql) from exc
 
     def _drop_client(self) -> None:
         if not self.embedded:
             self._client = None
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        return self._call(lambda: self.client.command(sql, parameters=parameters))
+        return self._call(sql, lambda: self.client.command(sql, parameters=parameters))
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
-        return self._call(lambda: self.client.query(sql, parameters=parameters).result_rows)
+        return self._call(sql, lambda: self.client.query(sql, parameters=parameters).result_rows)
 
     def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict]:
         def run():
             result = self.client.query(sql, parameters=parameters)
             names = result.column_names
             return [dict(zip(names, row)) for row in result.result_rows]
-        return self._call(run)
+        return self._call(sql, run)
 
     def scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         rows = self.query(sql, parameters)
@@ -174,12 +255,13 @@ class Store:
     def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
         if not rows:
             return 0
-        self._call(lambda: self.client.insert(table, rows, column_names=list(column_names)))
+        self._call(f"INSERT INTO {table}", lambda: self.client.insert(table, rows, column_names=list(column_names)))
         return len(rows)
 
     def insert_columns(self, table: str, columns: Sequence[Iterable[Any]], column_names: Sequence[str]) -> None:
-        self._call(lambda: self.client.insert(table, list(columns), column_names=list(column_names),
-                                              column_oriented=True))
+        self._call(f"INSERT INTO {table}", lambda: self.client.insert(table, list(columns),
+                                                                      column_names=list(column_names),
+                                                                      column_oriented=True))
 
     def dbapi_connection(self) -> dbapi.Connection:
         return _BorrowedConnection(self.client)

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
-from monitor.foundation.errors import ApiError
+from monitor.foundation.http import ApiError
 from monitor.foundation.tables import feedback, rejected, requests
 from monitor.ingest.pipeline import Unparseable
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from monitor.foundation.filters import where_equal
+
 COLUMNS = ["report_id", "ts", "window", "service", "feature", "status", "drift_detected", "reference_from",
            "reference_to", "summary", "explanation", "snapshot", "created_at"]
 LIST_COLUMNS = "report_id, ts, window, service, feature, status, drift_detected, reference_from, reference_to, summary"
@@ -16,10 +18,8 @@ def insert(store, row: dict) -> None:
 def search(store, equal: dict[str, str], detected: bool | None, lo: dt.datetime | None, hi: dt.datetime | None,
            limit: int) -> list[dict]:
     """Reports (LIST_COLUMNS), newest first, with these column values, decision and ``ts`` in [lo, hi)."""
-    where, params = ["1"], {"limit": limit}
-    for name, value in equal.items():
-        where.append(f"{name} = {{{name}:String}}")
-        params[name] = value
+    conditions, params = where_equal(equal, ("service", "feature", "window", "status"))
+    where, params["limit"] = ["1" + conditions], limit
     if detected is not None:
         where.append("drift_detected = {detected:Bool}")
         params["detected"] = detected
@@ -41,13 +41,12 @@ def get(store, report_id: str, columns: str = LIST_COLUMNS) -> dict | None:
 def runs(store, lo: dt.datetime, hi: dt.datetime, equal: dict[str, str], limit: int = 200) -> list[dict]:
     """Reports ending in (lo, hi] with these column values, newest first, with their summary and
     explanation and whether a snapshot exists (not the snapshot itself)."""
-    where, params = ["ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}"], {"lo": lo, "hi": hi}
-    for name, value in equal.items():
-        where.append(f"{name} = {{{name}:String}}")
-        params[name] = value
+    where, params = where_equal(equal, ("service", "feature"))
+    params.update(lo=lo, hi=hi)
     return store.query_dicts(
         "SELECT report_id, ts, window, service, feature, status, drift_detected, summary, explanation, "
-        "snapshot != '' AS has_snapshot FROM drift_reports FINAL WHERE " + " AND ".join(where) +
+        "snapshot != '' AS has_snapshot FROM drift_reports FINAL "
+        "WHERE ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}" + where +
         f" ORDER BY ts DESC, service, feature, window LIMIT {int(limit)}", params)
 
 

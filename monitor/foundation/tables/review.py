@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+from monitor.foundation.filters import where_equal
+
 QUEUE_COLUMNS = ["request_id", "request_ts", "service", "feature", "day", "reason", "sampled_at", "ungrounded_proxy"]
 LEASE_COLUMNS = ["request_id", "reviewer", "leased_at", "expires_at"]
 _LABELED = ("SELECT request_id FROM feedback WHERE kind = 'hallucination' AND source = 'reviewer' "
@@ -36,12 +38,8 @@ def lease_next(store, reviewer: str, now: dt.datetime, lease: dt.timedelta, serv
 
     The item has request_id, service, feature, request_ts and ungrounded_proxy.
     """
-    conditions, params = [], {"me": reviewer}
-    for name, value in (("service", service), ("feature", feature)):
-        if value:
-            conditions.append(f"q.{name} = {{{name}:String}}")
-            params[name] = value
-    where = " AND ".join(conditions + ["1"])
+    where, params = where_equal({"service": service, "feature": feature}, ("service", "feature"), alias="q")
+    params["me"] = reviewer
     # The grounding proxy orders, it never labels.
     order = "q.ungrounded_proxy IS NULL, q.ungrounded_proxy DESC, " if by_proxy else ""
     with _lease_lock:
@@ -52,8 +50,7 @@ SELECT q.request_id AS request_id, q.service AS service, q.feature AS feature, q
        l.reviewer = {{me:String}} AND l.expires_at > {{now:DateTime64(3, 'UTC')}} AS mine
 FROM review_queue AS q FINAL
 LEFT JOIN (SELECT request_id, reviewer, expires_at FROM review_leases FINAL) AS l ON q.request_id = l.request_id
-WHERE {where}
-  AND q.request_id NOT IN ({_LABELED})
+WHERE q.request_id NOT IN ({_LABELED}){where}
   AND (l.request_id = '' OR l.expires_at <= {{now:DateTime64(3, 'UTC')}} OR l.reviewer = {{me:String}})
 ORDER BY mine DESC, {order}q.day, q.request_id
 LIMIT 1""", params)
@@ -71,13 +68,10 @@ def release(store, request_id: str, reviewer: str, now: dt.datetime) -> None:
 
 def progress(store, day: dt.date, service: str | None = None, feature: str | None = None) -> dict:
     """Items queued for ``day`` and how many of them have a reviewer's label."""
-    where, params = "day = {day:Date}", {"day": day}
-    for name, value in (("service", service), ("feature", feature)):
-        if value:
-            where += f" AND {name} = {{{name}:String}}"
-            params[name] = value
+    where, params = where_equal({"service": service, "feature": feature}, ("service", "feature"))
     sampled, labeled = store.query(
-        f"SELECT count(), countIf(request_id IN ({_LABELED})) FROM review_queue FINAL WHERE {where}", params)[0]
+        f"SELECT count(), countIf(request_id IN ({_LABELED})) FROM review_queue FINAL WHERE day = {{day:Date}}{where}",
+        {**params, "day": day})[0]
     return {"sampled": sampled, "labeled": labeled}
 
 
