@@ -60,6 +60,7 @@ def _bench_sli():
 _sli = _bench_sli()
 CHUNK_ROWS, HEADLINE, insert_sql, load = _sli.CHUNK_ROWS, _sli.HEADLINE, _sli.insert_sql, _sli.load
 p95, parts, peak_rss_mib, settle = _sli.p95, _sli.parts, _sli.peak_rss_mib, _sli.settle
+run_summary = _sli.run_summary
 
 from monitor.scheduler import build_jobs  # noqa: E402
 from monitor.foundation import migrate  # noqa: E402
@@ -316,7 +317,7 @@ def main() -> None:
         store.close()
         if not args.store:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\ntotal run time {time.perf_counter() - t_start:.1f} s, peak RSS {peak_rss_mib():,.0f} MiB")
+    print(run_summary(t_start))
 
 
 if __name__ == "__main__":

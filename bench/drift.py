@@ -64,6 +64,8 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from bench.common import run_summary  # noqa: E402
+
 import numpy as np  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
@@ -231,14 +233,6 @@ def encode(model, texts, batch_size) -> np.ndarray:
     # The call Embedder.encode makes.
     return np.asarray(model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                                    normalize_embeddings=True, show_progress_bar=False), dtype=np.float32)
-
-
-def peak_rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # -- 1. throughput ---------------------------------------------------------------
@@ -599,7 +593,7 @@ def main() -> None:
     finally:
         store.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\ntotal run time {time.perf_counter() - t_start:.1f} s, peak RSS {peak_rss_mib():,.0f} MiB")
+    print(run_summary(t_start))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from bench.common import peak_rss_mib  # noqa: E402
+
 from monitor import demo  # noqa: E402
 from monitor.foundation.tables.requests import COLUMNS as REQUEST_COLUMNS  # noqa: E402
 
@@ -39,14 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def make_events(n: int) -> list[dict]:

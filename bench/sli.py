@@ -8,7 +8,7 @@ generated server-side (INSERT ... SELECT FROM numbers()) in chunks, so the
 materialized views fill the rollups (requests per minute, hour and day) exactly
 as a real ingest does. Then it times the p95-latency and error-rate query for a
 30-day and a 1-hour window, from the coarsest rollups that tile the window
-(monitor.rollups.covering) and over the raw rows, in the same run, and prints medians,
+(monitor.foundation.rollups.covering) and over the raw rows, in the same run, and prints medians,
 p95s and the raw/rollup ratio. Last, it inserts one minute of traffic at
 1,000 requests/s after the loaded window and times the ``sli`` job on it.
 
@@ -32,6 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+
+from bench.common import peak_rss_mib, run_summary  # noqa: E402
 
 from jobs.sli import SliJob  # noqa: E402
 from monitor.foundation import migrate  # noqa: E402
@@ -168,15 +170,6 @@ def settle(store: Store, timeout_s: float = 300) -> float:
             break
         time.sleep(0.5)
     return time.perf_counter() - t0
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process, which includes the embedded ClickHouse engine."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # -- queries ---------------------------------------------------------------------
@@ -328,7 +321,7 @@ def main() -> None:
     finally:
         store.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\ntotal run time {time.perf_counter() - t_start:.1f} s, peak RSS {peak_rss_mib():,.0f} MiB")
+    print(run_summary(t_start))
 
 
 if __name__ == "__main__":

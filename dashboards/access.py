@@ -13,9 +13,7 @@ import hmac
 import secrets
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, abort, current_app, g, redirect, render_template, request, session,
-                   url_for)
-
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, session, url_for
 from flask.sessions import NullSession, SecureCookieSessionInterface
 
 from monitor.foundation.auth import session_key

@@ -12,13 +12,12 @@ import csv
 import datetime as dt
 import io
 
+from dashboards import charts, kpis
 from monitor.foundation.clock import iso_utc, utc
 from monitor.foundation.config import parse_duration
 from monitor.foundation.filters import where_equal
 from monitor.foundation.rollups import STATUS_COLUMNS
 from monitor.foundation.tables import alert_history, drift_reports, feedback, requests, rollups
-
-from dashboards import charts, kpis
 
 BASELINE_SHIFT = dt.timedelta(days=7)
 MAX_WINDOW = dt.timedelta(days=31)

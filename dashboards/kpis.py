@@ -18,8 +18,16 @@ from dataclasses import dataclass, field
 
 from monitor.foundation.clock import utc
 from monitor.foundation.filters import where_equal
-from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEEDBACK_SELECT, REQUEST_SELECT, REQUEST_SUMS,
-                                        STATUS_COLUMNS, feedback_metrics, request_metrics, rollup_for)
+from monitor.foundation.rollups import (
+    FEATURE_DIMENSIONS,
+    FEEDBACK_SELECT,
+    REQUEST_SELECT,
+    REQUEST_SUMS,
+    STATUS_COLUMNS,
+    feedback_metrics,
+    request_metrics,
+    rollup_for,
+)
 from monitor.foundation.stats import ratio, wilson
 from monitor.foundation.tables import alert_history, drift_reports, feedback, metric_points, review, rollups
 
@@ -168,7 +176,7 @@ def _feedback(store, config, period: Period, prev: Period, where: str, params: d
     """Feedback rates and the unhappy requests behind cost per successful outcome, for both periods.
 
     Read from the feedback rows, which carry their request's time, dimensions and status
-    (copied at ingest), with the rollups' own conditions (monitor.rollups). An unhappy
+    (copied at ingest), with the rollups' own conditions (monitor.foundation.rollups). An unhappy
     request counts once however many negative ratings it got. The rollups' bitmaps give
     the same count, but merging one bitmap state per minute, dimension set and status
     costs several times more than reading the rows of a period.

@@ -15,8 +15,8 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
-from monitor.foundation.http import ApiError
 from monitor.foundation.events import HALLUCINATION_LABELS, MAX_ID
+from monitor.foundation.http import ApiError
 from monitor.foundation.tables import feedback, requests, review
 
 bp = Blueprint("review", __name__, url_prefix="/v1/review")

@@ -10,13 +10,12 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from monitor.foundation.metrics import LABELS, METRICS, window_name
-from monitor.foundation.storage import StoreQueryError
-from monitor.foundation.tables import job_runs, metric_points
-
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.http import ApiError, time_arg
+from monitor.foundation.metrics import LABELS, METRICS, window_name
+from monitor.foundation.storage import StoreQueryError
+from monitor.foundation.tables import job_runs, metric_points
 
 bp = Blueprint("series", __name__)
 log = logging.getLogger(__name__)

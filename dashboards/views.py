@@ -12,21 +12,31 @@ import os
 from urllib.parse import urlencode
 
 import plotly
-from flask import (Blueprint, Response, current_app, flash, g, jsonify, redirect, render_template, request,
-                   send_from_directory, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 
+from dashboards import charts, incidents, kpis
 from dashboards import review as review_api
-from monitor.foundation.metrics import METRICS, WINDOWS, slo_labels, window_name
-from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests, silences
+from dashboards.access import page
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc, parse_time, utc
 from monitor.foundation.config import parse_duration
-from monitor.foundation.http import ApiError, time_arg
 from monitor.foundation.events import HALLUCINATION_LABELS
+from monitor.foundation.http import ApiError, time_arg
 from monitor.foundation.incident_window import incident_window
-
-from dashboards import charts, incidents, kpis
-from dashboards.access import page
+from monitor.foundation.metrics import METRICS, WINDOWS, slo_labels, window_name
+from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests, silences
 
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")

@@ -16,6 +16,7 @@ from monitor.foundation.metrics import SLI_WINDOWS, Point, labels_of
 from monitor.foundation.rollups import FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics
 from monitor.foundation.tables import rollups
 
+
 def points(name: str, row: dict, values: dict[str, float | None]) -> Iterable[Point]:
     labels = labels_of(row)
     for metric, v in values.items():

@@ -12,8 +12,8 @@ from monitor.foundation.auth import KeyMaskingFilter, KeyStore
 from monitor.foundation.clock import SystemClock
 from monitor.foundation.config import Config, load_config
 from monitor.foundation.http import ApiError
-from monitor.ingest.pipeline import Ingestor, user_id_salt
 from monitor.foundation.storage import Store, StoreError, StoreQueryError
+from monitor.ingest.pipeline import Ingestor, user_id_salt
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
@@ -51,11 +51,9 @@ def create_app(config: Config | None = None, store: Store | None = None, clock=N
     app.extensions["nlpmon"] = Services(config, store, clock, KeyStore(store, clock, config.auth.key_cache_seconds))
     _install_log_filter()
 
+    from dashboards import reports, review, series
     from monitor import health
     from monitor.ingest import api
-    from dashboards import reports
-    from dashboards import review
-    from dashboards import series
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(series.bp)

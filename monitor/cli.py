@@ -62,8 +62,8 @@ def _friendly(fn):
     """One line on stderr and a non-zero exit for the errors a user can act on; never a stack trace."""
     @functools.wraps(fn)
     def inner(*args, **kwargs):
-        from monitor.client import ClientError
         from jobs.embeddings import EmbeddingError
+        from monitor.client import ClientError
         try:
             return fn(*args, **kwargs)
         except StoreBusy as exc:
@@ -263,6 +263,7 @@ def scheduler(obj: _Ctx) -> None:
     """Run only the job scheduler (for a server store with several API replicas; see README)."""
     import signal
     import threading
+
     from monitor.scheduler import Scheduler
     _setup_logging(obj.config)
     registry = _jobs(obj)
@@ -292,6 +293,7 @@ def rollups() -> None:
 def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
     """Recompute the rollups (requests per minute/hour/day, feedback per minute) from the raw tables, for whole UTC days."""
     from tqdm import tqdm
+
     from monitor.foundation.tables.rollups import rebuild, rebuild_plan
     lo, hi = _when(start, "--from"), _when(end, "--to")
     if hi <= lo:
@@ -311,6 +313,7 @@ def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
 def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
     """Serve the API and run the job scheduler in this process (required for the embedded store)."""
     import waitress
+
     from monitor.app import create_app
     cfg = obj.config
     _setup_logging(cfg)
@@ -326,6 +329,7 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
         sched.start()
     if cfg.metrics.port:
         import threading
+
         from dashboards.series import metrics_only_app
         metrics_server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]), host=cfg.metrics.host,
                                                 port=cfg.metrics.port, threads=2, ident="nlpmon-metrics",
@@ -384,7 +388,7 @@ def ingest(obj: _Ctx, file, kind: str, url: str | None, api_key: str | None, bat
 
 def _sink(obj: _Ctx, url: str | None, api_key: str | None):
     """Where events go: a running server's API (``--url``) or the store through the same pipeline."""
-    from monitor.ingest.pipeline import IngestResult, Ingestor, Unparseable, user_id_salt
+    from monitor.ingest.pipeline import Ingestor, IngestResult, Unparseable, user_id_salt
     if url:
         from monitor.client import Client
         if not api_key:
@@ -446,6 +450,7 @@ def demo(obj: _Ctx, days: float, rps: float, seed: int, end: str | None, if_empt
 def incident(obj: _Ctx, from_: str, to: str, service: str | None, feature: str | None, fmt: str) -> None:
     """An incident window as a postmortem skeleton (md), JSON or CSV: the same as GET /v1/incidents."""
     import json as _json
+
     from dashboards import incidents as inc
     start, end = _when(from_, "--from"), _when(to, "--to")
     try:
@@ -517,8 +522,8 @@ def alerts_test_receiver(obj: _Ctx, name: str) -> None:
 def silence(obj: _Ctx, action: str, matchers, duration: str, comment: str, author: str | None,
             sid: str | None) -> None:
     """Silences: add (--matcher k=v --duration 2h --comment ...), list, expire --id ID."""
-    from monitor.foundation.tables import silences
     from monitor.foundation.config import parse_duration
+    from monitor.foundation.tables import silences
     store, clock = obj.ready_store(), SystemClock()
     if action == "add":
         try:

@@ -14,12 +14,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import pytest
 
-from monitor.foundation import migrate
 from monitor.app import create_app
+from monitor.foundation import migrate
 from monitor.foundation.clock import ManualClock
 from monitor.foundation.config import load_config
 from monitor.foundation.storage import Store
-
 from tests.helpers import LiveServer
 
 NOW = "2026-11-24T10:00:00+00:00"
@@ -55,7 +54,7 @@ def upgrade_fast(store: Store, config) -> None:
 
     Alembic's revisions take about 1 s a database, replaying their DDL 0.2 s, and nearly every
     test starts from a fresh database. The template is keyed by the retention settings the DDL
-    depends on; tests of the migrations themselves call monitor.migrate directly.
+    depends on; tests of the migrations themselves call monitor.foundation.migrate directly.
     """
     key = (config.clickhouse.url, config.retention.days, config.retention.text_days)
     if key not in _TEMPLATES:

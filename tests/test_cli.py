@@ -11,7 +11,6 @@ import urllib.request
 import pytest
 
 from monitor.foundation import migrate
-
 from tests.helpers import free_port, request_event
 
 

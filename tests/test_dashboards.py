@@ -16,13 +16,12 @@ import uuid
 import pytest
 
 from alerts.engine import AlertEngine
-from monitor.scheduler import build_jobs
 from monitor import demo
 from monitor.app import create_app
 from monitor.foundation.clock import ManualClock, iso_utc
 from monitor.foundation.config import load_config
 from monitor.foundation.storage import Store
-
+from monitor.scheduler import build_jobs
 from tests.conftest import upgrade_fast
 from tests.helpers import auth
 

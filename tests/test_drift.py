@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from jobs.drift import DriftJob, report_id
-from monitor.app import create_app
 from jobs.embeddings import Embedder, EmbeddingError
+from monitor.app import create_app
 from tests.helpers import auth
 from tests.test_jobs import T0, iso
 from tests.topics import NEW_TOPIC, sample

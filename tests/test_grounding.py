@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from jobs.grounding import GroundingProxyJob
+from jobs.embeddings import Embedder
+from jobs.grounding import GroundingProxyJob, proxy_scores, sentences
 from jobs.hallucination import HallucinationSampleJob
 from monitor.app import create_app
-from jobs.embeddings import Embedder
-from jobs.grounding import proxy_scores, sentences
 from tests.helpers import auth
 from tests.test_jobs import T0, iso
 

@@ -7,12 +7,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from monitor.foundation.metrics import floor_to
 from jobs.cost import CostJob
-from monitor.scheduler import Scheduler, build_jobs
 from jobs.sli import SliJob
 from jobs.slo import SloJob
 from monitor.app import create_app
+from monitor.foundation.metrics import floor_to
+from monitor.scheduler import Scheduler, build_jobs
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=UTC)  # the hour the test traffic falls in

@@ -105,8 +105,14 @@ def test_metric_points_rerun_replaces(store):
 def test_rebuild_computes_what_the_views_the_migrations_made_compute(store):
     """The migrations keep frozen copies of the rollup SQL; ``nlpmon rollups rebuild`` uses today's.
     They must agree: ClickHouse's own normal form of each view's SELECT equals today's SELECT's."""
-    from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, REQUEST_ROLLUPS,
-                                            feedback_rollup_select, requests_rollup_select)
+    from monitor.foundation.rollups import (
+        FEATURE_DIMENSIONS,
+        FEATURE_ROLLUPS,
+        FEEDBACK_ROLLUPS,
+        REQUEST_ROLLUPS,
+        feedback_rollup_select,
+        requests_rollup_select,
+    )
     today = {f"{t}_mv": requests_rollup_select("requests", b) for t, b, _ in REQUEST_ROLLUPS}
     today |= {f"{t}_mv": requests_rollup_select("requests", b, FEATURE_DIMENSIONS) for t, b, _ in FEATURE_ROLLUPS[1:]}
     today |= {f"{t}_mv": feedback_rollup_select("feedback", b) for t, b, _ in FEEDBACK_ROLLUPS}

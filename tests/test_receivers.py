@@ -32,7 +32,6 @@ from alerts.notify.webhook import WebhookReceiver
 from monitor.foundation import migrate
 from monitor.foundation.config import load_config
 from monitor.foundation.storage import Store
-
 from tests.helpers import ServerThread, free_port
 
 UTC = dt.timezone.utc

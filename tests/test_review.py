@@ -6,8 +6,8 @@ import datetime as dt
 import pytest
 
 from jobs.hallucination import HallucinationRateJob, HallucinationSampleJob
-from monitor.foundation.stats import wilson
 from monitor.app import create_app
+from monitor.foundation.stats import wilson
 from tests.helpers import auth
 from tests.test_jobs import T0, iso
 

@@ -8,12 +8,12 @@ import uuid
 
 import pytest
 
-from monitor.scheduler import build_jobs
-from monitor.foundation import migrate
 from monitor.app import create_app
+from monitor.foundation import migrate
 from monitor.foundation.clock import ManualClock
 from monitor.foundation.config import load_config
 from monitor.foundation.storage import Store
+from monitor.scheduler import build_jobs
 from tests.helpers import auth, free_port
 from tests.test_jobs import T0, iso, traffic
 

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field
 
 from alerts.notify.common import (Notification, _common, _is_http_url, _now, _runbook, _summary, _truncate,
-                                  incident_url, rfc3339, title)
+    incident_url, rfc3339, title)
 from alerts.notify.transport import _post_json
 from monitor.foundation.clock import utc
 from monitor.foundation.config import Duration, _Section

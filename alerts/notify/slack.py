@@ -20,7 +20,7 @@ import datetime as dt
 from pydantic import Field
 
 from alerts.notify.common import (Notification, _is_http_url, _now, _runbook, _sorted_pairs, _summary, _truncate,
-                                  _value_text, incident_url, rfc3339, title)
+    _value_text, incident_url, rfc3339, title)
 from alerts.notify.transport import _post_json
 from monitor.foundation.config import Duration, _Section
 

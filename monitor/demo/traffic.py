@@ -31,8 +31,17 @@ from typing import Iterator
 
 from monitor.demo import texts
 from monitor.demo.texts import Slots
-from monitor.demo.timeline import (HOUR_MS, MINUTE_MS, REGRESSED_PROMPT, SECOND_MS, incident_map, iso,
-                                   load_factor, poisson, window)
+from monitor.demo.timeline import (
+    HOUR_MS,
+    MINUTE_MS,
+    REGRESSED_PROMPT,
+    SECOND_MS,
+    incident_map,
+    iso,
+    load_factor,
+    poisson,
+    window,
+)
 
 __all__ = ["FEATURES", "Feature", "expected_requests", "generate"]
 

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "MONITOR_"
 DEFAULT_PATH = "./monitor.yaml"
@@ -316,7 +325,7 @@ class DriftConfig(_Section):
 
 
 class GroundingConfig(_Section):
-    """The automatic grounding proxy (a proxy, not a label: see monitor/grounding.py)."""
+    """The automatic grounding proxy (a proxy, not a label: see jobs/grounding.py)."""
 
     enabled: bool = True
     # An answer sentence whose best cosine similarity to any context sentence is below this is ungrounded.

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import clickhouse_connect.cc_sqlalchemy.alembic  # noqa: F401  registers the ClickHouse alembic impl
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-import clickhouse_connect.cc_sqlalchemy.alembic  # noqa: F401  registers the ClickHouse alembic impl
 import migrations
-
 from monitor.foundation.config import Config
 from monitor.foundation.storage import Store
 

@@ -7,7 +7,6 @@ import json
 import zlib
 
 import orjson
-
 from flask import Blueprint, current_app, g, jsonify, request
 
 from monitor.foundation.auth import require

@@ -10,9 +10,17 @@ import datetime as dt
 from monitor.foundation.clock import utc
 from monitor.foundation.filters import where_equal
 from monitor.foundation.metrics import GROUPING_DIMS, UTC, grouping_sets, window_ends
-from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, REQUEST_ROLLUPS,
-                                        STATUS_COLUMNS, covering_source, feedback_rollup_select,
-                                        requests_rollup_select, rollup_for)
+from monitor.foundation.rollups import (
+    FEATURE_DIMENSIONS,
+    FEATURE_ROLLUPS,
+    FEEDBACK_ROLLUPS,
+    REQUEST_ROLLUPS,
+    STATUS_COLUMNS,
+    covering_source,
+    feedback_rollup_select,
+    requests_rollup_select,
+    rollup_for,
+)
 from monitor.foundation.tables import feedback, requests
 
 

@@ -11,7 +11,6 @@ import json
 import uuid
 
 from monitor.foundation.clock import utc
-
 from monitor.foundation.matchers import Matcher, match_all, parse_all
 
 COLUMNS = ["id", "matchers", "starts_at", "ends_at", "created_by", "comment", "updated_at"]

@@ -1,0 +1,18 @@
+"""What the benchmarks share: how they measure memory and close a run."""
+from __future__ import annotations
+
+import time
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """Peak resident memory of a process (this one by default, the embedded ClickHouse engine included)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_summary(t_start: float) -> str:
+    """The last line of a benchmark run: its wall time and this process's peak memory."""
+    return f"\ntotal run time {time.perf_counter() - t_start:.1f} s, peak RSS {peak_rss_mib():,.0f} MiB"
