@@ -435,8 +435,8 @@ def decision(store: Store) -> str:
         return "no report"
     s = json.loads(row[0]["summary"])
     sides = "; ".join(f"{side} {'DRIFT' if v['detected'] else 'no drift'} ("
-                      + ", ".join(f"{m} {r['score']:.3f}{'*' if r['detected'] else ''}"
-                                  for m, r in v["methods"].items()) + ")"
+                      + ", ".join(f"{m} {r['score']:.3f}{'*' if r['detected'] else ''}" if r["score"] is not None
+                                  else f"{m} could not run" for m, r in v["methods"].items()) + ")"
                       for side, v in s.get("sides", {}).items())
     return f"{row[0]['status']}, samples {s['samples']['reference']}/{s['samples']['current']}; {sides} (* = detected)"
 

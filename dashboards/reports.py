@@ -73,6 +73,10 @@ def get_report(report_id: str):
 def report_html(report_id: str):
     r = _one(report_id, drift_reports.LIST_COLUMNS + ", explanation, snapshot")
     if not r["snapshot"]:
+        why = (json.loads(r["summary"]) if r["summary"] else {}).get("report_error")
+        if why:
+            raise ApiError(404, "no_snapshot", f"report {report_id}: the Evidently report could not be drawn ({why}); "
+                                               "the drift decision and scores are in GET /v1/reports/<id>")
         raise ApiError(404, "no_snapshot", f"report {report_id} has status {r['status']}: there is no Evidently "
                                            "snapshot (see GET /v1/reports/<id> for the sample sizes)")
     from evidently.core.report import Snapshot
@@ -95,11 +99,24 @@ def _header(row: dict, explanation: dict) -> str:
              f"{e(', '.join(f'{k} {v}' for k, v in row['summary'].get('samples', {}).items()))}. "
              f"{'<strong>Drift detected.</strong>' if row['drift_detected'] else 'No drift detected.'}</p>"]
     for side, result in row["summary"].get("sides", {}).items():
-        cells = "".join(f"<tr><td>{e(m)}</td><td>{r['score']:.4f}</td><td>{'yes' if r['detected'] else 'no'}</td></tr>"
-                        for m, r in result["methods"].items())
-        parts.append(f"<h2>{e(side)} texts: {'drift' if result['detected'] else 'no drift'}</h2>"
-                     f"<table><tr><th>method</th><th>score</th><th>drift</th></tr>{cells}</table>")
+        cells = "".join(
+            f"<tr><td>{e(m)}</td>" + (f"<td>{r['score']:.4f}</td><td>{'yes' if r['detected'] else 'no'}</td>"
+                                      if r.get("error") is None else
+                                      f"<td>–</td><td>could not run: {e(r['error'])}</td>") + "</tr>"
+            for m, r in result["methods"].items())
+        if result.get("decided", True):
+            verdict = "drift" if result["detected"] else "no drift"
+            if "methods_run" in result and result["methods_run"] < len(result["methods"]):
+                verdict += f" ({result['methods_run']} of {len(result['methods'])} methods could run)"
+            parts.append(f"<h2>{e(side)} texts: {e(verdict)}</h2>")
+        else:
+            parts.append(f"<h2>{e(side)} texts: not decided</h2><p>{e(result.get('reason', ''))}</p>")
+        if cells:
+            parts.append(f"<table><tr><th>method</th><th>score</th><th>drift</th></tr>{cells}</table>")
         ex = explanation.get(side)
+        ex_error = (row["summary"].get("explanation_error") or {}).get(side)
+        if ex_error:
+            parts.append(f"<p>The texts that explain the drift could not be found: {e(ex_error)}</p>")
         if ex:
             far = "".join(f"<li>{e(x['text'])} <small>(distance {x['distance']})</small></li>" for x in ex["farthest"])
             parts.append(f"<h3>Texts farthest from the reference ({ex['novel_share']:.0%} of the current sample is "
@@ -107,5 +124,9 @@ def _header(row: dict, explanation: dict) -> str:
             for c in ex["clusters"]:
                 items = "".join(f"<li>{e(t)}</li>" for t in c["examples"])
                 parts.append(f"<h3>New cluster: {c['size']} texts ({c['share']:.1%})</h3><ul>{items}</ul>")
+    omitted = row["summary"].get("report_omitted") or {}
+    if omitted:
+        items = "".join(f"<li>{e(k)}: {e(v)}</li>" for k, v in omitted.items())
+        parts.append(f"<h3>Left out of the Evidently report below</h3><ul>{items}</ul>")
     parts.append("</section>")
     return "".join(parts)

@@ -12,13 +12,25 @@ a reference sample:
   ``min_samples`` on a side records ``insufficient_data`` and nothing else;
 - vectors: ``input_embedding`` as sent when every sampled request has one,
   else the texts encoded with jobs.embeddings (cached);
-- decision: jobs.drift_methods.compare on input texts and on output texts;
+- decision: jobs.drift_methods.compare on input texts and on output texts,
+  each side on the requests that have text there (blank texts are left out; a
+  side with fewer than ``min_samples`` texts is not decided and says so);
 - a ``drift_reports`` row with the numbers, an explanation of what is new
   when drift is detected, and an Evidently snapshot that also holds value
   drift of latency, tokens and cost.
 
-A failure in one stratum does not stop the others; the run is then recorded as
-failed, so the next run retries its windows.
+Degenerate windows (one canned answer, a handful of templates, blank or
+very long texts) degrade a comparison, never fail it: each side and each
+method is computed on its own and a method that cannot run says why in the
+summary (its points are not written); the explanation and the Evidently
+report come after the numbers, each in its own try, so a picture that cannot
+be drawn costs only itself (``summary["report_omitted"]`` per part, or
+``summary["report_error"]`` and an empty snapshot). The row's status stays
+``ok``.
+
+A failure in one stratum (a bug, the model) does not stop the others; the run
+is then recorded as failed, so the next run retries its windows. A store error
+stops the run.
 """
 from __future__ import annotations
 
@@ -147,42 +159,92 @@ class DriftJob(Job):
         summary["embedding_source"] = source
         summary["sides"], explanation = {}, {}
         for side in drift.SIDES:
-            result = drift.compare(vectors[side][0], vectors[side][1], cfg.quantile, cfg.min_methods)
-            summary["sides"][side] = result.as_dict()
+            (r_vec, r_keep), (c_vec, c_keep) = vectors[side]
+            if min(len(r_vec), len(c_vec)) < cfg.min_samples:
+                result = drift.Comparison.not_compared(
+                    f"too few {side} texts: reference {len(r_vec)}, current {len(c_vec)} (drift.min_samples "
+                    f"{cfg.min_samples}); {len(ref) - len(r_vec)} reference and {len(cur) - len(c_vec)} current "
+                    f"requests have a blank {side} text", cfg.min_methods)
+            else:
+                result = drift.compare(r_vec, c_vec, cfg.quantile, cfg.min_methods)
+            summary["sides"][side] = {**result.as_dict(), "samples": {"reference": len(r_vec), "current": len(c_vec)}}
+            if not result.decided:
+                log.info("drift %s/%s %s ending %s: %s texts not decided: %s", service, feature, window, end, side,
+                         result.undecided_reason)
             labels = {**base, "text": side}
             for method, r in result.methods.items():
-                yield Point(end, window, "embedding_drift_score", {**labels, "method": method}, r.score)
-                yield Point(end, window, "embedding_drift_detected", {**labels, "method": method}, float(r.detected))
-            yield Point(end, window, "embedding_drift_score", {**labels, "method": "combined"}, result.score)
-            yield Point(end, window, "embedding_drift_detected", {**labels, "method": "combined"},
-                        float(result.detected))
+                if r.ran:
+                    yield Point(end, window, "embedding_drift_score", {**labels, "method": method}, r.score)
+                    yield Point(end, window, "embedding_drift_detected", {**labels, "method": method},
+                                float(r.detected))
+            if result.decided:
+                yield Point(end, window, "embedding_drift_score", {**labels, "method": "combined"}, result.score)
+                yield Point(end, window, "embedding_drift_detected", {**labels, "method": "combined"},
+                            float(result.detected))
             if result.detected:
                 column = f"{side}_text"
-                explanation[side] = drift.explain(vectors[side][0], vectors[side][1], cur[column].tolist(),
-                                                  cfg.explain_examples, ref[column].tolist())
-        snapshot = drift.report({s: v[0] for s, v in vectors.items()}, {s: v[1] for s, v in vectors.items()},
-                                ref, cur, cfg.quantile)
-        summary["numeric"] = drift.numeric_drift(snapshot)
+                try:
+                    explanation[side] = drift.explain(r_vec, c_vec, cur[column][c_keep].tolist(),
+                                                      cfg.explain_examples, ref[column][r_keep].tolist())
+                except Exception as exc:  # the explanation illustrates the decision; it never costs it
+                    log.warning("drift %s/%s %s ending %s: %s explanation failed", service, feature, window, end,
+                                side, exc_info=True)
+                    summary.setdefault("explanation_error", {})[side] = f"{type(exc).__name__}: {exc}"[:500]
         detected = any(s["detected"] for s in summary["sides"].values())
-        self._save(row, "ok", detected, summary, explanation, snapshot.dumps())
+        snapshot = self._report(vectors, ref, cur, summary)
+        self._save(row, "ok", detected, summary, explanation, snapshot)
+
+    def _report(self, vectors: dict, ref: pd.DataFrame, cur: pd.DataFrame, summary: dict) -> str:
+        """The Evidently snapshot as text, after the numbers and in its own try: "" when it cannot be
+        drawn (``summary["report_error"]``), parts it could not draw in ``summary["report_omitted"]``."""
+        try:
+            snapshot, omitted = drift.report({s: v[0][0] for s, v in vectors.items()},
+                                             {s: v[1][0] for s, v in vectors.items()}, ref, cur,
+                                             self.config.drift.quantile)
+            if omitted:
+                summary["report_omitted"] = {k: v for k, v in omitted.items() if k != "report"}
+            if snapshot is None:
+                summary["report_error"] = omitted.get("report", "nothing could be drawn")
+                return ""
+            summary["numeric"] = drift.numeric_drift(snapshot)
+            return snapshot.dumps()
+        except Exception as exc:  # a picture of the numbers never costs the numbers
+            log.warning("drift report failed", exc_info=True)
+            summary["report_error"] = f"{type(exc).__name__}: {exc}"[:500]
+            return ""
 
     def _vectors(self, ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[dict, str]:
+        """Per side, ((reference vectors, rows kept), (current vectors, rows kept)) and where they came from.
+
+        A side keeps the requests with text there (not blank); ``input_embedding`` as sent stands for
+        the input when every sampled request has one of the same dimension.
+        """
         embedder = self.embeddings()
         given = [len(e) > 0 for e in pd.concat([ref["input_embedding"], cur["input_embedding"]])]
         dims = {len(e) for e in pd.concat([ref["input_embedding"], cur["input_embedding"]]) if len(e)}
         use_given = all(given) and len(dims) == 1
-        texts = ref["output_text"].tolist() + cur["output_text"].tolist()
-        if not use_given:
-            texts += ref["input_text"].tolist() + cur["input_text"].tolist()
+
+        def has_text(frame: pd.DataFrame, column: str) -> np.ndarray:
+            return np.fromiter((bool(t and t.strip()) for t in frame[column]), dtype=bool, count=len(frame))
+
+        keep = {"output": (has_text(ref, "output_text"), has_text(cur, "output_text"))}
+        keep["input"] = ((np.ones(len(ref), bool), np.ones(len(cur), bool)) if use_given
+                         else (has_text(ref, "input_text"), has_text(cur, "input_text")))
+        encoded_sides = ["output"] if use_given else ["output", "input"]
+        texts = [t for side in encoded_sides for frame, mask in zip((ref, cur), keep[side])
+                 for t in frame[f"{side}_text"][mask]]
         encoded = embedder.embed(texts, progress=self.show_progress)
-        n_ref, n_cur = len(ref), len(cur)
-        out = {"output": (encoded[:n_ref], encoded[n_ref:n_ref + n_cur])}
+        out, k = {}, 0
+        for side in encoded_sides:
+            pair = []
+            for mask in keep[side]:
+                n = int(mask.sum())
+                pair.append((encoded[k:k + n], mask))
+                k += n
+            out[side] = tuple(pair)
         if use_given:
-            out["input"] = (np.vstack(ref["input_embedding"].map(np.asarray)).astype(np.float32),
-                            np.vstack(cur["input_embedding"].map(np.asarray)).astype(np.float32))
-        else:
-            k = n_ref + n_cur
-            out["input"] = (encoded[k:k + n_ref], encoded[k + n_ref:])
+            out["input"] = tuple((np.vstack(frame["input_embedding"].map(np.asarray)).astype(np.float32), mask)
+                                 for frame, mask in zip((ref, cur), keep["input"]))
         source = f"model {embedder.model_id}" + ("; input: input_embedding as sent" if use_given else "")
         return {s: out[s] for s in drift.SIDES}, source
 

@@ -17,12 +17,33 @@ with 30% of the current sample on a new topic and 0/20 false alarms, N=1,000.
 
 Evidently's methods write into the frames they are given (the classifier adds
 a target column), so every call gets its own frame.
+
+Degenerate samples (canned replies, classifiers' labels, a few templates,
+texts that agree up to the model's maximum sequence length) degrade a
+comparison instead of failing it. Each method runs on its own; one that cannot
+run records why (``MethodResult.error``) and the vote counts the methods that
+ran: fewer than ``min_methods`` leaves the side "not decided" (not detected,
+with the reason). What each method needs, checked before it runs:
+
+- ``domain_classifier``: nothing beyond two samples; identical samples give an
+  AUC of 0.5, below the random-guess quantile, so they are not drift;
+- ``mmd``: a kernel bandwidth. Evidently takes the median pairwise distance
+  within the reference (and between the samples); when half the pairs are the
+  same vector it is 0, the kernel is undefined and its threshold NaN, so the
+  method is not run;
+- ``centroid_cosine``: on a constant reference its bootstrap threshold is 0 and
+  floating-point noise would be "drift", so the distance must also exceed
+  ``NOISE``; any real change of a constant sample (a new template) still does.
+
+The Evidently report is a picture of the numbers, never a condition for them:
+``report`` leaves out the widgets it cannot draw and says why.
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,6 +53,14 @@ NUMERIC_COLUMNS = ("latency_ms", "input_tokens", "output_tokens", "cost_usd")
 SIDES = ("input", "output")
 # Evidently's embedding widget draws a 2-D picture of up to 2,500 points per side.
 TSNE_SAMPLE = 500
+# A cosine distance between centroids at or below this is rounding, not drift: one text encoded twice
+# in bfloat16 (other batch) lands up to ~6e-6 away; 2% of a constant sample replaced by a new
+# template moves the centroid by ~2e-4 (the distance grows with the square of the share).
+NOISE = 1e-5
+# The embedding picture is a Gaussian density of each sample's 2-D projection: a sample of one
+# distinct vector is one point, and scipy's gaussian_kde raises on its singular covariance. (Two
+# distinct vectors lie on a line and may or may not be drawn: report() tries.)
+PICTURE_MIN_DISTINCT = 2
 
 
 class _PlanePicture:
@@ -55,31 +84,72 @@ class _PlanePicture:
 
 @dataclass
 class MethodResult:
-    score: float
-    detected: bool
+    """One method's result; ``error`` says why it could not run (then score and detected are None)."""
+    score: float | None
+    detected: bool | None
+    error: str | None = None
+
+    @property
+    def ran(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return {"score": self.score, "detected": self.detected, "error": self.error}
 
 
 @dataclass
 class Comparison:
+    """The methods' results for one text side and their vote.
+
+    ``reason`` is set when the side was not compared at all (too few texts). The vote counts the
+    methods that ran; fewer than ``min_methods`` leaves the side not decided, which is not drift.
+    """
     methods: dict[str, MethodResult]
     min_methods: int
+    reason: str | None = None
+
+    @classmethod
+    def not_compared(cls, reason: str, min_methods: int) -> Comparison:
+        return cls({}, min_methods, reason)
+
+    @property
+    def ran(self) -> list[str]:
+        return [m for m, r in self.methods.items() if r.ran]
 
     @property
     def votes(self) -> int:
-        return sum(r.detected for r in self.methods.values())
+        return sum(bool(self.methods[m].detected) for m in self.ran)
+
+    @property
+    def decided(self) -> bool:
+        return self.reason is None and len(self.ran) >= self.min_methods
 
     @property
     def detected(self) -> bool:
-        return self.votes >= self.min_methods
+        return self.decided and self.votes >= self.min_methods
 
     @property
-    def score(self) -> float:
-        """Share of the methods that detect drift (0, 1/3, 2/3, 1)."""
-        return self.votes / len(self.methods)
+    def score(self) -> float | None:
+        """Share of the methods that ran which detect drift; None when not decided."""
+        return self.votes / len(self.ran) if self.decided else None
+
+    @property
+    def undecided_reason(self) -> str | None:
+        if self.decided:
+            return None
+        if self.reason is not None:
+            return self.reason
+        failed = "; ".join(f"{m}: {r.error}" for m, r in self.methods.items() if not r.ran)
+        return (f"only {len(self.ran)} of {len(self.methods)} methods could run and drift.min_methods is "
+                f"{self.min_methods} ({failed})")
 
     def as_dict(self) -> dict:
-        return {"detected": self.detected, "score": self.score, "min_methods": self.min_methods,
-                "methods": {k: asdict(v) for k, v in self.methods.items()}}
+        out = {"detected": self.detected, "decided": self.decided, "score": self.score,
+               "min_methods": self.min_methods, "methods_run": len(self.ran), "votes": self.votes,
+               "methods": {k: v.as_dict() for k, v in self.methods.items()}}
+        if not self.decided:
+            out["reason"] = self.undecided_reason
+        return out
 
 
 def _methods(quantile: float) -> dict:
@@ -94,14 +164,68 @@ def _frame(vectors: np.ndarray, prefix: str = "e") -> pd.DataFrame:
 
 
 def compare(reference: np.ndarray, current: np.ndarray, quantile: float = 0.95, min_methods: int = 2) -> Comparison:
-    """Run the three methods on (reference, current) vectors and combine their votes."""
+    """Run the three methods on (reference, current) vectors and combine the votes of those that ran.
+
+    A method that cannot run on these vectors (see preconditions(), or it raises, or its score is not
+    a number) is recorded with its reason; the others still count.
+    """
     if reference.shape[1] != current.shape[1]:
         raise ValueError(f"reference vectors have {reference.shape[1]} dimensions, current {current.shape[1]}")
+    blocked = preconditions(reference, current)
     out = {}
     for name, method in _methods(quantile).items():
-        score, detected, _ = method(_frame(current), _frame(reference))
-        out[name] = MethodResult(float(score), bool(detected))
+        reason = blocked.get(name)
+        if reason is None:
+            try:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    score, detected, _ = method(_frame(current), _frame(reference))
+                score, detected = float(score), bool(detected)
+            except Exception as exc:  # a method's failure is its own result, never the comparison's
+                reason = f"{type(exc).__name__}: {exc}"[:500]
+            else:
+                if not math.isfinite(score):
+                    reason = f"its score is not a number ({score})"
+                elif name == "centroid_cosine" and score <= NOISE:
+                    detected = False
+        out[name] = MethodResult(None, None, reason) if reason else MethodResult(score, detected)
     return Comparison(out, min_methods)
+
+
+def distinct(vectors: np.ndarray) -> int:
+    """How many different vectors (exact equality: the same text always gets the same cached vector)."""
+    return len(np.unique(np.asarray(vectors), axis=0)) if len(vectors) else 0
+
+
+def _median_distance(x: np.ndarray, y: np.ndarray | None = None) -> float:
+    """The median pairwise Euclidean distance exactly as MMDDriftMethod takes it for its RBF bandwidth
+    (at most 1,000 rows of each sample, drawn with random_state=0)."""
+    from sklearn.metrics import pairwise_distances
+    fx = _frame(x)
+    a = fx.sample(min(len(fx), 1000), random_state=0)
+    b = None if y is None else (fy := _frame(y)).sample(min(len(fy), 1000), random_state=0)
+    return float(np.median(pairwise_distances(a, b, metric="euclidean")))
+
+
+def preconditions(reference: np.ndarray, current: np.ndarray) -> dict[str, str]:
+    """Why a method cannot run on these vectors, per method (absent: it can)."""
+    n_ref, n_cur = len(reference), len(current)
+    if min(n_ref, n_cur) < 2:
+        return dict.fromkeys(METHODS, f"needs at least 2 vectors per sample (reference {n_ref}, current {n_cur})")
+    if not (np.isfinite(reference).all() and np.isfinite(current).all()):
+        return dict.fromkeys(METHODS, "the vectors contain NaN or infinite values")
+    blocked = {}
+    # Distances below this are rounding (sklearn computes |x|^2 + |y|^2 - 2xy), not a difference.
+    tol = 1e-6 * max(float(np.median(np.linalg.norm(reference, axis=1))), 1e-12)
+    if _median_distance(reference) <= tol:
+        blocked["mmd"] = (f"the reference sample is (nearly) constant ({distinct(reference)} distinct of {n_ref} "
+                          "vectors): at least half of its pairs are the same vector, so the kernel bandwidth "
+                          "(their median distance) is 0 and the bootstrap threshold undefined")
+    elif _median_distance(reference, current) <= tol:
+        blocked["mmd"] = (f"at least half of the reference-current pairs are the same vector ({distinct(reference)} "
+                          f"distinct of {n_ref} reference, {distinct(current)} of {n_cur} current vectors): "
+                          "the kernel bandwidth (their median distance) is 0")
+    return blocked
 
 
 # -- explanation ----------------------------------------------------------------
@@ -169,10 +293,18 @@ def _clusters(current: np.ndarray, novel: np.ndarray, texts: list[str], examples
 
 # -- Evidently report -------------------------------------------------------------
 def report(reference: dict[str, np.ndarray], current: dict[str, np.ndarray], ref_numeric: pd.DataFrame,
-           cur_numeric: pd.DataFrame, quantile: float):
-    """An Evidently snapshot: embedding drift per side (domain classifier, as in compare()) and
-    value drift of the numeric columns. ``reference``/``current`` map side -> vectors for the same rows
-    as the numeric frames."""
+           cur_numeric: pd.DataFrame, quantile: float) -> tuple[object | None, dict[str, str]]:
+    """An Evidently snapshot: embedding drift per side (domain classifier, as in compare()) and value
+    drift of the numeric columns, with what could not be drawn left out.
+
+    ``reference``/``current`` map side -> vectors for the same rows as the numeric frames (a side
+    whose vectors cover fewer rows, because some requests have no text there, is left out).
+    Returns (snapshot or None, {part: why it was left out}), parts named ``embeddings:<side>`` and
+    ``value_drift:<column>``. A side whose picture cannot be drawn (fewer than
+    PICTURE_MIN_DISTINCT distinct vectors in a sample) is left out before running; when the report
+    still fails (to compute or to render), each part is tried alone and the report is drawn again
+    from those that work.
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.legacy.metrics.data_drift import embeddings_drift
     from evidently.metrics import EmbeddingsDrift, ValueDrift
@@ -180,7 +312,24 @@ def report(reference: dict[str, np.ndarray], current: dict[str, np.ndarray], ref
 
     embeddings_drift.SAMPLE_CONSTANT = TSNE_SAMPLE
     embeddings_drift.TSNE = _PlanePicture
-    sides = [s for s in SIDES if s in reference and s in current]
+    omitted: dict[str, str] = {}
+    sides = []
+    for s in SIDES:
+        if s not in reference or s not in current:
+            continue
+        if len(reference[s]) != len(ref_numeric) or len(current[s]) != len(cur_numeric):
+            omitted[f"embeddings:{s}"] = (f"{len(ref_numeric) - len(reference[s])} reference and "
+                                          f"{len(cur_numeric) - len(current[s])} current requests have no {s} "
+                                          "text, and the report needs one vector per request")
+            continue
+        few = {k: distinct(v[s]) for k, v in (("reference", reference), ("current", current))}
+        if min(few.values()) < PICTURE_MIN_DISTINCT:
+            omitted[f"embeddings:{s}"] = (f"the picture is a density of each sample's 2-D projection and needs "
+                                          f"{PICTURE_MIN_DISTINCT} distinct vectors per sample; the reference has "
+                                          f"{few['reference']}, the current {few['current']} (the same text "
+                                          "throughout)")
+            continue
+        sides.append(s)
 
     def frame(vecs: dict[str, np.ndarray], numeric: pd.DataFrame) -> pd.DataFrame:
         parts = [numeric.reset_index(drop=True)[list(NUMERIC_COLUMNS)].astype("float64")]
@@ -190,12 +339,39 @@ def report(reference: dict[str, np.ndarray], current: dict[str, np.ndarray], ref
     ref_df, cur_df = frame(reference, ref_numeric), frame(current, cur_numeric)
     definition = DataDefinition(numerical_columns=list(NUMERIC_COLUMNS),
                                 embeddings={s: [c for c in ref_df.columns if c.startswith(f"emb_{s}_")] for s in sides})
-    metrics = [EmbeddingsDrift(embeddings_name=s, drift_method=ModelDriftMethod(bootstrap=True,
-                                                                                quantile_probability=quantile))
-               for s in sides]
-    metrics += [ValueDrift(column=c) for c in NUMERIC_COLUMNS]
-    return Report(metrics).run(Dataset.from_pandas(cur_df, data_definition=definition),
-                               Dataset.from_pandas(ref_df, data_definition=definition))
+    parts = {f"embeddings:{s}": (lambda s=s: EmbeddingsDrift(embeddings_name=s, drift_method=ModelDriftMethod(
+        bootstrap=True, quantile_probability=quantile))) for s in sides}
+    parts.update({f"value_drift:{c}": (lambda c=c: ValueDrift(column=c)) for c in NUMERIC_COLUMNS})
+
+    def run(names):
+        snapshot = Report([parts[n]() for n in names]).run(Dataset.from_pandas(cur_df, data_definition=definition),
+                                                          Dataset.from_pandas(ref_df, data_definition=definition))
+        snapshot.get_html_str(as_iframe=False)  # drawn means the page renders too (about 50 ms)
+        return snapshot
+
+    try:
+        return run(list(parts)), omitted
+    except Exception as exc:  # find the parts that fail and draw the rest
+        whole = _reason(exc)
+    drawable = []
+    for name in parts:
+        try:
+            run([name])
+        except Exception as exc:
+            omitted[name] = _reason(exc)
+        else:
+            drawable.append(name)
+    if drawable and len(drawable) < len(parts):
+        try:
+            return run(drawable), omitted
+        except Exception as exc:
+            whole = _reason(exc)
+    omitted["report"] = whole
+    return None, omitted
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def numeric_drift(snapshot) -> dict[str, dict]:
@@ -235,4 +411,5 @@ def _jsonable(v):
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
-__all__ = ["compare", "explain", "report", "numeric_drift", "embedding_scores", "Comparison", "METHODS"]
+__all__ = ["compare", "preconditions", "explain", "report", "numeric_drift", "embedding_scores", "Comparison",
+           "MethodResult", "METHODS"]
