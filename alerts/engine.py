@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 
 from alerts.delivery import Outbox
 from alerts.dispatch import Dispatcher
@@ -36,7 +37,8 @@ class AlertEngine:
     def run(self, now: dt.datetime | None = None, since: dt.datetime | None = None) -> RunResult:
         now = now or self.clock.now()
         t0 = time.perf_counter()
-        result = RunResult(self.name, now, now)
+        result = RunResult(self.name, now, now, run_id=uuid.uuid4())
+        job_runs.start(self.store, self.name, result.run_id, now, now, now)  # a killed evaluation leaves a trace
         try:
             transitions = self.evaluator.evaluate(now, silenced=self.dispatcher.silenced(now))
             enqueued = self.dispatcher.run(now)
@@ -47,8 +49,12 @@ class AlertEngine:
         except Exception as exc:  # recorded; the next tick tries again from the persisted state
             result.status, result.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
             log.warning("alerts evaluation failed: %s", result.error)
-        result.duration_ms = (time.perf_counter() - t0) * 1000
-        job_runs.record(self.store, result, now)
+        except BaseException as exc:  # Ctrl-C or a signal handler's exit: recorded as such, then stop as asked
+            result.status, result.error = "interrupted", type(exc).__name__
+            raise
+        finally:
+            result.duration_ms = (time.perf_counter() - t0) * 1000
+            job_runs.record(self.store, result, now)
         return result
 
     def replay(self, times, on_step=None) -> int:

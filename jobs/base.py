@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 from typing import Callable, Iterable
 
 from monitor.foundation.config import Config
@@ -80,15 +81,21 @@ class Job:
         started = self.clock.now()
         t0 = time.perf_counter()
         start, end = self.due_range(now, since)
-        result = RunResult(self.name, start, end)
+        result = RunResult(self.name, start, end, run_id=uuid.uuid4())
+        # Recorded before any work, so a run killed midway shows as interrupted rather than not at all.
+        job_runs.start(self.store, self.name, result.run_id, started, start, end)
         try:
             if end > start:
                 result.rows = self._write(self.compute(start, end))
         except Exception as exc:  # recorded, and one job's failure never stops the others
             result.status, result.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
             log.warning("job %s failed for %s..%s: %s", self.name, start, end, result.error)
-        result.duration_ms = (time.perf_counter() - t0) * 1000
-        job_runs.record(self.store, result, started)
+        except BaseException as exc:  # Ctrl-C or a signal handler's exit: recorded as such, then stop as asked
+            result.status, result.error = "interrupted", type(exc).__name__
+            raise
+        finally:
+            result.duration_ms = (time.perf_counter() - t0) * 1000
+            job_runs.record(self.store, result, started)
         return result
 
     def _write(self, points: Iterable[Point]) -> int:

@@ -210,3 +210,102 @@ def test_rejected_rows_are_listed(client, keys):
     r = client.get("/v1/rejected?kind=requests", headers=auth(keys["read"]))
     assert r.status_code == 200 and r.json["rejected"][0]["field"] == "status"
     assert client.get("/v1/rejected?kind=bogus", headers=auth(keys["read"])).status_code == 400
+
+
+# -- one bad row, one rejection, for nesting too ---------------------------------------------------
+def deep_row(levels: int, request_id: str = "deep") -> str:
+    """A row whose tags nest ``levels`` lists deep (the row object itself is one level more)."""
+    return '{"request_id": "%s", "tags": %s"x"%s}' % (request_id, "[" * levels, "]" * levels)
+
+
+def post_text(client, key, text, ctype="application/json"):
+    return client.post("/v1/requests", data=text, content_type=ctype, headers=auth(key))
+
+
+# 10,000: past every parser's limit (the whole body failed to parse); 1,000: orjson reads it but writing
+# the rejected row back out overflowed the stack (a 500); 100: parses, and is past nlpmon's own limit.
+@pytest.mark.parametrize("levels", [10_000, 1_000, 100])
+def test_a_deeply_nested_row_is_rejected_alone(client, keys, store, levels):
+    # Brackets, commas and escaped quotes inside strings must not split rows.
+    tricky = request_event(2, input_text='a "quoted" ], {"not": [a row]}, \\ back\\slash [[[')
+    body = "[" + ", ".join([json.dumps(request_event(1)), deep_row(levels), json.dumps(tricky)]) + "]"
+    r = post_text(client, keys["ingest"], body)
+    assert r.status_code == 207, r.data
+    assert r.json["accepted"] == 2 and r.json["rejected"] == 1
+    assert r.json["errors"] == [{"index": 1, "field": "_row", "reason": "nesting deeper than 64 levels"}]
+    assert sorted(x[0] for x in store.query("SELECT request_id FROM requests")) == ["req-1", "req-2"]
+    assert store.scalar("SELECT input_text FROM requests WHERE request_id = 'req-2'") == tricky["input_text"]
+    kept = store.query_dicts("SELECT row_index, field, reason, raw FROM rejected_events")
+    assert len(kept) == 1 and kept[0]["row_index"] == 1 and kept[0]["field"] == "_row"
+    assert "nesting deeper than 64 levels" in kept[0]["reason"] and kept[0]["raw"].startswith('{"request_id": "deep"')
+
+
+@pytest.mark.parametrize("levels", [10_000, 1_000, 100])
+def test_a_deeply_nested_ndjson_line_is_rejected_alone(client, keys, store, levels):
+    body = "\n".join([json.dumps(request_event(1)), deep_row(levels), json.dumps(request_event(2))]) + "\n"
+    r = post_text(client, keys["ingest"], body, "application/x-ndjson")
+    assert r.status_code == 207, r.data
+    assert r.json["accepted"] == 2
+    assert r.json["errors"] == [{"index": 1, "field": "_row", "reason": "nesting deeper than 64 levels"}]
+    assert stored(store) == 2 and stored(store, "rejected_events") == 1
+
+
+def test_the_nesting_limit_is_64_levels(client, keys):
+    # 63 lists inside the row object: 64 levels, read (and rejected by validation, tags being a map);
+    # one more is too deep.
+    r = post_text(client, keys["ingest"], "[" + deep_row(63) + "]")
+    assert r.status_code == 207 and "tags" in {e["field"] for e in r.json["errors"]}
+    r = post_text(client, keys["ingest"], "[" + deep_row(64) + "]")
+    assert r.status_code == 207 and r.json["errors"][0]["reason"] == "nesting deeper than 64 levels"
+
+
+def test_a_body_of_one_deep_object_is_one_rejected_row(client, keys, store):
+    # A body may be one object rather than an array of them: the same row, the same answer.
+    r = post_text(client, keys["ingest"], deep_row(10_000))
+    assert r.status_code == 207
+    assert r.json == {"accepted": 0, "duplicates": 0, "rejected": 1,
+                      "errors": [{"index": 0, "field": "_row", "reason": "nesting deeper than 64 levels"}]}
+    assert stored(store, "rejected_events") == 1
+
+
+@pytest.mark.parametrize("body", [
+    "[" + json.dumps(request_event(1)) + ", " + deep_row(10_000)[:-1],  # truncated: the last row never closes
+    "[" + json.dumps(request_event(1)) + ", " + deep_row(10_000) + "]]",  # one bracket too many
+    "[" + json.dumps(request_event(1)) + ", " + deep_row(10_000) + "}",  # the body's brackets do not match
+    "[" + deep_row(10_000) + ', {"request_id": "unterminated]',  # a string that never ends
+    "[" + deep_row(10_000) + "] trailing",
+    "[" + deep_row(10_000) + ",]",  # an empty element
+    "[" * 10_000,
+    "1 " + "[" * 10_000,  # not an array or an object at all
+])
+def test_a_deep_body_that_does_not_balance_is_refused_whole(client, keys, store, body):
+    r = post_text(client, keys["ingest"], body)
+    assert r.status_code == 400, r.data
+    assert r.json["error"] == "bad_request" and "not valid JSON" in r.json["message"]
+    assert stored(store) == 0 and stored(store, "rejected_events") == 0
+
+
+def test_a_deep_body_still_counts_against_the_batch_limits(make_config, clock, make_store):
+    from monitor.app import create_app
+    cfg = make_config(ingest={"max_rows_per_batch": 3})
+    app = create_app(cfg, make_store(cfg), clock)
+    _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
+    body = "[" + ", ".join([json.dumps(request_event(i)) for i in range(3)] + [deep_row(10_000)]) + "]"
+    r = post_text(app.test_client(), key, body)
+    assert r.status_code == 413 and "4 events" in r.json["message"]
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 1 << 18])
+def test_the_scanner_splits_rows_where_a_parser_does(monkeypatch, block):
+    from monitor.ingest import bodies as api
+    monkeypatch.setattr(api, "_SCAN_BLOCK", block)
+    rows = [request_event(1, input_text='say "hi" ], {[ \\" \\\\', tags={"k,": "v]"}), 3.5, "a, [b]", [[1], {"x": []}],
+            {}, {"é😀\\": ['\\\\"', "\\", None]}, []]
+    for text in (json.dumps(rows), json.dumps(rows, ensure_ascii=False, indent=2)):
+        raw = text.encode()
+        spans = api._top_level_spans(raw, 100)
+        assert [json.loads(raw[s:e]) for s, e, _ in spans] == rows
+        assert [d for _, _, d in spans] == [2, 0, 0, 3, 1, 2, 1]
+    one = json.dumps(rows[0]).encode()
+    assert api._top_level_spans(b" " + one + b"\n", 100) == [(1, len(one) + 1, 2)]
+    assert api._top_level_spans(b"[ ]", 100) == []

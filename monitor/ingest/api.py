@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import json
 import zlib
 
-import orjson
 from flask import Blueprint, current_app, g, jsonify, request
 
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.http import ApiError
 from monitor.foundation.tables import feedback, rejected, requests
-from monitor.ingest.pipeline import Unparseable
+from monitor.ingest import bodies
 
 bp = Blueprint("api_v1", __name__, url_prefix="/v1")
 
@@ -23,32 +21,6 @@ NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl
 
 def _services():
     return current_app.extensions["nlpmon"]
-
-
-def _reject_constant(name: str) -> float:
-    # NaN and Infinity are not JSON; keep them so validation names the field.
-    return float(name.replace("Infinity", "inf"))
-
-
-def _loads(text: str):
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        pass
-    # orjson refuses NaN, Infinity, huge integers and lone surrogates outright; the stdlib
-    # reads them, so that the row with the problem is rejected rather than the whole batch.
-    data = json.loads(text, parse_constant=_reject_constant)
-    if isinstance(data, list):
-        return [_encodable(row) for row in data]
-    return _encodable(data)
-
-
-def _encodable(row):
-    try:
-        json.dumps(row, ensure_ascii=False).encode("utf-8")
-        return row
-    except UnicodeEncodeError:
-        return Unparseable(json.dumps(row), "contains a lone UTF-16 surrogate escape, which is not valid Unicode")
 
 
 def _read_body(limit: int) -> bytes:
@@ -84,19 +56,24 @@ def parse_batch(max_bytes: int, max_rows: int) -> list:
         raise ApiError(400, "bad_request", "body is not valid UTF-8") from None
     if ctype in JSON_TYPES:
         try:
-            data = _loads(text)
-        except (ValueError, RecursionError) as exc:
+            data, deep = bodies.loads(text), False
+        except ValueError as exc:
             raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from None
-        rows = data if isinstance(data, list) else [data]
-    else:
-        rows = []
-        for line in text.splitlines():
-            if not line.strip():
-                continue
+        except bodies.TooDeep:
+            data, deep = None, True
+        if deep or bodies.too_deep(data, bodies.MAX_DEPTH + (1 if isinstance(data, list) else 0)):
+            # A row nests too deeply (for the parsers, or past the limit): rows are parsed one by one,
+            # so that row alone is rejected.
             try:
-                rows.append(_loads(line))
-            except (ValueError, RecursionError) as exc:
-                rows.append(Unparseable(line, f"line is not valid JSON: {exc}"))
+                rows = bodies.rows_one_by_one(raw, max_rows)
+            except bodies.TooManyRows as exc:
+                raise ApiError(413, "payload_too_large", str(exc)) from None
+            except ValueError as exc:
+                raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from None
+        else:
+            rows = data if isinstance(data, list) else [data]
+    else:
+        rows = [bodies.parse_row(line) for line in text.splitlines() if line.strip()]
     if not rows:
         raise ApiError(400, "bad_request", "body holds no events")
     if len(rows) > max_rows:

@@ -1,4 +1,24 @@
-"""``job_runs``: one row per run of a job or of the alert engine: its window, duration, rows and error."""
+"""``job_runs``: every run of a job or of the alert engine: its window, duration, rows and error.
+
+A run is written twice: a ``running`` row when it starts (:func:`start`) and its final row
+(``ok``, ``error``, or ``interrupted`` when the process was stopped by a signal or Ctrl-C) when it
+ends (:func:`record`), both with the run's ``run_id`` and ``started_at``. A run killed outright
+(SIGKILL, out of memory, power loss) keeps only its ``running`` row, so every reader takes a run's
+final row when there is one, and otherwise decides whether the run is still going:
+
+- it runs in this process (:data:`_live`): ``running``;
+- a later run of the same job has started: ``interrupted``;
+- the store is embedded (chDB): ``interrupted``, because only one process can hold an embedded
+  data directory, so the process that started the run is gone when another one reads the store;
+- it started more than :data:`STALE_AFTER` ago: ``interrupted`` (a server store, whose scheduler
+  is another process; the readers do not know the jobs' intervals, so the bound is fixed and
+  generous enough for a long backfill, and a restarted scheduler marks it sooner by starting a
+  later run);
+- otherwise: ``running``.
+
+An interrupted run is a failed run for alerting (``nlpmon_job_last_run_failed``,
+``nlpmon_job_failures_total``) and never a success: :func:`last_success_end` reads ``ok`` rows only.
+"""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,6 +28,12 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 COLUMNS = ["job", "run_id", "started_at", "window_start", "window_end", "duration_ms", "rows", "status", "error"]
+UTC = dt.timezone.utc
+# A run with no final row that started longer ago than this is interrupted, whatever the store.
+STALE_AFTER = dt.timedelta(hours=6)
+FAILED = ("error", "interrupted")
+# Runs started by this process and not yet recorded: these, and only these, are known to be alive.
+_live: set[uuid.UUID] = set()
 
 
 @dataclass
@@ -20,13 +46,29 @@ class RunResult:
     error: str = ""
     duration_ms: float = 0.0
     details: dict = field(default_factory=dict)
+    run_id: uuid.UUID | None = None  # set by the caller of start(); record() then closes that run
+
+
+def start(store, job: str, run_id: uuid.UUID, started: dt.datetime, window_start: dt.datetime,
+          window_end: dt.datetime) -> None:
+    """Write the run's ``running`` row, so a run killed before it ends still leaves a trace.
+
+    A store that is down is logged, not raised: the run still tries (its own writes may work by then).
+    """
+    _live.add(run_id)
+    try:
+        store.insert("job_runs", [[job, run_id, started, window_start, window_end, 0.0, 0, "running", ""]], COLUMNS)
+    except Exception as exc:
+        log.warning("could not record the start of %s: %s", job, exc)
 
 
 def record(store, result: RunResult, started: dt.datetime) -> None:
-    """Keep the run; a store that is down is logged, not raised: the next run recomputes from the
-    last recorded success, so nothing is lost by a missing record."""
+    """Write the run's final row (same run_id and started_at as its start); a store that is down is logged,
+    not raised: the next run recomputes from the last recorded success, so nothing is lost by a missing record."""
+    run_id = result.run_id or uuid.uuid4()
+    _live.discard(run_id)
     try:
-        store.insert("job_runs", [[result.job, uuid.uuid4(), started, result.window_start, result.window_end,
+        store.insert("job_runs", [[result.job, run_id, started, result.window_start, result.window_end,
                                    result.duration_ms, result.rows, result.status, result.error]], COLUMNS)
     except Exception as exc:
         log.warning("could not record run of %s: %s", result.job, exc)
@@ -35,17 +77,107 @@ def record(store, result: RunResult, started: dt.datetime) -> None:
 def last_success_end(store, job: str) -> dt.datetime | None:
     value = store.scalar("SELECT maxOrNull(window_end) FROM job_runs WHERE job = {job:String} AND status = 'ok'",
                          {"job": job})
-    return value.replace(tzinfo=dt.timezone.utc) if value is not None else None
+    return value.replace(tzinfo=UTC) if value is not None else None
 
 
-def latest(store) -> dict[str, dict]:
-    """Per job: its last run (started_at, status, duration_ms, rows, error), its failed runs (failures)
-    and when it last succeeded (last_ok_ms, epoch milliseconds, None when never)."""
+# One row per run: its final row's values when it has one (finished = 1), else its running row's.
+_RUNS = (
+    "SELECT job, run_id, min(started_at) AS started, countIf(status != 'running') > 0 AS finished, "
+    "if(finished, anyIf(status, status != 'running'), 'running') AS final_status, "
+    "anyIf(duration_ms, status != 'running') AS final_duration_ms, anyIf(rows, status != 'running') AS final_rows, "
+    "anyIf(error, status != 'running') AS final_error, any(window_start) AS run_window_start, "
+    "any(window_end) AS run_window_end FROM job_runs {where} GROUP BY job, run_id")
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _state(store, run_id, finished: bool, status: str, started: dt.datetime, later_started: bool,
+           now: dt.datetime) -> str:
+    """ok, error, interrupted or running: the rules in the module docstring."""
+    if finished:
+        return status
+    if run_id in _live:
+        return "running"
+    if later_started or getattr(store, "embedded", False) or started < now - STALE_AFTER:
+        return "interrupted"
+    return "running"
+
+
+def _run(store, r: dict, now: dt.datetime, later_started: bool) -> dict:
+    started = _utc(r["started"])
+    status = _state(store, r["run_id"], bool(r["finished"]), r["final_status"], started, later_started, now)
+    done = bool(r["finished"])
+    return {"run_id": str(r["run_id"]), "started_at": started,
+            "finished_at": started + dt.timedelta(milliseconds=r["final_duration_ms"]) if done else None,
+            "status": status, "window_start": _utc(r["run_window_start"]), "window_end": _utc(r["run_window_end"]),
+            "rows": r["final_rows"] if done else 0, "duration_ms": r["final_duration_ms"] if done else None,
+            "error": r["final_error"] if done else ""}
+
+
+def latest(store, now: dt.datetime | None = None) -> dict[str, dict]:
+    """Per job: its last run (run_id, started_at, finished_at or None, status ok | error | running |
+    interrupted, window_start, window_end, rows, duration_ms or None, error), ``failures`` (error and
+    interrupted runs within retention), ``outcome`` (the status of the last run that has ended: the last
+    run's, or while it runs the one before it's; None when none has ended), ``last_duration_ms`` (the last
+    finished run's, None when none has finished), and its last success: ``last_ok_at`` (when it started),
+    ``last_ok_ms`` (the same in epoch milliseconds) and ``last_ok_window_end`` (None when never).
+
+    Read on every scrape, so it reads the last run's rows by the sort key and everything else in one
+    pass per job, never grouping all runs: runs killed outright (a running row and no final one) are
+    counted as the running rows less the final rows of runs that wrote one (since the job's first
+    running row; older runs wrote only a final row).
+    """
+    now = now or dt.datetime.now(UTC)
+    last_rows = store.query_dicts(_RUNS.format(
+        where="WHERE (job, started_at) IN (SELECT job, max(started_at) FROM job_runs GROUP BY job)"))
+    last = {}
+    for r in sorted(last_rows, key=lambda r: r["finished"]):  # two runs started the same millisecond: a finished one
+        last[r["job"]] = r
+    totals = store.query_dicts(
+        "SELECT r.job AS job, countIf(r.status IN ('error', 'interrupted')) AS failed, "
+        "countIf(r.status = 'running') AS started_runs, "
+        "countIf(r.status != 'running' AND r.started_at >= f.first_running) AS ended_runs, "
+        "countIf(r.status != 'running') AS ended_rows, "
+        "argMaxIf(r.duration_ms, r.started_at, r.status != 'running') AS last_duration_ms, "
+        "countIf(r.status = 'ok') AS ok_runs, maxIf(r.started_at, r.status = 'ok') AS last_ok_at, "
+        "argMaxIf(r.window_end, r.started_at, r.status = 'ok') AS last_ok_window_end, "
+        # The run before the last: when it started, and when the last run before the last that ended did.
+        "countIf(r.started_at < f.last_started) AS earlier_rows, "
+        "maxIf(r.started_at, r.started_at < f.last_started) AS previous_started, "
+        "maxIf(r.started_at, r.started_at < f.last_started AND r.status != 'running') AS previous_ended, "
+        "argMaxIf(r.status, r.started_at, r.started_at < f.last_started AND r.status != 'running') AS previous_status "
+        "FROM job_runs AS r INNER JOIN (SELECT job, minIf(started_at, status = 'running') AS first_running, "
+        "max(started_at) AS last_started FROM job_runs GROUP BY job) AS f ON r.job = f.job GROUP BY r.job")
+    out = {}
+    for t in totals:
+        if t["job"] not in last:
+            continue  # a run written between the two reads: shown on the next one
+        run = _run(store, last[t["job"]], now, later_started=False)
+        unfinished = run["finished_at"] is None
+        # Runs that never wrote a final row, the last one aside (its own state is decided above).
+        killed = max(0, t["started_runs"] - t["ended_runs"] - unfinished)
+        ok_at = _utc(t["last_ok_at"]) if t["ok_runs"] else None
+        # What the last run that has ended came to: while the last one runs, the one before it.
+        outcome = run["status"] if run["status"] != "running" else None
+        if outcome is None and t["earlier_rows"]:  # the run before it ended when it has a final row
+            outcome = t["previous_status"] if t["previous_ended"] == t["previous_started"] else "interrupted"
+        run.update(failures=t["failed"] + killed + (unfinished and run["status"] == "interrupted"), outcome=outcome,
+                   last_duration_ms=t["last_duration_ms"] if t["ended_rows"] else None,
+                   last_ok_at=ok_at, last_ok_ms=int(ok_at.timestamp() * 1000) if ok_at else None,
+                   last_ok_window_end=_utc(t["last_ok_window_end"]) if t["ok_runs"] else None)
+        out[t["job"]] = run
+    return dict(sorted(out.items()))
+
+
+def history(store, job: str, limit: int = 20, now: dt.datetime | None = None) -> list[dict]:
+    """The job's last ``limit`` runs, newest first, each as in :func:`latest` (without the job totals)."""
+    now = now or dt.datetime.now(UTC)
+    recent = ("WHERE job = {job:String} AND started_at IN (SELECT started_at FROM job_runs WHERE job = {job:String} "
+              "ORDER BY started_at DESC LIMIT {rows:UInt32})")  # two rows a run
     rows = store.query_dicts(
-        "SELECT job, max(started_at) AS last_started, argMax(status, started_at) AS last_status, "
-        "argMax(duration_ms, started_at) AS last_duration_ms, argMax(rows, started_at) AS last_rows, "
-        "argMax(error, started_at) AS last_error, countIf(status = 'error') AS failures, "
-        "toUnixTimestamp64Milli(maxIf(started_at, status = 'ok')) AS last_ok_ms FROM job_runs GROUP BY job")
-    return {r["job"]: {"started_at": r["last_started"], "status": r["last_status"], "duration_ms": r["last_duration_ms"],
-                       "rows": r["last_rows"], "error": r["last_error"], "failures": r["failures"],
-                       "last_ok_ms": r["last_ok_ms"]} for r in rows}
+        f"SELECT *, (SELECT max(started_at) FROM job_runs WHERE job = {{job:String}}) AS job_last "
+        f"FROM ({_RUNS.format(where=recent)}) ORDER BY started DESC LIMIT {{limit:UInt32}}",
+        {"job": job, "limit": limit, "rows": 2 * limit})
+    return [_run(store, r, now, later_started=_utc(r["started"]) < _utc(r["job_last"])) for r in rows]
