@@ -3,7 +3,7 @@ authors, and the read APIs behind them.
 
 access (sign-in, CSRF, headers), views (the pages), kpis (the overview's figures),
 charts, incidents (the explorer and its exports), series (GET /v1/metrics and
-/metrics), reports (drift reports), review (the review API and queue).
+/metrics), reports (drift reports), review (the review API and queue), jobs (GET /v1/jobs).
 
 Layer rule: imports the foundation and this package; never jobs, alerts,
 monitor.ingest or the composition root (what they compute is read from the

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from monitor.foundation.clock import utc
 from monitor.foundation.filters import where_equal
 from monitor.foundation.rollups import (
+    DIMENSIONS,
     FEATURE_DIMENSIONS,
     FEEDBACK_SELECT,
     REQUEST_SELECT,
@@ -282,3 +283,11 @@ def incident_figures(spans: list[dict], current: bool) -> dict:
 def choices(store, period: Period) -> dict[str, list[str]]:
     """Values each filter can take in the days of the period and the one before, for the filter menus."""
     return rollups.dimension_values(store, FILTERS, period.previous.start, period.end)
+
+
+def overflow(store, config, period: Period) -> list[dict]:
+    """Who went over the cardinality budget in the period: service, dimension and the requests
+    counted under the overflow value, most first (the overview names them)."""
+    return [{"service": s, "dimension": d, "requests": n}
+            for s, d, n in rollups.overflow_in(store, period.start, period.end, DIMENSIONS,
+                                               config.cardinality.overflow_value)]

@@ -110,14 +110,26 @@ class _Collector:
             m = Metric(f"nlpmon_{name}", text, "counter")
             m.add_sample(f"nlpmon_{name}_total", {}, counters[key])
             yield m
-        runs = job_runs.latest(self.svc.store)
-        duration = Metric("nlpmon_job_last_duration_seconds", "Duration of the job's last run.", "gauge")
-        failed = Metric("nlpmon_job_last_run_failed", "1 when the job's last run failed.", "gauge")
-        failures = Metric("nlpmon_job_failures", "Failed runs of the job (within retention).", "counter")
+        overflow = Metric("nlpmon_cardinality_overflow_events",
+                          "Requests this process stored under cardinality.overflow_value, per service and dimension.",
+                          "counter")
+        for (service, dimension), n in sorted((ingestor.budget.overflowed if ingestor else {}).items()):
+            overflow.add_sample("nlpmon_cardinality_overflow_events_total", {"service": service, "dimension": dimension},
+                                n)
+        yield overflow
+        # An interrupted run (killed before it finished) is a failed run; while a run is going, the
+        # gauge keeps the outcome of the run before it, so an alert on it does not flap with every tick.
+        runs = job_runs.latest(self.svc.store, self.svc.clock.now())
+        duration = Metric("nlpmon_job_last_duration_seconds", "Duration of the job's last finished run.", "gauge")
+        failed = Metric("nlpmon_job_last_run_failed",
+                        "1 when the job's last ended run failed or was interrupted.", "gauge")
+        failures = Metric("nlpmon_job_failures", "Failed and interrupted runs of the job (within retention).",
+                          "counter")
         success = Metric("nlpmon_job_last_success_timestamp_seconds", "When the job last succeeded.", "gauge")
         for job, run in runs.items():
-            duration.add_sample(duration.name, {"job": job}, run["duration_ms"] / 1000)
-            failed.add_sample(failed.name, {"job": job}, 1.0 if run["status"] == "error" else 0.0)
+            if run["last_duration_ms"] is not None:
+                duration.add_sample(duration.name, {"job": job}, run["last_duration_ms"] / 1000)
+            failed.add_sample(failed.name, {"job": job}, 1.0 if run["outcome"] in job_runs.FAILED else 0.0)
             failures.add_sample("nlpmon_job_failures_total", {"job": job}, run["failures"])
             if run["last_ok_ms"]:
                 success.add_sample(success.name, {"job": job}, run["last_ok_ms"] / 1000)

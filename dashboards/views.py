@@ -199,6 +199,8 @@ def overview():
             "incidents_href": link("pages.alerts", service=r.service, feature=r.feature),
         })
     return render_template("overview.html", period=period, filters=filters, table=table, columns=KPI_COLUMNS,
+                           overflow=kpis.overflow(svc.store, svc.config, period),
+                           overflow_value=svc.config.cardinality.overflow_value,
                            choices=kpis.choices(svc.store, period), periods=list(kpis.PERIODS),
                            sparks=_chart_json(sparks))
 
@@ -325,7 +327,7 @@ def drift():
 
 
 _METHOD_HELP = {
-    "combined": "Share of the three methods that detect drift; drift is declared at 2 of 3.",
+    "combined": "Share of the methods that ran that detect drift; drift is declared when 2 agree.",
     "domain_classifier": "ROC AUC of a classifier telling current from reference embeddings (0.5: alike).",
     "mmd": "Maximum mean discrepancy between the two embedding samples.",
     "centroid_cosine": "Cosine distance between the mean embeddings.",

@@ -12,8 +12,10 @@ import math
 from typing import Iterable
 
 from jobs.base import Job
-from monitor.foundation.metrics import SLI_WINDOWS, Point, labels_of
-from monitor.foundation.rollups import FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics
+from monitor.foundation.clock import utc
+from monitor.foundation.metrics import METRICS, SLI_WINDOWS, WINDOWS, Point, labels_of, window_ends
+from monitor.foundation.rollups import (DIMENSIONS, FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics,
+                                        rollup_for)
 from monitor.foundation.tables import rollups
 
 
@@ -32,6 +34,23 @@ class SliJob(Job):
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         for name, row in rollups.by_window(self.store, "requests", REQUEST_SELECT, start, end, SLI_WINDOWS):
             yield from points(name, row, request_metrics(row))
+        yield from self._overflow(start, end)
         for name, row in rollups.by_window(self.store, "feedback", FEEDBACK_SELECT, start, end, SLI_WINDOWS,
                                      where="AND service != ''"):
             yield from points(name, row, feedback_metrics(row))
+
+    def _overflow(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
+        """Requests the cardinality budget counted under the overflow value, per service and dimension."""
+        ov = self.config.cardinality.overflow_value
+        for name in METRICS["cardinality_overflow_requests"][1]:
+            seconds = WINDOWS[name]
+            span = window_ends(start, end, seconds)
+            if span is None:
+                continue
+            first, last = span
+            for row in rollups.overflow_counts(self.store, rollup_for(seconds), seconds,
+                                               first - dt.timedelta(seconds=seconds), last, DIMENSIONS, ov):
+                for dim in DIMENSIONS:
+                    if row[f"ov_{dim}"]:
+                        yield Point(utc(row["w_end"]), name, "cardinality_overflow_requests",
+                                    {"service": row["svc"], "dimension": dim}, float(row[f"ov_{dim}"]))

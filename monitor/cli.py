@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import logging
 import os
 import sys
@@ -220,7 +219,7 @@ def jobs() -> None:
 @click.pass_obj
 @_friendly
 def jobs_list(obj: _Ctx) -> None:
-    """Each job with its interval and its last run."""
+    """Each job with its interval and its last run (a run that never finished: running or interrupted)."""
     registry = _jobs(obj)
     from monitor.foundation.tables import job_runs
     last = job_runs.latest(obj.store)
@@ -228,10 +227,18 @@ def jobs_list(obj: _Ctx) -> None:
         line = f"{name:<6} every {str(job.interval):<8} {job.description}"
         if name in last:
             run = last[name]
-            line += (f"\n       last run {run['started_at']:%Y-%m-%d %H:%M:%S} UTC: {run['status']}, {run['rows']} rows "
-                     f"in {run['duration_ms'] / 1000:.2f} s")
+            line += f"\n       last run {run['started_at']:%Y-%m-%d %H:%M:%S} UTC: {run['status']}"
+            if run["finished_at"] is None:  # no final row: still going, or killed before it could write one
+                state = "still going" if run["status"] == "running" else "never finished"
+                line += (f" ({state}; window {run['window_start']:%Y-%m-%d %H:%M} to "
+                         f"{run['window_end']:%Y-%m-%d %H:%M} UTC)")
+            else:
+                line += f", {run['rows']} rows in {run['duration_ms'] / 1000:.2f} s"
             if run["error"]:
                 line += f": {run['error'].splitlines()[0][:200]}"
+            if run["status"] != "ok":
+                ok = run["last_ok_at"]
+                line += f"\n       last success {ok:%Y-%m-%d %H:%M:%S} UTC" if ok else "\n       never succeeded"
         else:
             line += "\n       never run"
         click.echo(line)
@@ -359,7 +366,8 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
 @_friendly
 def ingest(obj: _Ctx, file, kind: str, url: str | None, api_key: str | None, batch_size: int) -> None:
     """Load events from an NDJSON FILE ('-' for stdin)."""
-    from monitor.ingest.pipeline import IngestResult, Unparseable
+    from monitor.ingest.bodies import parse_row
+    from monitor.ingest.pipeline import IngestResult
     sink = _sink(obj, url, api_key)
     total = IngestResult()
     batch: list = []
@@ -371,10 +379,8 @@ def ingest(obj: _Ctx, file, kind: str, url: str | None, api_key: str | None, bat
     for n, line in enumerate(file, 1):
         if not line.strip():
             continue
-        try:
-            batch.append(json.loads(line))
-        except ValueError as exc:
-            batch.append(Unparseable(line.rstrip("\n"), f"line {n} is not valid JSON: {exc}"))
+        # A line that is not JSON, or nests too deeply, is one rejected row, as through the API.
+        batch.append(parse_row(line.rstrip("\n"), what=f"line {n}"))
         if len(batch) >= batch_size:
             flush()
     if batch:

@@ -25,6 +25,7 @@ from jobs.drift import DriftJob
 from jobs.grounding import GroundingProxyJob
 from jobs.hallucination import HallucinationRateJob, HallucinationSampleJob
 from jobs.incident_kpis import IncidentKpiJob
+from jobs.reconcile import ReconcileJob
 from jobs.sli import SliJob
 from jobs.slo import SloJob
 from monitor.foundation.config import Config
@@ -40,7 +41,8 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
     jobs = [SliJob(store, config, clock, j.sli_interval), SloJob(store, config, clock, j.slo_interval),
             CostJob(store, config, clock, j.cost_interval),
             HallucinationSampleJob(store, config, clock, r.sample_interval),
-            HallucinationRateJob(store, config, clock, r.rate_interval)]
+            HallucinationRateJob(store, config, clock, r.rate_interval),
+            ReconcileJob(store, config, clock, j.reconcile_interval)]
     if config.drift.enabled:
         jobs.append(DriftJob(store, config, clock, config.drift.interval))
     if config.grounding.enabled:

@@ -12,6 +12,7 @@ from jobs.sli import SliJob
 from jobs.slo import SloJob
 from monitor.app import create_app
 from monitor.foundation.metrics import floor_to
+from monitor.foundation.tables import job_runs
 from monitor.scheduler import Scheduler, build_jobs
 
 UTC = dt.timezone.utc
@@ -226,7 +227,9 @@ def test_interrupted_run_then_restart_gives_the_clean_result(env):
     job.after_chunk = kill
     with pytest.raises(KeyboardInterrupt):
         job.run()
-    assert store.scalar("SELECT count() FROM job_runs") == 0  # a killed run leaves no success behind
+    # A killed run leaves no success behind, and says it was interrupted.
+    assert store.scalar("SELECT count() FROM job_runs WHERE status = 'ok'") == 0
+    assert job_runs.latest(store, clock.now())["sli"]["status"] == "interrupted"
     partial = store.scalar("SELECT count() FROM metric_points")
     assert partial == 1500
     job.after_chunk = None
@@ -261,7 +264,7 @@ def test_one_failing_job_does_not_stop_the_others(env):
     results = {name: sched.run_job(name) for name in ("cost", "slo")}
     assert results["cost"].status == "error" and "feedback_1h" in results["cost"].error
     assert results["slo"].status == "ok" and results["slo"].rows > 0
-    recorded = dict(store.query("SELECT job, status FROM job_runs"))
+    recorded = {job: run["status"] for job, run in job_runs.latest(store, clock.now()).items()}
     assert recorded == {"cost": "error", "slo": "ok"}
     store.command("ATTACH TABLE feedback_1h")
     clock.advance(60)
@@ -328,7 +331,7 @@ def test_scheduler_runs_jobs_on_its_own(env):
         sched.shutdown()
     assert {n: r.status for n, r in sched.last.items()} == {n: "ok" for n in jobs}
     assert set(jobs) == {"sli", "slo", "cost", "hallucination_sample", "hallucination", "drift", "grounding_proxy",
-                         "alerts", "incident_kpis"}
+                         "alerts", "incident_kpis", "reconcile"}
 
 
 def test_covering_uses_the_coarsest_rollups():

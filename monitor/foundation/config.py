@@ -160,6 +160,10 @@ class JobsConfig(_Section):
     sli_interval: Duration = dt.timedelta(minutes=1)
     slo_interval: Duration = dt.timedelta(minutes=1)
     cost_interval: Duration = dt.timedelta(minutes=5)
+    # The rollup reconciliation: how often it compares rollups with the raw rows, and how many
+    # whole UTC days back (older days: `nlpmon rollups rebuild`).
+    reconcile_interval: Duration = dt.timedelta(minutes=1)
+    reconcile_horizon: Duration = dt.timedelta(days=2)
 
 
 NegativeFeedback = Literal["thumbs_down", "task_failed", "hallucinated"]
@@ -334,6 +338,32 @@ class GroundingConfig(_Section):
     interval: Duration = dt.timedelta(hours=1)
 
 
+class CardinalityLimits(_Section):
+    """Distinct values a dimension may take per service and UTC day in the rollups, metrics and pages."""
+
+    feature: int = Field(100, ge=1)
+    model: int = Field(50, ge=1)
+    prompt_version: int = Field(200, ge=1)
+    environment: int = Field(20, ge=1)
+    region: int = Field(50, ge=1)
+
+
+class CardinalityConfig(_Section):
+    """The cardinality budget: one application putting an id into a label must not take the monitor down.
+
+    Beyond a limit, a new value of the day counts as ``overflow_value`` in the rollups, metrics, jobs
+    and pages; the raw row keeps the real value (``dimension_overflow``), and nlpmon says so (a
+    counter on /metrics, the ``cardinality_overflow_requests`` metric and its alert, a line on the
+    overview).
+    """
+
+    enabled: bool = True
+    # Distinct services per UTC day, over all.
+    services: int = Field(100, ge=1)
+    limits: CardinalityLimits = Field(default_factory=CardinalityLimits)
+    overflow_value: str = Field("__overflow__", min_length=1, max_length=64)
+
+
 class MetricsConfig(_Section):
     # When set, /metrics is also served without a key on this port (bind it to a private interface).
     port: int | None = Field(None, ge=1, le=65535)
@@ -475,6 +505,7 @@ class Config(_Section):
     grounding: GroundingConfig = Field(default_factory=GroundingConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    cardinality: CardinalityConfig = Field(default_factory=CardinalityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 

@@ -115,6 +115,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "injection_rate": ("sli", _SLI, "Share of requests where prompt injection was detected."),
     "thumbs_up_rate": ("sli", _SLI, "Thumbs up / (up + down), for requests in the window."),
     "task_success_rate": ("sli", _SLI, "task_success 1 / all task_success feedback, for requests in the window."),
+    "cardinality_overflow_requests": ("sli", ("5m", "1h", "1d"),
+                                      "Requests counted under cardinality.overflow_value because their service had "
+                                      "more distinct values of a dimension (label dimension) that day than "
+                                      "cardinality.limits allows."),
     "cost_usd": ("cost", _COST, "Total cost, USD."),
     "cost_per_request_usd": ("cost", _COST, "Cost per request, USD."),
     "cost_per_1k_requests_usd": ("cost", _COST, "Cost per 1,000 requests, USD."),
@@ -136,7 +140,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "embedding_drift_score": ("drift", _DRIFT,
                               "Drift score of input or output text embeddings (label text) per method (label method): "
                               "domain_classifier ROC AUC, mmd MMD², centroid_cosine cosine distance of the means; "
-                              "combined = share of the three methods that detect drift."),
+                              "combined = share of the methods that ran that detect drift."),
     "embedding_drift_detected": ("drift", _DRIFT, "1 when the method (or the combined vote) detects drift, else 0."),
     "embedding_drift_reference_samples": ("drift", _DRIFT, "Requests in the reference sample of a drift comparison."),
     "embedding_drift_current_samples": ("drift", _DRIFT, "Requests in the current sample of a drift comparison."),
@@ -144,10 +148,14 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
                               "PROXY, not a label: share of answer sentences whose best embedding similarity to any "
                               "context sentence is below grounding.threshold."),
     "ungrounded_proxy_answers": ("grounding_proxy", _PROXY, "Answers with context in the grounding proxy's sample."),
+    "rollup_buckets_repaired": ("reconcile", ("1m",),
+                                "Rollup buckets (label table) rebuilt from the raw rows because they differed twice."),
+    "rollup_rows_repaired": ("reconcile", ("1m",),
+                             "Rows the repaired buckets of a rollup table (label table) had lost or counted twice."),
     "incidents": ("incident_kpis", _KPI, "Alert instances that started firing in the window (label severity)."),
     "incident_mttr_seconds": ("incident_kpis", _KPI, "Mean time from firing to resolved, seconds."),
     "alert_notifications_per_incident": ("incident_kpis", _KPI, "Notifications delivered / incidents."),
 }
 
 # Label names a series may carry.
-LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method", "severity")
+LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method", "severity", "table", "dimension")

@@ -168,6 +168,44 @@ def requests_remerge_columns() -> str:
                         "sumForEachMergeState(latency_le) AS latency_le"])
 
 
+def feedback_remerge_columns() -> str:
+    """SELECT columns merging feedback rollup rows into coarser rows with the same column names."""
+    return ", ".join([f"sum({c}) AS {c}" for c in ("feedback", *FEEDBACK_COUNTS, "rating_sum")]
+                     + [f"groupBitmapMergeState({c}) AS {c}" for c in NEGATIVE_FEEDBACK.values()])
+
+
+# How each rollup table can be rebuilt: the minute tables from the raw rows (with the views' own
+# SELECT), each coarser table by merging the rows of the next finer one (sums and merged states:
+# exact for every count). (table, source, bucket function, bucket seconds, dimensions, counter).
+LINEAGE = (
+    ("requests_1m", "requests", "toStartOfMinute", 60, DIMENSIONS, "requests"),
+    ("requests_1h", "requests_1m", "toStartOfHour", 3600, DIMENSIONS, "requests"),
+    ("requests_1d", "requests_1h", "toStartOfDay", 86400, DIMENSIONS, "requests"),
+    ("requests_feature_1h", "requests_1h", "toStartOfHour", 3600, FEATURE_DIMENSIONS, "requests"),
+    ("requests_feature_1d", "requests_1d", "toStartOfDay", 86400, FEATURE_DIMENSIONS, "requests"),
+    ("feedback_1m", "feedback", "toStartOfMinute", 60, DIMENSIONS + ("request_status",), "feedback"),
+    ("feedback_1h", "feedback_1m", "toStartOfHour", 3600, DIMENSIONS + ("request_status",), "feedback"),
+    ("feedback_1d", "feedback_1h", "toStartOfDay", 86400, DIMENSIONS + ("request_status",), "feedback"),
+)
+# The time a raw row counts at in its rollups: a request's own, feedback's its request's (when known).
+RAW_TIME = {"requests": "ts", "feedback": "ifNull(request_ts, ts)"}
+
+
+def rebuild_select(table: str, where: str) -> str:
+    """The SELECT that rebuilds rows of ``table`` from its LINEAGE source; ``where`` (conditions on the
+    source's time: ``{time}`` stands for its time column) chooses which buckets."""
+    _, source, bucket, _, dims, _ = next(entry for entry in LINEAGE if entry[0] == table)
+    if source in RAW_TIME:
+        raw = f"(SELECT * FROM {source} FINAL WHERE {where.format(time=RAW_TIME[source])}) AS {source}"
+        if source == "requests":
+            return requests_rollup_select(raw, bucket, dims)
+        return feedback_rollup_select(raw, bucket)
+    merge = requests_remerge_columns() if source.startswith("requests") else feedback_remerge_columns()
+    key = ", ".join(dims)
+    return (f"SELECT {bucket}(src.minute) AS minute, {key}, {merge} FROM {source} AS src "
+            f"WHERE {where.format(time='src.minute')} GROUP BY minute, {key}")
+
+
 def requests_rollup_select(source: str = "requests", bucket: str = "toStartOfMinute",
                            dims: tuple[str, ...] = DIMENSIONS) -> str:
     """The SELECT behind the request rollups: used by their materialized views and by `nlpmon rollups rebuild`.

@@ -199,6 +199,8 @@ class Store:
                     f"the embedded store {self.path} is in use by another process "
                     f"(is `nlpmon serve` running?); stop it, or use its HTTP API") from None
             raise StoreUnavailable(f"cannot open the embedded store {self.path}: {_first_line(exc)}") from None
+        finally:
+            native.close()
 
     def close(self) -> None:
         with self._lock:

@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -20,7 +19,9 @@ from monitor.foundation import events
 from monitor.foundation.config import Config
 from monitor.foundation.storage import Store
 from monitor.foundation.tables import feedback, requests, settings
+from monitor.foundation.tables._raw import RAW_WRITES
 from monitor.foundation.tables import rejected as rejected_events
+from monitor.ingest.cardinality import CardinalityBudget
 from monitor.ingest.pricing import PriceTable
 from monitor.ingest.redact import Redactor
 
@@ -72,7 +73,7 @@ class Ingestor:
         self.salt = salt
         self.redactor = Redactor(config.privacy.redact) if config.privacy.redact_pii else None
         self.prices = PriceTable(config.pricing)
-        self._write_lock = threading.Lock()
+        self.budget = CardinalityBudget(store, config)
         self.counters = {"requests": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
 
     def limits(self) -> events.Limits:
@@ -104,11 +105,13 @@ class Ingestor:
             good.append(prepare(row, truncated, now))
 
         id_col = "request_id" if kind == "requests" else "feedback_id"
-        with self._write_lock:
+        with RAW_WRITES:
             fresh = self._drop_duplicates(kind, id_col, good)
             if kind == "feedback":
                 self._attach_requests(fresh)
             _TABLES[kind].insert(self.store, fresh)
+            if kind == "requests":
+                self._adopt_orphans(fresh, now)
             self._store_rejected(kind, rejected, now, api_key_id)
         result.accepted = len(good)
         result.duplicates = len(good) - len(fresh)
@@ -143,6 +146,7 @@ class Ingestor:
         row["input_embedding"] = row["input_embedding"] or []
         row["text_truncated"] = truncated
         row["ingested_at"] = now
+        self.budget.apply(row)
         return row
 
     def _prepare_feedback(self, row: dict, truncated: bool, now: dt.datetime) -> dict:
@@ -156,10 +160,11 @@ class Ingestor:
 
     # -- storage -----------------------------------------------------------------
     def _drop_duplicates(self, kind: str, id_col: str, rows: list[dict]) -> list[dict]:
-        """Rows whose id is neither earlier in the batch nor already stored.
+        """Rows whose id is neither earlier in the batch nor already stored: the first arrival wins.
 
-        The raw tables would collapse replays anyway (ReplacingMergeTree), but the
-        rollups fed from them at insert time would not, so replays stop here.
+        The id alone is the key, whatever the replay's ts or other fields: the raw tables would not
+        collapse a replay with another ts (their sort keys hold the time), and the rollups fed from
+        them at insert time would count it again, so replays stop here.
         """
         if not rows:
             return rows
@@ -169,9 +174,7 @@ class Ingestor:
             if r[id_col] not in seen:
                 seen.add(r[id_col])
                 unique.append(r)
-        lo = min(r["ts"] for r in unique)
-        hi = max(r["ts"] for r in unique)
-        existing = _TABLES[kind].existing_ids(self.store, seen, lo, hi)
+        existing = _TABLES[kind].existing_ids(self.store, seen)
         return [r for r in unique if r[id_col] not in existing]
 
     def _attach_requests(self, rows: list[dict]) -> None:
@@ -187,6 +190,25 @@ class Ingestor:
             r["request_status"] = rec["status"] if rec else ""
             for d in requests.CONTEXT:
                 r[d] = rec[d] if rec else ""
+
+    def _adopt_orphans(self, stored: list[dict], now: dt.datetime) -> None:
+        """Feedback that arrived before its request gets the request's time, dimensions and status now.
+
+        The attributed rows are written as newer versions of themselves, so the raw table holds them
+        once (FINAL); their materialized-view rows count them in the request's bucket, and the rollup
+        reconciliation removes them from the bucket they were counted in as orphans.
+        """
+        if not stored:
+            return
+        orphans = feedback.orphans_of(self.store, [r["request_id"] for r in stored])
+        if not orphans:
+            return
+        by_id = {r["request_id"]: r for r in stored}
+        for f in orphans:
+            req = by_id[f["request_id"]]
+            f.update(request_ts=req["ts"], request_status=req["status"], ingested_at=now,
+                     **{d: req[d] for d in requests.CONTEXT})
+        feedback.insert(self.store, orphans)
 
     def _store_rejected(self, kind: str, rejected: list, now: dt.datetime, api_key_id: str) -> None:
         if not rejected:

@@ -22,8 +22,18 @@ def insert(store, rows: Sequence[dict]) -> None:
         store.insert_columns("feedback", [[r[c] for r in rows] for c in COLUMNS], COLUMNS)
 
 
-def existing_ids(store, ids, lo: dt.datetime, hi: dt.datetime) -> set[str]:
-    return stored_ids(store, "feedback", "feedback_id", ids, lo, hi)
+def existing_ids(store, ids) -> set[str]:
+    return stored_ids(store, "feedback", "feedback_id", ids)
+
+
+def orphans_of(store, request_ids) -> list[dict]:
+    """The stored feedback (every column, newest version) on these requests that arrived before its
+    request did, so it carries no request time or dimensions yet."""
+    ids = sorted(set(request_ids))
+    if not ids:
+        return []
+    return store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM feedback FINAL "
+                             "WHERE request_id IN {ids:Array(String)} AND request_ts IS NULL", {"ids": ids})
 
 
 def exists(store, feedback_id: str, request_id: str) -> bool:

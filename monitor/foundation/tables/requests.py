@@ -17,6 +17,7 @@ COLUMNS = [
     "output_tokens", "cached_input_tokens", "cost_usd", "cost_source", "input_text", "output_text",
     "context_text", "text_truncated", "retrieval_hit", "grounded", "cache_hit", "safety_flagged",
     "pii_detected", "injection_detected", "user_id_hash", "session_id", "tags", "input_embedding", "ingested_at",
+    "dimension_overflow",
 ]
 # A request's dimensions, which its feedback rows carry too (so rollups attribute feedback without a join).
 CONTEXT = ("service", "feature", "model", "prompt_version", "environment", "region")
@@ -28,16 +29,24 @@ def insert(store, rows: Sequence[dict]) -> None:
         store.insert_columns("requests", [[r[c] for r in rows] for c in COLUMNS], COLUMNS)
 
 
-def existing_ids(store, ids, lo: dt.datetime, hi: dt.datetime) -> set[str]:
-    return stored_ids(store, "requests", "request_id", ids, lo, hi)
+def existing_ids(store, ids) -> set[str]:
+    return stored_ids(store, "requests", "request_id", ids)
 
 
 def get(store, request_id: str) -> dict | None:
-    """One request with every column but the embedding, or None."""
+    """One request with every column but the embedding, or None; dimensions with their real values
+    (``counted_as_overflow`` names those the rollups count under the overflow value)."""
     rows = store.query_dicts("SELECT * EXCEPT (input_embedding) FROM requests FINAL "
                              "WHERE halfMD5(request_id) = halfMD5({id:String}) AND request_id = {id:String} "
                              "LIMIT 1", {"id": request_id})
-    return rows[0] if rows else None
+    if not rows:
+        return None
+    row = rows[0]
+    real = row.pop("dimension_overflow") or {}
+    row.update(real)
+    if real:
+        row["counted_as_overflow"] = sorted(real)
+    return row
 
 
 def context_of(store, ids) -> dict[str, dict]:
@@ -75,14 +84,14 @@ def answered_strata(store, lo: dt.datetime, hi: dt.datetime) -> list[tuple[str, 
 
 
 def drift_sample(store, service: str, feature: str, lo: dt.datetime, hi: dt.datetime, n: int) -> list[dict]:
-    """Up to ``n`` answered requests of a stratum in [lo, hi) with text or an embedding: the lowest
-    cityHash64(request_id), so a rerun draws the same requests."""
+    """Up to ``n`` answered requests of a stratum in [lo, hi): the lowest cityHash64(request_id), so a
+    rerun draws the same requests. (A side without text, e.g. no input, is left out by the job itself.)"""
     return store.query_dicts("""
 SELECT request_id, input_text, output_text, input_embedding, latency_ms, input_tokens, output_tokens, cost_usd
 FROM requests FINAL
 WHERE service = {s:String} AND feature = {f:String}
   AND ts >= toDateTime64({lo:Float64}, 3, 'UTC') AND ts < toDateTime64({hi:Float64}, 3, 'UTC')
-  AND (input_text != '' OR length(input_embedding) > 0) AND output_text != ''
+  AND output_text != ''
 ORDER BY cityHash64(request_id), request_id
 LIMIT {n:UInt32}""", {"s": service, "f": feature, "lo": lo.timestamp(), "hi": hi.timestamp(), "n": n})
 
@@ -128,8 +137,12 @@ WHERE rank <= {n:UInt32}""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp(
 
 # -- lists for the incident explorer -----------------------------------------------------------
 # Its lists name these columns, with the question as a snippet of {snip:UInt32} characters.
-LIST_COLUMNS = ("request_id, ts, service, feature, model, prompt_version, status, error_type, http_status, "
-                "latency_ms, ttft_ms, cost_usd, substring(input_text, 1, {snip:UInt32}) AS input_snippet")
+# Dimensions show their real values (the overflow value only counts them); the queries that name
+# these set prefer_column_name_to_alias, so their filters still mean the stored (counted) columns.
+_REAL = ", ".join(f"if(mapContains(dimension_overflow, '{d}'), dimension_overflow['{d}'], {d}) AS {d}"
+                  for d in ("service", "feature", "model", "prompt_version"))
+LIST_COLUMNS = (f"request_id, ts, {_REAL}, status, error_type, http_status, latency_ms, ttft_ms, cost_usd, "
+                "substring(input_text, 1, {snip:UInt32}) AS input_snippet")
 
 
 def _days(lo: dt.datetime, hi: dt.datetime) -> tuple[list[str], list[tuple[dt.datetime, dt.datetime]]]:
@@ -179,7 +192,8 @@ def failing(store, since: dt.datetime, hi: dt.datetime, where: str, params: dict
     return store.query_dicts(
         f"SELECT {LIST_COLUMNS} FROM requests WHERE ts >= {{since:DateTime64(3, 'UTC')}} "
         "AND ts < {hi:DateTime64(3, 'UTC')}" + where + " AND status IN ('error', 'timeout') "
-        "ORDER BY ts DESC LIMIT {limit:UInt32}", {**params, "since": since, "hi": hi, "limit": limit})
+        "ORDER BY ts DESC LIMIT {limit:UInt32} SETTINGS prefer_column_name_to_alias = 1",
+        {**params, "since": since, "hi": hi, "limit": limit})
 
 
 def slowest(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int) -> list[dict]:
@@ -187,5 +201,6 @@ def slowest(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, l
     ClickHouse reads the other columns (texts included) only for the rows it keeps (lazy materialization)."""
     return store.query_dicts(
         f"SELECT {LIST_COLUMNS} FROM requests WHERE ts >= {{lo:DateTime64(3, 'UTC')}} "
-        f"AND ts < {{hi:DateTime64(3, 'UTC')}}{where} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}}",
+        f"AND ts < {{hi:DateTime64(3, 'UTC')}}{where} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}} "
+        "SETTINGS prefer_column_name_to_alias = 1",
         {**params, "lo": lo, "hi": hi, "limit": limit})

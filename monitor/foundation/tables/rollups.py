@@ -10,17 +10,9 @@ import datetime as dt
 from monitor.foundation.clock import utc
 from monitor.foundation.filters import where_equal
 from monitor.foundation.metrics import GROUPING_DIMS, UTC, grouping_sets, window_ends
-from monitor.foundation.rollups import (
-    FEATURE_DIMENSIONS,
-    FEATURE_ROLLUPS,
-    FEEDBACK_ROLLUPS,
-    REQUEST_ROLLUPS,
-    STATUS_COLUMNS,
-    covering_source,
-    feedback_rollup_select,
-    requests_rollup_select,
-    rollup_for,
-)
+from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, LINEAGE, RAW_TIME,
+                                        REQUEST_ROLLUPS, STATUS_COLUMNS, covering_source, feedback_rollup_select,
+                                        rebuild_select, requests_rollup_select, rollup_for)
 from monitor.foundation.tables import feedback, requests
 
 
@@ -205,3 +197,93 @@ def prompt_versions_first_seen(store, lo: dt.datetime, hi: dt.datetime, service:
         " GROUP BY service, feature, prompt_version", exact)}
     return [(svc, feat, version, utc(firsts.get((svc, feat, version)) or hour))
             for svc, feat, version, hour in candidates]
+
+
+# -- reconciliation: are the rollups what the raw rows say? -----------------------------------------
+def raw_counts_per_day(store, family: str, lo: dt.datetime, hi: dt.datetime) -> dict[dt.date, int]:
+    """Raw rows per UTC day of their rollup time, for the days of [lo, hi).
+
+    Requests are partitioned by day, so their counts come from the parts' metadata (no rows read);
+    feedback is read (FINAL), since it counts at its request's time.
+    """
+    if family == "requests":
+        days = []
+        t = lo
+        while t < hi:
+            days.append(t.strftime("%Y%m%d"))
+            t += dt.timedelta(days=1)
+        rows = store.query("SELECT _partition_id, count() FROM requests WHERE _partition_id IN {days:Array(String)} "
+                           "GROUP BY _partition_id", {"days": days})
+        return {dt.datetime.strptime(p, "%Y%m%d").date(): int(n) for p, n in rows}
+    rows = store.query(
+        f"SELECT toDate({RAW_TIME['feedback']}) AS d, count() FROM feedback FINAL "
+        "WHERE ts >= {floor:DateTime64(3, 'UTC')} AND "
+        f"{RAW_TIME['feedback']} >= {{lo:DateTime64(3, 'UTC')}} AND {RAW_TIME['feedback']} < {{hi:DateTime64(3, 'UTC')}} "
+        "GROUP BY d", {"floor": lo - dt.timedelta(days=1), "lo": lo, "hi": hi})
+    return {d: int(n) for d, n in rows}
+
+
+def raw_counts_per_minute(store, family: str, lo: dt.datetime, hi: dt.datetime) -> dict[dt.datetime, int]:
+    """Raw rows (FINAL: what the rollups must equal) per minute of their rollup time in [lo, hi)."""
+    time = RAW_TIME[family]
+    return {utc(m): int(n) for m, n in store.query(
+        f"SELECT toStartOfMinute({time}) AS m, count() FROM {family} FINAL "
+        f"WHERE {time} >= {{lo:DateTime64(3, 'UTC')}} AND {time} < {{hi:DateTime64(3, 'UTC')}} GROUP BY m",
+        {"lo": lo, "hi": hi})}
+
+
+def counts_per_bucket(store, table: str, lo: dt.datetime, hi: dt.datetime, seconds: int = 0) -> dict[dt.datetime, int]:
+    """The rows a rollup table counts per bucket in [lo, hi), or per ``seconds``-long bucket when given
+    (the minutes of a day summed per day, say)."""
+    counter = next(entry[5] for entry in LINEAGE if entry[0] == table)
+    bucket = "minute" if not seconds else f"toStartOfInterval(minute, toIntervalSecond({int(seconds)}))"
+    return {utc(m): int(n) for m, n in store.query(
+        f"SELECT {bucket} AS b, sum({counter}) FROM {table} WHERE minute >= {{lo:DateTime64(3, 'UTC')}} "
+        "AND minute < {hi:DateTime64(3, 'UTC')} GROUP BY b", {"lo": lo, "hi": hi})}
+
+
+def rebuild_buckets(store, table: str, buckets: list[dt.datetime]) -> None:
+    """Replace the rows of ``table`` in these buckets with what its LINEAGE source holds for them."""
+    if not buckets:
+        return
+    seconds = next(entry[3] for entry in LINEAGE if entry[0] == table)
+    params, ranges = {}, []
+    for i, b in enumerate(sorted(buckets)):
+        params[f"b{i}"] = int(b.timestamp())
+        ranges.append(f"({{time}} >= toDateTime({{{{b{i}:UInt32}}}}, 'UTC') AND "
+                      f"{{time}} < toDateTime({{{{b{i}:UInt32}}}}, 'UTC') + INTERVAL {seconds} SECOND)")
+    where = " OR ".join(ranges)
+    # A lightweight delete: rows masked at once, parts rewritten by later merges, not now.
+    store.command(f"DELETE FROM {table} WHERE {where.format(time='minute')}", params)
+    store.command(f"INSERT INTO {table} " + rebuild_select(table, where), params)
+
+
+# -- the cardinality budget -----------------------------------------------------------------------
+def dimension_values_of_day(store, day: dt.date, dims: tuple[str, ...], cap: int) -> dict[str, dict[str, list[str]]]:
+    """service -> dimension -> the values (at most ``cap``) the day rollup counts requests under that day."""
+    rows = store.query(
+        f"SELECT service, {', '.join(f'groupUniqArray({int(cap)})({d})' for d in dims)} FROM requests_1d "
+        "WHERE minute = toDateTime({day:Date}, 'UTC') GROUP BY service", {"day": day})
+    return {r[0]: dict(zip(dims, r[1:])) for r in rows}
+
+
+def overflow_counts(store, table: str, seconds: int, lo: dt.datetime, hi: dt.datetime, dims: tuple[str, ...],
+                    overflow: str) -> list[dict]:
+    """Requests counted under the overflow value, per ``seconds``-long window (``w_end``, its end) and
+    service (``svc``), one column ``ov_<dimension>`` per dimension, for the buckets of ``table`` in [lo, hi)."""
+    return store.query_dicts(
+        "SELECT toStartOfInterval(minute, toIntervalSecond({w:UInt32})) + toIntervalSecond({w:UInt32}) AS w_end, "
+        "service AS svc, " + ", ".join(f"sumIf(requests, {d} = {{ov:String}}) AS ov_{d}" for d in dims) +
+        f" FROM {table} WHERE minute >= toDateTime({{lo:UInt32}}, 'UTC') AND minute < toDateTime({{hi:UInt32}}, 'UTC') "
+        "AND (" + " OR ".join(f"{d} = {{ov:String}}" for d in dims) + ") GROUP BY w_end, svc",
+        {"w": seconds, "lo": int(lo.timestamp()), "hi": int(hi.timestamp()), "ov": overflow})
+
+
+def overflow_in(store, lo: dt.datetime, hi: dt.datetime, dims: tuple[str, ...], overflow: str) -> list[tuple]:
+    """(service, dimension, requests) counted under the overflow value in [lo, hi), most first."""
+    src, params = covering_source([(lo, hi)], "", ", ".join(dims) + ", requests")
+    row_sql = ", ".join(f"sumIf(requests, {d} = {{ov:String}}) AS ov_{d}" for d in dims)
+    out = []
+    for r in store.query_dicts(f"SELECT service AS svc, {row_sql} FROM {src} GROUP BY svc", {**params, "ov": overflow}):
+        out += [(r["svc"], d, int(r[f"ov_{d}"])) for d in dims if r[f"ov_{d}"]]
+    return sorted(out, key=lambda x: -x[2])
