@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import time
 import uuid
 
 from alerts.delivery import Outbox
@@ -12,8 +10,6 @@ from alerts.evaluator import Evaluator
 from alerts.rules import load_rules
 from monitor.foundation.tables import job_runs
 from monitor.foundation.tables.job_runs import RunResult
-
-log = logging.getLogger(__name__)
 
 
 class AlertEngine:
@@ -36,25 +32,14 @@ class AlertEngine:
 
     def run(self, now: dt.datetime | None = None, since: dt.datetime | None = None) -> RunResult:
         now = now or self.clock.now()
-        t0 = time.perf_counter()
         result = RunResult(self.name, now, now, run_id=uuid.uuid4())
-        job_runs.start(self.store, self.name, result.run_id, now, now, now)  # a killed evaluation leaves a trace
-        try:
+        with job_runs.recorded(self.store, result, now):  # a killed evaluation leaves a trace
             transitions = self.evaluator.evaluate(now, silenced=self.dispatcher.silenced(now))
             enqueued = self.dispatcher.run(now)
             # The clock, not the run's start: what this run enqueued is due now, not on the next tick.
             delivered = self.outbox.deliver_due()
             result.rows = len(transitions)
             result.details = {"transitions": len(transitions), "enqueued": len(enqueued), "delivered": len(delivered)}
-        except Exception as exc:  # recorded; the next tick tries again from the persisted state
-            result.status, result.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
-            log.warning("alerts evaluation failed: %s", result.error)
-        except BaseException as exc:  # Ctrl-C or a signal handler's exit: recorded as such, then stop as asked
-            result.status, result.error = "interrupted", type(exc).__name__
-            raise
-        finally:
-            result.duration_ms = (time.perf_counter() - t0) * 1000
-            job_runs.record(self.store, result, now)
         return result
 
     def replay(self, times, on_step=None) -> int:

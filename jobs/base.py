@@ -9,8 +9,6 @@ replaces what an earlier or interrupted run wrote, never doubles it.
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import time
 import uuid
 from typing import Callable, Iterable
 
@@ -19,8 +17,6 @@ from monitor.foundation.metrics import Point, floor_to
 from monitor.foundation.storage import Store
 from monitor.foundation.tables import job_runs, metric_points
 from monitor.foundation.tables.job_runs import RunResult
-
-log = logging.getLogger(__name__)
 
 
 class Job:
@@ -79,23 +75,12 @@ class Job:
         """Compute the due windows as of ``now``; record the run whatever happens."""
         now = now or self.clock.now()
         started = self.clock.now()
-        t0 = time.perf_counter()
         start, end = self.due_range(now, since)
         result = RunResult(self.name, start, end, run_id=uuid.uuid4())
         # Recorded before any work, so a run killed midway shows as interrupted rather than not at all.
-        job_runs.start(self.store, self.name, result.run_id, started, start, end)
-        try:
+        with job_runs.recorded(self.store, result, started):
             if end > start:
                 result.rows = self._write(self.compute(start, end))
-        except Exception as exc:  # recorded, and one job's failure never stops the others
-            result.status, result.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
-            log.warning("job %s failed for %s..%s: %s", self.name, start, end, result.error)
-        except BaseException as exc:  # Ctrl-C or a signal handler's exit: recorded as such, then stop as asked
-            result.status, result.error = "interrupted", type(exc).__name__
-            raise
-        finally:
-            result.duration_ms = (time.perf_counter() - t0) * 1000
-            job_runs.record(self.store, result, started)
         return result
 
     def _write(self, points: Iterable[Point]) -> int:

@@ -26,8 +26,11 @@ again, so the rollups still converge.
 
 So a lost or doubled count is repaired within two runs of this job (every
 ``jobs.reconcile_interval``, 1 minute by default) once it is in the horizon.
-What was repaired is logged, and written as ``rollup_buckets_repaired`` and
-``rollup_rows_repaired`` per table. The sli, slo and cost jobs recompute
+Feedback stored before its request arrived is attributed to it here too (the
+first run after the request arrives), and its orphan bucket repaired two runs
+later, by the same mechanism. What was repaired is logged, and written as
+``rollup_buckets_repaired`` and ``rollup_rows_repaired`` per table, and
+``feedback_attributed``. The sli, slo and cost jobs recompute
 ``jobs.recompute`` (cost: ``outcomes.feedback_delay``) on every run, so their
 points for a repaired minute are right again within minutes.
 """
@@ -40,7 +43,7 @@ from typing import Iterable
 from jobs.base import Job
 from monitor.foundation.metrics import Point, floor_to
 from monitor.foundation.rollups import LINEAGE
-from monitor.foundation.tables import rollups
+from monitor.foundation.tables import feedback, requests, rollups
 from monitor.foundation.tables._raw import RAW_WRITES
 
 log = logging.getLogger(__name__)
@@ -64,14 +67,39 @@ class ReconcileJob(Job):
         days = max(1, int(self.config.jobs.reconcile_horizon.total_seconds() // 86400))
         hi = floor_to(end, 86400) + DAY
         lo = hi - days * DAY
+        adopted = self.adopt_orphans(lo)
         differing = self.differences(lo, hi)
         confirmed = {k: v for k, v in differing.items() if k in self._suspects}
         self._suspects = set(differing) - set(confirmed)
         repaired = self.repair(confirmed, lo, hi) if confirmed else {}
         at = floor_to(end, 60)
+        if adopted:
+            yield Point(at, "1m", "feedback_attributed", {}, float(adopted))
         for table, (buckets, rows) in sorted(repaired.items()):
             yield Point(at, "1m", "rollup_buckets_repaired", {"table": table}, float(buckets))
             yield Point(at, "1m", "rollup_rows_repaired", {"table": table}, float(rows))
+
+    # -- feedback that arrived before its request ---------------------------------------------
+    def adopt_orphans(self, since: dt.datetime) -> int:
+        """Give feedback stored before its request the request's time, dimensions and status, now that
+        the request is stored. The rows are written as newer versions of themselves (the raw table holds
+        them once under FINAL); their views count them in the request's bucket, and the orphan bucket
+        they were counted in differs from the raw rows until this job rebuilds it, two runs later."""
+        with RAW_WRITES:
+            found = feedback.orphans(self.store, since)
+            if not found:
+                return 0
+            context = requests.context_of(self.store, {f["request_id"] for f in found})
+            adopted = [f for f in found if f["request_id"] in context]
+            now = self.clock.now()
+            for f in adopted:
+                req = context[f["request_id"]]
+                f.update(request_ts=req["ts"], request_status=req["status"], ingested_at=now,
+                         **{d: req[d] for d in requests.CONTEXT})
+            feedback.insert(self.store, adopted)
+        if adopted:
+            log.info("reconcile: attributed %d feedback row(s) that arrived before their request", len(adopted))
+        return len(adopted)
 
     # -- finding --------------------------------------------------------------------------
     def differences(self, lo: dt.datetime, hi: dt.datetime) -> dict[tuple[str, dt.datetime], tuple[int, int]]:

@@ -12,7 +12,7 @@ from jobs.sli import SliJob
 from monitor.app import create_app
 from tests.helpers import auth
 from tests.test_dashboards import sign_in
-from tests.test_jobs import T0, iso, traffic
+from tests.test_jobs import T0, traffic
 
 OV = "__overflow__"
 

@@ -148,6 +148,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
                               "PROXY, not a label: share of answer sentences whose best embedding similarity to any "
                               "context sentence is below grounding.threshold."),
     "ungrounded_proxy_answers": ("grounding_proxy", _PROXY, "Answers with context in the grounding proxy's sample."),
+    "feedback_attributed": ("reconcile", ("1m",),
+                            "Feedback rows stored before their request that were attributed to it in this run."),
     "rollup_buckets_repaired": ("reconcile", ("1m",),
                                 "Rollup buckets (label table) rebuilt from the raw rows because they differed twice."),
     "rollup_rows_repaired": ("reconcile", ("1m",),

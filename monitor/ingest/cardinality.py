@@ -32,52 +32,56 @@ class CardinalityBudget:
         self.store = store
         self.config = config.cardinality
         self._admitted: dict[tuple[dt.date, str, str], set[str]] = collections.defaultdict(set)
-        self._days: collections.OrderedDict[dt.date, None] = collections.OrderedDict()
+        self._days: set[dt.date] = set()
         self._lock = threading.Lock()
         # (service, dimension) -> requests stored under the overflow value by this process.
         self.overflowed: collections.Counter[tuple[str, str]] = collections.Counter()
 
-    def apply(self, row: dict) -> None:
-        """Replace the values over budget by the overflow value; keep the real ones in ``dimension_overflow``."""
-        real: dict[str, str] = {}
-        if self.config.enabled:
-            day = row["ts"].date()
-            with self._lock:
-                self._load(day)
-                if not self._admit(day, "", "service", row["service"], self.config.services):
-                    real["service"] = row["service"]
-                    row["service"] = self.config.overflow_value
-                for dim in DIMENSIONS:
-                    if not self._admit(day, row["service"], dim, row[dim], getattr(self.config.limits, dim)):
-                        real[dim] = row[dim]
-                        row[dim] = self.config.overflow_value
-                for dim in real:
-                    self.overflowed[(row["service"], dim)] += 1
-        row["dimension_overflow"] = real
-
-    def _admit(self, day: dt.date, service: str, dim: str, value: str, limit: int) -> bool:
-        if value == self.config.overflow_value:
-            return True  # counting as overflow already: it costs nothing
-        seen = self._admitted[(day, service, dim)]
-        if value in seen:
-            return True
-        if len(seen) >= limit:
-            return False
-        seen.add(value)
-        return True
+    def apply(self, rows: list[dict]) -> None:
+        """Replace the values over budget by the overflow value, in arrival order (the first values of
+        the day are admitted); keep the real ones in each row's ``dimension_overflow``."""
+        for row in rows:
+            row["dimension_overflow"] = {}
+        if not self.config.enabled or not rows:
+            return
+        ov = self.config.overflow_value
+        limits = [(dim, getattr(self.config.limits, dim)) for dim in DIMENSIONS]
+        with self._lock:
+            for row in rows:
+                day = row["ts"].date()
+                if day not in self._days:
+                    self._load(day)
+                service = row["service"]
+                seen = self._admitted[(day, "", "service")]
+                if service not in seen and service != ov:
+                    if len(seen) < self.config.services:
+                        seen.add(service)
+                    else:
+                        row["dimension_overflow"]["service"] = service
+                        row["service"] = service = ov
+                        self.overflowed[(ov, "service")] += 1
+                for dim, limit in limits:
+                    value = row[dim]
+                    seen = self._admitted[(day, service, dim)]
+                    if value in seen or value == ov:
+                        continue
+                    if len(seen) < limit:
+                        seen.add(value)
+                    else:
+                        row["dimension_overflow"][dim] = value
+                        row[dim] = ov
+                        self.overflowed[(service, dim)] += 1
 
     def _load(self, day: dt.date) -> None:
-        if day in self._days:
-            self._days.move_to_end(day)
-            return
         cap = max(self.config.services, *(getattr(self.config.limits, d) for d in DIMENSIONS)) + 1
         for service, values in rollups.dimension_values_of_day(self.store, day, DIMENSIONS, cap).items():
             if service != self.config.overflow_value:
                 self._admitted[(day, "", "service")].add(service)
             for dim, seen in values.items():
                 self._admitted[(day, service, dim)].update(v for v in seen if v != self.config.overflow_value)
-        self._days[day] = None
-        while len(self._days) > DAYS_KEPT:
-            old, _ = self._days.popitem(last=False)
+        self._days.add(day)
+        while len(self._days) > DAYS_KEPT:  # the oldest day goes: late events of it load it again
+            old = min(self._days)
+            self._days.discard(old)
             for key in [k for k in self._admitted if k[0] == old]:
                 del self._admitted[key]

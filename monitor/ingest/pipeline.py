@@ -103,6 +103,8 @@ class Ingestor:
                 rejected.append((i, errors, raw))
                 continue
             good.append(prepare(row, truncated, now))
+        if kind == "requests":
+            self.budget.apply(good)
 
         id_col = "request_id" if kind == "requests" else "feedback_id"
         with RAW_WRITES:
@@ -110,8 +112,6 @@ class Ingestor:
             if kind == "feedback":
                 self._attach_requests(fresh)
             _TABLES[kind].insert(self.store, fresh)
-            if kind == "requests":
-                self._adopt_orphans(fresh, now)
             self._store_rejected(kind, rejected, now, api_key_id)
         result.accepted = len(good)
         result.duplicates = len(good) - len(fresh)
@@ -146,7 +146,6 @@ class Ingestor:
         row["input_embedding"] = row["input_embedding"] or []
         row["text_truncated"] = truncated
         row["ingested_at"] = now
-        self.budget.apply(row)
         return row
 
     def _prepare_feedback(self, row: dict, truncated: bool, now: dt.datetime) -> dict:
@@ -181,7 +180,8 @@ class Ingestor:
         """Give each feedback row its request's time, dimensions and status.
 
         Feedback whose request is not stored (yet) keeps empty dimensions and no
-        request_ts; the rollups count it as orphaned.
+        request_ts; the rollups count it as orphaned until the ``reconcile`` job attributes it,
+        the first run after its request arrives.
         """
         found = requests.context_of(self.store, {r["request_id"] for r in rows})
         for r in rows:
@@ -190,25 +190,6 @@ class Ingestor:
             r["request_status"] = rec["status"] if rec else ""
             for d in requests.CONTEXT:
                 r[d] = rec[d] if rec else ""
-
-    def _adopt_orphans(self, stored: list[dict], now: dt.datetime) -> None:
-        """Feedback that arrived before its request gets the request's time, dimensions and status now.
-
-        The attributed rows are written as newer versions of themselves, so the raw table holds them
-        once (FINAL); their materialized-view rows count them in the request's bucket, and the rollup
-        reconciliation removes them from the bucket they were counted in as orphans.
-        """
-        if not stored:
-            return
-        orphans = feedback.orphans_of(self.store, [r["request_id"] for r in stored])
-        if not orphans:
-            return
-        by_id = {r["request_id"]: r for r in stored}
-        for f in orphans:
-            req = by_id[f["request_id"]]
-            f.update(request_ts=req["ts"], request_status=req["status"], ingested_at=now,
-                     **{d: req[d] for d in requests.CONTEXT})
-        feedback.insert(self.store, orphans)
 
     def _store_rejected(self, kind: str, rejected: list, now: dt.datetime, api_key_id: str) -> None:
         if not rejected:

@@ -26,14 +26,12 @@ def existing_ids(store, ids) -> set[str]:
     return stored_ids(store, "feedback", "feedback_id", ids)
 
 
-def orphans_of(store, request_ids) -> list[dict]:
-    """The stored feedback (every column, newest version) on these requests that arrived before its
-    request did, so it carries no request time or dimensions yet."""
-    ids = sorted(set(request_ids))
-    if not ids:
-        return []
+def orphans(store, since: dt.datetime, limit: int = 10_000) -> list[dict]:
+    """Stored feedback (every column, newest version) given since ``since`` that carries no request
+    time or dimensions yet: its request had not arrived when it did."""
     return store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM feedback FINAL "
-                             "WHERE request_id IN {ids:Array(String)} AND request_ts IS NULL", {"ids": ids})
+                             "WHERE ts >= {since:DateTime64(3, 'UTC')} AND request_ts IS NULL LIMIT {n:UInt32}",
+                             {"since": since, "n": limit})
 
 
 def exists(store, feedback_id: str, request_id: str) -> bool:

@@ -21,8 +21,10 @@ An interrupted run is a failed run for alerting (``nlpmon_job_last_run_failed``,
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -72,6 +74,26 @@ def record(store, result: RunResult, started: dt.datetime) -> None:
                                    result.duration_ms, result.rows, result.status, result.error]], COLUMNS)
     except Exception as exc:
         log.warning("could not record run of %s: %s", result.job, exc)
+
+
+@contextlib.contextmanager
+def recorded(store, result: RunResult, started: dt.datetime):
+    """Around a run's work: its start row first, its final row whatever happens (the one recorder of
+    the jobs and the alert engine). A failure is recorded and not raised, so one job's failure never
+    stops the others; an interruption (Ctrl-C, a signal handler's exit) is recorded, then raised."""
+    start(store, result.job, result.run_id, started, result.window_start, result.window_end)
+    t0 = time.perf_counter()
+    try:
+        yield result
+    except Exception as exc:
+        result.status, result.error = "error", f"{type(exc).__name__}: {exc}"[:2000]
+        log.warning("%s failed for %s..%s: %s", result.job, result.window_start, result.window_end, result.error)
+    except BaseException as exc:
+        result.status, result.error = "interrupted", type(exc).__name__
+        raise
+    finally:
+        result.duration_ms = (time.perf_counter() - t0) * 1000
+        record(store, result, started)
 
 
 def last_success_end(store, job: str) -> dt.datetime | None:
