@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test install install-test clean browser
+.PHONY: run test install install-test clean browser tools
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,20 +26,25 @@ run: install
 	$(BIN)/nlpmon demo --if-empty
 	$(BIN)/nlpmon serve --host 127.0.0.1 --port 8080
 
-# The browser tests drive Debian's Chromium (no browser download: the machines have no internet).
+# The tests drive real programs from Debian's packages (no downloads: the machines have no internet):
+# Chromium for the pages, promtool for /metrics, Alertmanager for the alertmanager receiver.
 # A fresh machine's package lists may be empty: install, and on failure update the lists and retry.
-# Where apt-get exists, failing to install is an error, so CI never skips the browser tests silently.
+# Where apt-get exists, failing to install is an error, so CI never skips those tests silently.
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
-browser:
-	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null; then echo "no /usr/bin/chromium and no apt-get: the browser tests will skip"; exit 0; fi; \
+DEBIAN_TOOLS := /usr/bin/chromium:chromium /usr/bin/promtool:prometheus /usr/bin/prometheus-alertmanager:prometheus-alertmanager
+tools:
+	@missing=""; for pair in $(DEBIAN_TOOLS); do [ -x "$${pair%%:*}" ] || missing="$$missing $${pair#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then echo "no apt-get to install$$missing: the tests that drive them will skip"; exit 0; fi; \
 	export DEBIAN_FRONTEND=noninteractive; \
-	$(APT) install -y -q chromium >/dev/null 2>&1 || \
-	  { echo "installing chromium failed; updating the package lists and retrying" >&2; \
-	    $(APT) update -q >/dev/null && $(APT) install -y -q chromium >/dev/null; } || \
-	  { echo "could not install Debian's chromium, which the browser tests need" >&2; exit 1; }
+	$(APT) install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
+	  { echo "installing$$missing failed; updating the package lists and retrying" >&2; \
+	    $(APT) update -q >/dev/null && $(APT) install -y -q --no-install-recommends $$missing >/dev/null; } || \
+	  { echo "could not install Debian's$$missing, which the tests need" >&2; exit 1; }
 
-test: install browser
+browser: tools
+
+test: install tools
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 clean:
