@@ -14,9 +14,6 @@ import time
 import urllib.error
 import urllib.request
 
-from monitor.foundation.config import load_config
-from monitor.foundation.rollups import LINEAGE
-from monitor.foundation.storage import Store
 from tests.helpers import free_port
 
 BATCHES, PER_BATCH = 12, 1500
@@ -74,18 +71,29 @@ def _post(port: int, key: str, batch: list[dict]) -> dict | None:
         return None  # the server died under this batch: the client resends it
 
 
+_STATE = """
+import json, sys
+from monitor.foundation.config import load_config
+from monitor.foundation.rollups import LINEAGE
+from monitor.foundation.storage import Store
+store = Store.from_config(load_config(sys.argv[1], env={}))
+out = {"raw rows": int(store.scalar("SELECT count() FROM requests")),
+       "raw FINAL": int(store.scalar("SELECT count() FROM requests FINAL"))}
+for table, *_ in LINEAGE:
+    if table.startswith("requests"):
+        out[table] = int(store.scalar(f"SELECT sum(requests) FROM {table}") or 0)
+store.close()
+print(json.dumps(out))
+"""
+
+
 def _state(tmp_path) -> dict[str, int]:
-    cfg = load_config(tmp_path / "monitor.yaml", env={})
-    store = Store.from_config(cfg)
-    try:
-        out = {"raw rows": int(store.scalar("SELECT count() FROM requests")),
-               "raw FINAL": int(store.scalar("SELECT count() FROM requests FINAL"))}
-        for table, *_ in LINEAGE:
-            if table.startswith("requests"):
-                out[table] = int(store.scalar(f"SELECT sum(requests) FROM {table}") or 0)
-        return out
-    finally:
-        store.close()
+    # A process of its own, like the operator's: chDB opens one embedded store per process, and this
+    # test's worker may have another test's store open.
+    out = subprocess.run([sys.executable, "-c", _STATE, str(tmp_path / "monitor.yaml")], cwd=tmp_path,
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _reconcile_successes(port: int, key: str) -> float:

@@ -194,6 +194,12 @@ class Store:
         except Exception as exc:
             native.seek(0)
             text = str(exc) + native.read().decode(errors="replace")
+            if "EmbeddedServer already initialized" in text:
+                # chDB holds one embedded store per process: a second path in the same process is a
+                # programming error, not another process holding the lock.
+                raise StoreBusy(f"this process already has another embedded store open; chDB opens one "
+                                f"per process, so {self.path} cannot be opened here: "
+                                f"{_first_line(exc)}") from None
             if "Cannot lock file" in text or "EmbeddedServer" in text:
                 raise StoreBusy(
                     f"the embedded store {self.path} is in use by another process "
