@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from dataclasses import dataclass
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from prometheus_client.core import Metric
@@ -78,6 +79,74 @@ def get_series():
     return jsonify(body)
 
 
+# How /metrics exposes metric_points series. The catalogue names (METRICS) stay as they are: they
+# are the contract of GET /v1/metrics and of the alert rules. Prometheus has conventions of its own,
+# which `promtool check metrics` enforces (tests/test_promtool.py runs it on the real output) and
+# which the alerts and dashboards of other tools assume, so the exposition renames, here only:
+# - base units: milliseconds are exposed as seconds (value / 1000);
+# - quantiles are a `quantile` label of one family per quantity (nlpmon_latency_seconds{quantile=
+#   "0.95"}), not one name per quantile. The family is typed summary because promtool rejects a
+#   `quantile` label on any other type; it has no _sum or _count (both optional in the format:
+#   the requests of a window are nlpmon_requests_in_window), and like every series here each
+#   quantile covers the window in its `window` label;
+# - a count of things in the window ends in _in_window: a bare plural (nlpmon_requests) reads as a
+#   counter missing its _total, and rate() of a windowed count means nothing. (_total belongs to
+#   counters, _count/_sum/_bucket to summaries and histograms; promtool checks both.)
+# Every other metric is a gauge named nlpmon_<catalogue name>: ratios, scores, _usd and _seconds
+# pass promtool as they are. docs/metrics.md lists the exposed names.
+
+
+@dataclass(frozen=True)
+class Exposed:
+    family: str  # the exposed metric family
+    type: str = "gauge"
+    labels: tuple[tuple[str, str], ...] = ()  # added to the series' own labels
+    divisor: float = 1  # exposed value = value / divisor
+    help: str = ""  # for a family several catalogue metrics share; else the catalogue's help
+
+
+_LATENCY = "Latency of the requests in the window (label window), seconds: t-digest quantiles (label quantile)."
+_TTFT = ("Time to first token of the streaming requests in the window (label window), seconds: t-digest quantiles "
+         "(label quantile).")
+_COUNTS = ("requests", "cardinality_overflow_requests", "input_tokens", "output_tokens", "cached_input_tokens",
+           "unpriced_requests", "successful_outcomes", "review_samples", "hallucination_reviews",
+           "embedding_drift_reference_samples", "embedding_drift_current_samples", "ungrounded_proxy_answers",
+           "feedback_attributed", "rollup_buckets_repaired", "rollup_rows_repaired", "incidents")
+
+# catalogue name -> how /metrics exposes it (names not listed: a gauge nlpmon_<name>, as it is).
+EXPOSED: dict[str, Exposed] = {
+    "latency_p50_ms": Exposed("nlpmon_latency_seconds", "summary", (("quantile", "0.5"),), 1000, _LATENCY),
+    "latency_p90_ms": Exposed("nlpmon_latency_seconds", "summary", (("quantile", "0.9"),), 1000, _LATENCY),
+    "latency_p95_ms": Exposed("nlpmon_latency_seconds", "summary", (("quantile", "0.95"),), 1000, _LATENCY),
+    "latency_p99_ms": Exposed("nlpmon_latency_seconds", "summary", (("quantile", "0.99"),), 1000, _LATENCY),
+    "ttft_p50_ms": Exposed("nlpmon_time_to_first_token_seconds", "summary", (("quantile", "0.5"),), 1000, _TTFT),
+    "ttft_p95_ms": Exposed("nlpmon_time_to_first_token_seconds", "summary", (("quantile", "0.95"),), 1000, _TTFT),
+    **{name: Exposed(f"nlpmon_{name}_in_window") for name in _COUNTS},
+}
+
+
+def exposed(metric: str) -> Exposed:
+    """How catalogue metric ``metric`` appears on /metrics."""
+    e = EXPOSED.get(metric) or Exposed(f"nlpmon_{metric}")
+    return e if e.help else Exposed(e.family, e.type, e.labels, e.divisor, METRICS[metric][2])
+
+
+def metric_families(rows) -> list[Metric]:
+    """The /metrics families of (metric, window, labels, value) rows, as EXPOSED says; sorted, so scrapes diff."""
+    families: dict[str, Metric] = {}
+    for metric, window, labels, value in rows:
+        if metric not in METRICS:
+            continue
+        e = exposed(metric)
+        fam = families.get(e.family)
+        if fam is None:
+            fam = families[e.family] = Metric(e.family, e.help, e.type)
+        fam.add_sample(e.family, {**labels, "window": window, **dict(e.labels)}, value / e.divisor)
+    for fam in families.values():
+        fam.samples.sort(key=lambda s: sorted(s.labels.items()))
+    return [families[name] for name in sorted(families)]
+
+
 class _Collector:
     """Latest value of every series, plus nlpmon's own counters, collected at scrape time."""
 
@@ -86,16 +155,7 @@ class _Collector:
 
     def collect(self):
         store, now = self.svc.store, self.svc.clock.now()
-        rows = metric_points.latest_of_every_series(store, now - dt.timedelta(days=2))
-        families: dict[str, Metric] = {}
-        for metric, window, labels, value in rows:
-            if metric not in METRICS:
-                continue
-            fam = families.get(metric)
-            if fam is None:
-                fam = families[metric] = Metric(f"nlpmon_{metric}", METRICS[metric][2], "gauge")
-            fam.add_sample(f"nlpmon_{metric}", {**labels, "window": window}, value)
-        yield from families.values()
+        yield from metric_families(metric_points.latest_of_every_series(store, now - dt.timedelta(days=2)))
         yield from self._own()
 
     def _own(self):

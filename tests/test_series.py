@@ -136,6 +136,11 @@ def test_prometheus_exposition(served):
     assert f'nlpmon_error_rate{{feature="chat",service="svc",window="1h"}} {80 / 900}' in text
     assert 'nlpmon_slo_error_budget_remaining{feature="chat",service="svc",sli="availability",' \
            'slo="chat-availability",window="7d"}' in text
+    # Names in Prometheus' conventions (docs/metrics.md, "On /metrics"; tests/test_promtool.py lints them).
+    assert 'nlpmon_requests_in_window{feature="chat",service="svc",window="1h"} 900.0' in text
+    assert "# TYPE nlpmon_latency_seconds summary" in text
+    assert 'nlpmon_latency_seconds{feature="chat",quantile="0.95",service="svc",window="1h"}' in text
+    assert "nlpmon_latency_p95_ms" not in text and "nlpmon_requests{" not in text
     assert 'nlpmon_ingested_events_total{kind="requests"} 900.0' in text
     assert 'nlpmon_job_last_run_failed{job="sli"} 0.0' in text
     assert 'nlpmon_job_last_duration_seconds{job="cost"}' in text
@@ -156,7 +161,7 @@ def test_metrics_port_serves_without_a_key(served):
     try:
         url = f"http://127.0.0.1:{server.effective_port}"
         with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
-            assert b"nlpmon_requests{" in r.read()
+            assert b"nlpmon_requests_in_window{" in r.read()
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{url}/v1/metrics?metric=requests", timeout=10)
         assert err.value.code == 404
