@@ -14,6 +14,12 @@ Per (group, receiver) the persisted notification log decides:
   resolved (``send_resolved``), or when ``repeat_interval`` passed;
 - when everything in it has resolved, the group notifies once and closes.
 
+A receiver kind that must hear about firing alerts again before it times them
+out (Alertmanager as a receiver, as Prometheus re-sends every resend delay)
+defines ``RESEND_EVERY`` (a timedelta, or a function of the receiver's
+settings): its groups use it, when shorter, as both their ``repeat_interval``
+and their ``group_interval``.
+
 A decision goes to the outbox (alerts/delivery.py) under an id derived from
 the decision itself, then to the log: a crash in between makes the same
 decision, with the same id, on the next run, so nothing is lost or doubled.
@@ -32,6 +38,7 @@ from monitor.foundation.tables import alert_state, notification_log, silences
 
 log = logging.getLogger(__name__)
 RESOLVED_LOOKBACK = dt.timedelta(days=2)
+WATCHDOG = "Watchdog"
 DEFAULTS = {"group_by": [], "group_wait": dt.timedelta(seconds=30), "group_interval": dt.timedelta(minutes=5),
             "repeat_interval": dt.timedelta(hours=4)}
 
@@ -89,6 +96,12 @@ class Dispatcher:
         self.clock = clock
         self.outbox = outbox
         self.routes = build_routes(config.alerts.route)
+        # The Watchdog goes only to its own receiver (a dead-man's switch), every watchdog_interval:
+        # never to on-call, whatever the route tree says; without a watchdog receiver, to nobody.
+        system = config.alerts.system
+        self.watchdog = None if not (system.enabled and system.watchdog_receiver) else RouteNode(
+            "watchdog", system.watchdog_receiver, [], False, ["alertname"], dt.timedelta(0),
+            system.watchdog_interval, system.watchdog_interval)
         self.receivers = notify.receivers(config)
         self.inhibit = [(parse_all(r.source_matchers), parse_all(r.target_matchers), r.equal)
                         for r in config.alerts.inhibit_rules]
@@ -121,7 +134,11 @@ class Dispatcher:
         groups: dict[tuple[str, str], dict] = {}
         for a in alerts:
             muted = a["state"] == "firing" and (is_silenced(a["labels"]) or is_inhibited(a["labels"]))
-            for node in route(self.routes, a["labels"]):
+            if a["labels"].get("alertname") == WATCHDOG:
+                nodes = [self.watchdog] if self.watchdog else []
+            else:
+                nodes = route(self.routes, a["labels"])
+            for node in nodes:
                 key, group_labels = group_key(node, a["labels"])
                 g = groups.setdefault((key, node.receiver), {"node": node, "labels": group_labels, "alerts": {}})
                 g["alerts"][a["fingerprint"]] = {**a, "muted": muted}
@@ -152,6 +169,7 @@ class Dispatcher:
         notified = set(entry["firing"]) if entry and entry["active"] else set()
         resolved = {fp for fp in notified if fp in alerts and alerts[fp]["state"] == "inactive"}
         send_resolved = self._send_resolved(g)
+        interval, repeat = self._intervals(g)
         if not notified:
             if not firing:
                 return None
@@ -159,18 +177,33 @@ class Dispatcher:
             if now - started < node.group_wait:
                 return None
             return firing, set(), True
-        if now - entry["notified_at"] < node.group_interval:
+        if now - entry["notified_at"] < interval:
             return None
         if firing - notified:
             return firing, resolved if send_resolved else set(), True
         if resolved:
             return firing, resolved, send_resolved
-        if firing and now - entry["notified_at"] >= node.repeat_interval:
+        if firing and now - entry["notified_at"] >= repeat:
             return firing, set(), True
         if not firing and notified:
             # Everything notified is muted or gone without resolving: close quietly.
             return set(), set(), False
         return None
+
+    def _intervals(self, g: dict) -> tuple[dt.timedelta, dt.timedelta]:
+        """(group_interval, repeat_interval) of the group, both at most its receiver kind's ``RESEND_EVERY``.
+
+        Lowering only the repeat would not do: a repeat waits for group_interval too, and the
+        receiver would time the alerts out in between."""
+        node: RouteNode = g["node"]
+        receiver = self.receivers.get(node.receiver)
+        resend = getattr(notify.KINDS.get(receiver.kind), "RESEND_EVERY", None) if receiver else None
+        if callable(resend):
+            resend = resend(receiver.target)
+        if not resend:
+            return node.group_interval, node.repeat_interval
+        repeat = min(node.repeat_interval, resend)
+        return min(node.group_interval, repeat), repeat
 
     def _send_resolved(self, g: dict) -> bool:
         receiver = self.receivers.get(g["node"].receiver)

@@ -5,10 +5,14 @@ A kind is a module here with:
 * ``KIND``, its name, which is also its key in a receiver's config
   (``{name: team, slack: {url: ...}}``);
 * ``Settings``, the pydantic model of that key's settings;
-* ``payload(target, n) -> dict``, the body it expects for a :class:`Notification`;
+* ``payload(target, n)``, the JSON body it expects for a :class:`Notification`;
 * ``send(target, payload, timeout) -> None``, one delivery attempt that raises
   :class:`DeliveryError` telling whether trying again later can help;
-* optionally ``stored(payload) -> dict``, the payload as the outbox may keep it.
+* optionally ``stored(payload) -> dict``, the payload as the outbox may keep it;
+* optionally ``RESEND_EVERY``, a timedelta or a function of the receiver's
+  settings: how often a firing group is sent again, whatever the route's
+  ``repeat_interval`` (Alertmanager forgets an alert not re-sent before its
+  ``endsAt``; see :mod:`alerts.dispatch`).
 
 :data:`KINDS` is the one list of kinds: adding one is a new module and a line
 there. The foundation's config only checks that a receiver has a name and one
@@ -31,7 +35,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from alerts.notify import email, pagerduty, slack, webhook
+from alerts.notify import alertmanager, email, pagerduty, slack, webhook
 from alerts.notify.common import AlertView, DeliveryError, Notification, incident_url, rfc3339, title
 from alerts.notify.pagerduty import dedup_key
 from monitor.foundation.config import Config, ConfigError, format_error
@@ -39,7 +43,7 @@ from monitor.foundation.config import Config, ConfigError, format_error
 __all__ = ["AlertView", "DeliveryError", "KINDS", "Notification", "Receiver", "build_payload", "dedup_key",
            "incident_url", "receivers", "rfc3339", "send", "stored", "title"]
 
-KINDS: dict[str, ModuleType] = {m.KIND: m for m in (webhook, slack, pagerduty, email)}
+KINDS: dict[str, ModuleType] = {m.KIND: m for m in (webhook, slack, pagerduty, email, alertmanager)}
 
 
 @dataclass(frozen=True)
