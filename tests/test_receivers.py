@@ -25,6 +25,7 @@ with warnings.catch_warnings():
 
 from alerts.delivery import Outbox
 from alerts.notify import AlertView, DeliveryError, Notification, build_payload, dedup_key, send
+from alerts.notify.alertmanager import AlertmanagerReceiver
 from alerts.notify.email import EmailReceiver
 from alerts.notify.pagerduty import PagerDutyReceiver
 from alerts.notify.slack import SlackReceiver
@@ -273,6 +274,36 @@ def test_email_payload_subject_and_escaped_html():
     assert "\n" not in build_payload("email", target, _notification(alerts=[bad]))["subject"]
 
 
+def test_alertmanager_payload_is_what_prometheus_posts():
+    n = _notification()
+    target = AlertmanagerReceiver(url="http://am.test:9093", resend_every="1m")
+    assert build_payload("alertmanager", target, n) == [
+        {"labels": {"alertname": "HighErrorRate", "service": "support-bot", "severity": "page", "feature": "answer"},
+         "annotations": {"summary": "Error rate 12% on answer", "runbook_url": "https://runbooks.example/errors"},
+         "startsAt": "2026-11-24T09:50:00Z",
+         "endsAt": "2026-11-24T10:04:00Z",   # firing: the decision time plus 4 x resend_every (Prometheus' rule)
+         "generatorURL": f"{EXT}/incidents?fingerprint=fp-answer"
+                         "&from=2026-11-24T09%3A20%3A00Z&to=2026-11-24T10%3A05%3A00Z"},
+        {"labels": {"alertname": "HighErrorRate", "service": "support-bot", "severity": "page", "feature": "search"},
+         "annotations": {"summary": "Error rate 9% on search", "runbook_url": "https://runbooks.example/errors"},
+         "startsAt": "2026-11-24T09:40:00.5Z",
+         "endsAt": "2026-11-24T09:55:00Z",   # resolved: when it resolved
+         "generatorURL": f"{EXT}/incidents?fingerprint=fp-search"
+                         "&from=2026-11-24T09%3A10%3A00.5Z&to=2026-11-24T09%3A55%3A00Z"},
+    ]
+    # All resolved: every endsAt is its resolve time (none left in the future for Alertmanager to wait on).
+    assert [a["endsAt"] for a in build_payload("alertmanager", target, _resolved(n))] == [
+        "2026-11-24T10:00:00Z", "2026-11-24T09:55:00Z"]
+    # endsAt follows resend_every; empty labels are left out, as Prometheus does.
+    a = AlertView("f", "firing", {"alertname": "X", "severity": "page", "feature": ""}, {}, NOW, None, 1.0)
+    [alert] = build_payload("alertmanager", AlertmanagerReceiver(url="http://am.test", resend_every="30s"),
+                            _notification(alerts=[a]))
+    assert alert["endsAt"] == "2026-11-24T10:02:00Z" and alert["labels"] == {"alertname": "X", "severity": "page"}
+    assert AlertmanagerReceiver(url="http://am.test").resend_every == dt.timedelta(minutes=1)
+    with pytest.raises(ValueError, match="positive duration"):
+        AlertmanagerReceiver(url="http://am.test", resend_every="0s")
+
+
 # -- sending --------------------------------------------------------------------------
 def test_send_webhook_posts_json_and_classifies_errors():
     n = _notification()
@@ -298,6 +329,27 @@ def test_send_webhook_posts_json_and_classifies_errors():
             send("webhook", target, payload, 2)
         assert not e.value.retryable and "redirect" in str(e.value)
         assert len(srv.requests) == 5
+
+
+def test_send_alertmanager_posts_the_array_to_api_v2_alerts_and_classifies_errors():
+    n = _notification()
+    with HttpRecorder(200, (400, '"at least one label pair required"'), 500, 429) as srv:
+        target = AlertmanagerReceiver(url=srv.url + "/am/")   # a base URL with a route prefix
+        payload = build_payload("alertmanager", target, n)
+        send("alertmanager", target, payload, 2)
+        req = srv.requests[0]
+        assert req["method"] == "POST" and req["path"] == "/am/api/v2/alerts"
+        assert req["headers"]["content-type"] == "application/json" and req["body"] == payload
+        with pytest.raises(DeliveryError) as e:   # Alertmanager says why; sending it again cannot help
+            send("alertmanager", target, payload, 2)
+        assert not e.value.retryable and e.value.status == 400 and "at least one label pair required" in str(e.value)
+        for status in (500, 429):
+            with pytest.raises(DeliveryError) as e:
+                send("alertmanager", target, payload, 2)
+            assert e.value.retryable and e.value.status == status
+    with pytest.raises(DeliveryError) as e:
+        send("alertmanager", AlertmanagerReceiver(url=f"http://127.0.0.1:{free_port()}"), payload, 2)
+    assert e.value.retryable and "cannot reach" in str(e.value)
 
 
 def test_send_connection_refused_and_timeout_are_retryable():
@@ -548,7 +600,7 @@ def test_receiver_settings_are_validated_by_their_kind_which_kinds_lists(make_co
     with pytest.raises(ConfigError) as e:
         receivers({"name": "x", "opsgenie": {"api_key": "k"}})
     assert str(e.value) == ("config key 'alerts.receivers[x]': unknown receiver kind 'opsgenie'; "
-                            "kinds are webhook, slack, pagerduty, email")
+                            "kinds are webhook, slack, pagerduty, email, alertmanager")
     # The foundation checks the shape only: a name and exactly one kind, a mapping.
     for bad in ({"name": "none"}, {"name": "two", "webhook": {"url": "http://h.test"}, "slack": {"url": "http://h.test"}}):
         with pytest.raises(ConfigError, match=r"'alerts\.receivers\.0': a receiver has exactly one kind"):
@@ -559,7 +611,8 @@ def test_receiver_settings_are_validated_by_their_kind_which_kinds_lists(make_co
     # KINDS is the one list: a receiver of each kind in it validates into that kind's model.
     examples = {"webhook": {"url": "http://h.test/x"}, "slack": {"url": "https://hooks.slack.test/x", "channel": "#a"},
                 "pagerduty": {"routing_key": "K"},
-                "email": {"to": ["a@example.com"], "from": "n@example.com", "smarthost": "smtp.test:25"}}
+                "email": {"to": ["a@example.com"], "from": "n@example.com", "smarthost": "smtp.test:25"},
+                "alertmanager": {"url": "http://am.test:9093"}}
     assert list(examples) == list(notify.KINDS)
     got = receivers(*({"name": f"r-{kind}", kind: settings} for kind, settings in examples.items()))
     assert {name: (r.kind, type(r.target)) for name, r in got.items()} == {

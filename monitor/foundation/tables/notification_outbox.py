@@ -23,7 +23,13 @@ def _norm(row: dict) -> dict:
 
 def write(store, row: dict) -> None:
     """A new version of the row (all COLUMNS)."""
-    store.insert("notification_outbox", [[row[c] for c in COLUMNS]], COLUMNS)
+    write_many(store, [row])
+
+
+def write_many(store, rows: list[dict]) -> None:
+    """New versions of rows, in one insert."""
+    if rows:
+        store.insert("notification_outbox", [[row[c] for c in COLUMNS] for row in rows], COLUMNS)
 
 
 def exists(store, id: str) -> bool:
@@ -60,8 +66,22 @@ def pending_count(store) -> int:
     return int(store.scalar("SELECT count() FROM notification_outbox FINAL WHERE status = 'pending'") or 0)
 
 
+# Deliveries to machines, not people: the Watchdog's heartbeats (its route is named "watchdog") and the
+# re-sends an Alertmanager needs every minute while an alert fires (it pages people by its own rules).
+_TO_MACHINES = "(kind = 'alertmanager' OR startsWith(group_key, 'watchdog:'))"
+
+
 def sent_between(store, lo: dt.datetime, hi: dt.datetime) -> list[dt.datetime]:
-    """When each notification delivered in [lo, hi) was sent."""
+    """When each notification to people delivered in [lo, hi) was sent (see _TO_MACHINES)."""
     return [r[0] for r in store.query(
-        "SELECT sent_at FROM notification_outbox FINAL WHERE status = 'sent' "
+        f"SELECT sent_at FROM notification_outbox FINAL WHERE status = 'sent' AND NOT {_TO_MACHINES} "
         "AND sent_at >= {lo:DateTime64(3, 'UTC')} AND sent_at < {hi:DateTime64(3, 'UTC')}", {"lo": lo, "hi": hi})]
+
+
+def undeliverable(store, since: dt.datetime, attempts: int) -> dict[str, int]:
+    """receiver -> notifications that failed for good since ``since``, or are still pending after
+    ``attempts`` attempts (what cannot be delivered right now)."""
+    return dict(store.query(
+        "SELECT receiver, count() FROM notification_outbox FINAL WHERE (status = 'failed' "
+        "AND updated_at >= {since:DateTime64(3, 'UTC')}) OR (status = 'pending' AND attempts >= {n:UInt32}) "
+        "GROUP BY receiver", {"since": since, "n": attempts}))
