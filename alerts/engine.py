@@ -16,19 +16,26 @@ class AlertEngine:
     name = "alerts"
     description = "evaluate alert rules, route and group notifications, deliver them through the outbox"
     show_progress = False
-    # Started a few seconds after the jobs that write metric_points (they tick together otherwise,
-    # and every evaluation would read just before the sli job writes, a whole interval late).
+    # Started a few seconds after the jobs that write metric_points (they tick together otherwise, and
+    # a rule on their points would read just before they write; live rules read the rollups and don't care).
     start_offset = dt.timedelta(seconds=5)
 
-    def __init__(self, store, config, clock):
+    def __init__(self, store, config, clock, job_intervals: dict | None = None):
         self.store = store
         self.config = config
         self.clock = clock
         self.interval = config.alerts.interval
-        self.rules = load_rules(config)
-        self.evaluator = Evaluator(store, config, clock, self.rules)
+        self.evaluator = Evaluator(store, config, clock, load_rules(config), job_intervals)
         self.outbox = Outbox(store, config, clock)
         self.dispatcher = Dispatcher(store, config, clock, self.outbox)
+
+    @property
+    def rules(self) -> list:
+        return self.evaluator.rules
+
+    @rules.setter
+    def rules(self, rules: list) -> None:
+        self.evaluator.rules = rules
 
     def run(self, now: dt.datetime | None = None, since: dt.datetime | None = None) -> RunResult:
         now = now or self.clock.now()

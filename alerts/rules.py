@@ -6,7 +6,9 @@ the field (``alerts.rules[HighErrorRate].threshold: ...``).
 Burn-rate rules follow the SRE workbook's multi-window, multi-burn-rate
 recipe. For a 30-day SLO: page when 2% of the budget burns in 1h (14.4x, with
 5m as the short window) or 5% in 6h (6x, 30m); ticket when 10% burns in 1d
-(3x, 2h) or in 3d (1x, 6h). Both windows must exceed the threshold. For
+(3x, 2h) or in 3d (1x, 6h). Both windows of a tier must exceed its threshold;
+as in Sloth, each SLO has one page and one ticket alert, each firing on either
+of its tiers. For
 another period P the budget shares stay and the threshold becomes
 share x P / long window, so a 30-day SLO gets exactly the workbook's numbers.
 """
@@ -22,36 +24,93 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from monitor.foundation.config import AlertRule, Config, ConfigError
-from monitor.foundation.metrics import LABELS, METRICS, WINDOWS
+from monitor.foundation.config import AlertRule, Config, ConfigError, parse_duration
+from monitor.foundation.metrics import LABELS, LIVE_FEEDBACK_METRICS, LIVE_REQUEST_METRICS, METRICS, WINDOWS
 
 DEFAULTS = Path(__file__).with_name("default_rules.yaml")
 
-# (severity, budget share, long window, short window)
-BURN_RATE_TIERS = (
-    ("page", Fraction(2, 100), "1h", "5m"),
-    ("page", Fraction(5, 100), "6h", "30m"),
-    ("ticket", Fraction(10, 100), "1d", "2h"),
-    ("ticket", Fraction(10, 100), "3d", "6h"),
+# Two alerts per SLO, as Sloth generates them: a page when either fast tier burns, a ticket when either
+# slow tier does; each tier is (budget share, long window, short window). One alert per severity, not
+# per tier, so an incident that crosses two tiers (a slow burn reaching 1d after 3d) is one alert.
+# Pages fire at once (the workbook's detection times assume so) and hold 10 minutes; tickets wait an
+# hour (Pyrra's `for` for its 1d tier: half the short window) and hold an hour, so a burn hovering at
+# its threshold opens one ticket, not one an hour.
+BURN_RATE_ALERTS = (
+    ("page", ((Fraction(2, 100), "1h", "5m"), (Fraction(5, 100), "6h", "30m")),
+     dt.timedelta(0), dt.timedelta(minutes=10)),
+    ("ticket", ((Fraction(10, 100), "1d", "2h"), (Fraction(10, 100), "3d", "6h")),
+     dt.timedelta(hours=1), dt.timedelta(hours=1)),
 )
+
+
+@dataclass(frozen=True)
+class BurnTier:
+    long_window: str
+    short_window: str
+    threshold: Fraction
 
 
 @dataclass
 class BurnRateRule:
-    """Fires when the SLO's burn rate exceeds ``threshold`` over both windows."""
+    """Fires when the SLO's burn rate exceeds a tier's ``threshold`` over both of its windows, for any tier."""
 
     name: str
     slo: str
-    long_window: str
-    short_window: str
-    threshold: Fraction
+    severity: str
+    tiers: tuple[BurnTier, ...]
     labels: dict[str, str]
     annotations: dict[str, str]
     for_: dt.timedelta = dt.timedelta(0)
     keep_firing_for: dt.timedelta = dt.timedelta(0)
     min_requests: int = 0
     nodata: str | None = None
+    slo_config: object = None  # the SloConfig: its service, feature, SLI and objective
     kind: str = field(default="burn_rate", init=False)
+
+
+@dataclass
+class SystemRule:
+    """An alert nlpmon raises about its data and itself (``alerts.system``): its condition is coded in
+    alerts/reads.py, by name."""
+
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    for_: dt.timedelta = dt.timedelta(0)
+    keep_firing_for: dt.timedelta = dt.timedelta(0)
+    nodata: str | None = None
+    kind: str = field(default="system", init=False)
+
+
+def system_rules(config: Config) -> list[SystemRule]:
+    if not config.alerts.system.enabled:
+        return []
+    book = f"{config.alerts.external_url}/docs/runbooks#"
+    return [
+        SystemRule("TrafficStopped", {"severity": "page"}, {
+            "summary": "{{ $labels.service }} stopped sending requests",
+            "description": "No request from {{ $labels.service }} in the last minutes, after more than "
+                           f"{config.alerts.system.traffic_stopped_min_per_minute:g} a minute the hour before.",
+            "runbook_url": book + "traffic-stopped"}),
+        SystemRule("JobStalled", {"severity": "ticket"}, {
+            "summary": "nlpmon job {{ $labels.job }} has not completed for {{ $value }} s",
+            "description": f"No successful run for {config.alerts.system.job_stalled_intervals} of its intervals: "
+                           "its metrics are stale, and alerts on them see no data.",
+            "runbook_url": book + "job-stalled"}, for_=dt.timedelta(minutes=1)),
+        SystemRule("IngestRejectRateHigh", {"severity": "ticket"}, {
+            "summary": "nlpmon rejects {{ $value }} of the rows sent in the last 15 minutes",
+            "description": "GET /v1/rejected lists the rows and the reasons.",
+            "runbook_url": book + "ingest-rejects"}, for_=dt.timedelta(minutes=5)),
+        SystemRule("NotificationsUndeliverable", {"severity": "ticket"}, {
+            "summary": "{{ $value }} notifications to receiver {{ $labels.receiver }} cannot be delivered",
+            "description": "Failed for good in the last hour, or still retrying after several attempts.",
+            "runbook_url": book + "notifications-undeliverable"}),
+        SystemRule("Watchdog", {"severity": "none"}, {
+            "summary": "nlpmon is alive: this alert always fires",
+            "description": "Routed only to alerts.system.watchdog_receiver (an outside dead-man's switch), "
+                           "every alerts.system.watchdog_interval; its silence means nlpmon is down.",
+            "runbook_url": book + "watchdog"}),
+    ]
 
 
 def burn_rate_threshold(share: Fraction, period: dt.timedelta, long_window: str) -> Fraction:
@@ -61,20 +120,23 @@ def burn_rate_threshold(share: Fraction, period: dt.timedelta, long_window: str)
 def slo_rules(config: Config) -> list[BurnRateRule]:
     out = []
     for slo in config.slos:
-        for severity, share, long_w, short_w in BURN_RATE_TIERS:
-            threshold = burn_rate_threshold(share, slo.period, long_w)
+        for severity, tiers, hold_for, keep_for in BURN_RATE_ALERTS:
+            burn = tuple(BurnTier(long_w, short_w, burn_rate_threshold(share, slo.period, long_w))
+                         for share, long_w, short_w in tiers)
             labels = {"severity": severity, "slo": slo.name, "service": slo.service}
             if slo.feature:
                 labels["feature"] = slo.feature
+            either = " or ".join(f"{float(t.threshold):g}x over {t.long_window} and {t.short_window} "
+                                 f"({float(share):.0%} of the {_period(slo.period)} budget in {t.long_window})"
+                                 for t, (share, _, _) in zip(burn, tiers))
             out.append(BurnRateRule(
-                name="SLOBurnRate", slo=slo.name, long_window=long_w, short_window=short_w, threshold=threshold,
-                labels={**labels, "long_window": long_w, "short_window": short_w},
+                name="SLOBurnRate", slo=slo.name, severity=severity, tiers=burn, labels=labels,
                 annotations={
-                    "summary": f"SLO {slo.name} is burning its error budget {float(threshold):g}x too fast",
-                    "description": (f"Burn rate over {long_w} and {short_w} is above {float(threshold):g} "
-                                    f"({float(share):.0%} of the {_period(slo.period)} budget in {long_w}); "
-                                    "value is the {long_w} burn rate: {{ $value }}.").replace("{long_w}", long_w),
-                    "runbook_url": f"{config.alerts.external_url}/docs/runbooks#slo-burn-rate"}))
+                    "summary": f"SLO {slo.name} is burning its error budget too fast ({severity})",
+                    "description": f"Burn rate above {either}; value: the burn rate over the long window of the "
+                                   "tier furthest over its threshold, {{ $value }}.",
+                    "runbook_url": f"{config.alerts.external_url}/docs/runbooks#slo-burn-rate"},
+                for_=hold_for, keep_firing_for=keep_for, slo_config=slo))
     return out
 
 
@@ -111,10 +173,34 @@ def load_rules(config: Config) -> list:
         where = f"alerts.rules[{rule.name}]"
         if rule.metric not in METRICS:
             raise ConfigError(f"{where}.metric: unknown metric {rule.metric!r} (see docs/metrics.md)")
-        windows = METRICS[rule.metric][1]
-        if rule.window not in windows:
-            raise ConfigError(f"{where}.window: {rule.metric} is kept for windows {', '.join(windows)}, "
-                              f"not {rule.window!r}")
+        if is_live(rule):
+            try:
+                seconds = parse_duration(rule.window).total_seconds()
+            except ValueError as exc:
+                raise ConfigError(f"{where}.window: {exc}") from None
+            if not 60 <= seconds <= 86400 or seconds % 60:
+                raise ConfigError(f"{where}.window: a live window is whole minutes from 1m to 1d, not {rule.window!r}")
+            for label in list(rule.selector) + rule.by:
+                if label not in LIVE_LABELS:
+                    raise ConfigError(f"{where}.by: a live rule groups by {', '.join(LIVE_LABELS)}, not {label!r}")
+        else:
+            if rule.source == "live":
+                raise ConfigError(f"{where}.source: {rule.metric} is not computed live; use source: points")
+            windows = METRICS[rule.metric][1]
+            if rule.window not in windows:
+                raise ConfigError(f"{where}.window: {rule.metric} is kept for windows {', '.join(windows)}, "
+                                  f"not {rule.window!r}")
+        if rule.baseline is not None:
+            if is_live(rule):
+                raise ConfigError(f"{where}.baseline: only for points rules (source: points or a metric the "
+                                  "jobs compute)")
+            windows = METRICS[rule.metric][1]
+            if rule.baseline not in windows or WINDOWS[rule.baseline] <= WINDOWS[rule.window]:
+                longer = [w for w in windows if WINDOWS[w] > WINDOWS[rule.window]]
+                raise ConfigError(f"{where}.baseline: a longer window of {rule.metric} than {rule.window!r} "
+                                  f"({', '.join(longer) or 'it has none'}), not {rule.baseline!r}")
+        if rule.min_failures and rule.metric not in ("error_rate", "availability"):
+            raise ConfigError(f"{where}.min_failures: only for error_rate and availability")
         for label in list(rule.selector) + rule.by:
             if label not in LABELS:
                 raise ConfigError(f"{where}.selector: unknown label {label!r}; labels are {', '.join(LABELS)}")
@@ -126,7 +212,17 @@ def load_rules(config: Config) -> list:
     out: list = list(rules.values())
     if config.alerts.slo_rules:
         out += slo_rules(config)
-    return out
+    return out + system_rules(config)
+
+
+# The dimensions a live rule can group and select by (those of the rollups that labels carry).
+LIVE_LABELS = ("service", "feature", "model", "prompt_version")
+
+
+def is_live(rule) -> bool:
+    """Whether a threshold rule is computed from the rollups at each evaluation (see AlertRule.source)."""
+    live = rule.metric in LIVE_REQUEST_METRICS or rule.metric in LIVE_FEEDBACK_METRICS
+    return live and rule.source in ("auto", "live")
 
 
 _TEMPLATE_VAR = re.compile(r"\$value|\$labels\.[A-Za-z_][A-Za-z0-9_]*")
@@ -152,5 +248,5 @@ def render(template: str, labels: dict[str, str], value: float | None) -> str:
     return re.sub(r"\{\{\s*(\$value|\$labels\.[A-Za-z_][A-Za-z0-9_]*)\s*\}\}", sub, template)
 
 
-__all__ = ["load_rules", "slo_rules", "render", "BurnRateRule", "burn_rate_threshold", "BURN_RATE_TIERS",
-           "Decimal"]
+__all__ = ["load_rules", "slo_rules", "system_rules", "render", "BurnRateRule", "SystemRule", "burn_rate_threshold",
+           "BURN_RATE_ALERTS", "BurnTier", "is_live", "Decimal"]

@@ -138,6 +138,12 @@ class DriftJob(Job):
                                            "input_tokens", "output_tokens", "cost_usd"])
 
     # -- one comparison -----------------------------------------------------------
+    def compare_one(self, service: str, feature: str, window: str, end: dt.datetime) -> int:
+        """Compare one window ending at ``end`` now and write its points (not a run: for the demo's
+        incident hours, the scheduler compares every window as it closes). Returns the points written."""
+        return self._write(self.compare_window(service, feature, window,
+                                               end - dt.timedelta(seconds=WINDOWS[window]), end))
+
     def compare_window(self, service: str, feature: str, window: str, lo: dt.datetime,
                        end: dt.datetime) -> Iterable[Point]:
         cfg = self.config.drift

@@ -6,7 +6,8 @@ trailing 7-day windows ending at each hour:
 - ``incidents``: instances that started firing in the window;
 - ``incident_mttr_seconds``: mean time from firing to resolved, over incidents
   resolved in the window;
-- ``alert_notifications_per_incident``: notifications delivered in the window /
+- ``alert_notifications_per_incident``: notifications delivered to people in the
+  window (not the Watchdog's heartbeats nor re-sends to an Alertmanager) /
   incidents in the window (the noise an on-call engineer feels).
 """
 from __future__ import annotations

@@ -20,19 +20,9 @@ from typing import Iterable
 
 from jobs.base import Job
 from monitor.foundation.config import SloConfig
-from monitor.foundation.metrics import BURN_WINDOWS, UTC, Point, slo_labels, window_name
-from monitor.foundation.rollups import bucket_index
+from monitor.foundation.metrics import BURN_WINDOWS, UTC, Point, error_budget, slo_labels, window_name
+from monitor.foundation.rollups import slo_good_sql
 from monitor.foundation.tables import rollups
-
-
-def error_budget(slo: SloConfig) -> Fraction:
-    return (100 - Fraction(slo.objective)) / 100
-
-
-def _good_expr(slo: SloConfig) -> str:
-    if slo.sli == "availability":
-        return "sum(status_ok)"
-    return f"sumForEachMerge(latency_le)[{bucket_index(slo.threshold_ms)}]"
 
 
 class _Counts:
@@ -55,7 +45,7 @@ class SloJob(Job):
     description = "SLO error budget remaining and multi-window burn rates"
 
     def counts(self, slo: SloConfig, table: str, lo: int, hi: int) -> _Counts:
-        return _Counts(rollups.good_and_total(self.store, table, _good_expr(slo), slo.service, slo.feature, lo, hi))
+        return _Counts(rollups.good_and_total(self.store, table, slo_good_sql(slo), slo.service, slo.feature, lo, hi))
 
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         for slo in self.config.slos:

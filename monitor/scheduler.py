@@ -48,8 +48,9 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
     if config.grounding.enabled:
         jobs.append(GroundingProxyJob(store, config, clock, config.grounding.interval))
     if config.alerts.enabled:
-        jobs.append(AlertEngine(store, config, clock))
         jobs.append(IncidentKpiJob(store, config, clock, dt.timedelta(hours=1)))
+        # The engine watches the others: a job without a successful run for a few intervals is an alert.
+        jobs.append(AlertEngine(store, config, clock, job_intervals={j.name: j.interval for j in jobs}))
     return {job.name: job for job in jobs}
 
 

@@ -12,12 +12,13 @@ import pytest
 
 from alerts.engine import AlertEngine
 from alerts.rules import burn_rate_threshold, load_rules
+from monitor.app import create_app
 from monitor.foundation.config import ConfigError
 from tests.loopback import Recorder
 
 T0 = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.timezone.utc)
 TICK = dt.timedelta(seconds=15)
-RULE = {"name": "HighErrorRate", "metric": "error_rate", "window": "1m", "by": ["service", "feature"],
+RULE = {"name": "HighErrorRate", "metric": "error_rate", "source": "points", "window": "1m", "by": ["service", "feature"],
         "op": ">", "threshold": 0.1, "for": "1m", "over": "2m", "labels": {"severity": "page"},
         "annotations": {"summary": "{{ $labels.service }}/{{ $labels.feature }} errors {{ $value }}",
                         "runbook_url": "https://runbooks.example/errors"}}
@@ -42,7 +43,8 @@ def make_engine(make_config, make_store, clock, hook):
                 "route": route or {"receiver": "hook", "group_by": ["alertname", "service"], "group_wait": "30s",
                                    "group_interval": "2m", "repeat_interval": "1h"},
                 "inhibit_rules": list(inhibit), "delivery": {"backoff_initial": "10s", "backoff_max": "1m"},
-                **alerts})
+                # The system rules (Watchdog, TrafficStopped...) have tests of their own: test_alerts_live.py.
+                "system": {"enabled": False}, **alerts})
             state["config"], state["store"] = cfg, make_store(cfg)
         clock.set(T0)
         return AlertEngine(state["store"], state["config"], clock)
@@ -206,32 +208,37 @@ def test_burn_rate_thresholds_for_99_9_over_30_days(make_engine, clock, hook):
     assert [burn_rate_threshold(s, thirty, w) for s, w in ((Fraction(2, 100), "1h"), (Fraction(5, 100), "6h"),
                                                           (Fraction(10, 100), "1d"), (Fraction(10, 100), "3d"))] \
         == [Fraction(72, 5), 6, 3, 1]
-    slo = {"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.9, "sli": "availability"}
-    engine = make_engine(rules=[], slo_rules=True, slos=[slo],
-                         route={"receiver": "hook", "group_by": ["alertname"], "group_wait": "0s"})
-    page = [r for r in engine.rules if getattr(r, "long_window", "") == "1h"][0]
-    assert page.threshold == Fraction(72, 5) and page.labels["severity"] == "page"
+    slos = [{"name": f"{f}-availability", "service": "svc", "feature": f, "objective": 99.9, "sli": "availability"}
+            for f in ("at", "split", "above")]
+    engine = make_engine(rules=[], slo_rules=True, slos=slos,
+                         route={"receiver": "hook", "group_by": ["alertname", "slo", "severity"],
+                                "group_wait": "0s"})
+    page = [r for r in engine.rules if getattr(r, "severity", "") == "page"][0]
+    assert [(t.long_window, t.short_window, t.threshold) for t in page.tiers] == [
+        ("1h", "5m", Fraction(72, 5)), ("6h", "30m", 6)] and page.labels["severity"] == "page"
+    clock.advance(TICK)
+    now = clock.now()
+    ingest = create_app(engine.config, engine.store, clock).extensions["nlpmon"].ingestor
 
-    def burn(value_long, value_short):
-        ts = clock.now()
-        for window, v in (("1h", value_long), ("5m", value_short)):
-            engine.store.insert("metric_points", [[ts, window, "slo_burn_rate", {"slo": "chat-availability"}, v, ts]],
-                                ["ts", "window", "metric", "labels", "value", "computed_at"])
-    clock.advance(TICK)
-    burn(14.4, 14.4)
+    def requests(feature, n, failed, lo, hi):
+        ingest.ingest("requests", [{
+            "request_id": f"{feature}-{lo:%H%M}-{i}", "ts": (lo + (hi - lo) * i / n).isoformat(), "service": "svc",
+            "feature": feature, "model": "m", "status": "error" if i < failed else "ok", "latency_ms": 100.0}
+            for i in range(n)])
+    # Burn rates are live: the last hour and the last 5 minutes of requests as the rule evaluates.
+    recent, earlier = (now - dt.timedelta(minutes=3), now), (now - dt.timedelta(minutes=50), now - dt.timedelta(minutes=10))
+    # Five healthy hours before the last one, so the 6h tier (6x) stays under its threshold: the page is 1h/5m's.
+    for feature in ("at", "split", "above"):
+        for hour in range(6, 1, -1):  # 10,000 an hour from 6h to 62 minutes ago
+            requests(feature, 10_000, 0, now - dt.timedelta(hours=hour), now - dt.timedelta(hours=hour - 1, minutes=2))
+    requests("at", 10_000, 144, *recent)          # 1.44% errors: 14.4x exactly in both windows, not above
+    requests("split", 9_000, 124, *earlier)       # the hour at 14.4x, the last 5 minutes at 20x
+    requests("split", 1_000, 20, *recent)
+    requests("above", 10_000, 145, *recent)       # 14.5x in both
     engine.run()
-    assert hook.take() == []  # exactly at the threshold: not above it
-    clock.advance(TICK)
-    burn(14.4, 20.0)
-    engine.run()
-    assert hook.take() == []  # both windows must exceed
-    clock.advance(TICK)
-    burn(14.41, 14.41)
-    engine.run()
-    clock.advance(TICK)
-    engine.run()
-    sent = hook.take()
-    assert len(sent) == 1 and sent[0]["alerts"][0]["labels"]["long_window"] == "1h"
+    # The ticket (3x over 1d, 1x over 3d) waits an hour (for: 1h); the page:
+    pages = [s for s in hook.take() if s["alerts"][0]["labels"]["severity"] == "page"]
+    assert len(pages) == 1 and pages[0]["alerts"][0]["labels"]["slo"] == "above-availability"
 
 
 def test_rules_are_validated_with_the_rule_named(make_config):
@@ -398,7 +405,8 @@ def test_rule_files(make_config, tmp_path):
     good = tmp_path / "team.yaml"
     good.write_text("rules:\n  - {name: TeamErrors, metric: error_rate, window: 5m, by: [service], threshold: 0.2,"
                     " labels: {severity: ticket}}\n")
-    names = [r.name for r in load_rules(make_config(alerts={"rule_files": [str(good)], "default_rules": False, "slo_rules": False}))]
+    names = [r.name for r in load_rules(make_config(alerts={"rule_files": [str(good)], "default_rules": False,
+                                                            "slo_rules": False, "system": {"enabled": False}}))]
     assert names == ["TeamErrors"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - {name: Broken, metric: error_rate, threshold: high, labels: {severity: page}}\n")

@@ -83,7 +83,8 @@ def test_overflow_is_said_counter_metric_alert_and_overview(env):
     assert hourly == [({"service": "svc", "dimension": "feature"}, 37.0)]
     engine = AlertEngine(store, cfg, clock)
     engine.run()
-    firing = store.query("SELECT labels FROM alert_state FINAL WHERE state = 'firing'")
+    firing = store.query("SELECT labels FROM alert_state FINAL WHERE state = 'firing' "
+                         "AND labels['alertname'] = 'CardinalityBudgetExceeded'")
     assert {"alertname": "CardinalityBudgetExceeded", "service": "svc", "dimension": "feature",
             "severity": "ticket"}.items() <= firing[0][0].items()
     page = app.test_client()

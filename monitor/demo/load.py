@@ -95,6 +95,7 @@ def _compute(store: Store, config: Config, clock, days: float, end: dt.datetime,
             # (night hours alone hold too few requests), then the last hour; the scheduler catches
             # up drift.catchup_max in the background once the service runs.
             _daily_drift(store, config, clock, end, echo)
+            _shift_drift(store, config, clock, days, end, echo)
             since = end - dt.timedelta(hours=1)
         echo(f"computing {name} metrics for the demo window ...")
         job.show_progress = True
@@ -104,8 +105,12 @@ def _compute(store: Store, config: Config, clock, days: float, end: dt.datetime,
 
 
 def replay_times(days: float, end: dt.datetime) -> list[dt.datetime]:
-    """When to evaluate the alert rules: around each incident (overlapping spans merged), then at ``end``."""
-    step, lead, tail = dt.timedelta(minutes=2), dt.timedelta(minutes=15), dt.timedelta(minutes=60)
+    """When to evaluate the alert rules: around each incident (overlapping spans merged), then at ``end``.
+
+    Past an incident's end for as long as its alerts may hold: the slow SLO ticket's 6h short window,
+    then its keep_firing_for, then a margin."""
+    step, lead, near = dt.timedelta(minutes=2), dt.timedelta(minutes=15), dt.timedelta(minutes=60)
+    tail = dt.timedelta(hours=8)
     spans: list[list[dt.datetime]] = []
     for inc in incidents(days, end):
         lo, hi = inc["start"] - lead, min(inc["end"] + tail, end)
@@ -120,8 +125,7 @@ def replay_times(days: float, end: dt.datetime) -> list[dt.datetime]:
         t = lo
         while t <= hi:
             times.append(t)
-            near = t - lo < tail or hi - t < tail
-            t += step if near else 5 * step
+            t += step if t - lo < near or hi - t < near else 5 * step
     times.append(end)
     return times
 
@@ -146,6 +150,25 @@ def _daily_drift(store: Store, config: Config, clock, end: dt.datetime, echo: Ca
                      since=midnight - dt.timedelta(minutes=1))
     echo(f"  drift (1d): {result.status}, {result.rows} points in {result.duration_ms / 1000:.1f} s"
          + (f": {result.error}" if result.error else ""))
+
+
+def _shift_drift(store: Store, config: Config, clock, days: float, end: dt.datetime,
+                 echo: Callable[[str], None]) -> None:
+    """Hourly drift of the topic-shifted feature in the two hours after the shift starts and after it ends,
+    so the replayed EmbeddingDrift alert fires and resolves as the scheduler would have made it."""
+    shift = next((i for i in incidents(days, end) if i["name"] == "topic shift"), None)
+    if shift is None:
+        return
+    # The first two whole-ish hours of the shift, and the first two wholly after it.
+    hours = [floor_to(shift["start"], 3600) + dt.timedelta(hours=k) for k in (1, 2)] + \
+        [floor_to(shift["end"], 3600) + dt.timedelta(hours=k) for k in (2, 3)]
+    hours = [h for h in hours if h <= end]
+    job = DriftJob(store, config, clock, config.drift.interval)
+    echo(f"computing drift of {shift['service']}/{shift['feature']} around the topic shift ({len(hours)} hours) ...")
+    rows = 0
+    for h in tqdm(hours, unit="cmp", desc="drift comparisons", file=sys.stderr, mininterval=0.5):
+        rows += job.compare_one(shift["service"], shift["feature"], "1h", h)
+    echo(f"  drift (1h, topic shift): {rows} points")
 
 
 def _demo_key(store: Store, clock, echo: Callable[[str], None]) -> str | None:

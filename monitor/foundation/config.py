@@ -379,11 +379,17 @@ Matcher = Annotated[str, Field(pattern=r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*(=|!=|=~|!
 
 
 class AlertRule(_Section):
-    """A threshold rule over one metric of metric_points (see alerts/rules.py)."""
+    """A threshold rule over one metric (see alerts/rules.py).
+
+    ``source``: ``live`` computes the metric at each evaluation from the rollups over the last
+    ``window`` (request and feedback SLIs only: they change by the second); ``points`` reads the
+    metric's series in metric_points over ``over``, aggregated; ``auto`` (default) is live where it can be.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     metric: str = Field(min_length=1)
-    window: str = "5m"              # which windows of the metric to read (its step)
+    source: Literal["auto", "live", "points"] = "auto"
+    window: str = "5m"              # live: the sliding window; points: which windows of the metric to read
     selector: dict[str, str] = Field(default_factory=dict)
     by: list[str] = Field(default_factory=list)
     over: Duration = dt.timedelta(minutes=5)
@@ -392,7 +398,15 @@ class AlertRule(_Section):
     threshold: float
     for_: Duration = Field(dt.timedelta(0), alias="for")
     keep_firing_for: Duration = dt.timedelta(0)
+    # Fewer requests than this in the window: too few to tell, so no data (the alert keeps its state, see nodata).
     min_requests: int = Field(0, ge=0)
+    # Points rules: compare the value with the same series over this longer window just before it (the
+    # newest such point ending at least one rule window before the value's); value and threshold become
+    # the ratio, so "cost per outcome twice yesterday's" needs no dollar figure per feature.
+    baseline: str | None = None
+    # Live rules on error_rate or availability: at least this many failed requests in the window, so
+    # isolated failures at low traffic do not page while a burst does (the SRE workbook's low-traffic advice).
+    min_failures: int = Field(0, ge=0)
     nodata: Literal["keep", "resolve", "alert"] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
@@ -434,7 +448,7 @@ class Receiver(_Section):
     @model_validator(mode="after")
     def _one(self) -> "Receiver":
         if len(self.model_extra or {}) != 1:
-            raise ValueError("a receiver has exactly one kind, such as webhook, slack, pagerduty or email")
+            raise ValueError("a receiver has exactly one kind, such as webhook, slack, pagerduty, email or alertmanager")
         return self
 
     @property
@@ -456,6 +470,42 @@ class DeliveryConfig(_Section):
     backoff_initial: Duration = dt.timedelta(seconds=2)
     backoff_max: Duration = dt.timedelta(minutes=5)
     give_up_after: Duration = dt.timedelta(hours=24)
+    # Sends in flight at once (a thread pool); one receiver uses at most half while others wait (alerts.delivery).
+    concurrency: int = Field(16, ge=1, le=256)
+
+
+class TrafficStoppedOverride(_Section):
+    service: str = Field(min_length=1)
+    enabled: bool = True
+    after: Duration | None = None
+
+
+class SystemAlertsConfig(_Section):
+    """The alerts nlpmon raises about data that stops and about itself (see docs/runbooks.md)."""
+
+    enabled: bool = True
+    # TrafficStopped: a service that averaged more than min_per_minute over the hour before
+    # `after` and sent nothing since.
+    traffic_stopped_after: Duration = dt.timedelta(minutes=10)
+    traffic_stopped_min_per_minute: float = Field(1.0, gt=0)
+    traffic_stopped: list[TrafficStoppedOverride] = Field(default_factory=list)
+    # JobStalled: a job with no successful run for this many of its intervals.
+    job_stalled_intervals: int = Field(3, ge=2)
+    # IngestRejectRateHigh: rejected rows / all rows over 15 minutes, with at least reject_min rejected.
+    ingest_reject_rate: float = Field(0.1, gt=0, le=1)
+    ingest_reject_min: int = Field(20, ge=1)
+    # NotificationsUndeliverable: a notification failed for good, or still pending after this many attempts.
+    undeliverable_attempts: int = Field(3, ge=1)
+    # Watchdog: always firing; sent only to this receiver (an outside dead-man's switch), every watchdog_interval.
+    watchdog_receiver: str | None = None
+    watchdog_interval: Duration = dt.timedelta(minutes=5)
+
+    def traffic_after(self, service: str) -> dt.timedelta | None:
+        """How long the service may be quiet before TrafficStopped (None: not watched)."""
+        for o in self.traffic_stopped:
+            if o.service == service:
+                return (o.after or self.traffic_stopped_after) if o.enabled else None
+        return self.traffic_stopped_after
 
 
 class AlertsConfig(_Section):
@@ -471,6 +521,7 @@ class AlertsConfig(_Section):
     receivers: list[Receiver] = Field(default_factory=list)
     inhibit_rules: list[InhibitRule] = Field(default_factory=list)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    system: SystemAlertsConfig = Field(default_factory=SystemAlertsConfig)
 
     @model_validator(mode="after")
     def _receivers_exist(self) -> "AlertsConfig":
@@ -485,6 +536,10 @@ class AlertsConfig(_Section):
             for i, child in enumerate(route.routes):
                 walk(child, f"{where}.routes[{i}]")
         walk(self.route, "route")
+        watchdog = self.system.watchdog_receiver
+        if watchdog is not None and watchdog not in names:
+            raise ValueError(f"system.watchdog_receiver: no receiver named {watchdog!r} "
+                             f"(receivers: {', '.join(names) or 'none'})")
         return self
 
 

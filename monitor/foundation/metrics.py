@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from fractions import Fraction
 
 UTC = dt.timezone.utc
 # Every window a metric may be kept for, in seconds (also the order windows sort in).
@@ -76,6 +77,11 @@ def window_ends(start: dt.datetime, end: dt.datetime, seconds: int) -> tuple[dt.
     last = floor_to(end, seconds)
     first = floor_to(start, seconds) + dt.timedelta(seconds=seconds)
     return (first, last) if first <= last else None
+
+
+def error_budget(slo) -> Fraction:
+    """1 - objective, exactly (the objective is a Decimal: 99.9 stays 99.9)."""
+    return (100 - Fraction(slo.objective)) / 100
 
 
 def slo_labels(slo) -> dict[str, str]:
@@ -158,6 +164,14 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "incident_mttr_seconds": ("incident_kpis", _KPI, "Mean time from firing to resolved, seconds."),
     "alert_notifications_per_incident": ("incident_kpis", _KPI, "Notifications delivered / incidents."),
 }
+
+# What an alert rule can compute live, at each evaluation, from the request and feedback rollups over
+# a window sliding with it (the sli job's SLIs); every other metric a rule reads from metric_points.
+LIVE_REQUEST_METRICS = ("requests", "error_rate", "availability", "latency_p50_ms", "latency_p90_ms",
+                        "latency_p95_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p95_ms", "output_tokens_per_second",
+                        "cache_hit_rate", "retrieval_hit_rate", "grounding_rate", "safety_violation_rate", "pii_rate",
+                        "injection_rate")
+LIVE_FEEDBACK_METRICS = ("thumbs_up_rate", "task_success_rate")
 
 # Label names a series may carry.
 LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method", "severity", "table", "dimension")

@@ -134,20 +134,28 @@ def covering_source(spans, where: str = "", columns: str = "*", family: str = "r
     params: dict = {}
     bounds = sorted(spans)
     disjoint = all(a[1] <= b[0] for a, b in zip(bounds, bounds[1:]))
-    groups: dict[tuple, list[str]] = {}
+    ranges: dict[str, dict[int, list[str]]] = {}  # table -> span -> its time ranges there
     n = 0
     for i, span in enumerate(spans):
         params[f"slo{i}"], params[f"shi{i}"] = int(span[0].timestamp()), int(span[1].timestamp())
         for table, a, b in covering(span[0], span[1], family):
-            groups.setdefault((table, None if disjoint else i), []).append(
+            ranges.setdefault(table, {}).setdefault(i, []).append(
                 f"(minute >= toDateTime({{lo{n}:UInt32}}, 'UTC') AND minute < toDateTime({{hi{n}:UInt32}}, 'UTC'))")
             params[f"lo{n}"], params[f"hi{n}"] = int(a.timestamp()), int(b.timestamp())
             n += 1
-    which = "multiIf(" + ", ".join(
-        f"minute >= toDateTime({{slo{i}:UInt32}}, 'UTC') AND minute < toDateTime({{shi{i}:UInt32}}, 'UTC'), {i}"
-        for i in range(len(spans))) + ", -1)"
-    parts = [f"SELECT {which if i is None else i} AS span, {columns} FROM {table} WHERE ({' OR '.join(conds)}){where}"
-             for (table, i), conds in groups.items()]
+    parts = []
+    for table, per_span in ranges.items():
+        if disjoint:
+            span = "multiIf(" + ", ".join(
+                f"minute >= toDateTime({{slo{i}:UInt32}}, 'UTC') AND minute < toDateTime({{shi{i}:UInt32}}, 'UTC'), {i}"
+                for i in per_span) + ", -1)"
+        else:
+            # Overlapping spans (nested windows, an incident and its baseline): a row counts once in every
+            # span whose tiles hold it, from one read of the table rather than one per span.
+            span = "arrayJoin(arrayFilter(x -> x >= 0, [" + ", ".join(
+                f"if({' OR '.join(conds)}, {i}, -1)" for i, conds in per_span.items()) + "]))"
+        conds = [c for cs in per_span.values() for c in cs]
+        parts.append(f"SELECT {span} AS span, {columns} FROM {table} WHERE ({' OR '.join(conds)}){where}")
     return "(" + " UNION ALL ".join(parts) + ")", params
 
 
@@ -317,6 +325,14 @@ def request_metrics(r: dict) -> dict[str, float | None]:
     for q, v in zip(TTFT_QUANTILES, r["tq"]):
         out[f"ttft_{_pct(q)}_ms"] = v if r["ttft_count"] else None
     return out
+
+
+def slo_good_sql(slo) -> str:
+    """SQL counting an SLO's good requests in rollup rows: ok for availability, at or under the
+    threshold (a histogram boundary, counted exactly at insert) for latency."""
+    if slo.sli == "availability":
+        return "sum(status_ok)"
+    return f"sumForEachMerge(latency_le)[{bucket_index(slo.threshold_ms)}]"
 
 
 def feedback_metrics(r: dict) -> dict[str, float | None]:

@@ -48,6 +48,7 @@ def fired(store, lo: dt.datetime, hi: dt.datetime, limit: int | None = None) -> 
     return store.query_dicts(
         "SELECT fingerprint, rule, labels, ts, value FROM alert_history WHERE to_state = 'firing' "
         "AND from_state != 'firing' AND ts >= {lo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} "
+        "AND labels['severity'] != 'none' "  # the Watchdog (severity none) fires for ever: not an incident
         "ORDER BY ts" + (f" LIMIT {int(limit)}" if limit else ""), {"lo": lo, "hi": hi})
 
 

@@ -102,6 +102,13 @@ def last_success_end(store, job: str) -> dt.datetime | None:
     return value.replace(tzinfo=UTC) if value is not None else None
 
 
+def last_successes(store) -> dict[str, dt.datetime]:
+    """Per job that ever succeeded: when its last successful run started (the alert engine's JobStalled
+    reads it every evaluation, so one light query rather than :func:`latest`)."""
+    return {job: _utc(ts) for job, ts in store.query(
+        "SELECT job, max(started_at) FROM job_runs WHERE status = 'ok' GROUP BY job")}
+
+
 # One row per run: its final row's values when it has one (finished = 1), else its running row's.
 _RUNS = (
     "SELECT job, run_id, min(started_at) AS started, countIf(status != 'running') > 0 AS finished, "

@@ -15,3 +15,9 @@ def recent(store, kind: str | None, limit: int) -> list[dict]:
     return store.query_dicts(
         f"SELECT received_at, kind, batch_id, row_index, field, reason, raw FROM rejected_events {where} "
         "ORDER BY received_at DESC LIMIT {limit:UInt32}", {"kind": kind or "", "limit": limit})
+
+
+def count_between(store, lo, hi) -> int:
+    """Rows rejected in [lo, hi)."""
+    return int(store.scalar("SELECT count() FROM rejected_events WHERE received_at >= {lo:DateTime64(3, 'UTC')} "
+                            "AND received_at < {hi:DateTime64(3, 'UTC')}", {"lo": lo, "hi": hi}) or 0)

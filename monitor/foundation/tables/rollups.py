@@ -10,9 +10,10 @@ import datetime as dt
 from monitor.foundation.clock import utc
 from monitor.foundation.filters import where_equal
 from monitor.foundation.metrics import GROUPING_DIMS, UTC, grouping_sets, window_ends
-from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, LINEAGE, RAW_TIME,
-                                        REQUEST_ROLLUPS, STATUS_COLUMNS, covering_source, feedback_rollup_select,
-                                        rebuild_select, requests_rollup_select, rollup_for)
+from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, FEEDBACK_SELECT, LINEAGE,
+                                        RAW_TIME, REQUEST_ROLLUPS, REQUEST_SELECT, REQUEST_SUMS, STATUS_COLUMNS,
+                                        covering_source, feedback_rollup_select, rebuild_select,
+                                        requests_rollup_select, rollup_for, slo_good_sql)
 from monitor.foundation.tables import feedback, requests
 
 
@@ -287,3 +288,49 @@ def overflow_in(store, lo: dt.datetime, hi: dt.datetime, dims: tuple[str, ...], 
     for r in store.query_dicts(f"SELECT service AS svc, {row_sql} FROM {src} GROUP BY svc", {**params, "ov": overflow}):
         out += [(r["svc"], d, int(r[f"ov_{d}"])) for d in dims if r[f"ov_{d}"]]
     return sorted(out, key=lambda x: -x[2])
+
+
+# -- live reads for the alert rules: windows that slide with each evaluation ------------------------
+def live_requests(store, lo: dt.datetime, hi: dt.datetime, keys: tuple[str, ...], where: str = "",
+                  params: dict | None = None) -> list[dict]:
+    """The request SLIs' inputs (REQUEST_SELECT) per group of ``keys`` over the rollups tiling [lo, hi)."""
+    src, p = covering_source([(lo, hi)], where, ", ".join(keys + REQUEST_SUMS + ("latency_q", "ttft_q")))
+    group = f" GROUP BY {', '.join(keys)}" if keys else ""
+    select = ", ".join(keys) + ", " if keys else ""
+    return store.query_dicts(f"SELECT {select}{REQUEST_SELECT} FROM {src}{group}", {**(params or {}), **p})
+
+
+def live_feedback(store, lo: dt.datetime, hi: dt.datetime, keys: tuple[str, ...], where: str = "",
+                  params: dict | None = None) -> list[dict]:
+    """The feedback SLIs' inputs (FEEDBACK_SELECT) per group of ``keys`` for the requests of [lo, hi)."""
+    src, p = covering_source([(lo, hi)], where + " AND service != ''",
+                             ", ".join(keys + ("thumbs_up", "thumbs_down", "task_success", "task_failure")),
+                             family="feedback")
+    group = f" GROUP BY {', '.join(keys)}" if keys else ""
+    select = ", ".join(keys) + ", " if keys else ""
+    return store.query_dicts(f"SELECT {select}{FEEDBACK_SELECT} FROM {src}{group}", {**(params or {}), **p})
+
+
+def slo_counts(store, slo, spans: list[tuple[dt.datetime, dt.datetime]]) -> list[tuple[int, int]]:
+    """(good, total) requests of an SLO in each [lo, hi) span, exactly (see slo_good_sql); one query."""
+    where, params = where_equal({"service": slo.service, "feature": slo.feature}, ("service", "feature"))
+    src, p = covering_source(spans, where, "status_ok, latency_le, requests")
+    rows = {int(span): (int(good or 0), int(total or 0)) for span, good, total in store.query(
+        f"SELECT span, {slo_good_sql(slo)} AS good, sum(requests) AS total FROM {src} GROUP BY span",
+        {**params, **p})}
+    return [rows.get(i, (0, 0)) for i in range(len(spans))]
+
+
+def requests_per_service(store, spans: list[tuple[dt.datetime, dt.datetime]]) -> dict[tuple[int, str], int]:
+    """(span index, service) -> requests in that span."""
+    src, p = covering_source(spans, "", "service, requests")
+    return {(int(s), svc): int(n) for s, svc, n in store.query(
+        f"SELECT span, service, sum(requests) FROM {src} GROUP BY span, service", p)}
+
+
+def requests_and_feedback(store, lo: dt.datetime, hi: dt.datetime) -> int:
+    """Requests plus feedback rows counted in [lo, hi) (by their rollup time)."""
+    src, p = covering_source([(lo, hi)], "", "requests")
+    n = store.scalar(f"SELECT sum(requests) FROM {src}", p) or 0
+    src, p = covering_source([(lo, hi)], "", "feedback", family="feedback")
+    return int(n) + int(store.scalar(f"SELECT sum(feedback) FROM {src}", p) or 0)
