@@ -94,18 +94,31 @@ class Outbox:
     # -- writing --------------------------------------------------------------
     def enqueue(self, id: str, group_key: str, receiver: str, alert_status: str, payload: dict) -> bool:
         """Queue a notification; False (and nothing written) when a row with this id exists already."""
-        rcv = self._receiver(receiver)
-        kind = rcv.kind if rcv is not None else ""
-        payload = notify.stored(kind, payload)  # without what the kind keeps out of storage (secrets)
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
+        return bool(self.enqueue_many([(id, group_key, receiver, alert_status, payload)]))
+
+    def enqueue_many(self, items: list[tuple[str, str, str, str, dict]]) -> list[str]:
+        """Queue (id, group_key, receiver, alert_status, payload) notifications in one insert, skipping
+        ids already queued (a decision made again after a crash); returns the ids written."""
+        if not items:
+            return []
         with self._enqueue_lock:
-            if notification_outbox.exists(self.store, id):
-                return False
+            known = notification_outbox.existing(self.store, [item[0] for item in items])
             now = self.clock.now()
-            self._write({"id": id, "group_key": group_key, "receiver": receiver, "kind": kind, "status": "pending",
-                         "alert_status": alert_status, "payload": body, "created_at": now, "attempts": 0,
-                         "next_attempt_at": now, "last_error": "", "sent_at": None, "updated_at": now})
-        return True
+            rows = []
+            for id, group_key, receiver, alert_status, payload in items:
+                if id in known:
+                    continue
+                known.add(id)
+                rcv = self._receiver(receiver)
+                kind = rcv.kind if rcv is not None else ""
+                stored = notify.stored(kind, payload)  # without what the kind keeps out of storage (secrets)
+                body = json.dumps(stored, ensure_ascii=False, separators=(",", ":"), default=str)
+                rows.append({"id": id, "group_key": group_key, "receiver": receiver, "kind": kind,
+                             "status": "pending", "alert_status": alert_status, "payload": body, "created_at": now,
+                             "attempts": 0, "next_attempt_at": now, "last_error": "", "sent_at": None,
+                             "updated_at": now})
+            self._write_all(rows)
+        return [r["id"] for r in rows]
 
     def _write(self, row: dict) -> None:
         notification_outbox.write(self.store, row)

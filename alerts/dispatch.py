@@ -146,20 +146,24 @@ class Dispatcher:
         for k, entry in entries.items():
             if entry["active"] and k not in groups:
                 groups[k] = None  # every alert of a notified group is gone from the state: close it
-        enqueued = []
+        queued, log_entries = [], []
         for (key, receiver), g in groups.items():
             if g is None:
-                self._write_log(key, receiver, [], [], now, False)
+                log_entries.append((key, receiver, [], [], now, False))
                 continue
             decision = self._decide(g, entries.get((key, receiver)), now)
             if decision is None:
                 continue
             firing, resolved, send = decision
             if send:
-                oid = self._enqueue(key, receiver, g, firing, resolved, entries.get((key, receiver)), now)
-                if oid:
-                    enqueued.append(oid)
-            self._write_log(key, receiver, sorted(firing), sorted(resolved), now, bool(firing))
+                item = self._notification(key, receiver, g, firing, resolved, entries.get((key, receiver)), now)
+                if item:
+                    queued.append(item)
+            log_entries.append((key, receiver, sorted(firing), sorted(resolved), now, bool(firing)))
+        # The outbox before the log, each in one insert (a storm is thousands of groups): a crash
+        # between them decides the same notifications again, with the same ids, queued once.
+        enqueued = self.outbox.enqueue_many(queued)
+        self._write_log(log_entries)
         return enqueued
 
     def _decide(self, g: dict, entry: dict | None, now: dt.datetime):
@@ -209,7 +213,7 @@ class Dispatcher:
         receiver = self.receivers.get(g["node"].receiver)
         return bool(receiver and receiver.target.send_resolved)
 
-    def _enqueue(self, key, receiver_name, g, firing, resolved, entry, now) -> str | None:
+    def _notification(self, key, receiver_name, g, firing, resolved, entry, now) -> tuple | None:
         receiver = self.receivers.get(receiver_name)
         if receiver is None:
             log.warning("route to unknown receiver %s: notification for %s dropped", receiver_name, key)
@@ -221,9 +225,7 @@ class Dispatcher:
         previous = entry["notified_at"].isoformat() if entry and entry["active"] else "new"
         oid = hashlib.sha256("|".join([key, receiver_name, status, ",".join(sorted(firing)),
                                        ",".join(sorted(resolved)), previous]).encode()).hexdigest()[:32]
-        payload = build_payload(receiver.kind, receiver.target, n)
-        self.outbox.enqueue(oid, key, receiver_name, status, payload)
-        return oid
+        return oid, key, receiver_name, status, build_payload(receiver.kind, receiver.target, n)
 
     @staticmethod
     def _view(a: dict, status: str) -> AlertView:
@@ -237,5 +239,5 @@ class Dispatcher:
     def _log(self) -> dict[tuple[str, str], dict]:
         return notification_log.entries(self.store)
 
-    def _write_log(self, key, receiver, firing, resolved, now, active) -> None:
-        notification_log.write(self.store, key, receiver, firing, resolved, now, active)
+    def _write_log(self, entries: list[tuple]) -> None:
+        notification_log.write_many(self.store, entries)

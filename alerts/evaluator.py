@@ -111,6 +111,8 @@ class Evaluator:
 
     def _step(self, rule, inst: Instance, labels, value, cond: bool, now) -> Transition | None:
         before = inst.state
+        if not cond and before == "inactive" and inst.health == "ok":
+            return None  # a quiet series (most of them): nothing to keep, nothing to render
         new = replace(inst, labels=labels, value=value, health="ok", updated_at=now)
         reason = ""
         if cond:

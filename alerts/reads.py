@@ -78,14 +78,16 @@ class Reads:
         read, compute = (rollups.live_feedback, feedback_metrics) if feedback else (rollups.live_requests,
                                                                                   request_metrics)
         rows = self._once(("live", feedback, lo, keys), read, self.store, lo, hi, keys)
+        # Every metric of a row at once, once per evaluation: rules on the same window share them.
+        values = self._once(("live-values", feedback, lo, keys), lambda: [compute(r) for r in rows])
         out = {}
-        for row in rows:
+        for row, metrics in zip(rows, values):
             labels = {k: row[k] for k in keys}
             if any(labels.get(k) != v for k, v in rule.selector.items()):
                 continue
             if not feedback and row["requests"] < rule.min_requests:
                 continue  # too few requests to tell either way: no data (the alert keeps its state)
-            value = compute(row)[rule.metric]
+            value = metrics[rule.metric]
             cond = value is not None and OPS[rule.op](value, rule.threshold)
             if not feedback:
                 # Too few failures is an answer, not a lack of data: isolated failures are not an incident.

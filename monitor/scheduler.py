@@ -54,10 +54,14 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
     return {job.name: job for job in jobs}
 
 
+ON_TIME = dt.timedelta(seconds=1)
+
+
 class Scheduler:
     def __init__(self, jobs: dict[str, Job]):
         self.jobs = jobs
         self.last: dict[str, RunResult] = {}
+        self._first: dict[str, dt.datetime] = {}  # each started job's first tick: its grid of ticks
         self._lock = threading.Lock()
         self._aps = BackgroundScheduler(timezone=dt.timezone.utc, job_defaults={
             # A run that overlaps the next tick is not started twice; missed ticks collapse into one run,
@@ -68,6 +72,9 @@ class Scheduler:
         now = dt.datetime.now(dt.timezone.utc)
         for name, job in self.jobs.items():
             first = now + getattr(job, "start_offset", dt.timedelta(0))
+            clock = getattr(job, "clock", None)
+            if clock is not None:  # the grid in the job's own time (an injected clock in tests)
+                self._first[name] = clock.now() + getattr(job, "start_offset", dt.timedelta(0))
             self._aps.add_job(self.run_job, IntervalTrigger(seconds=job.interval.total_seconds(), start_date=first),
                               args=[name], id=name, name=name, next_run_time=first)
         self._aps.start()
@@ -75,13 +82,26 @@ class Scheduler:
 
     def run_job(self, name: str) -> RunResult | None:
         try:
-            result = self.jobs[name].run()
+            result = self.jobs[name].run(now=self.scheduled_time(name))
         except Exception:  # a failure to even record the run must not kill the scheduler thread
             log.exception("job %s could not run", name)
             return None
         with self._lock:
             self.last[name] = result
         return result
+
+    def scheduled_time(self, name: str, now: dt.datetime | None = None) -> dt.datetime | None:
+        """The tick this run was scheduled for, when it woke within ON_TIME of it; else None (the job
+        reads its clock). As Prometheus evaluates at the scheduled time: the wake-up wanders a few
+        milliseconds either way, and a `for: 1m` counted from a run that woke 2 ms late to one that
+        woke on time would otherwise be 59.998 s and wait one more tick."""
+        first = self._first.get(name)
+        if first is None:
+            return None
+        now = now or self.jobs[name].clock.now()
+        interval = self.jobs[name].interval
+        tick = first + round((now - first) / interval) * interval
+        return tick if abs(now - tick) <= ON_TIME else None
 
     def shutdown(self) -> None:
         if self._aps.running:

@@ -13,6 +13,7 @@ from jobs.slo import SloJob
 from monitor.app import create_app
 from monitor.foundation.metrics import floor_to
 from monitor.foundation.tables import job_runs
+from monitor.foundation.tables.job_runs import RunResult
 from monitor.scheduler import Scheduler, build_jobs
 
 UTC = dt.timezone.utc
@@ -413,3 +414,38 @@ def test_burn_rate_windows_with_ragged_edges_are_exact(env):
     # 1h ending at T0+1h30m: the second half of the first hour plus the 600 new requests.
     half = [i for i in range(4000) if 3600 * i / 4000 >= 1800]
     assert point(store, "slo_burn_rate", "1h", at, **labels) == float(Fraction(9, len(half) + 600) / budget)
+
+
+def test_scheduled_runs_are_timed_at_their_tick_not_their_wake_up():
+    import time
+
+    from monitor.foundation.clock import SystemClock
+
+    class Probe:  # records the now each run is given
+        name, interval, clock = "probe", dt.timedelta(seconds=15), SystemClock()
+
+        def __init__(self):
+            self.nows = []
+
+        def run(self, now=None, since=None):
+            self.nows.append(now)
+            return RunResult("probe", now, now)
+
+    probe = Probe()
+    sched = Scheduler({"probe": probe})
+    sched.start()
+    try:
+        for _ in range(100):
+            if probe.nows:
+                break
+            time.sleep(0.05)
+    finally:
+        sched.shutdown()
+    first = sched._first["probe"]
+    assert probe.nows == [first]  # the tick itself, not the moment the thread woke
+    # A run that wakes a few ms either side of a later tick is timed at that tick: `for: 1m` is 4 ticks exactly.
+    for jitter_ms in (-3, 0, 2, 900):
+        at = first + 4 * probe.interval + dt.timedelta(milliseconds=jitter_ms)
+        assert sched.scheduled_time("probe", at) == first + 4 * probe.interval
+    # A run that comes late (the one before overran) reads its clock.
+    assert sched.scheduled_time("probe", first + 4 * probe.interval + dt.timedelta(seconds=5)) is None

@@ -15,5 +15,7 @@ def entries(store) -> dict[tuple[str, str], dict]:
     return out
 
 
-def write(store, group_key: str, receiver: str, firing: list[str], resolved: list[str], now, active: bool) -> None:
-    store.insert("notification_log", [[group_key, receiver, firing, resolved, now, active, now]], COLUMNS)
+def write_many(store, entries: list[tuple]) -> None:
+    """New entries, (group_key, receiver, firing, resolved, notified_at, active) each, in one insert."""
+    if entries:
+        store.insert("notification_log", [[*e, e[4]] for e in entries], COLUMNS)

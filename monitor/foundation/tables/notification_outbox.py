@@ -32,8 +32,12 @@ def write_many(store, rows: list[dict]) -> None:
         store.insert("notification_outbox", [[row[c] for c in COLUMNS] for row in rows], COLUMNS)
 
 
-def exists(store, id: str) -> bool:
-    return bool(store.scalar("SELECT count() FROM notification_outbox WHERE id = {id:String}", {"id": id}))
+def existing(store, ids: list[str]) -> set[str]:
+    """Those of ``ids`` that have a row."""
+    if not ids:
+        return set()
+    return {r[0] for r in store.query("SELECT DISTINCT id FROM notification_outbox WHERE id IN {ids:Array(String)}",
+                                      {"ids": list(ids)})}
 
 
 def rows(store, status: str | None = None) -> list[dict]:
