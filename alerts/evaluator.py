@@ -106,6 +106,16 @@ class Evaluator:
                 if t is not None:
                     changed[fp] = t.instance
                     transitions.append(t)
+        # An instance of a rule that is gone (removed or renamed in the config, or a rule id of an older
+        # nlpmon) resolves, as Prometheus drops a deleted rule's alerts: nothing left would ever end it.
+        ids = {rule_id(rule) for rule in self.rules}
+        for rid, mine in by_rule.items():
+            for fp, inst in mine.items() if rid not in ids else ():
+                if inst.state != "inactive":
+                    new = replace(inst, state="inactive", active_at=None, updated_at=now,
+                                  resolved_at=now if inst.state == "firing" else inst.resolved_at)
+                    changed[fp] = new
+                    transitions.append(Transition(new, inst.state, "inactive", "rule removed"))
         self._persist(changed, transitions, now, silenced)
         return transitions
 

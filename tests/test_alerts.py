@@ -414,3 +414,17 @@ def test_rule_files(make_config, tmp_path):
         load_rules(make_config(alerts={"rule_files": [str(bad)]}))
     with pytest.raises(ConfigError, match="alerts.rule_files: cannot read"):
         load_rules(make_config(alerts={"rule_files": [str(tmp_path / "missing.yaml")]}))
+
+
+def test_an_alert_of_a_removed_rule_resolves(make_engine, clock, hook):
+    engine = make_engine()
+    run_for(engine, clock, dt.timedelta(minutes=5), lambda t: {CHAT: 0.5})
+    assert [p["status"] for p in hook.take()] == ["firing"]
+    # The rule leaves the config (or an upgrade renames its id): its firing alert would never end otherwise.
+    engine = make_engine(fresh_store=False)
+    engine.rules = []
+    clock.set(T0 + dt.timedelta(minutes=5))
+    run_for(engine, clock, dt.timedelta(minutes=3))
+    assert [p["status"] for p in hook.take()] == ["resolved"]
+    [(reason,)] = engine.store.query("SELECT reason FROM alert_history WHERE to_state = 'inactive'")
+    assert reason == "rule removed"
