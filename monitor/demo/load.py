@@ -22,7 +22,7 @@ from monitor.demo.timeline import incidents
 from monitor.demo.traffic import expected_requests, generate
 from monitor.foundation.auth import KeyStore
 from monitor.foundation.clock import SystemClock
-from monitor.foundation.config import Config
+from monitor.foundation.config import Config, DriftReference
 from monitor.foundation.metrics import floor_to
 from monitor.foundation.storage import Store
 from monitor.ingest.pipeline import IngestResult
@@ -154,16 +154,22 @@ def _daily_drift(store: Store, config: Config, clock, end: dt.datetime, echo: Ca
 
 def _shift_drift(store: Store, config: Config, clock, days: float, end: dt.datetime,
                  echo: Callable[[str], None]) -> None:
-    """Hourly drift of the topic-shifted feature in the two hours after the shift starts and after it ends,
-    so the replayed EmbeddingDrift alert fires and resolves as the scheduler would have made it."""
+    """Hourly drift of the topic-shifted feature in the two hours after the shift starts and in the first
+    hour after it ends, so the replayed EmbeddingDrift alert fires and resolves as the scheduler would have
+    made it. The reference is the week before the shift, as an operator pins it once a shift is over: a
+    trailing week that holds the shift makes the return to normal look like drift too."""
     shift = next((i for i in incidents(days, end) if i["name"] == "topic shift"), None)
     if shift is None:
         return
-    # The first two whole-ish hours of the shift, and the first two wholly after it.
+    # The first two hours of the shift (EmbeddingDrift's for: 1h needs both), and the first hour wholly
+    # after it; the scheduler computes the hours since then once the service runs.
     hours = [floor_to(shift["start"], 3600) + dt.timedelta(hours=k) for k in (1, 2)] + \
-        [floor_to(shift["end"], 3600) + dt.timedelta(hours=k) for k in (2, 3)]
+        [floor_to(shift["end"], 3600) + dt.timedelta(hours=2)]
     hours = [h for h in hours if h <= end]
-    job = DriftJob(store, config, clock, config.drift.interval)
+    week_before = max(shift["start"] - dt.timedelta(days=7), end - dt.timedelta(days=days))
+    before = DriftReference.model_validate({"from": week_before, "to": shift["start"]})
+    pinned = config.model_copy(update={"drift": config.drift.model_copy(update={"reference": before, "targets": []})})
+    job = DriftJob(store, pinned, clock, config.drift.interval)
     echo(f"computing drift of {shift['service']}/{shift['feature']} around the topic shift ({len(hours)} hours) ...")
     rows = 0
     for h in tqdm(hours, unit="cmp", desc="drift comparisons", file=sys.stderr, mininterval=0.5):

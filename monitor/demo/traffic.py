@@ -265,15 +265,18 @@ class _Generator:
             return round(prefill + rng.lognormvariate(math.log(120), 0.4), 1), None, tokens_in, 0, cached
 
         median, sigma = feat.latency_median_ms, feat.latency_sigma
+        stretch = 1.0
         if regressed:  # x2.2 median and a wider spread: p95 a little more than doubles
             median, sigma = median * 2.2, sigma + 0.15
+            stretch = 2.2
         if slow:  # the upstream that is throwing 5xx is also sluggish when it answers
             median *= 1.4
         core = rng.lognormvariate(math.log(median), sigma)
         if rng.random() < feat.tail_share:
             core *= 3
         share = min(0.9, feat.ttft_share * rng.lognormvariate(0.0, 0.35))
-        ttft = prefill + core * share
+        # The regressed prompt makes longer answers: the extra time is generation, not the first token.
+        ttft = prefill + core / stretch * share
         latency = prefill + core
         tokens_out = max(1, int(core * (1 - share) / feat.ms_per_output_token * rng.uniform(0.85, 1.15)))
         if status == "cancelled":  # the user gave up part-way through the stream
