@@ -101,6 +101,13 @@ class IngestConfig(_Section):
     max_future_skew: Duration = dt.timedelta(minutes=5)
 
 
+class OtlpConfig(_Section):
+    """OpenTelemetry ingest (POST /v1/traces, /v1/logs): which span attributes name a request's feature, first
+    present wins; a span with none of them takes its gen_ai.operation.name (chat, embeddings...)."""
+
+    feature_attributes: list[str] = Field(default_factory=lambda: ["nlpmon.feature", "gen_ai.agent.name"])
+
+
 class RetentionConfig(_Section):
     days: int = Field(90, ge=1, le=3650)
     text_days: int = Field(30, ge=1, le=3650)
@@ -547,6 +554,7 @@ class Config(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     clickhouse: ClickHouseConfig = Field(default_factory=ClickHouseConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     pricing: list[Price] = Field(default_factory=_default_prices)

@@ -11,7 +11,7 @@ from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.http import ApiError
 from monitor.foundation.tables import feedback, rejected, requests
-from monitor.ingest import bodies
+from monitor.ingest import bodies, genai, otlp
 
 bp = Blueprint("api_v1", __name__, url_prefix="/v1")
 
@@ -99,6 +99,31 @@ def post_requests():
 @require("ingest")
 def post_feedback():
     return _ingest("feedback")
+
+
+@bp.post("/traces")
+@require("ingest")
+def post_traces():
+    """OTLP/HTTP traces: GenAI model-call spans become requests through the same pipeline as /v1/requests;
+    other spans are counted and ignored, never rejected."""
+    svc = _services()
+    encoding = otlp.encoding_of(request.mimetype)
+    export = otlp.parse_traces(_read_body(svc.config.ingest.max_body_bytes), encoding)
+    events, ignored = [], 0
+    for resource_spans in export.resource_spans:
+        resource = genai.attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                event = genai.request_event(span, resource, svc.config.otlp.feature_attributes)
+                if event is None:
+                    ignored += 1
+                else:
+                    events.append(event)
+    result = svc.ingestor.ingest("requests", events, api_key_id=g.api_key.key_id) if events else None
+    rejected = result.rejected if result else 0
+    message = "; ".join(f"{events[e['index']]['request_id']}: {e['field']}: {e['reason']}"
+                        for e in (result.errors[:5] if result else []))
+    return (otlp.traces_response(rejected, message, encoding), 200, {"Content-Type": encoding})
 
 
 @bp.get("/requests/<request_id>")

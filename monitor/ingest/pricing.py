@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import re
 from collections import defaultdict
 
 from monitor.foundation.config import Price
+
+
+# A provider's dated snapshot of a model (gpt-4o-2024-08-06, claude-3-5-sonnet-20241022): priced as the model.
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
 
 
 class PriceTable:
@@ -25,7 +30,10 @@ class PriceTable:
     def price(self, model: str, day: dt.date) -> Price | None:
         dates = self._dates.get(model)
         if not dates:
-            return None
+            base = _SNAPSHOT.sub("", model)
+            if base == model or base not in self._dates:
+                return None
+            model, dates = base, self._dates[base]
         i = bisect.bisect_right(dates, day) - 1
         return self._prices[model][i] if i >= 0 else None
 
