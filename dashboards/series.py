@@ -160,13 +160,16 @@ class _Collector:
 
     def _own(self):
         ingestor = self.svc.ingestor_if_built()
-        counters = ingestor.counters if ingestor else {"requests": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
+        counters = ingestor.counters if ingestor else {"requests": 0, "feedback": 0, "rejected": 0, "duplicates": 0,
+                                                       "otlp_spans_ignored": 0}
         ingested = Metric("nlpmon_ingested_events", "Events stored by this process since it started.", "counter")
         for kind in ("requests", "feedback"):
             ingested.add_sample("nlpmon_ingested_events_total", {"kind": kind}, counters[kind])
         yield ingested
         for name, key, text in (("rejected_events", "rejected", "Rows rejected by validation since start."),
-                                ("duplicate_events", "duplicates", "Replayed events ignored since start.")):
+                                ("duplicate_events", "duplicates", "Replayed events ignored since start."),
+                ("otlp_spans_ignored", "otlp_spans_ignored",
+                 "OpenTelemetry spans that are not model calls (HTTP, DB...), ignored since start.")):
             m = Metric(f"nlpmon_{name}", text, "counter")
             m.add_sample(f"nlpmon_{name}_total", {}, counters[key])
             yield m

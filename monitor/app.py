@@ -14,6 +14,7 @@ from monitor.foundation.config import Config, load_config
 from monitor.foundation.http import ApiError
 from monitor.foundation.storage import Store, StoreError, StoreQueryError
 from monitor.ingest.pipeline import Ingestor, user_id_salt
+from monitor.ingest.otlp_join import OtlpJoin
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
@@ -39,6 +40,10 @@ class Services:
             salt = user_id_salt(self.store, self.config, self.clock)
             self._ingestor = Ingestor(self.store, self.config, self.clock, salt)
         return self._ingestor
+
+    @property
+    def otlp(self) -> OtlpJoin:
+        return OtlpJoin(self.store, self.config, self.clock, self.ingestor)
 
 
 def create_app(config: Config | None = None, store: Store | None = None, clock=None) -> Flask:

@@ -28,6 +28,7 @@ from jobs.incident_kpis import IncidentKpiJob
 from jobs.reconcile import ReconcileJob
 from jobs.sli import SliJob
 from jobs.slo import SloJob
+from monitor.ingest.otlp_join import OtlpJoin
 from monitor.foundation.config import Config
 from monitor.foundation.storage import Store
 from monitor.foundation.tables.job_runs import RunResult
@@ -42,7 +43,9 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
             CostJob(store, config, clock, j.cost_interval),
             HallucinationSampleJob(store, config, clock, r.sample_interval),
             HallucinationRateJob(store, config, clock, r.rate_interval),
-            ReconcileJob(store, config, clock, j.reconcile_interval)]
+            ReconcileJob(store, config, clock, j.reconcile_interval),
+        # Parked OpenTelemetry spans, ingested with the content events that came for them.
+        OtlpJoin(store, config, clock)]
     if config.drift.enabled:
         jobs.append(DriftJob(store, config, clock, config.drift.interval))
     if config.grounding.enabled:

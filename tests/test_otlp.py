@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 from monitor.foundation.tables import requests as request_rows
+from monitor.scheduler import build_jobs
 
 CURRENT = {  # semantic conventions 1.37+
     "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
@@ -137,6 +138,10 @@ def test_otlp_json_partial_success_and_errors(client, keys, store, clock):
     assert r.status_code == 200 and r.content_type.startswith("application/json")
     assert r.json["partialSuccess"]["rejectedSpans"] == "1"
     assert "otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b175: ts" in r.json["partialSuccess"]["errorMessage"]
+    # Without texts on the span it waits otlp.logs_wait for content events, then lands.
+    assert request_rows.get(store, "otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174") is None
+    build_jobs(store, client.application.extensions["nlpmon"].config, clock)["otlp_join"].run(
+        now + dt.timedelta(seconds=6))
     row = request_rows.get(store, "otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174")
     assert (row["service"], row["model"], row["input_tokens"], row["latency_ms"]) == ("copilot", "gpt-4o-mini", 10,
                                                                                       850.0)
@@ -149,3 +154,73 @@ def test_otlp_json_partial_success_and_errors(client, keys, store, clock):
     assert _post(client, keys["ingest"], b"{}", "text/plain").status_code == 415
     assert _post(client, "nope", b"{}", "application/json").status_code == 401
     assert _post(client, keys["read"], b"{}", "application/json").status_code == 403
+
+
+@pytest.fixture
+def otel(live_server, keys, clock):
+    """A tracer and a logger exporting to the app as an instrumented app does (the SDK's OTLP/HTTP exporters)."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    clock.set(dt.datetime.now(dt.timezone.utc))
+    resource = Resource.create({"service.name": "support-bot"})
+    auth = {"Authorization": f"Bearer {keys['ingest']}"}
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{live_server.url}/v1/traces",
+                                                                            headers=auth)))
+    logger_provider = LoggerProvider(resource=resource)
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(
+        endpoint=f"{live_server.url}/v1/logs", headers=auth)))
+    return tracer_provider.get_tracer("test"), logger_provider.get_logger("test")
+
+
+def _content_events(logger, span, question="Is the AI plan on sale?", answer="Yes, until Friday."):
+    from opentelemetry import trace
+    ctx = trace.set_span_in_context(span)
+    logger.emit(event_name="gen_ai.user.message", body={"content": "an earlier question"}, context=ctx)
+    logger.emit(event_name="gen_ai.user.message", body={"content": question}, context=ctx)
+    logger.emit(event_name="gen_ai.choice", context=ctx,
+                body={"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}})
+
+
+NO_CONTENT = {k: v for k, v in CURRENT.items() if not k.endswith(".messages")}
+
+
+def test_content_events_join_their_span_in_either_order(otel, app, store, clock):
+    tracer, logger = otel
+    # Logs first: the span finds its content waiting and lands at once, with the newest question.
+    with tracer.start_as_current_span("chat", attributes=NO_CONTENT) as first:
+        _content_events(logger, first)
+    row = _stored(store, first)
+    assert (row["input_text"], row["output_text"]) == ("Is the AI plan on sale?", "Yes, until Friday.")
+    # Span first: parked (accepted, not yet a request) until otlp.logs_wait has passed.
+    with tracer.start_as_current_span("chat", attributes=NO_CONTENT) as second:
+        pass
+    ctx = second.get_span_context()
+    rid = f"otel-{ctx.trace_id:032x}-{ctx.span_id:016x}"
+    assert request_rows.get(store, rid) is None
+    _content_events(logger, second, question="And the crypto payouts?", answer="They start in March.")
+    job = build_jobs(store, app.extensions["nlpmon"].config, clock)["otlp_join"]
+    assert job.run(clock.now()).rows == 0  # still within logs_wait
+    assert job.run(clock.now() + dt.timedelta(seconds=6)).rows == 1
+    row = request_rows.get(store, rid)
+    assert (row["input_text"], row["output_text"]) == ("And the crypto payouts?", "They start in March.")
+    assert job.run(clock.now() + dt.timedelta(seconds=12)).rows == 0  # once
+    assert store.scalar("SELECT sum(requests) FROM requests_1m") == 2
+
+
+def test_evaluation_results_become_feedback(otel, store):
+    from opentelemetry import trace
+    tracer, logger = otel
+    with tracer.start_as_current_span("chat", attributes=CURRENT) as span:
+        pass
+    logger.emit(event_name="gen_ai.evaluation.result", context=trace.set_span_in_context(span),
+                attributes={"gen_ai.evaluation.name": "task_success", "gen_ai.evaluation.score.value": 1.0,
+                            "gen_ai.evaluation.score.label": "pass"})
+    logger.emit(event_name="gen_ai.evaluation.result", context=trace.set_span_in_context(span),
+                attributes={"gen_ai.evaluation.name": "unmapped", "gen_ai.evaluation.score.value": 0.2})
+    rid = _stored(store, span)["request_id"]
+    rows = store.query_dicts("SELECT kind, value, label, source FROM feedback FINAL WHERE request_id = {r:String}",
+                             {"r": rid})
+    assert rows == [{"kind": "task_success", "value": 1.0, "label": "pass", "source": "auto"}]

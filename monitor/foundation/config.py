@@ -106,6 +106,11 @@ class OtlpConfig(_Section):
     present wins; a span with none of them takes its gen_ai.operation.name (chat, embeddings...)."""
 
     feature_attributes: list[str] = Field(default_factory=lambda: ["nlpmon.feature", "gen_ai.agent.name"])
+    # A span without its texts waits this long for content log events (0s: ingest at once, texts on spans only).
+    logs_wait: Duration = dt.timedelta(seconds=5)
+    # gen_ai.evaluation.name -> feedback kind; evaluations of other names are counted and dropped.
+    evaluation_kinds: dict[str, str] = Field(default_factory=lambda: {
+        "hallucination": "hallucination", "task_success": "task_success", "relevance": "rating"})
 
 
 class RetentionConfig(_Section):

@@ -109,7 +109,7 @@ def post_traces():
     svc = _services()
     encoding = otlp.encoding_of(request.mimetype)
     export = otlp.parse_traces(_read_body(svc.config.ingest.max_body_bytes), encoding)
-    events, ignored = [], 0
+    spans, ignored = [], 0
     for resource_spans in export.resource_spans:
         resource = genai.attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
@@ -118,12 +118,45 @@ def post_traces():
                 if event is None:
                     ignored += 1
                 else:
-                    events.append(event)
-    result = svc.ingestor.ingest("requests", events, api_key_id=g.api_key.key_id) if events else None
+                    spans.append((span.trace_id.hex(), span.span_id.hex(), event))
+    svc.ingestor.counters["otlp_spans_ignored"] += ignored
+    if not spans:
+        return otlp.traces_response(0, "", encoding), 200, {"Content-Type": encoding}
+    result, ingested = svc.otlp.spans(spans, api_key_id=g.api_key.key_id)
+    message = "; ".join(f"{ingested[e['index']]['request_id']}: {e['field']}: {e['reason']}"
+                        for e in result.errors[:5])
+    return otlp.traces_response(result.rejected, message, encoding), 200, {"Content-Type": encoding}
+
+
+@bp.post("/logs")
+@require("ingest")
+def post_logs():
+    """OTLP/HTTP logs: GenAI content events join their span's request; evaluation results become feedback."""
+    svc = _services()
+    encoding = otlp.encoding_of(request.mimetype)
+    export = otlp.parse_logs(_read_body(svc.config.ingest.max_body_bytes), encoding)
+    contents: dict[tuple[str, str], dict] = {}
+    feedback_rows = []
+    kinds = svc.config.otlp.evaluation_kinds
+    for resource_logs in export.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            for record in sorted(scope_logs.log_records, key=genai.record_time):
+                name = genai.event_name(record)
+                key = (record.trace_id.hex(), record.span_id.hex())
+                if name in genai.CONTENT_EVENTS and record.span_id:
+                    texts = genai.content_texts(record)
+                    if texts:  # the newest message wins; ``at`` orders them across exports
+                        contents.setdefault(key, {}).update(texts, at=genai.record_time(record))
+                elif name == genai.EVALUATION_EVENT and record.span_id:
+                    row = genai.evaluation_feedback(record, kinds)
+                    if row is not None:
+                        feedback_rows.append(row)
+    svc.otlp.contents([(t, s, texts) for (t, s), texts in contents.items()])
+    result = svc.ingestor.ingest("feedback", feedback_rows, api_key_id=g.api_key.key_id) if feedback_rows else None
     rejected = result.rejected if result else 0
-    message = "; ".join(f"{events[e['index']]['request_id']}: {e['field']}: {e['reason']}"
+    message = "; ".join(f"{feedback_rows[e['index']]['request_id']}: {e['field']}: {e['reason']}"
                         for e in (result.errors[:5] if result else []))
-    return (otlp.traces_response(rejected, message, encoding), 200, {"Content-Type": encoding})
+    return otlp.logs_response(rejected, message, encoding), 200, {"Content-Type": encoding}
 
 
 @bp.get("/requests/<request_id>")

@@ -179,3 +179,62 @@ def message_text(message: dict) -> str:
             if isinstance(text, str):
                 pieces.append(text)
     return "\n\n".join(p for p in pieces if p)
+
+
+# -- log events ------------------------------------------------------------------------------------
+CONTENT_EVENTS = frozenset({"gen_ai.client.inference.operation.details", "gen_ai.user.message",
+                            "gen_ai.system.message", "gen_ai.assistant.message", "gen_ai.tool.message",
+                            "gen_ai.choice"})
+EVALUATION_EVENT = "gen_ai.evaluation.result"
+
+
+def record_time(record) -> int:
+    """When the event happened (unix ns): its time, or when it was observed (the SDK sets only that)."""
+    return record.time_unix_nano or record.observed_time_unix_nano
+
+
+def event_name(record) -> str:
+    """A log record's event name: the field (OTLP 1.5+) or the older ``event.name`` attribute."""
+    return record.event_name or str(attributes(record.attributes).get("event.name") or "")
+
+
+def content_texts(record) -> dict[str, str]:
+    """input_text / output_text a content log event carries (empty when content capture is off)."""
+    name = event_name(record)
+    attrs = attributes(record.attributes)
+    body = value(record.body)
+    if name == "gen_ai.client.inference.operation.details":
+        merged = {**attrs, **(body if isinstance(body, dict) else {})}
+        return texts(merged)
+    if not isinstance(body, dict):
+        return {}
+    if name == "gen_ai.user.message":
+        return {"input_text": message_text(body)} if message_text(body) else {}
+    if name == "gen_ai.choice" and int(body.get("index", 0) or 0) == 0:
+        return {"output_text": message_text(body)} if message_text(body) else {}
+    return {}
+
+
+def evaluation_feedback(record, kinds: dict[str, str]) -> dict | None:
+    """The feedback row of a ``gen_ai.evaluation.result`` event on the span it evaluates, when its
+    ``gen_ai.evaluation.name`` maps to a feedback kind (otlp.evaluation_kinds)."""
+    attrs = {**attributes(record.attributes)}
+    body = value(record.body)
+    if isinstance(body, dict):
+        attrs = {**body, **attrs}
+    kind = kinds.get(str(attrs.get("gen_ai.evaluation.name") or ""))
+    if kind is None:
+        return None
+    row = {"request_id": request_id(record.trace_id, record.span_id),
+           "feedback_id": f"otel-eval-{record.trace_id.hex()}-{record.span_id.hex()}-{kind}",
+           "ts": _iso(record_time(record)), "kind": kind, "source": "auto"}
+    score = attrs.get("gen_ai.evaluation.score.value")
+    if score is not None:
+        row["value"] = score
+    label = attrs.get("gen_ai.evaluation.score.label")
+    if label:
+        row["label"] = str(label)
+    explanation = attrs.get("gen_ai.evaluation.explanation")
+    if explanation:
+        row["comment"] = str(explanation)
+    return row

@@ -7,6 +7,11 @@ import json
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -68,6 +73,20 @@ def traces_response(rejected: int, message: str, encoding: str) -> bytes:
     response = ExportTraceServiceResponse()
     if rejected:
         response.partial_success.CopyFrom(ExportTracePartialSuccess(rejected_spans=rejected, error_message=message))
+    if encoding == PROTOBUF:
+        return response.SerializeToString()
+    return json_format.MessageToJson(response, indent=None).encode()
+
+
+def parse_logs(body: bytes, encoding: str) -> ExportLogsServiceRequest:
+    return parse(ExportLogsServiceRequest, body, encoding)
+
+
+def logs_response(rejected: int, message: str, encoding: str) -> bytes:
+    response = ExportLogsServiceResponse()
+    if rejected:
+        response.partial_success.CopyFrom(ExportLogsPartialSuccess(rejected_log_records=rejected,
+                                                                   error_message=message))
     if encoding == PROTOBUF:
         return response.SerializeToString()
     return json_format.MessageToJson(response, indent=None).encode()

@@ -74,7 +74,7 @@ class Ingestor:
         self.redactor = Redactor(config.privacy.redact) if config.privacy.redact_pii else None
         self.prices = PriceTable(config.pricing)
         self.budget = CardinalityBudget(store, config)
-        self.counters = {"requests": 0, "feedback": 0, "rejected": 0, "duplicates": 0}
+        self.counters = {"requests": 0, "feedback": 0, "rejected": 0, "duplicates": 0, "otlp_spans_ignored": 0}
 
     def limits(self) -> events.Limits:
         return events.Limits(

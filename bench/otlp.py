@@ -1,0 +1,410 @@
+"""OTLP ingest throughput: spans/s through POST /v1/traces beside events/s through POST /v1/requests.
+
+    .venv/bin/python bench/otlp.py [--calls 12288] [--rounds 4] [--batch 512] [--senders 2] [--profile]
+
+Starts `nlpmon serve` on the embedded store in a temporary directory (a real
+separate process, as in bench/ingest.py) and sends the same model calls both
+ways, in the same run, to the same server:
+
+- /v1/traces: each demo request event (monitor.demo.generate) as an OTLP GenAI
+  chat span with the current semantic-convention attributes (gen_ai.operation.name,
+  gen_ai.provider.name, gen_ai.request.model, gen_ai.usage.input_tokens /
+  output_tokens, gen_ai.input.messages / gen_ai.output.messages as JSON strings
+  holding the event's input_text / output_text, nlpmon.feature, plus
+  gen_ai.conversation.id, user.id and error.type with an ERROR status for failed
+  calls), service.name and deployment.environment.name as resource attributes;
+  batches of 512 spans as the SDK's BatchSpanProcessor sends them, built with the
+  opentelemetry-proto classes into one ExportTraceServiceRequest (one
+  ResourceSpans per service in the batch, as a collector forwards them) and
+  serialized to protobuf before the timing starts;
+- /v1/requests: the same events as JSON arrays of 512 (all the demo's fields,
+  context_text and tags included, which spans do not carry).
+
+The two paths alternate over ``--rounds`` rounds (traces first in even rounds,
+events first in odd ones), each round with fresh trace, span and request ids so
+deduplication never short-circuits, ``--senders`` concurrent HTTP senders. Every
+answer is checked (200, nothing rejected) and afterwards the stored rows are
+counted and one span's row compared with its event.
+
+Prints both rates per round and overall, their ratio (target >= 0.7 of the
+events path), the server's peak RSS and, after the server stops, the server-side
+cost of one batch of each path measured in-process (create_app on the same store,
+the Flask test client): body parse, span -> event mapping, the ingest pipeline and
+the rest of the request. ``--profile`` adds a cProfile of one /v1/traces batch.
+Nothing fails on a missed target. The temporary store is deleted at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
+
+from bench.common import peak_rss_mib, run_summary  # noqa: E402
+from bench.ingest import cli, free_port, make_events  # noqa: E402
+
+TARGET = 0.7
+PROTOBUF = "application/x-protobuf"
+
+
+# -- the two bodies of the same calls -----------------------------------------------------------------
+def _unix_nano(ts: str) -> int:
+    t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
+
+
+def _put(span_or_resource, key: str, v) -> None:
+    kv = span_or_resource.attributes.add(key=key)
+    if isinstance(v, bool):
+        kv.value.bool_value = v
+    elif isinstance(v, int):
+        kv.value.int_value = v
+    elif isinstance(v, float):
+        kv.value.double_value = v
+    else:
+        kv.value.string_value = v
+
+
+def fill_span(span, ev: dict, trace_id: bytes, span_id: bytes) -> None:
+    """``span`` (an empty opentelemetry.proto Span) as the GenAI chat span of demo event ``ev``."""
+    start = _unix_nano(ev["ts"])
+    span.trace_id, span.span_id = trace_id, span_id
+    span.name = f"chat {ev['model']}"
+    span.kind = Span.SPAN_KIND_CLIENT
+    span.start_time_unix_nano = start
+    span.end_time_unix_nano = start + int(ev["latency_ms"] * 1e6)
+    _put(span, "gen_ai.operation.name", "chat")
+    _put(span, "gen_ai.provider.name", ev["provider"])
+    _put(span, "gen_ai.request.model", ev["model"])
+    _put(span, "gen_ai.usage.input_tokens", ev["input_tokens"])
+    _put(span, "gen_ai.usage.output_tokens", ev["output_tokens"])
+    if ev.get("cached_input_tokens"):
+        _put(span, "gen_ai.usage.cache_read.input_tokens", ev["cached_input_tokens"])
+    if ev.get("input_text"):
+        _put(span, "gen_ai.input.messages", json.dumps(
+            [{"role": "user", "parts": [{"type": "text", "content": ev["input_text"]}]}], ensure_ascii=False))
+    if ev.get("output_text"):
+        _put(span, "gen_ai.output.messages", json.dumps(
+            [{"role": "assistant", "parts": [{"type": "text", "content": ev["output_text"]}],
+              "finish_reason": "stop"}], ensure_ascii=False))
+    _put(span, "nlpmon.feature", ev["feature"])
+    if ev.get("session_id"):
+        _put(span, "gen_ai.conversation.id", ev["session_id"])
+    if ev.get("user_id"):
+        _put(span, "user.id", ev["user_id"])
+    if ev["status"] != "ok":
+        _put(span, "error.type", ev.get("error_type") or ev["status"])
+        span.status.code = Status.STATUS_CODE_ERROR
+
+
+def traces_bodies(events: list[dict], batch: int, rng: random.Random) -> tuple[list[bytes], list[str]]:
+    """Protobuf ExportTraceServiceRequests of ``batch`` spans with fresh ids, and the request ids they map to."""
+    bodies, ids = [], []
+    for i in range(0, len(events), batch):
+        export = ExportTraceServiceRequest()
+        scopes = {}
+        for ev in events[i:i + batch]:
+            resource = (ev["service"], ev["environment"])
+            if resource not in scopes:
+                rs = export.resource_spans.add()
+                _put(rs.resource, "service.name", ev["service"])
+                _put(rs.resource, "deployment.environment.name", ev["environment"])
+                scope = rs.scope_spans.add()
+                scope.scope.name, scope.scope.version = "opentelemetry.instrumentation.openai_v2", "2.1b0"
+                scopes[resource] = scope
+            trace_id, span_id = rng.randbytes(16), rng.randbytes(8)
+            fill_span(scopes[resource].spans.add(), ev, trace_id, span_id)
+            ids.append(f"otel-{trace_id.hex()}-{span_id.hex()}")
+        bodies.append(export.SerializeToString())
+    return bodies, ids
+
+
+def events_bodies(events: list[dict], batch: int) -> tuple[list[bytes], list[str]]:
+    """JSON arrays of ``batch`` events with fresh request ids, and those ids."""
+    bodies, ids = [], []
+    for i in range(0, len(events), batch):
+        rows = [{**ev, "request_id": str(uuid.uuid4())} for ev in events[i:i + batch]]
+        ids.extend(r["request_id"] for r in rows)
+        bodies.append(json.dumps(rows).encode())
+    return bodies, ids
+
+
+# -- HTTP ---------------------------------------------------------------------------------------------
+def post_traces(url: str, key: str, body: bytes) -> int:
+    """Spans of one export the answer says were rejected (its partial_success)."""
+    req = urllib.request.Request(f"{url}/v1/traces", data=body, method="POST",
+                                 headers={"Content-Type": PROTOBUF, "Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        assert r.status == 200 and r.headers.get_content_type() == PROTOBUF, (r.status, r.headers)
+        return ExportTraceServiceResponse.FromString(r.read()).partial_success.rejected_spans
+
+
+def post_requests(url: str, key: str, body: bytes) -> int:
+    """Events of one batch rejected; none may be a duplicate (the ids are fresh)."""
+    req = urllib.request.Request(f"{url}/v1/requests", data=body, method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        answer = json.loads(r.read())
+    assert answer["duplicates"] == 0, answer
+    return answer["rejected"]
+
+
+def get_json(url: str, key: str, path: str) -> dict:
+    req = urllib.request.Request(f"{url}{path}", headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def send(post, url: str, key: str, bodies: list[bytes], senders: int) -> tuple[float, int]:
+    """Seconds to send all ``bodies`` with ``senders`` concurrent senders, and how many rows were rejected."""
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(senders) as pool:
+        answers = list(pool.map(lambda b: post(url, key, b), bodies))
+    return time.perf_counter() - t0, sum(answers)
+
+
+# -- in-process cost split ----------------------------------------------------------------------------
+class Timers:
+    """Wraps module attributes the views look up at call time, adding up the seconds spent in each."""
+
+    def __init__(self):
+        self.spent: dict[str, float] = {}
+        self._undo = []
+
+    def wrap(self, owner, attr: str, label: str) -> None:
+        inner = getattr(owner, attr)
+        spent = self.spent
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
+        setattr(owner, attr, timed)
+        self._undo.append((owner, attr, inner))
+
+    def reset(self) -> None:
+        self.spent.clear()
+
+    def undo(self) -> None:
+        for owner, attr, inner in reversed(self._undo):
+            setattr(owner, attr, inner)
+
+
+def cost_split(cfg, store, ingest_key: str, events: list[dict], batch: int, repeat: int, profile: bool) -> None:
+    from monitor.app import create_app
+    from monitor.ingest import api, genai, otlp
+    from monitor.ingest.pipeline import Ingestor
+
+    app = create_app(cfg, store)
+    client = app.test_client()
+    rng = random.Random(7)
+    one = events[:batch]
+    auth = {"Authorization": f"Bearer {ingest_key}"}
+
+    def traces_body():
+        return traces_bodies(one, batch, rng)[0][0]
+
+    def events_body():
+        return events_bodies(one, batch)[0][0]
+
+    # Warm-up (the ingestor, the key cache, first parts), then the timed batches.
+    assert client.post("/v1/traces", data=traces_body(), headers={**auth, "Content-Type": PROTOBUF}).status_code == 200
+    assert client.post("/v1/requests", data=events_body(),
+                       headers={**auth, "Content-Type": "application/json"}).status_code == 200
+    timers = Timers()
+    timers.wrap(otlp, "parse_traces", "parse")
+    timers.wrap(genai, "request_event", "map")
+    timers.wrap(api, "parse_batch", "parse")
+    timers.wrap(Ingestor, "ingest", "ingest")
+    rows = {}
+    try:
+        for path, make, ctype in (("/v1/traces", traces_body, PROTOBUF), ("/v1/requests", events_body,
+                                                                          "application/json")):
+            samples = []
+            for _ in range(repeat):
+                body = make()
+                timers.reset()
+                t0 = time.perf_counter()
+                r = client.post(path, data=body, headers={**auth, "Content-Type": ctype})
+                total = time.perf_counter() - t0
+                assert r.status_code == 200, (path, r.status_code, r.data[:300])
+                s = dict(timers.spent)
+                s["total"] = total
+                s["rest"] = total - sum(s.get(k, 0.0) for k in ("parse", "map", "ingest"))
+                samples.append(s)
+            rows[path] = {k: statistics.median(s.get(k, 0.0) for s in samples)
+                          for k in ("parse", "map", "ingest", "rest", "total")}
+    finally:
+        timers.undo()
+
+    n = len(one)
+    print(f"\nserver-side cost of one batch of {n}, in-process (Flask test client on the same store), "
+          f"median of {repeat}:")
+    print(f"  {'':14} {'parse':>9} {'map':>9} {'ingest':>9} {'rest':>9} {'total':>9}   per row")
+    for path, r in rows.items():
+        print(f"  {path:14} " + " ".join(f"{r[k] * 1000:7.1f}ms" for k in ("parse", "map", "ingest", "rest", "total"))
+              + f"   {r['total'] / n * 1e6:6.0f} us")
+    t, e = rows["/v1/traces"], rows["/v1/requests"]
+    print(f"  /v1/traces protobuf parse + mapping = {(t['parse'] + t['map']) * 1000:.1f} ms "
+          f"({(t['parse'] + t['map']) / t['total']:.0%} of its request), ingest {t['ingest'] / t['total']:.0%}; "
+          f"/v1/requests JSON parse {e['parse'] * 1000:.1f} ms ({e['parse'] / e['total']:.0%}), "
+          f"ingest {e['ingest'] / e['total']:.0%}")
+    if profile:
+        import cProfile
+        import io
+        import pstats
+        body = traces_body()
+        prof = cProfile.Profile()
+        prof.enable()
+        client.post("/v1/traces", data=body, headers={**auth, "Content-Type": PROTOBUF})
+        prof.disable()
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(30)
+        print("\ncProfile of one /v1/traces batch (cumulative):")
+        print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
+
+
+# -- main ---------------------------------------------------------------------------------------------
+def main() -> None:
+    t_start = time.perf_counter()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=12_288, help="model calls sent each way in each round")
+    ap.add_argument("--rounds", type=int, default=4, help="rounds, alternating which path goes first")
+    ap.add_argument("--batch", type=int, default=512, help="spans (events) per request")
+    ap.add_argument("--senders", type=int, default=2, help="concurrent HTTP senders")
+    ap.add_argument("--split-repeat", type=int, default=5, help="batches per path timed in-process")
+    ap.add_argument("--profile", action="store_true", help="cProfile one /v1/traces batch in-process")
+    args = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="nlpmon-bench-otlp-")
+    env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse", "DO_NOT_TRACK": "1",
+           "HF_HUB_OFFLINE": "1", "MONITOR_LOGGING_LEVEL": "WARNING"}
+    env.pop("MONITOR_CONFIG", None)
+    try:
+        print(f"preparing {args.calls} demo events ...", flush=True)
+        events = make_events(args.calls)
+        rng = random.Random(11)
+        probe_t, _ = traces_bodies(events, args.batch, rng)
+        probe_e, _ = events_bodies(events, args.batch)
+        no_text = sum(1 for ev in events if not (ev.get("input_text") or ev.get("output_text")))
+        print(f"{len(events)} calls a round, {args.rounds} rounds, batches of {args.batch}: "
+              f"{sum(map(len, probe_t)) / len(probe_t) / 1024:.0f} KiB protobuf / "
+              f"{sum(map(len, probe_e)) / len(probe_e) / 1024:.0f} KiB JSON a batch; "
+              f"{no_text} calls without texts")
+        del probe_t, probe_e
+
+        cli("db", "upgrade", cwd=work, env=env)
+        ingest_key = cli("keys", "create", "--scope", "ingest", "--name", "bench", cwd=work, env=env).strip()
+        read_key = cli("keys", "create", "--scope", "read", "--name", "bench-read", cwd=work, env=env).strip()
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "monitor.cli", "serve", "--port", str(port)], cwd=work,
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{port}"
+        results = {"traces": [], "requests": []}  # (calls, seconds) per round
+        sample = None
+        try:
+            for _ in range(300):
+                try:
+                    urllib.request.urlopen(f"{url}/readyz", timeout=1).read()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            # Warm-up of both paths: salt, key cache, protobuf classes, first parts.
+            warm = events[:args.batch]
+            post_traces(url, ingest_key, traces_bodies(warm, args.batch, rng)[0][0])
+            post_requests(url, ingest_key, events_bodies(warm, args.batch)[0][0])
+            stored_expected = 2 * len(warm)
+
+            print(f"\n{'round':>5}  {'first':<9} {'/v1/traces spans/s':>19} {'/v1/requests events/s':>22} "
+                  f"{'ratio':>6}")
+            for rnd in range(args.rounds):
+                order = ["traces", "requests"] if rnd % 2 == 0 else ["requests", "traces"]
+                rates = {}
+                for path in order:
+                    if path == "traces":
+                        bodies, ids = traces_bodies(events, args.batch, rng)  # serialized before the timing
+                        secs, rejected = send(post_traces, url, ingest_key, bodies, args.senders)
+                        if rnd == args.rounds - 1:
+                            sample = (ids[len(ids) // 2], events[len(ids) // 2])
+                    else:
+                        bodies, ids = events_bodies(events, args.batch)
+                        secs, rejected = send(post_requests, url, ingest_key, bodies, args.senders)
+                    assert rejected == 0, f"/v1/{path}: {rejected} rejected"
+                    results[path].append((len(ids), secs))
+                    rates[path] = len(ids) / secs
+                    stored_expected += len(ids)
+                print(f"{rnd + 1:>5}  {order[0]:<9} {rates['traces']:>19,.0f} {rates['requests']:>22,.0f} "
+                      f"{rates['traces'] / rates['requests']:>6.2f}", flush=True)
+            rss = peak_rss_mib(server.pid)
+            row = get_json(url, read_key, f"/v1/requests/{sample[0]}")["request"]
+        finally:
+            server.terminate()
+            server.wait(30)
+
+        ev = sample[1]
+        same = {k: (row[k], ev[k]) for k in ("service", "environment", "feature", "model", "provider",
+                                             "input_tokens", "output_tokens", "input_text", "output_text")}
+        differ = {k: v for k, v in same.items() if v[0] != v[1]}
+        assert not differ, f"the span's row differs from its event: {differ}"
+
+        from monitor.foundation.config import load_config
+        from monitor.foundation.storage import Store
+        cfg = load_config(env={}, overrides={"clickhouse": {"url": f"chdb://{os.path.join(work, 'var/clickhouse')}"}})
+        store = Store.from_config(cfg)
+        stored = store.scalar("SELECT count() FROM requests")
+        spans_stored = store.scalar("SELECT count() FROM requests WHERE startsWith(request_id, 'otel-')")
+
+        def overall(path):
+            calls = sum(c for c, _ in results[path])
+            secs = sum(s for _, s in results[path])
+            return calls, secs, calls / secs
+
+        tc, ts, tr = overall("traces")
+        ec, es, er = overall("requests")
+        ratios = [(c1 / s1) / (c2 / s2) for (c1, s1), (c2, s2) in zip(results["traces"], results["requests"])]
+        print(f"\nPOST /v1/traces   : {tc} spans in {ts:.2f} s = {tr:,.0f} spans/s ({args.senders} senders, "
+              f"protobuf, {args.batch} a batch)")
+        print(f"POST /v1/requests : {ec} events in {es:.2f} s = {er:,.0f} events/s ({args.senders} senders, "
+              f"JSON, {args.batch} a batch)")
+        print(f"ratio traces / requests: {tr / er:.2f} (target >= {TARGET}; rounds {min(ratios):.2f} .. "
+              f"{max(ratios):.2f})")
+        print(f"stored: {stored} requests ({stored_expected} sent, {spans_stored} of them from spans); "
+              f"one span's row matches its event field by field (texts included)")
+        print(f"peak RSS of nlpmon serve: {rss:.0f} MiB")
+
+        try:
+            cost_split(cfg, store, ingest_key, events, args.batch, args.split_repeat, args.profile)
+        finally:
+            store.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(run_summary(t_start))
+
+
+if __name__ == "__main__":
+    main()
