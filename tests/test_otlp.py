@@ -224,3 +224,46 @@ def test_evaluation_results_become_feedback(otel, store):
     rows = store.query_dicts("SELECT kind, value, label, source FROM feedback FINAL WHERE request_id = {r:String}",
                              {"r": rid})
     assert rows == [{"kind": "task_success", "value": 1.0, "label": "pass", "source": "auto"}]
+
+
+def test_the_sli_job_and_the_overview_see_spans_as_they_see_events(client, keys, store, clock, app):
+    now = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+    clock.set(now)
+    start = now - dt.timedelta(minutes=30)
+    events, spans = [], []
+    for i in range(40):
+        ts = start + dt.timedelta(seconds=30 * i)
+        latency_ms = 400.0 + 37 * i
+        failed = i % 10 == 0
+        events.append({"request_id": f"ev-{i}", "ts": ts.isoformat(), "service": "via-events", "feature": "answer",
+                       "model": "gpt-4o", "provider": "openai", "status": "error" if failed else "ok",
+                       "error_type": "RateLimitError" if failed else "", "latency_ms": latency_ms,
+                       "input_tokens": 100 + i, "output_tokens": 20 + i, "input_text": f"question {i}",
+                       "output_text": f"answer {i}"})
+        start_ns = int(ts.timestamp() * 1e9)
+        attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+                 "gen_ai.usage.input_tokens": 100 + i, "gen_ai.usage.output_tokens": 20 + i, "nlpmon.feature": "answer",
+                 "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text",
+                                                                                  "content": f"question {i}"}]}]),
+                 "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text",
+                                                                                        "content": f"answer {i}"}]}])}
+        if failed:
+            attrs["error.type"] = "RateLimitError"
+        span = _json_span(f"{i:016x}", attrs, start_ns)
+        span["endTimeUnixNano"] = str(start_ns + int(latency_ms * 1e6))
+        spans.append(span)
+    body = _json_export(spans)
+    body["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"] = "via-otlp"
+    assert client.post("/v1/requests", json=events, headers={"Authorization": f"Bearer {keys['ingest']}"}).status_code == 200
+    assert _post(client, keys["ingest"], json.dumps(body).encode(), "application/json").status_code == 200
+    assert build_jobs(store, app.extensions["nlpmon"].config, clock)["sli"].run(
+        now + dt.timedelta(minutes=2), since=start - dt.timedelta(minutes=1)).status == "ok"
+    points = {}
+    for service, metric, value in store.query(
+            "SELECT labels['service'], metric, sum(value) FROM metric_points FINAL WHERE `window` = '1h' "
+            "AND labels['service'] IN ('via-events', 'via-otlp') AND mapKeys(labels) = ['service'] "
+            "GROUP BY labels['service'], metric"):
+        points.setdefault(metric, {})[service] = value
+    assert {"requests", "error_rate", "latency_p95_ms", "availability"} <= set(points)
+    for metric, by_service in points.items():
+        assert by_service.get("via-events") == pytest.approx(by_service.get("via-otlp"), rel=1e-6), metric
