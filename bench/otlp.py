@@ -29,8 +29,10 @@ counted and one span's row compared with its event.
 Prints both rates per round and overall, their ratio (target >= 0.7 of the
 events path), the server's peak RSS and, after the server stops, the server-side
 cost of one batch of each path measured in-process (create_app on the same store,
-the Flask test client): body parse, span -> event mapping, the ingest pipeline and
-the rest of the request. ``--profile`` adds a cProfile of one /v1/traces batch.
+the Flask test client): body parse (otlp.parse_traces / api.parse_batch), span ->
+event mapping (genai.request_event), the ingest pipeline (Ingestor.ingest) and the
+rest of the request (auth, Flask, the view's own work, the answer).
+``--profile`` adds a cProfile of one /v1/traces batch.
 Nothing fails on a missed target. The temporary store is deleted at the end.
 """
 from __future__ import annotations
@@ -72,7 +74,7 @@ PROTOBUF = "application/x-protobuf"
 
 # -- the two bodies of the same calls -----------------------------------------------------------------
 def _unix_nano(ts: str) -> int:
-    t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    t = dt.datetime.fromisoformat(ts)
     return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
 
 
@@ -267,8 +269,9 @@ def cost_split(cfg, store, ingest_key: str, events: list[dict], batch: int, repe
           f"median of {repeat}:")
     print(f"  {'':14} {'parse':>9} {'map':>9} {'ingest':>9} {'rest':>9} {'total':>9}   per row")
     for path, r in rows.items():
-        print(f"  {path:14} " + " ".join(f"{r[k] * 1000:7.1f}ms" for k in ("parse", "map", "ingest", "rest", "total"))
-              + f"   {r['total'] / n * 1e6:6.0f} us")
+        cells = [f"{r[k] * 1000:7.1f}ms" if r[k] or k != "map" else f"{'-':>9}"
+                 for k in ("parse", "map", "ingest", "rest", "total")]
+        print(f"  {path:14} " + " ".join(cells) + f"   {r['total'] / n * 1e6:6.0f} us")
     t, e = rows["/v1/traces"], rows["/v1/requests"]
     print(f"  /v1/traces protobuf parse + mapping = {(t['parse'] + t['map']) * 1000:.1f} ms "
           f"({(t['parse'] + t['map']) / t['total']:.0%} of its request), ingest {t['ingest'] / t['total']:.0%}; "

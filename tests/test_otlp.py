@@ -260,7 +260,7 @@ def test_the_sli_job_and_the_overview_see_spans_as_they_see_events(client, keys,
         now + dt.timedelta(minutes=2), since=start - dt.timedelta(minutes=1)).status == "ok"
     points = {}
     for service, metric, value in store.query(
-            "SELECT labels['service'], metric, sum(value) FROM metric_points FINAL WHERE `window` = '1h' "
+            "SELECT labels['service'], metric, sum(value) FROM metric_points FINAL WHERE `window` = '5m' "
             "AND labels['service'] IN ('via-events', 'via-otlp') AND mapKeys(labels) = ['service'] "
             "GROUP BY labels['service'], metric"):
         points.setdefault(metric, {})[service] = value

@@ -57,8 +57,8 @@ class OtlpJoin:
         for t, s, ev in spans:
             # A span that would be rejected goes to the pipeline now, so the exporter hears of it in this
             # answer (partial_success) and the row is kept with the other rejected rows.
-            invalid = bool(events.validate("requests", ev, limits, now)[1])
-            if invalid or _has_texts(ev) or (t, s) in stored or self.wait <= dt.timedelta(0):
+            now_ready = _has_texts(ev) or (t, s) in stored or self.wait <= dt.timedelta(0)
+            if now_ready or events.validate("requests", ev, limits, now)[1]:
                 ready.append(_merged(ev, stored.get((t, s), [])))
             else:
                 parked.append((t, s, "span", "", ev, "parked", now))
