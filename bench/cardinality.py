@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.common import peak_rss_mib  # noqa: E402
+from bench.common import peak_rss_mib, wait_ready  # noqa: E402
 
 CONFIG = """
 clickhouse: {url: "chdb://%(store)s"}
@@ -123,12 +123,7 @@ def scenario(name: str, n: int, dimension: str, budget: bool, all_jobs: bool) ->
     server = subprocess.Popen([sys.executable, "-m", "monitor.cli", "serve", "--port", str(port)], cwd=tmp, env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(1200):
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(url, "/healthz", 1200)
         t0 = time.perf_counter()
         batches = [events(min(1000, n - i), dimension, i) for i in range(0, n, 1000)]
         work = list(batches)

@@ -1,7 +1,8 @@
-"""What the benchmarks share: how they measure memory and close a run."""
+"""What the benchmarks share: how they measure memory, wait for a server and close a run."""
 from __future__ import annotations
 
 import time
+import urllib.request
 
 
 def peak_rss_mib(pid: int | str = "self") -> float:
@@ -16,3 +17,13 @@ def peak_rss_mib(pid: int | str = "self") -> float:
 def run_summary(t_start: float) -> str:
     """The last line of a benchmark run: its wall time and this process's peak memory."""
     return f"\ntotal run time {time.perf_counter() - t_start:.1f} s, peak RSS {peak_rss_mib():,.0f} MiB"
+
+
+def wait_ready(url: str, path: str = "/readyz", tries: int = 300) -> None:
+    """Until the server at ``url`` answers ``path`` (0.1 s between tries)."""
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(f"{url}{path}", timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)

@@ -25,7 +25,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from bench.common import peak_rss_mib  # noqa: E402
+from bench.common import peak_rss_mib, wait_ready  # noqa: E402
 
 from monitor import demo  # noqa: E402
 from monitor.foundation.tables.requests import COLUMNS as REQUEST_COLUMNS  # noqa: E402
@@ -85,12 +85,7 @@ def main() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{url}/readyz", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(url)
         post(url, key, json.dumps(events[:1]).encode())  # warm-up: salt, key cache, first parts
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(args.senders) as pool:

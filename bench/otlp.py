@@ -65,7 +65,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: 
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
 
-from bench.common import peak_rss_mib, run_summary  # noqa: E402
+from bench.common import peak_rss_mib, run_summary, wait_ready  # noqa: E402
 from bench.ingest import cli, free_port, make_events  # noqa: E402
 
 TARGET = 0.7
@@ -331,12 +331,7 @@ def main() -> None:
         results = {"traces": [], "requests": []}  # (calls, seconds) per round
         sample = None
         try:
-            for _ in range(300):
-                try:
-                    urllib.request.urlopen(f"{url}/readyz", timeout=1).read()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            wait_ready(url)
             # Warm-up of both paths: salt, key cache, protobuf classes, first parts.
             warm = events[:args.batch]
             post_traces(url, ingest_key, traces_bodies(warm, args.batch, rng)[0][0])
