@@ -84,7 +84,7 @@ class Alertmanager:
 @pytest.fixture
 def alertmanager(tmp_path):
     if not os.access(AM_BIN, os.X_OK):
-        pytest.skip(f"{AM_BIN} is not installed (`make tools` installs Debian's prometheus-alertmanager)")
+        pytest.fail(f"{AM_BIN} is not installed: `make test` installs Debian's prometheus-alertmanager")
     config = tmp_path / "alertmanager.yml"
     config.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
     port = free_port()

@@ -495,7 +495,7 @@ ARTIFACTS = __import__("pathlib").Path(__file__).parent / "artifacts"
 def browser():
     import os
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (make test installs Debian's chromium package)")
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=[

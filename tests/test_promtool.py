@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,21 +18,16 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from dashboards.series import EXPOSED, exposed, metric_families
-from monitor.app import create_app
-from monitor.foundation import migrate
-from monitor.foundation.clock import ManualClock
-from monitor.foundation.config import load_config
 from monitor.foundation.metrics import METRICS
-from monitor.foundation.storage import Store
-from monitor.scheduler import build_jobs
 from tests.helpers import auth
-from tests.test_jobs import T0, iso, traffic
+from tests.test_jobs import T0, iso
+from tests.test_series import served_after_jobs
 
 PROMTOOL = Path("/usr/bin/promtool")  # Debian's prometheus package (`make tools`)
-pytestmark = pytest.mark.skipif(not PROMTOOL.exists(), reason="promtool is not installed (make tools)")
 
 
 def promtool_check(text: str) -> subprocess.CompletedProcess:
+    assert PROMTOOL.exists(), f"{PROMTOOL} is not installed: `make test` installs Debian's prometheus package"
     return subprocess.run([str(PROMTOOL), "check", "metrics"], input=text, capture_output=True, text=True,
                           check=False, timeout=60)
 
@@ -46,35 +40,18 @@ def assert_clean(text: str) -> None:
 @pytest.fixture(scope="module")
 def scraped(chdb_dir):
     """(app, read key, /metrics text) after real traffic, feedback and the sli, slo and cost jobs."""
-    cfg = load_config(env={}, overrides={
-        "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_promtool_{uuid.uuid4().hex[:12]}"},
-        "slos": [{"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.5,
-                  "sli": "availability", "period": "7d"},
-                 {"name": "chat-latency", "service": "svc", "feature": "chat", "objective": 99, "sli": "latency",
-                  "threshold_ms": 2000}],
-        "jobs": {"catchup_max": "3h"},
-    })
-    store = Store.from_config(cfg)
-    try:
-        migrate.upgrade(store, cfg)
-        clock = ManualClock(T0 + dt.timedelta(hours=1, minutes=1))
-        app = create_app(cfg, store, clock)
-        svc = app.extensions["nlpmon"]
-        evs = traffic(n=300)[0] + traffic(n=100, errors=10, timeouts=0, model="m2", prefix="q", seed=2)[0]
-        assert svc.ingestor.ingest("requests", evs).rejected == 0
-        at = iso(T0 + dt.timedelta(minutes=30))
-        svc.ingestor.ingest("feedback", [{"request_id": "r-9", "ts": at, "kind": "thumbs", "value": 1},
-                                         {"request_id": "r-10", "ts": at, "kind": "task_success", "value": 1}])
-        jobs = build_jobs(store, cfg, clock)
-        for name in ("sli", "slo", "cost"):
-            assert jobs[name].run().status == "ok"
-        _, key = svc.keys.create("reader", ["read"])
+    slos = [{"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.5,
+             "sli": "availability", "period": "7d"},
+            {"name": "chat-latency", "service": "svc", "feature": "chat", "objective": 99, "sli": "latency",
+             "threshold_ms": 2000}]
+    at = iso(T0 + dt.timedelta(minutes=30))
+    feedback = [{"request_id": "r-9", "ts": at, "kind": "thumbs", "value": 1},
+                {"request_id": "r-10", "ts": at, "kind": "task_success", "value": 1}]
+    with served_after_jobs(chdb_dir, "promtool", slos, 300, 100, feedback) as app:
+        _, key = app.extensions["nlpmon"].keys.create("reader", ["read"])
         r = app.test_client().get("/metrics", headers=auth(key))
         assert r.status_code == 200
         yield app, key, r.get_data(as_text=True)
-    finally:
-        store.command(f"DROP DATABASE IF EXISTS `{cfg.clickhouse.database}`")
-        store.close()
 
 
 def sample(text: str, line_start: str) -> float:

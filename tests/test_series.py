@@ -1,6 +1,7 @@
 """GET /v1/metrics (the series API) and GET /metrics (Prometheus text format), fed by real job runs."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import urllib.error
 import urllib.request
@@ -24,15 +25,13 @@ from tests.test_jobs import T0, iso, traffic
 STATE_TABLES = ("requests", "feedback", "metric_points", "job_runs", "api_keys")
 
 
-@pytest.fixture(scope="module")
-def served_module(chdb_dir):
-    # Like conftest's make_config/make_store, but module-scoped, with its own database
-    # name so it cannot collide with the per-test databases (t_<hex>) in the same chDB dir.
+@contextlib.contextmanager
+def served_after_jobs(chdb_dir, prefix: str, slos: list[dict], n: int, n_m2: int, feedback: list[dict]):
+    """An app on a module-scoped store of its own (named ``t_<prefix>_...`` so it cannot collide with the
+    per-test databases in the same chDB dir) after an hour of traffic, feedback and the sli, slo and cost jobs."""
     cfg = load_config(env={}, overrides={
-        "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_series_{uuid.uuid4().hex[:12]}"},
-        "slos": [{"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.5,
-                  "sli": "availability", "period": "7d"}],
-        "jobs": {"catchup_max": "3h"},  # the traffic spans one hour; less catch-up, faster setup
+        "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_{prefix}_{uuid.uuid4().hex[:12]}"},
+        "slos": slos, "jobs": {"catchup_max": "3h"},  # the traffic spans one hour; less catch-up, faster setup
     })
     store = Store.from_config(cfg)
     try:
@@ -40,19 +39,28 @@ def served_module(chdb_dir):
         clock = ManualClock(T0 + dt.timedelta(hours=1, minutes=1))
         app = create_app(cfg, store, clock)
         svc = app.extensions["nlpmon"]
-        evs = traffic(n=600)[0] + traffic(n=300, errors=30, timeouts=0, model="m2", prefix="q", seed=2)[0]
+        evs = traffic(n=n)[0] + traffic(n=n_m2, errors=n_m2 // 10, timeouts=0, model="m2", prefix="q", seed=2)[0]
         assert svc.ingestor.ingest("requests", evs).rejected == 0
-        svc.ingestor.ingest("feedback", [{"request_id": "r-9", "ts": iso(T0 + dt.timedelta(minutes=30)),
-                                          "kind": "thumbs", "value": 1}])
+        svc.ingestor.ingest("feedback", feedback)
         jobs = build_jobs(store, cfg, clock)
         for name in ("sli", "slo", "cost"):
             assert jobs[name].run().status == "ok"
-        _, read = svc.keys.create("reader", ["read"])
-        _, ingest_only = svc.keys.create("writer", ["ingest"])
-        yield app, read, ingest_only
+        yield app
     finally:
         store.command(f"DROP DATABASE IF EXISTS `{cfg.clickhouse.database}`")
         store.close()
+
+
+@pytest.fixture(scope="module")
+def served_module(chdb_dir):
+    slos = [{"name": "chat-availability", "service": "svc", "feature": "chat", "objective": 99.5,
+             "sli": "availability", "period": "7d"}]
+    feedback = [{"request_id": "r-9", "ts": iso(T0 + dt.timedelta(minutes=30)), "kind": "thumbs", "value": 1}]
+    with served_after_jobs(chdb_dir, "series", slos, 600, 300, feedback) as app:
+        svc = app.extensions["nlpmon"]
+        _, read = svc.keys.create("reader", ["read"])
+        _, ingest_only = svc.keys.create("writer", ["ingest"])
+        yield app, read, ingest_only
 
 
 def _snapshot(app):
