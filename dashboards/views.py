@@ -110,7 +110,13 @@ def _duration(seconds) -> str:
 
 @bp.app_context_processor
 def _globals():
-    return {"signed_in": getattr(g, "api_key", None), "nav": (
+    progress = current_app.extensions["nlpmon"].progress
+    snapshot = progress.snapshot()
+    return {"signed_in": getattr(g, "api_key", None),
+            # Background work still filling these pages (serve --demo): the banner, and the figures it
+            # has not computed yet, which the pages mark instead of showing half done.
+            "background": snapshot if snapshot["active"] or snapshot["failed"] else None,
+            "computing": progress.pending, "nav": (
         ("pages.overview", "Overview"), ("pages.drift", "Drift"), ("pages.alerts", "Alerts"),
         ("pages.review", "Review"), ("pages.incident", "Incidents"))}
 

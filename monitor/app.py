@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -12,6 +12,7 @@ from monitor.foundation.auth import KeyMaskingFilter, KeyStore
 from monitor.foundation.clock import SystemClock
 from monitor.foundation.config import Config, load_config
 from monitor.foundation.http import ApiError
+from monitor.foundation.progress import Progress
 from monitor.foundation.storage import Store, StoreError, StoreQueryError
 from monitor.ingest.pipeline import Ingestor, user_id_salt
 from monitor.ingest.otlp_join import OtlpJoin
@@ -29,6 +30,8 @@ class Services:
     clock: object
     keys: KeyStore
     _ingestor: Ingestor | None = None
+    # Background work the pages report on (``serve --demo`` loading its data); empty otherwise.
+    progress: Progress = field(default_factory=Progress)
 
     def ingestor_if_built(self) -> Ingestor | None:
         return self._ingestor

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from monitor.demo import DEFAULT_DAYS, DEFAULT_RPS, DEFAULT_SEED
 from monitor.foundation.clock import SystemClock, parse_time
 from monitor.foundation.config import Config, ConfigError, load_config
 from monitor.foundation.storage import Store, StoreBusy, StoreError, StoreQueryError
@@ -315,10 +316,15 @@ def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
 @cli.command()
 @click.option("--host", default=None, help="Interface to listen on (default server.host).")
 @click.option("--port", type=int, default=None, help="Port (default server.port).")
+@click.option("--demo", "with_demo", is_flag=True,
+              help=f"On an empty store: load {DEFAULT_DAYS:g} days of demo data in the background (the pages "
+                   "show its progress), then send live demo traffic.")
 @click.pass_obj
 @_friendly
-def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
+def serve(obj: _Ctx, host: str | None, port: int | None, with_demo: bool) -> None:
     """Serve the API and run the job scheduler in this process (required for the embedded store)."""
+    import threading
+
     import waitress
 
     from monitor.app import create_app
@@ -326,13 +332,21 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
     _setup_logging(cfg)
     store = obj.ready_store()
     app = create_app(cfg, store)
+    svc = app.extensions["nlpmon"]
     host, port = host or cfg.server.host, port or cfg.server.port
     sched = None
+    stop = threading.Event()
     if cfg.jobs.enabled:
         from monitor.scheduler import Scheduler, build_jobs
-        registry = build_jobs(store, cfg, app.extensions["nlpmon"].clock)
+        registry = build_jobs(store, cfg, svc.clock)
         _check_model(registry)
         sched = Scheduler(registry)
+    if with_demo:
+        from monitor.demo import background
+        background.start(store, cfg, svc.clock, svc.ingestor.ingest, svc.progress, days=DEFAULT_DAYS,
+                         rps=DEFAULT_RPS, seed=DEFAULT_SEED, on_loaded=sched.start if sched else (lambda: None),
+                         stop=stop, echo=lambda message: click.echo(message, err=True))
+    elif sched:
         sched.start()
     if cfg.metrics.port:
         import threading
@@ -351,6 +365,7 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
         waitress.serve(app, host=host, port=port, threads=cfg.server.threads, ident="nlpmon",
                        clear_untrusted_proxy_headers=True, asyncore_use_poll=True)
     finally:
+        stop.set()
         if sched:
             sched.shutdown()
 
@@ -415,9 +430,9 @@ def _sink(obj: _Ctx, url: str | None, api_key: str | None):
 
 # -- demo ----------------------------------------------------------------------
 @cli.command()
-@click.option("--days", type=float, default=7.0, show_default=True, help="How many days of history to create.")
-@click.option("--rps", type=float, default=0.2, show_default=True, help="Mean requests per second.")
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--days", type=float, default=DEFAULT_DAYS, show_default=True, help="How many days of history to create.")
+@click.option("--rps", type=float, default=DEFAULT_RPS, show_default=True, help="Mean requests per second.")
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True)
 @click.option("--end", default=None, help="End of the generated window (ISO 8601, default now).")
 @click.option("--if-empty", is_flag=True, help="Do nothing when the store already holds requests.")
 @click.option("--url", default=None, help="Send through a running server's API instead of opening the store.")

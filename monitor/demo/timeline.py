@@ -90,15 +90,23 @@ class Incident:
         return self.start_ms <= ms < self.end_ms
 
 
-def incident_map(start_ms: int, end_ms: int) -> dict[str, Incident]:
-    """Positions are shares of the window, all past the first 20 %, so they always fall inside it.
+def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, Incident]:
+    """Positions are shares of the window, all past its middle, so a window of 14 days or more has a full
+    week of normal traffic before each incident (the incident explorer's "week before") and every period
+    choice up to 7 days a full previous period.
 
     The two short incidents start at the busiest moment of a slot (a burst at
     4 a.m. would hold a handful of requests and be invisible). Durations are
     capped by a share of the window, so a short demo gets shorter incidents;
     the slots are chosen so those never overlap each other or the prompt change.
+    In a window of three days or more the topic shift lasts a day from 08:00 UTC, so
+    its UTC day's drift comparison is mostly shifted and its hours busy enough to compare.
+
+    ``enabled`` False (live traffic after the history): no incidents, every one empty.
     """
     span = end_ms - start_ms
+    if not enabled:
+        return {k: Incident(k, k, "", "", start_ms, start_ms, "") for k in ("burst", "spike", "prompt", "shift")}
     snap = MINUTE_MS if span >= HOUR_MS else 1  # whole minutes read better on a dashboard
 
     def at(share: float) -> int:
@@ -113,14 +121,21 @@ def incident_map(start_ms: int, end_ms: int) -> dict[str, Incident]:
     def lasting(start: int, nominal_ms: int, cap_share: float) -> int:
         return min(end_ms, start + max(1, min(nominal_ms, int(span * cap_share))))
 
-    burst, spike, prompt, shift = busiest(0.20, 0.42), busiest(0.48, 0.56), at(0.65), at(0.75)
+    burst, spike, prompt = busiest(0.55, 0.61), busiest(0.63, 0.67), at(0.72)
     # The two long incidents end well before the window does (a rollback; the launch buzz fades), so
     # their alerts resolve within the demo: the slow SLO ticket holds about 12 hours past its end.
-    rollback, settled = at(0.83), at(0.89)
+    rollback = at(0.82)
+    if span >= 3 * DAY_MS:
+        # From 08:00 UTC, as the working day starts, for a day: its hourly windows hold enough requests to
+        # be compared from the first hour on, and two thirds of its UTC day's traffic is shifted.
+        shift = at(0.84) - at(0.84) % DAY_MS + 8 * HOUR_MS
+        settled = min(shift + DAY_MS, end_ms)
+    else:
+        shift, settled = at(0.84), at(0.92)
     rows = (
-        Incident("burst", "error burst", "support-bot", "answer", burst, lasting(burst, 20 * MINUTE_MS, 0.05),
+        Incident("burst", "error burst", "support-bot", "answer", burst, lasting(burst, 20 * MINUTE_MS, 0.04),
                  "about 35% of answers fail with upstream 502/503; satisfaction drops"),
-        Incident("spike", "cost spike", "copilot", "translate", spike, lasting(spike, 2 * HOUR_MS, 0.08),
+        Incident("spike", "cost spike", "copilot", "translate", spike, lasting(spike, 2 * HOUR_MS, 0.05),
                  "users paste whole documents: input tokens about 6x and no prompt-cache hits"),
         Incident("prompt", "latency regression after prompt change", "copilot", "draft-email", prompt, rollback,
                  f"prompt_version v7 -> {REGRESSED_PROMPT}: p95 latency roughly doubles, longer outputs; "

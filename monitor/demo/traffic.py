@@ -40,10 +40,11 @@ from monitor.demo.timeline import (
     iso,
     load_factor,
     poisson,
+    to_ms,
     window,
 )
 
-__all__ = ["FEATURES", "Feature", "expected_requests", "generate"]
+__all__ = ["FEATURES", "Feature", "expected_requests", "generate", "generate_live"]
 
 
 # -- features ------------------------------------------------------------------
@@ -118,6 +119,19 @@ def generate(days: float, rps: float, end: dt.datetime, seed: int = 7) -> Iterat
     return _Generator(start_ms, end_ms, rps, seed).events()
 
 
+def generate_live(start: dt.datetime, end: dt.datetime, rps: float, seed: int = 7) -> Iterator[tuple[str, dict]]:
+    """Normal traffic in [start, end), without incidents: the demo's live traffic after its history.
+
+    Its random streams are seeded by ``start`` too, so each stretch gets its own request ids, and
+    sending the same stretch again sends the same events (the ingest drops them as duplicates).
+    Feedback comes with its request's stretch even when it is stamped later.
+    """
+    start_ms, end_ms = to_ms(start), to_ms(end)
+    if end_ms <= start_ms:
+        return iter(())
+    return _Generator(start_ms, end_ms, rps, f"{seed}-live-{start_ms}", incidents=False).events()
+
+
 @dataclass
 class _Text:
     input: str
@@ -129,12 +143,13 @@ class _Text:
 
 
 class _Generator:
-    def __init__(self, start_ms: int, end_ms: int, rps: float, seed: int):
+    def __init__(self, start_ms: int, end_ms: int, rps: float, seed: int | str, incidents: bool = True):
         self.start_ms, self.end_ms, self.rps = start_ms, end_ms, rps
         # Arrivals get their own stream so content changes never move timestamps.
         self.arrivals = random.Random(f"nlpmon-demo-arrivals-{seed}")
         self.rng = random.Random(f"nlpmon-demo-content-{seed}")
-        inc = incident_map(start_ms, end_ms)
+        self.live = not incidents
+        inc = incident_map(start_ms, end_ms, incidents)
         self.burst, self.spike, self.prompt, self.shift = inc["burst"], inc["spike"], inc["prompt"], inc["shift"]
 
     def events(self) -> Iterator[tuple[str, dict]]:
@@ -393,7 +408,9 @@ class _Generator:
         delay = rng.lognormvariate(math.log(median_delay_s * SECOND_MS), 1.2)
         fb_ts = ts + int(min(_MAX_FEEDBACK_DELAY_MS, max(SECOND_MS, delay)))
         if fb_ts >= self.end_ms:
-            return  # not given yet at the end of the window
+            if not self.live:
+                return  # not given yet at the end of the window
+            fb_ts = self.end_ms - 1  # live: sent with its stretch, never stamped in the future
         event = {"feedback_id": self._uuid(), "request_id": request_id, "ts": iso(fb_ts), "kind": kind,
                  "value": value, "source": "user"}
         good = value >= 4 if kind == "rating" else value == 1

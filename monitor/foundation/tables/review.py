@@ -27,6 +27,13 @@ def enqueue(store, rows: list[list]) -> None:
         store.insert("review_queue", rows, QUEUE_COLUMNS)
 
 
+def queued(store, lo: dt.datetime, hi: dt.datetime) -> list[tuple]:
+    """(request_id, request_ts, service, feature) of the items sampled from requests in [lo, hi)."""
+    return store.query("SELECT request_id, request_ts, service, feature FROM review_queue FINAL "
+                       "WHERE request_ts >= {lo:DateTime64(3)} AND request_ts < {hi:DateTime64(3)} "
+                       "ORDER BY request_ts, request_id", {"lo": lo, "hi": hi})
+
+
 def is_queued(store, request_id: str) -> bool:
     return bool(store.scalar("SELECT count() FROM review_queue WHERE request_id = {id:String}", {"id": request_id}))
 

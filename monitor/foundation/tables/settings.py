@@ -15,3 +15,15 @@ def get_or_create(store, key: str) -> str:
         store.insert("instance_settings", [[key, secrets.token_hex(32), 0]], ["key", "value", "version"])
         found = store.scalar(query, {"key": key})
     return found
+
+
+def get(store, key: str) -> str | None:
+    """The newest value of a setting written with put(), or None."""
+    rows = store.query("SELECT argMax(value, version), count() FROM instance_settings WHERE key = {key:String}",
+                       {"key": key})
+    return rows[0][0] if rows and rows[0][1] else None
+
+
+def put(store, key: str, value: str, version: int) -> None:
+    """Set a setting that changes (a larger ``version`` wins, e.g. epoch milliseconds)."""
+    store.insert("instance_settings", [[key, value, version]], ["key", "value", "version"])
