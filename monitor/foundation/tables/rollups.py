@@ -143,6 +143,30 @@ def trend(store, table: str, select: str, lo: dt.datetime, hi: dt.datetime, buck
         {**params, "b": bucket, "lo": -(-int(lo.timestamp()) // bucket) * bucket, "hi": int(hi.timestamp())})
 
 
+def first_hours(store, family: str, where: str, params: dict) -> dict[tuple[str, str], dt.datetime]:
+    """(service, feature) -> the start of the first hour with requests, over all the rollups hold,
+    for the requests matching ``where`` (filter conditions starting with AND).
+
+    ``family`` "requests" (any dimension may be filtered) or "requests_by_feature" (service and
+    feature only). The day rollup finds each pair's first day in a few rows; the hour rollup
+    pins the hour within it (the day's start stands in where the hour rows are gone).
+    """
+    day, hour = rollup_for(86400, family), rollup_for(3600, family)
+    days = store.query(f"SELECT service, feature, min(minute) FROM {day} WHERE 1{where} GROUP BY service, feature",
+                       params)
+    if not days:
+        return {}
+    conds, exact = [], dict(params)
+    for i, (svc, feat, first_day) in enumerate(days):
+        conds.append(f"(service = {{fs{i}:String}} AND feature = {{ff{i}:String}} AND minute >= {{fd{i}:DateTime}} "
+                     f"AND minute < {{fd{i}:DateTime}} + INTERVAL 1 DAY)")
+        exact.update({f"fs{i}": svc, f"ff{i}": feat, f"fd{i}": first_day})
+    hours = {(s, f): m for s, f, m in store.query(
+        f"SELECT service, feature, min(minute) FROM {hour} WHERE ({' OR '.join(conds)}){where} "
+        "GROUP BY service, feature", exact)}
+    return {(svc, feat): utc(hours.get((svc, feat)) or first_day) for svc, feat, first_day in days}
+
+
 def dimension_values(store, names: tuple[str, ...], lo: dt.datetime, hi: dt.datetime) -> dict[str, list[str]]:
     """Up to 200 values of each dimension seen in the days of [lo, hi), sorted, without the empty one."""
     row = store.query(f"SELECT {', '.join(f'groupUniqArray(200)({n})' for n in names)} FROM requests_1d "
