@@ -671,10 +671,13 @@ def test_browser_overview_draws_its_charts_without_console_errors(page, site):
 
 
 @pytest.mark.parametrize("width", [1280, 1440])
-@pytest.mark.parametrize("period", ["24h", "7d"])
+@pytest.mark.parametrize("period", ["24h", "7d", "6h"])
 def test_browser_overview_fits_the_window_with_every_column_visible(page, site, width, period):
     page.set_viewport_size({"width": width, "height": 900})
-    page.goto(site.url + f"/?period={period}")
+    # 24h: a partial previous period, 7d: new rows, 6h (custom): changes shown as numbers.
+    query = (f"period={period}" if period != "6h"
+             else f"from={iso_utc(END - dt.timedelta(hours=6))}&to={iso_utc(END)}")
+    page.goto(site.url + f"/?{query}")
     page.wait_for_selector("#kpis .spark .main-svg")
     fit = page.evaluate("""() => {
         const wrap = document.querySelector('.table-wrap');
@@ -693,8 +696,8 @@ def test_browser_overview_fits_the_window_with_every_column_visible(page, site, 
     for h in fit["heads"]:
         assert h["width"] > 0 and h["left"] >= 0 and h["right"] <= fit["inner"], h
     assert fit["incidents"] and all(0 < r <= fit["inner"] for r in fit["incidents"])
-    if period == "24h":
-        shot(page, f"overview-{width}")
+    if period != "7d":
+        shot(page, f"overview-{width}" + ("-changes" if period == "6h" else ""))
     assert page.errors == []
 
 

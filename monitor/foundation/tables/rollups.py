@@ -149,22 +149,17 @@ def first_hours(store, family: str, where: str, params: dict) -> dict[tuple[str,
 
     ``family`` "requests" (any dimension may be filtered) or "requests_by_feature" (service and
     feature only). The day rollup finds each pair's first day in a few rows; the hour rollup
-    pins the hour within it (the day's start stands in where the hour rows are gone).
+    pins the hour within that day (the day's start stands in where its hour rows are gone).
     """
     day, hour = rollup_for(86400, family), rollup_for(3600, family)
-    days = store.query(f"SELECT service, feature, min(minute) FROM {day} WHERE 1{where} GROUP BY service, feature",
-                       params)
-    if not days:
-        return {}
-    conds, exact = [], dict(params)
-    for i, (svc, feat, first_day) in enumerate(days):
-        conds.append(f"(service = {{fs{i}:String}} AND feature = {{ff{i}:String}} AND minute >= {{fd{i}:DateTime}} "
-                     f"AND minute < {{fd{i}:DateTime}} + INTERVAL 1 DAY)")
-        exact.update({f"fs{i}": svc, f"ff{i}": feat, f"fd{i}": first_day})
-    hours = {(s, f): m for s, f, m in store.query(
-        f"SELECT service, feature, min(minute) FROM {hour} WHERE ({' OR '.join(conds)}){where} "
-        "GROUP BY service, feature", exact)}
-    return {(svc, feat): utc(hours.get((svc, feat)) or first_day) for svc, feat, first_day in days}
+    rows = store.query(
+        f"SELECT d.service, d.feature, d.first_day, h.first_hour FROM "
+        f"(SELECT service, feature, min(minute) AS first_day FROM {day} WHERE 1{where} GROUP BY service, feature) AS d "
+        f"LEFT JOIN (SELECT service, feature, min(minute) AS first_hour FROM {hour} "
+        f"WHERE (service, feature, toStartOfDay(minute)) IN (SELECT service, feature, min(minute) FROM {day} "
+        f"WHERE 1{where} GROUP BY service, feature){where} GROUP BY service, feature) AS h "
+        "ON d.service = h.service AND d.feature = h.feature SETTINGS join_use_nulls = 1", params)
+    return {(svc, feat): utc(first_hour or first_day) for svc, feat, first_day, first_hour in rows}
 
 
 def dimension_values(store, names: tuple[str, ...], lo: dt.datetime, hi: dt.datetime) -> dict[str, list[str]]:
