@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from monitor.foundation.clock import iso_utc, utc
+from monitor.foundation.metrics import WINDOWS
 from monitor.foundation.tables import alert_history, metric_points, rollups
 
 STEPS = ((dt.timedelta(hours=36), "5m"), (dt.timedelta(days=8), "1h"), (None, "1d"))
@@ -48,8 +49,11 @@ def fetch_ranges(store, wanted: dict[str, str], label_sets: list[dict[str, str]]
 
 
 def chart(chart_id: str, title: str, unit: str, traces: list[dict], lines: list[dict] | None = None,
-          help_text: str = "") -> dict:
-    return {"id": chart_id, "title": title, "unit": unit, "traces": traces, "lines": lines or [], "help": help_text}
+          help_text: str = "", window: str | None = None) -> dict:
+    """A chart for static/app.js. ``window`` names the points' bucket (a metric window such as 1d): the
+    time axis never ticks finer than it, so day points get day ticks, a single point included."""
+    return {"id": chart_id, "title": title, "unit": unit, "traces": traces, "lines": lines or [], "help": help_text,
+            "bucket": WINDOWS.get(window or "", 0)}
 
 
 def trace(name: str, points: list[tuple[str, float]], **extra) -> dict:

@@ -100,6 +100,8 @@ class Row:
     drift: dict | None = None
     slos: list = field(default_factory=list)
     incidents: list = field(default_factory=list)
+    first_seen: dt.datetime | None = None  # the start of the first hour with requests (dashboards.compare)
+    baseline_start: dt.datetime | None = None  # where "previous" starts
 
     @property
     def is_total(self) -> bool:
@@ -143,7 +145,10 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
     _drift(store, period, filters, rows)
     _slos(store, config, period, filters, rows)
     _incidents(store, period, prev, filters, row)
-    for r in rows.values():
+    firsts = rollups.first_hours(store, family, where, params)
+    for key, r in rows.items():
+        r.baseline_start = prev.start
+        r.first_seen = min(firsts.values(), default=None) if key == TOTAL else firsts.get(key)
         for points in r.trend.values():
             points.sort()
     ordered = sorted(rows.values(), key=lambda r: (not r.is_total, r.service, r.feature))
@@ -162,6 +167,7 @@ def _requests(store, config, period: Period, prev: Period, family: str, trend: b
         target["cost_usd"] = r["cost"]
         target["success_status"] = r["success_status"]
         target["cost_per_request_usd"] = ratio(r["cost"], r["requests"])
+        target["ttft_requests"] = r["ttft_count"]
     if not trend:
         return
     for r in rollups.trend(store, rollup_for(period.bucket_seconds, family), f"{REQUEST_SELECT}, sum(cost_usd) AS cost",
@@ -196,6 +202,8 @@ def _feedback(store, config, period: Period, prev: Period, where: str, params: d
         target.update(feedback_metrics(acc))
         target["unhappy"] = acc["unhappy"]
         target["feedback"] = sum(acc[c] for c in counts)
+        target["thumbs"] = acc["thumbs_up"] + acc["thumbs_down"]
+        target["task_labels"] = acc["task_success"] + acc["task_failure"]
 
 
 def _trend_feedback(store, period: Period, where: str, params: dict, row) -> None:

@@ -26,8 +26,9 @@ from flask import (
     url_for,
 )
 
-from dashboards import charts, incidents, kpis
+from dashboards import charts, compare, incidents, kpis
 from dashboards import review as review_api
+from dashboards.formatting import exact, fmt
 from dashboards.access import page
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc, parse_time, utc
@@ -82,8 +83,13 @@ def _svc():
 
 
 @bp.app_template_filter("num")
-def _num(v, unit: str = "count") -> str:
-    return incidents.fmt(v, unit)
+def _num(v, unit: str = "count", short: bool = False) -> str:
+    return fmt(v, unit, short)
+
+
+@bp.app_template_filter("exact")
+def _exact(v, unit: str = "count") -> str:
+    return exact(v, unit)
 
 
 @bp.app_template_filter("iso")
@@ -152,12 +158,37 @@ def link(endpoint: str, **args) -> str:
     return url_for(endpoint, **{k: v for k, v in args.items() if v not in (None, "")})
 
 
-def _delta(cur, prev, unit: str, better) -> dict:
-    text = incidents.change(cur, prev, unit)
-    tone = ""
-    if better is not None and cur is not None and prev is not None and cur != prev:
-        tone = "good" if (cur > prev) == better else "bad"
-    return {"text": text, "tone": tone}
+def worst(values: list, better: bool | None):
+    """The index of the worst of ``values`` (None for rows that take no part) given the better direction,
+    or None when there is no direction, fewer than two values or nothing to tell apart."""
+    known = [(v, i) for i, v in enumerate(values) if v is not None]
+    if better is None or len(known) < 2 or len({v for v, _ in known}) < 2:
+        return None
+    return (min(known) if better else max(known))[1]
+
+
+def _mark_worst(table: list[dict]) -> None:
+    """Set ``worst`` on the cell with the worst value of each column among the rows other than all traffic,
+    counting only values with enough data behind them (a rate needs the rule's minimum denominator)."""
+    rows = [t for t in table if not t["row"].is_total]
+
+    def candidate(t, key, value):
+        return value if value is not None and compare.enough(key, t["row"].current)[0] else None
+
+    for j, (key, _, _, better, _) in enumerate(KPI_COLUMNS):
+        w = worst([candidate(t, key, t["cells"][j]["raw"]) for t in rows], better)
+        if w is not None:
+            rows[w]["cells"][j]["worst"] = True
+    for name, key, better in (("hallucination", "hallucination_rate", False),):
+        w = worst([candidate(t, key, t[name]["rate"]) for t in rows], better)
+        if w is not None:
+            rows[w][name]["worst"] = True
+    w = worst([t["slo"]["budget_remaining"] if t["slo"] else None for t in rows], True)
+    if w is not None:
+        rows[w]["slo_worst"] = True
+    w = worst([t["incidents"]["count"] for t in rows], False)  # all at 0: nobody's worst
+    if w is not None:
+        rows[w]["incidents_worst"] = True
 
 
 def _chart_json(data) -> str:
@@ -180,35 +211,39 @@ def overview():
                                                             if k in ("model", "prompt_version", "environment")})
         cells = []
         for key, label, unit, better, metric in KPI_COLUMNS:
-            cells.append({"key": key, "value": incidents.fmt(r.current.get(key), unit),
-                          "delta": _delta(r.current.get(key), r.previous.get(key), unit, better),
+            v = r.current.get(key)
+            cells.append({"key": key, "raw": v, "value": fmt(v, unit, short=True), "exact": exact(v, unit),
+                          "delta": compare.row_change(r, key, unit, better), "worst": False,
                           "href": f"{detail}#chart-{metric}", "spark": f"s{i}-{key}" if key in r.trend else None})
             if key in r.trend:
                 sparks[f"s{i}-{key}"] = {"x": [iso_utc(dt.datetime.fromtimestamp(t, dt.timezone.utc))
                                                 for t, _ in r.trend[key]], "y": [v for _, v in r.trend[key]],
                                           "unit": unit}
-        cur, prev = r.current, r.previous
+        cur = r.current
         hallu = {"rate": cur.get("hallucination_rate"), "low": cur.get("hallucination_rate_low"),
                  "high": cur.get("hallucination_rate_high"), "coverage": cur.get("review_coverage"),
                  "reviews": cur.get("hallucination_reviews"), "samples": cur.get("review_samples"),
-                 "delta": _delta(cur.get("hallucination_rate"), prev.get("hallucination_rate"), "pct", False),
+                 "delta": compare.row_change(r, "hallucination_rate", "pct", False), "worst": False,
                  "href": f"{detail}#chart-hallucination_rate"}
         budgets = [s for s in r.slos if s["budget_remaining"] is not None]
         inc_cur = kpis.incident_figures(r.incidents, True)
-        inc_prev = kpis.incident_figures(r.incidents, False)
         table.append({
             "row": r, "cells": cells, "hallucination": hallu, "detail": detail,
             "drift": r.drift, "drift_href": link("pages.drift", service=r.service, feature=r.feature, **pargs),
             "slo": min(budgets, key=lambda s: s["budget_remaining"]) if budgets else None,
             "slo_href": f"{detail}#chart-slo",
-            "incidents": inc_cur, "incidents_prev": inc_prev,
+            "incidents": inc_cur, "incidents_prev": compare.incidents_change(r),
             "incidents_href": link("pages.alerts", service=r.service, feature=r.feature),
+            "slo_worst": False, "incidents_worst": False,
         })
+    _mark_worst(table)
     return render_template("overview.html", period=period, filters=filters, table=table, columns=KPI_COLUMNS,
                            overflow=kpis.overflow(svc.store, svc.config, period),
                            overflow_value=svc.config.cardinality.overflow_value,
                            choices=kpis.choices(svc.store, period), periods=list(kpis.PERIODS),
-                           sparks=_chart_json(sparks))
+                           sparks=_chart_json(sparks),
+                           minimums={"requests": compare.MIN_REQUESTS, "feedback": compare.MIN_FEEDBACK,
+                                     "reviews": compare.MIN_REVIEWS})
 
 
 # -- service / feature detail -----------------------------------------------------------
@@ -257,7 +292,8 @@ def detail():
         traces = [charts.trace(name, data.get((metric, 0), []), band=metric.endswith(("_low", "_high")))
                   for metric, name in metrics]
         out.append(charts.chart(chart_id, title, unit, traces, lines.get(chart_id),
-                                METRICS[metrics[0][0]][2] + f" Window {wanted[metrics[0][0]]}."))
+                                METRICS[metrics[0][0]][2] + f" Window {wanted[metrics[0][0]]}.",
+                                window=wanted[metrics[0][0]]))
     # SLO burn and budget, from the slo job's series (labelled by SLO).
     if slos:
         every = {"5m": 300, "1h": 3600, "1d": 86400}[step]
@@ -272,9 +308,11 @@ def detail():
                              every=every)
             burn.append(charts.trace(s.name, d.get(("slo_burn_rate", 0), [])))
         out.append(charts.chart("slo", "SLO error budget remaining", "pct", budget,
-                                [{"y": 0, "label": "budget spent"}], METRICS["slo_error_budget_remaining"][2]))
+                                [{"y": 0, "label": "budget spent"}], METRICS["slo_error_budget_remaining"][2],
+                                window=step))
         out.append(charts.chart("slo_burn", "SLO burn rate (1h)", "x", burn,
-                                [{"y": 1, "label": "burning exactly the budget"}], METRICS["slo_burn_rate"][2]))
+                                [{"y": 1, "label": "burning exactly the budget"}], METRICS["slo_burn_rate"][2],
+                                window=step))
     markers = charts.alert_markers(svc.store, period.start, period.end, labels)
     if service and feature:
         markers += charts.prompt_markers(charts.prompt_changes(svc.store, period.start, period.end, service, feature))
@@ -322,7 +360,7 @@ def drift():
                 traces.append(charts.trace(f"{ls['service']}/{ls['feature']} {ls['text']}",
                                            data[("embedding_drift_score", i)]))
         chart_list.append(charts.chart(f"drift-{method}", f"{method.replace('_', ' ')} ({window} windows)",
-                                       "x", traces, help_text=_METHOD_HELP[method]))
+                                       "x", traces, help_text=_METHOD_HELP[method], window=window))
     selected = request.args.get("report")
     shown = next((r for r in runs if r["report_id"] == selected), None) or next(
         (r for r in runs if r["drift_detected"]), None) or next((r for r in runs if r["has_snapshot"]), None)
@@ -493,7 +531,8 @@ def incident():
                  for x, y in base.get((metric, 0), [])]
         charts_out.append(charts.chart(f"inc-{metric}", title, unit, [
             charts.trace("window", cur.get((metric, 0), [])),
-            charts.trace("a week before", moved, dash=True)], help_text=f"Window {wanted[metric]}."))
+            charts.trace("a week before", moved, dash=True)], help_text=f"Window {wanted[metric]}.",
+            window=wanted[metric]))
     for h in rep["alerts"]:
         if h["to_state"] == "firing":
             markers.append({"x": iso_utc(h["ts"]), "label": h["rule"], "kind": "alert"})
@@ -504,7 +543,7 @@ def incident():
                  "open": s["end"] is None, "severity": s["severity"], "href": ""} for s in rep["incidents"]]
     q = {"from": iso_utc(period.start), "to": iso_utc(period.end), **filters}
     return render_template("incident.html", rep=rep, period=period, filters=filters, fingerprint=fp,
-                           sli_table=incidents.SLI_TABLE, change=incidents.change,
+                           sli_table=incidents.SLI_TABLE, change=compare.row_change,
                            payload=_chart_json({"charts": charts_out, "markers": markers, "timeline": timeline,
                                                 "from": iso_utc(lo), "to": iso_utc(hi)}),
                            charts=charts_out, exports={f: f"/v1/incidents?{urlencode({**q, 'format': f})}"

@@ -240,7 +240,10 @@ def test_overview_numbers_match_the_store(reader, data):
     expected = data.store.scalar(
         "SELECT count() FROM requests FINAL WHERE service = 'search' AND ts >= {lo:DateTime64(3, 'UTC')}",
         {"lo": END - dt.timedelta(hours=24) + dt.timedelta(minutes=1)})  # the running minute is in the period
-    assert f">{expected:,}<" in html.replace("\n", "").replace(" ", "")
+    # Abbreviated in the cell (7.3k), exact in its title.
+    from dashboards.formatting import count
+    cell = re.search(r'data-kpi="requests">\s*<a href="[^"]*" class="value" title="([^"]*)">([^<]*)</a>', html)
+    assert cell.groups() == (f"{expected:,}", count(expected, short=True))
     assert "support-bot / answer" not in html  # the filter applies
 
 
@@ -414,6 +417,133 @@ def test_incident_report_lists_equal_plain_queries_on_the_raw_rows(data, which):
     assert ("support-bot", "answer", "v3") in expected  # hostile-1 brought v3 in, inside both windows
 
 
+# -- honest comparisons and the overview at a glance ------------------------------------------
+def test_first_hours_are_the_first_hour_of_the_raw_rows(data):
+    from monitor.foundation.tables import rollups
+    store = data.store
+    raw = {(s, f): t.replace(tzinfo=dt.timezone.utc) for s, f, t in store.query(
+        "SELECT service, feature, toStartOfHour(min(ts)) FROM requests FINAL GROUP BY service, feature", {})}
+    assert rollups.first_hours(store, "requests_by_feature", "", {}) == raw
+    model = store.query("SELECT model FROM requests GROUP BY model ORDER BY count() LIMIT 1", {})[0][0]
+    raw = {(s, f): t.replace(tzinfo=dt.timezone.utc) for s, f, t in store.query(
+        "SELECT service, feature, toStartOfHour(min(ts)) FROM requests FINAL WHERE model = {m:String} "
+        "GROUP BY service, feature", {"m": model})}
+    assert raw and rollups.first_hours(store, "requests", " AND model = {f_model:String}", {"f_model": model}) == raw
+
+
+def _row_html(html: str, service: str, feature: str) -> str:
+    row = html[html.index(f'data-service="{service}" data-feature="{feature}"'):]
+    return row[:row.index("</tr>")]
+
+
+def _delta_of(row_html: str, kpi: str) -> tuple[str, str]:
+    """(data-reason, text) of a KPI cell's change."""
+    m = re.search(rf'data-kpi="{kpi}">.*?<span class="delta[^"]*" data-reason="([^"]*)"[^>]*>([^<]*)</span>',
+                  row_html, re.S)
+    return m.group(1), m.group(2)
+
+
+def test_overview_changes_follow_the_comparison_rule_computed_from_the_raw_rows(reader, data):
+    """Periods placed on the stored data so each outcome of the rule happens: new (nothing before the
+    data), partial (the previous period starts an hour before the data), too few (a short period), a number."""
+    from dashboards import compare
+    store = data.store
+    first = store.scalar("SELECT min(ts) FROM requests", {}).replace(tzinfo=dt.timezone.utc)
+    last = store.scalar("SELECT max(ts) FROM requests", {}).replace(tzinfo=dt.timezone.utc)
+    h = first.replace(minute=0, second=0, microsecond=0)
+    end = last.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    periods = [(h, h + dt.timedelta(hours=3)), (h + dt.timedelta(hours=1), h + dt.timedelta(hours=3)),
+               (end - dt.timedelta(minutes=10), end), (end - dt.timedelta(hours=6), end)]
+    seen = set()
+    for lo, hi in periods:
+        prev_lo = lo - (hi - lo)
+        counts = {(s, f): (int(c), int(p)) for s, f, c, p in store.query(
+            "SELECT service, feature, countIf(ts >= {lo:DateTime64(3, 'UTC')}) AS c, "
+            "countIf(ts < {lo:DateTime64(3, 'UTC')}) AS p FROM requests FINAL "
+            "WHERE ts >= {plo:DateTime64(3, 'UTC')} AND ts < {hi:DateTime64(3, 'UTC')} GROUP BY service, feature",
+            {"lo": lo, "hi": hi, "plo": prev_lo})}
+        firsts = {(s, f): t.replace(tzinfo=dt.timezone.utc) for s, f, t in store.query(
+            "SELECT service, feature, toStartOfHour(min(ts)) FROM requests FINAL GROUP BY service, feature", {})}
+        counts[("", "")] = (sum(c for c, _ in counts.values()), sum(p for _, p in counts.values()))
+        firsts[("", "")] = min(firsts.values())
+        html = reader.get(f"/?from={iso_utc(lo)}&to={iso_utc(hi)}").get_data(as_text=True)
+        for (svc, feat), (cur_n, prev_n) in counts.items():
+            row = _row_html(html, svc, feat)
+            if prev_n == 0:
+                expected = ("new", "new")
+            elif firsts[(svc, feat)] > prev_lo:
+                expected = ("partial", "partial previous period")
+            elif min(prev_n, cur_n) < compare.MIN_REQUESTS:
+                n, when = (prev_n, "before") if prev_n < compare.MIN_REQUESTS else (cur_n, "now")
+                expected = ("too few", f"too few requests ({n} {when})")
+            else:
+                expected = ("", None)
+            reason, text = _delta_of(row, "error_rate")
+            if cur_n == 0:
+                assert text == "–"
+                continue
+            assert reason == expected[0], (lo, hi, svc, feat, cur_n, prev_n, text)
+            if expected[1]:
+                assert text == expected[1]
+            else:
+                assert re.fullmatch(r"[+-]\d+\.\d\d pp", text), text
+            seen.add(expected[0])
+            # Requests are a count: no minimum, the rest of the rule alike.
+            reason, text = _delta_of(row, "requests")
+            assert reason == ("" if expected[0] == "too few" else expected[0])
+            if not reason:
+                assert text == f"{(cur_n - prev_n) / prev_n * 100:+.1f}%"
+    assert seen == {"new", "partial", "too few", ""}
+    assert "partial previous period" in html and f"at least {compare.MIN_REQUESTS} requests" in html
+
+
+def test_overview_marks_the_worst_value_of_each_column(reader, data):
+    from dashboards import compare
+    html = reader.get("/?period=24h").get_data(as_text=True)
+    lo = END - dt.timedelta(hours=24) + dt.timedelta(minutes=1)
+    rates = {(s, f): (e / n) for s, f, e, n in data.store.query(
+        "SELECT service, feature, countIf(status IN ('error', 'timeout')), count() FROM requests FINAL "
+        "WHERE ts >= {lo:DateTime64(3, 'UTC')} GROUP BY service, feature HAVING count() >= {m:UInt32}",
+        {"lo": lo, "m": compare.MIN_REQUESTS})}
+    worst_key = max(rates, key=rates.get)
+    assert sorted(rates.values())[-1] > sorted(rates.values())[-2]
+    marked = re.findall(r'<tr class="" data-service="([^"]*)" data-feature="([^"]*)">(.*?)</tr>', html, re.S)
+    cells = [(s, f) for s, f, row in marked if re.search(r'class="kpi worst"[^>]*data-kpi="error_rate"', row)]
+    assert cells == [worst_key]
+    assert 'class="kpi worst"' not in _row_html(html, "", "")  # all traffic is not a candidate
+    # Each column with a better direction has at most one worst cell.
+    for key in ("task_success_rate", "thumbs_up_rate", "cost_per_successful_outcome_usd", "latency_p95_ms",
+                "incidents", "slo", "requests"):
+        n = len(re.findall(rf'class="kpi worst"[^>]*data-kpi="{key}"', html))
+        assert n <= (0 if key == "requests" else 1), key
+
+
+def test_incident_explorer_and_its_export_say_why_there_is_no_change(reader, data):
+    from dashboards import compare, incidents
+    b = data.burst
+    lo, hi = b["start"] - dt.timedelta(minutes=30), b["end"] + dt.timedelta(minutes=30)
+    rep = incidents.report(data.store, data.config, incidents.window(lo, hi), {})
+    total = rep["slis"][0]
+    expected = {key: compare.row_change(total, key, unit).text for key, _, unit in incidents.SLI_TABLE
+                if total.current.get(key) is not None}
+    week_before = data.store.scalar("SELECT count() FROM requests WHERE ts >= {a:DateTime64(3, 'UTC')} AND "
+                                    "ts < {b:DateTime64(3, 'UTC')}", {"a": lo - dt.timedelta(days=7),
+                                                                     "b": hi - dt.timedelta(days=7)})
+    if week_before == 0:  # the dataset holds less than a week: the week before is empty
+        assert expected["requests"] == "new" and expected["error_rate"] == "new"
+    html = reader.get(f"/incidents?from={iso_utc(lo)}&to={iso_utc(hi)}").get_data(as_text=True)
+    row = html[html.index('<tr class="total">'):]
+    row = row[:row.index("</tr>")]
+    for key, text in expected.items():
+        cell = re.search(rf'data-kpi="{key}">.*?<span class="delta" data-reason="[^"]*">([^<]*)</span>', row, re.S)
+        assert cell.group(1) == text, key
+    md = _export(data, "md").get_data(as_text=True)
+    for key, label, unit in incidents.SLI_TABLE:
+        if key in expected:
+            assert re.search(rf"^\| all traffic \| {re.escape(label)} \| .* \| {re.escape(expected[key])} \|$", md,
+                             re.M), label
+
+
 def test_charts_show_the_newest_computation_of_a_point(data):
     from dashboards import charts
     labels = {"service": "zz-charts", "feature": "rerun"}
@@ -537,6 +667,84 @@ def test_browser_overview_draws_its_charts_without_console_errors(page, site):
     page.wait_for_selector("#kpis .spark .main-svg")
     assert page.locator("#kpis .spark .main-svg").count() >= 10
     shot(page, "overview")
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+@pytest.mark.parametrize("period", ["24h", "7d", "6h"])
+def test_browser_overview_fits_the_window_with_every_column_visible(page, site, width, period):
+    page.set_viewport_size({"width": width, "height": 900})
+    # 24h: a partial previous period, 7d: new rows, 6h (custom): changes shown as numbers.
+    query = (f"period={period}" if period != "6h"
+             else f"from={iso_utc(END - dt.timedelta(hours=6))}&to={iso_utc(END)}")
+    page.goto(site.url + f"/?{query}")
+    page.wait_for_selector("#kpis .spark .main-svg")
+    fit = page.evaluate("""() => {
+        const wrap = document.querySelector('.table-wrap');
+        const heads = [...document.querySelectorAll('#kpis thead th')].map(th => {
+            const r = th.getBoundingClientRect();
+            return {text: th.innerText.split('\\n')[0], left: r.left, right: r.right, width: r.width};
+        });
+        const incidents = [...document.querySelectorAll('#kpis td[data-kpi=incidents]')].map(
+            td => td.getBoundingClientRect().right);
+        return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+                wrapScroll: wrap.scrollWidth, wrapClient: wrap.clientWidth, heads, incidents};
+    }""")
+    assert fit["scroll"] <= fit["inner"], fit
+    assert fit["wrapScroll"] <= fit["wrapClient"], fit  # nothing hidden behind the table's own scrollbar
+    assert [h["text"] for h in fit["heads"]][-1] == "Incidents" and len(fit["heads"]) == 13
+    for h in fit["heads"]:
+        assert h["width"] > 0 and h["left"] >= 0 and h["right"] <= fit["inner"], h
+    assert fit["incidents"] and all(0 < r <= fit["inner"] for r in fit["incidents"])
+    if period != "7d":
+        shot(page, f"overview-{width}" + ("-changes" if period == "6h" else ""))
+    assert page.errors == []
+
+
+def _ticks(page, selector: str) -> dict:
+    return page.evaluate("""(sel) => {
+        const el = document.querySelector(sel);
+        const ax = el._fullLayout.xaxis;
+        return {dtick: el.layout.xaxis.dtick, values: ax._vals.map(v => v.x),
+                texts: [...el.querySelectorAll('.xtick text')].map(t => t.textContent)};
+    }""", selector)
+
+
+def test_browser_charts_never_tick_finer_than_their_data(page, site):
+    day, hour = 86_400_000, 3_600_000
+    # 30 days: day points (a day or two of them in the test data), day ticks, no time of day.
+    page.goto(site.url + "/detail?service=support-bot&feature=answer&period=30d")
+    page.wait_for_selector("[data-chart='requests'] .main-svg")
+    ticks = _ticks(page, "[data-chart='requests']")
+    assert ticks["dtick"] >= day and ticks["texts"], ticks
+    assert all(b - a >= day for a, b in zip(ticks["values"], ticks["values"][1:])), ticks
+    assert not any(":" in t for t in ticks["texts"]), ticks
+    shot(page, "detail-30d")
+    # 7 days: hour points, ticks of an hour or more.
+    page.goto(site.url + "/detail?service=support-bot&feature=answer&period=7d")
+    page.wait_for_selector("[data-chart='requests'] .main-svg")
+    ticks = _ticks(page, "[data-chart='requests']")
+    assert ticks["dtick"] >= hour and all(b - a >= hour for a, b in zip(ticks["values"], ticks["values"][1:]))
+    assert page.errors == []
+
+
+def test_browser_a_single_day_point_gets_day_ticks(page, site, data):
+    """One drift point (a 1d window): a day either side of it, ticks a day apart, never milliseconds."""
+    labels = {"service": "zz-one", "feature": "point", "text": "input", "method": "combined"}
+    at = END.replace(hour=0, minute=0)
+    data.store.insert("drift_reports", [["r-one-point", at, "1d", "zz-one", "point", "ok", False,
+                                         at - dt.timedelta(days=8), at - dt.timedelta(days=1), "{}", "{}", "", END]],
+                      ["report_id", "ts", "window", "service", "feature", "status", "drift_detected",
+                       "reference_from", "reference_to", "summary", "explanation", "snapshot", "created_at"])
+    data.store.insert("metric_points", [[at, "1d", "embedding_drift_score", labels, 0.5, END]],
+                      ["ts", "window", "metric", "labels", "value", "computed_at"])
+    page.goto(site.url + "/drift?service=zz-one&feature=point&window=1d&period=7d")
+    page.wait_for_selector("[data-chart='drift-combined'] .main-svg")
+    ticks = _ticks(page, "[data-chart='drift-combined']")
+    assert ticks["dtick"] == 86_400_000 and len(ticks["values"]) >= 2, ticks
+    assert all(b - a >= 86_400_000 for a, b in zip(ticks["values"], ticks["values"][1:]))
+    assert not any(":" in t or "." in t for t in ticks["texts"]), ticks
+    shot(page, "drift-one-point")
     assert page.errors == []
 
 

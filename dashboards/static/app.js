@@ -4,11 +4,50 @@
 (function () {
   "use strict";
 
-  var UNIT_FORMAT = { pct: ".1%", ms: ",.0f", usd: "$,.4f", count: ",.0f", x: ".3g" };
+  // Hover formats; usd keeps 3 significant digits, as the pages print money ($0.000031, not $0.0000).
+  var UNIT_FORMAT = { pct: ".1%", ms: ",.0f", usd: "$.3~g", count: ",.0f", x: ".3g" };
+
+  function valueAxis(unit) {
+    if (unit === "usd") {  // plotly's own tick digits, never an SI suffix such as 31µ
+      return { tickprefix: "$", exponentformat: "none", separatethousands: true, rangemode: "tozero" };
+    }
+    return { tickformat: UNIT_FORMAT[unit] || "", rangemode: "tozero" };
+  }
 
   function readJson(id) {
     var el = document.getElementById(id);
     return el ? JSON.parse(el.textContent) : null;
+  }
+
+  // Tick spacings a time axis may use, in ms: never finer than the data's bucket (a chart of day
+  // points has day ticks, one point included), at most about 8 ticks.
+  var DAY = 864e5;
+  var NICE_TICKS = [6e4, 3e5, 6e5, 9e5, 18e5, 36e5, 72e5, 108e5, 216e5, 432e5, DAY, 2 * DAY, 7 * DAY, 14 * DAY];
+
+  function timeAxis(bucketSeconds, xs) {
+    var axis = { type: "date" };
+    var bucket = (bucketSeconds || 0) * 1000;
+    var ms = xs.map(function (x) { return Date.parse(x); }).filter(function (v) { return !isNaN(v); });
+    if (!bucket || !ms.length) { return axis; }
+    var lo = Math.min.apply(null, ms), hi = Math.max.apply(null, ms);
+    if (hi - lo < bucket) {  // one point (or one bucket): a bucket either side, not a millisecond axis
+      lo -= bucket; hi += bucket;
+      axis.range = [new Date(lo).toISOString(), new Date(hi).toISOString()];
+    }
+    var span = hi - lo, dtick = null;
+    for (var i = 0; i < NICE_TICKS.length; i++) {
+      if (NICE_TICKS[i] >= bucket && span / NICE_TICKS[i] <= 8) { dtick = NICE_TICKS[i]; break; }
+    }
+    if (dtick === null) {  // longer than 8 of the widest: whole months
+      axis.dtick = "M" + Math.max(1, Math.ceil(span / 8 / (30 * DAY)));
+      axis.tick0 = "2000-01-01";
+      axis.tickformat = "%b %Y";
+      return axis;
+    }
+    axis.dtick = dtick;
+    axis.tick0 = "2000-01-03";  // a Monday, midnight UTC: day ticks at midnight, week ticks on Mondays
+    if (dtick >= DAY) { axis.tickformat = "%b %d"; }
+    return axis;
   }
 
   function markerShapes(markers) {
@@ -42,11 +81,14 @@
         notes.push({ xref: "paper", x: 1, y: l.y, text: l.label, showarrow: false, xanchor: "right",
                      yanchor: "bottom", font: { size: 10, color: "#2e7d32" } });
       });
+      var xs = [];
+      c.traces.forEach(function (t) { xs = xs.concat(t.x); });
+      (data.markers || []).forEach(function (m) { xs.push(m.x); });
       el.innerHTML = "";
       window.Plotly.newPlot(el, traces, {
         margin: { l: 60, r: 10, t: 10, b: 40 }, height: 260, showlegend: traces.length > 1,
-        legend: { orientation: "h", y: -0.25 }, yaxis: { tickformat: UNIT_FORMAT[c.unit] || "", rangemode: "tozero" },
-        xaxis: { type: "date" }, shapes: shapes, annotations: notes
+        legend: { orientation: "h", y: -0.25 }, yaxis: valueAxis(c.unit),
+        xaxis: timeAxis(c.bucket, xs), shapes: shapes, annotations: notes
       }, { displaylogo: false, responsive: true });
     });
   }
@@ -59,7 +101,7 @@
       if (!s || !s.x.length) { return; }
       window.Plotly.newPlot(el, [{ x: s.x, y: s.y, type: "scatter", mode: "lines", line: { width: 1.5, color: "#1565c0" },
                                    hovertemplate: "%{x}<br>%{y:" + (UNIT_FORMAT[s.unit] || "") + "}<extra></extra>" }], {
-        margin: { l: 0, r: 0, t: 0, b: 0 }, height: 28, width: 110, xaxis: { visible: false },
+        margin: { l: 0, r: 0, t: 0, b: 0 }, height: 24, width: el.clientWidth || 84, xaxis: { visible: false },
         yaxis: { visible: false }, showlegend: false, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)"
       }, { staticPlot: false, displayModeBar: false });
     });

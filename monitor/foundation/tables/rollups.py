@@ -143,6 +143,25 @@ def trend(store, table: str, select: str, lo: dt.datetime, hi: dt.datetime, buck
         {**params, "b": bucket, "lo": -(-int(lo.timestamp()) // bucket) * bucket, "hi": int(hi.timestamp())})
 
 
+def first_hours(store, family: str, where: str, params: dict) -> dict[tuple[str, str], dt.datetime]:
+    """(service, feature) -> the start of the first hour with requests, over all the rollups hold,
+    for the requests matching ``where`` (filter conditions starting with AND).
+
+    ``family`` "requests" (any dimension may be filtered) or "requests_by_feature" (service and
+    feature only). The day rollup finds each pair's first day in a few rows; the hour rollup
+    pins the hour within that day (the day's start stands in where its hour rows are gone).
+    """
+    day, hour = rollup_for(86400, family), rollup_for(3600, family)
+    rows = store.query(
+        f"SELECT d.service, d.feature, d.first_day, h.first_hour FROM "
+        f"(SELECT service, feature, min(minute) AS first_day FROM {day} WHERE 1{where} GROUP BY service, feature) AS d "
+        f"LEFT JOIN (SELECT service, feature, min(minute) AS first_hour FROM {hour} "
+        f"WHERE (service, feature, toStartOfDay(minute)) IN (SELECT service, feature, min(minute) FROM {day} "
+        f"WHERE 1{where} GROUP BY service, feature){where} GROUP BY service, feature) AS h "
+        "ON d.service = h.service AND d.feature = h.feature SETTINGS join_use_nulls = 1", params)
+    return {(svc, feat): utc(first_hour or first_day) for svc, feat, first_day, first_hour in rows}
+
+
 def dimension_values(store, names: tuple[str, ...], lo: dt.datetime, hi: dt.datetime) -> dict[str, list[str]]:
     """Up to 200 values of each dimension seen in the days of [lo, hi), sorted, without the empty one."""
     row = store.query(f"SELECT {', '.join(f'groupUniqArray(200)({n})' for n in names)} FROM requests_1d "
