@@ -69,8 +69,12 @@ class DriftJob(Job):
     def catchup_limit(self) -> dt.timedelta:
         return self.config.drift.catchup_max
 
-    def check(self) -> int:
-        """Load the model and encode a text; raises EmbeddingError naming embeddings.model_path."""
+    def check(self, load: bool = True) -> int | None:
+        """Load the model and encode a text (the dimension), or with ``load`` False only check its files
+        (None); raises EmbeddingError naming embeddings.model_path."""
+        if not load:
+            self.embeddings().check_files()
+            return None
         return self.embeddings().check()
 
     # -- windows and strata -------------------------------------------------------

@@ -129,6 +129,18 @@ class Embedder:
     def model(self):
         return load_model(self.path, self.config.embeddings.threads)
 
+    def check_files(self) -> None:
+        """What can be checked without loading the model (hundreds of MB): the directory and its
+        sentence-transformers description are there. Raises EmbeddingError naming the config key."""
+        p = Path(self.path)
+        if not p.is_dir():
+            raise EmbeddingError(f"embeddings.model_path: {self.path} is not a directory with a sentence-transformers "
+                                 "model")
+        missing = [f for f in ("modules.json", "config.json") if not (p / f).is_file()]
+        if missing:
+            raise EmbeddingError(f"embeddings.model_path: {self.path} has no {', '.join(missing)}: not a "
+                                 "sentence-transformers model directory")
+
     def check(self) -> int:
         """Load the model and encode one text; returns the vector dimension. Raises EmbeddingError."""
         try:

@@ -205,10 +205,12 @@ def _jobs(obj: _Ctx):
 
 
 def _check_model(registry) -> None:
-    """Load the embedding model now: a missing model is a start-up error, not a failed job at night."""
+    """Check the embedding model's files now: a missing model is a start-up error, not a failed job at
+    night. The model itself loads when a job first embeds (about 90 MB of weights and torch's working
+    memory the process does not hold until then)."""
     if "drift" in registry:
-        dim = registry["drift"].check()
-        click.echo(f"embedding model loaded ({dim} dimensions)", err=True)
+        registry["drift"].check(load=False)
+        click.echo("embedding model found; it loads when a job first needs it", err=True)
 
 
 @cli.group()

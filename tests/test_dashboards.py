@@ -22,7 +22,7 @@ from monitor.foundation.clock import ManualClock, iso_utc
 from monitor.foundation.config import load_config
 from monitor.foundation.storage import Store
 from monitor.scheduler import build_jobs
-from tests.conftest import upgrade_fast
+from tests.conftest import ARTIFACTS, upgrade_fast
 from tests.helpers import auth
 
 pytestmark = pytest.mark.xdist_group("dashboards")
@@ -617,22 +617,6 @@ def test_plotly_is_served_locally(reader):
 
 
 # -- real headless Chromium ------------------------------------------------------------
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = __import__("pathlib").Path(__file__).parent / "artifacts"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    import os
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="session")
@@ -824,3 +808,37 @@ def test_cli_incident_prints_the_same_export(data, tmp_path):
     assert out.output.strip() == _export(data, "md").get_data(as_text=True).strip()
     bad = CliRunner().invoke(cli, ["incident", "--from", "yesterday", "--to", iso_utc(b["end"])], env=env)
     assert bad.exit_code == 2 and "--from" in bad.output
+
+
+def test_background_work_shows_a_banner_and_marks_what_it_has_not_computed(reader, data):
+    from monitor.foundation.progress import Progress
+    svc = data.app.extensions["nlpmon"]
+    saved = svc.progress
+    svc.progress = progress = Progress("demo data")
+    try:
+        progress.plan([("traffic", "demo traffic", ("overview",)), ("alerts", "alert history", ("alerts",)),
+                       ("drift", "daily drift <of every feature>", ("drift",))])
+        progress.start("traffic", 10)
+        progress.finish("traffic")
+        progress.start("alerts", 40)
+        progress.advance("alerts", 10)
+        html = reader.get("/?period=24h").get_data(as_text=True)
+        banner = html[html.index('id="background"'):html.index("</section>")]
+        assert "Still computing the demo data" in banner and "1 of 3 steps done" in banner
+        assert "alert history: 10 of 40" in banner and "waiting" in banner
+        assert "&lt;of every feature&gt;" in banner  # labels are escaped like everything else
+        assert 'http-equiv="refresh"' in html
+        # Figures of unfinished steps say so instead of a number; finished ones show theirs.
+        assert html.count('data-kpi="incidents">\n      <span class="value muted computing">') >= 2
+        assert html.count('data-kpi="drift">\n      <span class="value muted computing">') >= 2
+        assert 'data-kpi="slo">\n      <span class="value muted computing">' not in html
+        for page in ("/drift", "/alerts"):
+            assert 'id="background"' in reader.get(page).get_data(as_text=True)
+        progress.fail("alerts", "StoreUnavailable: down")
+        progress.finish("drift")
+        html = reader.get("/?period=24h").get_data(as_text=True)
+        assert "alert history failed: StoreUnavailable: down" in html and "Still computing" not in html
+        assert 'http-equiv="refresh"' not in html and "computing</span>" not in html
+    finally:
+        svc.progress = saved
+    assert 'id="background"' not in reader.get("/?period=24h").get_data(as_text=True)

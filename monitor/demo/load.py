@@ -35,7 +35,7 @@ from monitor.demo.traffic import expected_requests, generate
 from monitor.foundation.auth import KeyStore
 from monitor.foundation.clock import SystemClock, iso_utc
 from monitor.foundation.config import Config, DriftReference
-from monitor.foundation.metrics import floor_to
+from monitor.foundation.metrics import SLI_WINDOWS, floor_to
 from monitor.foundation.progress import AREAS, Progress
 from monitor.foundation.storage import Store
 from monitor.foundation.tables import review
@@ -59,7 +59,7 @@ STEPS = [
 # Share of the sampled answers the simulated reviewers have labelled, by the answer's age in days:
 # a review team works through the queue in a day or two, so the newest days are partly done.
 _REVIEWED_BY_AGE = ((1, 0.3), (2, 0.65), (None, 0.85))
-_HALLUCINATED = {"answer": 0.05, "summarize": 0.04}  # otherwise 0.02
+_HALLUCINATED = {"answer": 0.025, "summarize": 0.02}  # otherwise 0.01
 _HALLUCINATED_IN_SHIFT = 0.24  # answers about what the knowledge base does not cover
 _UNSURE = 0.03
 _REVIEWERS = ("ana", "kofi", "mei")
@@ -174,7 +174,23 @@ def compute(store: Store, config: Config, clock, days: float, end: dt.datetime, 
         if config.drift.enabled:
             daily_drift(store, config, clock, days, end, echo, progress)
 
-    first = [("metrics", lambda: run_jobs("metrics", ["sli", "slo", "cost", "reconcile"])),
+    def metrics() -> None:
+        spans = fine_spans(days, end)
+        progress.start("metrics", 4 + len(spans))
+        sli = jobs["sli"]
+        sli.windows = {k: v for k, v in SLI_WINDOWS.items() if v >= 3600}
+        _run_job(sli, since, echo)
+        progress.advance("metrics")
+        sli.windows = {k: v for k, v in SLI_WINDOWS.items() if v < 3600}
+        for lo, hi in spans:
+            _run_job(sli, lo, echo, now=hi + config.jobs.grace)
+            progress.advance("metrics")
+        jobs["slo"].step = 300
+        for name in ("slo", "cost", "reconcile"):
+            _run_job(jobs[name], since, echo)
+            progress.advance("metrics")
+
+    first = [("metrics", metrics),
              ("reviews", reviews), ("alerts", alert_history)]
     second = [("drift", drift), ("grounding", lambda: run_jobs("grounding", ["grounding_proxy"]))]
     other = threading.Thread(target=lane, args=(second,), name="demo-drift", daemon=True)
@@ -185,8 +201,24 @@ def compute(store: Store, config: Config, clock, days: float, end: dt.datetime, 
         raise errors[0]
 
 
-def _run_job(job, since: dt.datetime, echo: Callable[[str], None]) -> None:
-    result = job.run(since=since)
+def fine_spans(days: float, end: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+    """Where the demo's history gets minute windows (1m, 5m): the last day and a half, which the 24h
+    period charts, and each incident with two hours either side, which the incident explorer charts.
+    Elsewhere the history has hourly and daily windows; the scheduler writes every window from then on."""
+    start, margin = end - dt.timedelta(days=days), dt.timedelta(hours=2)
+    spans = sorted([(max(start, i["start"] - margin), min(end, i["end"] + margin)) for i in incidents(days, end)]
+                   + [(max(start, end - dt.timedelta(hours=36)), end)])
+    merged: list[list[dt.datetime]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(lo, hi) for lo, hi in merged]
+
+
+def _run_job(job, since: dt.datetime, echo: Callable[[str], None], now: dt.datetime | None = None) -> None:
+    result = job.run(now=now, since=since)
     echo(f"  {job.name}: {result.status}, {result.rows} points in {result.duration_ms / 1000:.1f} s"
          + (f": {result.error}" if result.error else ""))
 
@@ -255,7 +287,7 @@ def label_reviews(store: Store, sink: Sink, days: float, end: dt.datetime) -> in
             continue
         in_shift = (shift is not None and (service, feature) == (shift["service"], shift["feature"])
                     and shift["start"] <= ts < shift["end"])
-        p = _HALLUCINATED_IN_SHIFT if in_shift else _HALLUCINATED.get(feature, 0.02)
+        p = _HALLUCINATED_IN_SHIFT if in_shift else _HALLUCINATED.get(feature, 0.01)
         label = "unsure" if draw[1] < _UNSURE else ("hallucinated" if draw[2] < p else "grounded")
         reviewer = _REVIEWERS[int(draw[3] * len(_REVIEWERS))]
         at = min(end - dt.timedelta(minutes=1), ts + dt.timedelta(hours=2 + 30 * draw[4]))

@@ -91,16 +91,16 @@ class Incident:
 
 
 def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, Incident]:
-    """Positions are shares of the window, all past its middle, so a window of 14 days or more has a full
-    week of normal traffic before each incident (the incident explorer's "week before") and every period
-    choice up to 7 days a full previous period.
+    """Positions are shares of the window. In a window of three days or more they all fall past its middle,
+    so the default 14 days have a full week of normal traffic before each incident (the incident explorer's
+    "week before") and every period choice up to 7 days a full previous period.
 
     The two short incidents start at the busiest moment of a slot (a burst at
     4 a.m. would hold a handful of requests and be invisible). Durations are
     capped by a share of the window, so a short demo gets shorter incidents;
     the slots are chosen so those never overlap each other or the prompt change.
-    In a window of three days or more the topic shift lasts a day from 08:00 UTC, so
-    its UTC day's drift comparison is mostly shifted and its hours busy enough to compare.
+    There the topic shift lasts a day from 08:00 UTC, so its UTC day's drift comparison
+    is mostly shifted and its hours are busy enough to compare.
 
     ``enabled`` False (live traffic after the history): no incidents, every one empty.
     """
@@ -121,21 +121,24 @@ def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, 
     def lasting(start: int, nominal_ms: int, cap_share: float) -> int:
         return min(end_ms, start + max(1, min(nominal_ms, int(span * cap_share))))
 
-    burst, spike, prompt = busiest(0.55, 0.61), busiest(0.63, 0.67), at(0.72)
-    # The two long incidents end well before the window does (a rollback; the launch buzz fades), so
-    # their alerts resolve within the demo: the slow SLO ticket holds about 12 hours past its end.
-    rollback = at(0.82)
     if span >= 3 * DAY_MS:
+        # All past the middle (a full week before each in the default 14 days); the prompt change ships
+        # at the busiest moment of its slot, as deploys happen in working hours.
+        burst, spike, prompt = busiest(0.55, 0.61), busiest(0.63, 0.67), busiest(0.70, 0.74)
+        # The two long incidents end well before the window does (a rollback; the launch buzz fades), so
+        # their alerts resolve within the demo: the slow SLO ticket holds about 12 hours past its end.
+        rollback = at(0.82)
         # From 08:00 UTC, as the working day starts, for a day: its hourly windows hold enough requests to
         # be compared from the first hour on, and two thirds of its UTC day's traffic is shifted.
         shift = at(0.84) - at(0.84) % DAY_MS + 8 * HOUR_MS
         settled = min(shift + DAY_MS, end_ms)
-    else:
-        shift, settled = at(0.84), at(0.92)
+    else:  # a short window (tests): room for each incident and its alerts, not for a week before
+        burst, spike, prompt = busiest(0.20, 0.42), busiest(0.48, 0.56), at(0.65)
+        rollback, shift, settled = at(0.83), at(0.75), at(0.89)
     rows = (
-        Incident("burst", "error burst", "support-bot", "answer", burst, lasting(burst, 20 * MINUTE_MS, 0.04),
+        Incident("burst", "error burst", "support-bot", "answer", burst, lasting(burst, 20 * MINUTE_MS, 0.05),
                  "about 35% of answers fail with upstream 502/503; satisfaction drops"),
-        Incident("spike", "cost spike", "copilot", "translate", spike, lasting(spike, 2 * HOUR_MS, 0.05),
+        Incident("spike", "cost spike", "copilot", "translate", spike, lasting(spike, 2 * HOUR_MS, 0.08),
                  "users paste whole documents: input tokens about 6x and no prompt-cache hits"),
         Incident("prompt", "latency regression after prompt change", "copilot", "draft-email", prompt, rollback,
                  f"prompt_version v7 -> {REGRESSED_PROMPT}: p95 latency roughly doubles, longer outputs; "
