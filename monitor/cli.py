@@ -267,19 +267,22 @@ def jobs_run(obj: _Ctx, name: str, at: str | None, since: str | None) -> None:
 @click.pass_obj
 @_friendly
 def scheduler(obj: _Ctx) -> None:
-    """Run only the job scheduler (for a server store with several API replicas; see README)."""
+    """Run only the job scheduler, active while it holds the scheduler lease, standby otherwise (for a
+    server store with API replicas started with `serve --no-scheduler`; see docs/deploy.md)."""
     import signal
     import threading
 
-    from monitor.scheduler import Scheduler
+    from monitor.scheduler import Scheduler, scheduler_lease
     _setup_logging(obj.config)
     registry = _jobs(obj)
     _check_model(registry)
-    sched = Scheduler(registry)
+    store = obj.ready_store()
+    sched = Scheduler(registry, scheduler_lease(store, obj.config, SystemClock()), store)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     sched.start()
-    click.echo(f"nlpmon scheduler running ({obj.store.describe()}); Ctrl-C to stop", err=True)
+    click.echo(f"nlpmon scheduler {'active' if sched.active else 'standby (another scheduler holds the lease)'} "
+               f"({store.describe()}); Ctrl-C to stop", err=True)
     try:
         stop.wait()
     except KeyboardInterrupt:
@@ -315,9 +318,11 @@ def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
 @cli.command()
 @click.option("--host", default=None, help="Interface to listen on (default server.host).")
 @click.option("--port", type=int, default=None, help="Port (default server.port).")
+@click.option("--scheduler/--no-scheduler", "with_scheduler", default=None,
+              help="Run the job scheduler here too (default jobs.enabled); --no-scheduler on API replicas.")
 @click.pass_obj
 @_friendly
-def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
+def serve(obj: _Ctx, host: str | None, port: int | None, with_scheduler: bool | None) -> None:
     """Serve the API and run the job scheduler in this process (required for the embedded store)."""
     import waitress
 
@@ -328,11 +333,12 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
     app = create_app(cfg, store)
     host, port = host or cfg.server.host, port or cfg.server.port
     sched = None
-    if cfg.jobs.enabled:
-        from monitor.scheduler import Scheduler, build_jobs
-        registry = build_jobs(store, cfg, app.extensions["nlpmon"].clock)
+    if cfg.jobs.enabled if with_scheduler is None else with_scheduler:
+        from monitor.scheduler import Scheduler, build_jobs, scheduler_lease
+        clock = app.extensions["nlpmon"].clock
+        registry = build_jobs(store, cfg, clock)
         _check_model(registry)
-        sched = Scheduler(registry)
+        sched = Scheduler(registry, scheduler_lease(store, cfg, clock), store)
         sched.start()
     if cfg.metrics.port:
         import threading
@@ -344,7 +350,7 @@ def serve(obj: _Ctx, host: str | None, port: int | None) -> None:
         threading.Thread(target=metrics_server.run, daemon=True, name="metrics-port").start()
         click.echo(f"/metrics without a key on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics", err=True)
     click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()}); "
-               f"scheduler {'on' if sched else 'off (jobs.enabled: false)'}", err=True)
+               f"scheduler {('active' if sched.active else 'standby') if sched else 'off'}", err=True)
     try:
         # poll() rather than select(): select() fails once the process holds 1024 descriptors,
         # which the embedded engine's open parts can reach.

@@ -92,3 +92,8 @@ def silencer(store, now: dt.datetime):
     """``labels -> bool``: whether an alert with these labels is silenced at ``now``."""
     active = active_matchers(store, now)
     return lambda labels: any(match_all(s, labels) for s in active)
+
+
+def sync_replica(store) -> None:
+    """On a cluster, wait until this replica has every part of the table (a new active scheduler)."""
+    store.sync_replica("silences")
