@@ -29,7 +29,7 @@ depends_on = None
 
 WINDOW = 10000
 DEDUPLICATED = ("requests", "feedback", "requests_1m", "requests_1h", "requests_1d", "requests_feature_1h",
-                "requests_feature_1d", "feedback_1m", "feedback_1h", "feedback_1d")
+                "requests_feature_1d", "feedback_1m", "feedback_1h", "feedback_1d", "review_leases")
 
 
 def leases_ddl(single_node: bool) -> str:
