@@ -270,19 +270,22 @@ def jobs_run(obj: _Ctx, name: str, at: str | None, since: str | None) -> None:
 @click.pass_obj
 @_friendly
 def scheduler(obj: _Ctx) -> None:
-    """Run only the job scheduler (for a server store with several API replicas; see README)."""
+    """Run only the job scheduler, active while it holds the scheduler lease, standby otherwise (for a
+    server store with API replicas started with `serve --no-scheduler`; see docs/deploy.md)."""
     import signal
     import threading
 
-    from monitor.scheduler import Scheduler
+    from monitor.scheduler import Scheduler, scheduler_lease
     _setup_logging(obj.config)
     registry = _jobs(obj)
     _check_model(registry)
-    sched = Scheduler(registry)
+    store = obj.ready_store()
+    sched = Scheduler(registry, scheduler_lease(store, obj.config, SystemClock()), store)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     sched.start()
-    click.echo(f"nlpmon scheduler running ({obj.store.describe()}); Ctrl-C to stop", err=True)
+    click.echo(f"nlpmon scheduler {'active' if sched.active else 'standby (another scheduler holds the lease)'} "
+               f"({store.describe()}); Ctrl-C to stop", err=True)
     try:
         stop.wait()
     except KeyboardInterrupt:
@@ -318,12 +321,14 @@ def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
 @cli.command()
 @click.option("--host", default=None, help="Interface to listen on (default server.host).")
 @click.option("--port", type=int, default=None, help="Port (default server.port).")
+@click.option("--scheduler/--no-scheduler", "with_scheduler", default=None,
+              help="Run the job scheduler here too (default jobs.enabled); --no-scheduler on API replicas.")
 @click.option("--demo", "with_demo", is_flag=True,
               help=f"On an empty store: load {DEFAULT_DAYS:g} days of demo data in the background (the pages "
                    "show its progress), then send live demo traffic.")
 @click.pass_obj
 @_friendly
-def serve(obj: _Ctx, host: str | None, port: int | None, with_demo: bool) -> None:
+def serve(obj: _Ctx, host: str | None, port: int | None, with_scheduler: bool | None, with_demo: bool) -> None:
     """Serve the API and run the job scheduler in this process (required for the embedded store)."""
     import threading
 
@@ -338,11 +343,11 @@ def serve(obj: _Ctx, host: str | None, port: int | None, with_demo: bool) -> Non
     host, port = host or cfg.server.host, port or cfg.server.port
     sched = None
     stop = threading.Event()
-    if cfg.jobs.enabled:
-        from monitor.scheduler import Scheduler, build_jobs
+    if cfg.jobs.enabled if with_scheduler is None else with_scheduler:
+        from monitor.scheduler import Scheduler, build_jobs, scheduler_lease
         registry = build_jobs(store, cfg, svc.clock)
         _check_model(registry)
-        sched = Scheduler(registry)
+        sched = Scheduler(registry, scheduler_lease(store, cfg, svc.clock), store)
     if with_demo:
         from monitor.demo import background
         background.start(store, cfg, svc.clock, svc.ingestor.ingest, svc.progress, days=DEFAULT_DAYS,
@@ -351,8 +356,6 @@ def serve(obj: _Ctx, host: str | None, port: int | None, with_demo: bool) -> Non
     elif sched:
         sched.start()
     if cfg.metrics.port:
-        import threading
-
         from dashboards.series import metrics_only_app
         metrics_server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]), host=cfg.metrics.host,
                                                 port=cfg.metrics.port, threads=2, ident="nlpmon-metrics",
@@ -360,7 +363,7 @@ def serve(obj: _Ctx, host: str | None, port: int | None, with_demo: bool) -> Non
         threading.Thread(target=metrics_server.run, daemon=True, name="metrics-port").start()
         click.echo(f"/metrics without a key on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics", err=True)
     click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()}); "
-               f"scheduler {'on' if sched else 'off (jobs.enabled: false)'}", err=True)
+               f"scheduler {_scheduler_state(sched, with_demo)}", err=True)
     try:
         # poll() rather than select(): select() fails once the process holds 1024 descriptors,
         # which the embedded engine's open parts can reach.
@@ -370,6 +373,14 @@ def serve(obj: _Ctx, host: str | None, port: int | None, with_demo: bool) -> Non
         stop.set()
         if sched:
             sched.shutdown()
+
+
+def _scheduler_state(sched, waits_for_demo: bool) -> str:
+    if sched is None:
+        return "off"
+    if waits_for_demo and not sched.started:
+        return "starts once the demo data is computed"
+    return "active" if sched.active else "standby (another scheduler holds the lease)"
 
 
 # -- ingest --------------------------------------------------------------------

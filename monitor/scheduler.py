@@ -30,7 +30,9 @@ from jobs.sli import SliJob
 from jobs.slo import SloJob
 from monitor.ingest.otlp_join import OtlpJoin
 from monitor.foundation.config import Config
-from monitor.foundation.storage import Store
+from monitor.foundation.lease import Lease
+from monitor.foundation.storage import Store, StoreError
+from monitor.foundation.tables import alert_state, notification_log, notification_outbox, silences
 from monitor.foundation.tables.job_runs import RunResult
 
 log = logging.getLogger(__name__)
@@ -60,9 +62,27 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
 ON_TIME = dt.timedelta(seconds=1)
 
 
+LEASE_NAME = "scheduler"
+
+
+def scheduler_lease(store: Store, config: Config, clock) -> Lease:
+    return Lease(store, LEASE_NAME, config.jobs.lease, clock)
+
+
+def catch_up(store: Store) -> None:
+    """On becoming active on a cluster: wait until this replica has what the previous scheduler wrote
+    on its own (the alert engine's state, the notification log and outbox), so nothing it sent is
+    sent again and nothing it decided is lost."""
+    for table in (alert_state, notification_log, notification_outbox, silences):
+        table.sync_replica(store)
+
+
 class Scheduler:
-    def __init__(self, jobs: dict[str, Job]):
+    def __init__(self, jobs: dict[str, Job], lease: Lease | None = None, store: Store | None = None):
         self.jobs = jobs
+        self.lease = lease
+        self.store = store
+        self.active = lease is None
         self.last: dict[str, RunResult] = {}
         self._first: dict[str, dt.datetime] = {}  # each started job's first tick: its grid of ticks
         self._lock = threading.Lock()
@@ -71,8 +91,44 @@ class Scheduler:
             # and the job itself catches up the windows it missed.
             "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
 
+    @property
+    def started(self) -> bool:
+        return self._aps.running
+
+    def keep_lease(self) -> bool:
+        """Renew the lease, or take it when free: active after this call? (every third of a lease)."""
+        was = self.active
+        try:
+            self.active = self.lease.acquire()
+            if self.active and not was and self.store is not None:
+                catch_up(self.store)
+        except StoreError as exc:
+            log.warning("scheduler lease: %s", exc)
+            self.active = False
+        if self.active != was:
+            log.warning("scheduler %s: %s (term %s)", self.lease.holder,
+                        "active" if self.active else "standby", self.lease.term)
+        return self.active
+
+    def _fenced(self) -> bool:
+        """Whether a job may run now: no lease to respect, or this process still holds it (a fresh read)."""
+        if self.lease is None:
+            return True
+        try:
+            held = self.lease.held()
+        except StoreError:
+            held = False
+        if not held and self.active:
+            log.warning("scheduler %s lost the lease; running nothing until it holds it again", self.lease.holder)
+            self.active = False
+        return held
+
     def start(self) -> None:
         now = dt.datetime.now(dt.timezone.utc)
+        if self.lease is not None:
+            self.keep_lease()
+            every = self.lease.period.total_seconds() / 3
+            self._aps.add_job(self.keep_lease, IntervalTrigger(seconds=every), id="_lease", name="lease")
         for name, job in self.jobs.items():
             first = now + getattr(job, "start_offset", dt.timedelta(0))
             clock = getattr(job, "clock", None)
@@ -84,6 +140,8 @@ class Scheduler:
         log.info("scheduler started: %s", ", ".join(f"{n} every {j.interval}" for n, j in self.jobs.items()))
 
     def run_job(self, name: str) -> RunResult | None:
+        if not self._fenced():
+            return None
         try:
             result = self.jobs[name].run(now=self.scheduled_time(name))
         except Exception:  # a failure to even record the run must not kill the scheduler thread
@@ -109,3 +167,8 @@ class Scheduler:
     def shutdown(self) -> None:
         if self._aps.running:
             self._aps.shutdown(wait=True)
+        if self.lease is not None and self.active:
+            try:
+                self.lease.release()  # the standby need not wait for the expiry
+            except StoreError:
+                pass

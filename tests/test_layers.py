@@ -140,7 +140,7 @@ OWNERS = {
     "settings": {"instance_settings"}, "review": {"review_queue", "review_leases", "feedback"},
     "embedding_cache": {"embedding_cache"}, "drift_reports": {"drift_reports"}, "alert_state": {"alert_state"},
     "alert_history": {"alert_history"}, "silences": {"silences"}, "notification_log": {"notification_log"},
-    "notification_outbox": {"notification_outbox"}, "otlp_parts": {"otlp_parts"},
+    "notification_outbox": {"notification_outbox"}, "otlp_parts": {"otlp_parts"}, "leases": {"leases"},
     # the rollup family, rebuilt from the raw tables
     "rollups": {"requests_1m", "requests_1h", "requests_1d", "requests_feature_1h", "requests_feature_1d",
                 "feedback_1m", "feedback_1h", "feedback_1d", "requests", "feedback"},

@@ -83,6 +83,10 @@ class ClickHouseConfig(_Section):
     url: str = "chdb://./var/clickhouse"
     database: str = Field("nlpmon", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     connect_timeout_seconds: float = Field(5.0, gt=0)
+    # The cluster (a name in the servers' remote_servers, or a macro such as '{cluster}') that
+    # `nlpmon db upgrade` creates every table on, with Replicated engines; null: one node.
+    # See docs/deploy.md.
+    cluster: str | None = Field(None, pattern=r"^[A-Za-z0-9_.{}-]{1,128}$")
 
     @field_validator("url")
     @classmethod
@@ -163,6 +167,9 @@ class AuthConfig(_Section):
 class JobsConfig(_Section):
     # false on API replicas when one `nlpmon scheduler` process runs the jobs for all of them.
     enabled: bool = True
+    # The scheduler lease in the store: one scheduler runs jobs at a time, the others wait; a
+    # standby takes over within two of these after the active one stops renewing.
+    lease: Duration = dt.timedelta(seconds=30)
     # After downtime, windows older than this are not caught up (use `nlpmon jobs run --from`).
     catchup_max: Duration = dt.timedelta(hours=24)
     # Each run recomputes windows this far back, so rows that arrive late are counted.

@@ -139,18 +139,33 @@ class _BorrowedConnection(dbapi.Connection):
 
 
 class Store:
-    def __init__(self, url: str, database: str, connect_timeout: float = 5.0):
+    """One client over one store; on a replicated cluster (``cluster`` set) it also knows which
+    settings make a read see every acknowledged write and a write durable before it is acknowledged.
+
+    Those settings live here, in one place, and only statements that need them ask (``agree=True``):
+    the lease, the review leases and the silences. On a cluster a read with ``agree`` runs with
+    ``select_sequential_consistency = 1`` (one more Keeper round trip per query, and an error instead of
+    a stale answer when no replica is up to date), and a write with ``insert_quorum = 'auto'`` and
+    ``insert_quorum_parallel = 0`` (acknowledged once a majority of replicas hold it; it fails when
+    fewer are up, and a second quorum insert into the same table waits for the first). On one node
+    both are empty: a node always reads its own writes.
+    """
+
+    def __init__(self, url: str, database: str, connect_timeout: float = 5.0, cluster: str | None = None):
         self.url = url
         self.database = database
         self.connect_timeout = connect_timeout
+        self.cluster = cluster
         self.path = embedded_path(url)
         self._client = None
         self._lock = threading.Lock()
+        self.agreed_read = {"select_sequential_consistency": 1} if cluster else {}
+        self.agreed_write = {"insert_quorum": "auto", "insert_quorum_parallel": 0} if cluster else {}
 
     @classmethod
     def from_config(cls, config: Config) -> "Store":
         ch = config.clickhouse
-        return cls(ch.url, ch.database, ch.connect_timeout_seconds)
+        return cls(ch.url, ch.database, ch.connect_timeout_seconds, ch.cluster)
 
     @property
     def embedded(self) -> bool:
@@ -243,33 +258,53 @@ class Store:
         if not self.embedded:
             self._client = None
 
-    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        return self._call(sql, lambda: self.client.command(sql, parameters=parameters))
+    def _settings(self, agreed: dict, agree: bool, settings: dict | None) -> dict | None:
+        out = {**(agreed if agree else {}), **(settings or {})}
+        return out or None
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
-        return self._call(sql, lambda: self.client.query(sql, parameters=parameters).result_rows)
+    def command(self, sql: str, parameters: dict[str, Any] | None = None, agree: bool = False,
+                settings: dict[str, Any] | None = None) -> Any:
+        """A statement; ``agree``: an INSERT ... SELECT others must see at once (see the class)."""
+        s = self._settings(self.agreed_write, agree, settings)
+        return self._call(sql, lambda: self.client.command(sql, parameters=parameters, settings=s))
 
-    def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict]:
+    def query(self, sql: str, parameters: dict[str, Any] | None = None, agree: bool = False) -> list[tuple]:
+        s = self._settings(self.agreed_read, agree, None)
+        return self._call(sql, lambda: self.client.query(sql, parameters=parameters, settings=s).result_rows)
+
+    def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None, agree: bool = False) -> list[dict]:
+        s = self._settings(self.agreed_read, agree, None)
+
         def run():
-            result = self.client.query(sql, parameters=parameters)
+            result = self.client.query(sql, parameters=parameters, settings=s)
             names = result.column_names
             return [dict(zip(names, row)) for row in result.result_rows]
         return self._call(sql, run)
 
-    def scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        rows = self.query(sql, parameters)
+    def scalar(self, sql: str, parameters: dict[str, Any] | None = None, agree: bool = False) -> Any:
+        rows = self.query(sql, parameters, agree=agree)
         return rows[0][0] if rows else None
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str], agree: bool = False,
+               settings: dict[str, Any] | None = None) -> int:
         if not rows:
             return 0
-        self._call(f"INSERT INTO {table}", lambda: self.client.insert(table, rows, column_names=list(column_names)))
+        s = self._settings(self.agreed_write, agree, settings)
+        self._call(f"INSERT INTO {table}", lambda: self.client.insert(table, rows, column_names=list(column_names),
+                                                                      settings=s))
         return len(rows)
 
-    def insert_columns(self, table: str, columns: Sequence[Iterable[Any]], column_names: Sequence[str]) -> None:
+    def insert_columns(self, table: str, columns: Sequence[Iterable[Any]], column_names: Sequence[str],
+                       settings: dict[str, Any] | None = None) -> None:
         self._call(f"INSERT INTO {table}", lambda: self.client.insert(table, list(columns),
                                                                       column_names=list(column_names),
-                                                                      column_oriented=True))
+                                                                      column_oriented=True, settings=settings))
+
+    def sync_replica(self, table: str) -> None:
+        """On a cluster, wait until this replica holds every part the replication log names for
+        ``table`` (a new active scheduler catching up with what the previous one wrote elsewhere)."""
+        if self.cluster:
+            self.command(f"SYSTEM SYNC REPLICA `{table}`")
 
     def dbapi_connection(self) -> dbapi.Connection:
         return _BorrowedConnection(self.client)

@@ -15,6 +15,8 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
+import orjson
+
 from monitor.foundation import events
 from monitor.foundation.config import Config
 from monitor.foundation.storage import Store
@@ -92,26 +94,32 @@ class Ingestor:
         limits = self.limits()
         result = IngestResult()
         good: list[dict] = []
+        sent: list[bytes] = []  # each good row as the client sent it, canonical: its share of the token
         rejected: list[tuple[int, list[events.FieldError], object]] = []
         prepare = self._prepare_request if kind == "requests" else self._prepare_feedback
         for i, raw in enumerate(rows):
             if isinstance(raw, Unparseable):
                 rejected.append((i, [events.FieldError("_row", raw.reason)], raw.text))
                 continue
+            as_sent = _canonical(raw)  # before validation may touch it
             row, errors, truncated = events.validate(kind, raw, limits, now)
             if errors:
                 rejected.append((i, errors, raw))
                 continue
+            sent.append(as_sent)
             good.append(prepare(row, truncated, now))
         if kind == "requests":
             self.budget.apply(good)
 
         id_col = "request_id" if kind == "requests" else "feedback_id"
+        content = {}
+        for row, raw in zip(good, sent):
+            content.setdefault(row[id_col], raw)
         with RAW_WRITES:
             fresh = self._drop_duplicates(kind, id_col, good)
             if kind == "feedback":
                 self._attach_requests(fresh)
-            _TABLES[kind].insert(self.store, fresh)
+            self._insert(kind, id_col, fresh, content)
             self._store_rejected(kind, rejected, now, api_key_id)
         result.accepted = len(good)
         result.duplicates = len(good) - len(fresh)
@@ -176,6 +184,25 @@ class Ingestor:
         existing = _TABLES[kind].existing_ids(self.store, seen)
         return [r for r in unique if r[id_col] not in existing]
 
+    def _insert(self, kind: str, id_col: str, rows: list[dict], content: dict[str, bytes]) -> None:
+        """One insert per partition, each with a token made of what the client sent for its rows.
+
+        The id check above orders senders within this process only. Two processes (API replicas
+        behind a load balancer) that receive the same batch at once both find its ids absent and
+        both insert: the same rows make the same token, so ClickHouse keeps one block, in the raw
+        table and in every rollup. Per partition, because a retry that finds part of a batch stored
+        (one day's part landed, the next day's not yet) sends the rest, which must carry the token
+        that rest had. Fields the server fills (ingested_at, prices, the user hash, attribution) are
+        not in the token: they may differ between processes for the same event.
+        """
+        table = _TABLES[kind]
+        parts: dict[str, list[dict]] = {}
+        for r in rows:
+            parts.setdefault(table.partition_of(r), []).append(r)
+        for part, group in parts.items():
+            digest = hashlib.sha256(b"\n".join(content[r[id_col]] for r in group)).hexdigest()
+            table.insert(self.store, group, token=f"{kind}:{part}:{digest}")
+
     def _attach_requests(self, rows: list[dict]) -> None:
         """Give each feedback row its request's time, dimensions and status.
 
@@ -205,3 +232,8 @@ class Ingestor:
 
 
 _TABLES = {"requests": requests, "feedback": feedback}
+
+
+def _canonical(raw) -> bytes:
+    """A row as the client sent it, in one byte form whichever process parses it (keys sorted)."""
+    return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)

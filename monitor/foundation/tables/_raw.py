@@ -16,6 +16,15 @@ from typing import Iterable
 RAW_WRITES = threading.RLock()
 
 
+def deduplicated(token: str | None) -> dict | None:
+    """Insert settings under which ClickHouse keeps one block per ``token``, in the raw table and (the
+    views' blocks inherit it) in every rollup: two processes inserting the same batch at once, after
+    both found its ids absent, store it once. Within the table's de-duplication window (see 0009)."""
+    if not token:
+        return None
+    return {"insert_deduplication_token": token, "deduplicate_blocks_in_dependent_materialized_views": 1}
+
+
 def half_md5(text: str) -> int:
     """ClickHouse's halfMD5: the first 8 bytes of the MD5 digest, big-endian."""
     return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big")

@@ -45,3 +45,8 @@ def firing_or_resolved_since(store, since: dt.datetime) -> list[dict]:
         "WHERE state = 'firing' OR (state = 'inactive' AND resolved_at IS NOT NULL "
         "AND resolved_at > {lo:DateTime64(3, 'UTC')})", {"lo": since}))
     return [r for r in rows if r["fired_at"] is not None]
+
+
+def sync_replica(store) -> None:
+    """On a cluster, wait until this replica has every part of the table (a new active scheduler)."""
+    store.sync_replica("alert_state")

@@ -10,16 +10,23 @@ import datetime as dt
 from typing import Sequence
 
 from monitor.foundation.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN
-from monitor.foundation.tables._raw import stored_ids
+from monitor.foundation.tables._raw import deduplicated, stored_ids
 
 COLUMNS = ["feedback_id", "request_id", "ts", "kind", "value", "label", "source", "reviewer", "comment",
            "ingested_at", "request_ts", "service", "feature", "model", "prompt_version", "environment",
            "region", "request_status"]
 
 
-def insert(store, rows: Sequence[dict]) -> None:
+def insert(store, rows: Sequence[dict], token: str | None = None) -> None:
+    """``token``: the batch's de-duplication token (the rows must fall in one partition, see partition_of)."""
     if rows:
-        store.insert_columns("feedback", [[r[c] for r in rows] for c in COLUMNS], COLUMNS)
+        store.insert_columns("feedback", [[r[c] for r in rows] for c in COLUMNS], COLUMNS, settings=deduplicated(token))
+
+
+def partition_of(row: dict) -> str:
+    """The row's partition (the table's PARTITION BY), so an insert with a token covers one block:
+    a retry of part of a batch then carries the same token as that part did."""
+    return row["ts"].strftime("%Y%m")
 
 
 def existing_ids(store, ids) -> set[str]:

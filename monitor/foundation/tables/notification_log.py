@@ -19,3 +19,8 @@ def write_many(store, entries: list[tuple]) -> None:
     """New entries, (group_key, receiver, firing, resolved, notified_at, active) each, in one insert."""
     if entries:
         store.insert("notification_log", [[*e, e[4]] for e in entries], COLUMNS)
+
+
+def sync_replica(store) -> None:
+    """On a cluster, wait until this replica has every part of the table (a new active scheduler)."""
+    store.sync_replica("notification_log")

@@ -89,3 +89,8 @@ def undeliverable(store, since: dt.datetime, attempts: int) -> dict[str, int]:
         "SELECT receiver, count() FROM notification_outbox FINAL WHERE (status = 'failed' "
         "AND updated_at >= {since:DateTime64(3, 'UTC')}) OR (status = 'pending' AND attempts >= {n:UInt32}) "
         "GROUP BY receiver", {"since": since, "n": attempts}))
+
+
+def sync_replica(store) -> None:
+    """On a cluster, wait until this replica has every part of the table (a new active scheduler)."""
+    store.sync_replica("notification_outbox")

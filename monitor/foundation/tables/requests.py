@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Sequence
 
-from monitor.foundation.tables._raw import half_md5, stored_ids
+from monitor.foundation.tables._raw import deduplicated, half_md5, stored_ids
 
 COLUMNS = [
     "request_id", "ts", "service", "feature", "model", "provider", "prompt_version", "environment", "region",
@@ -24,9 +24,16 @@ CONTEXT = ("service", "feature", "model", "prompt_version", "environment", "regi
 
 
 # -- writing and finding by id ------------------------------------------------------------
-def insert(store, rows: Sequence[dict]) -> None:
+def insert(store, rows: Sequence[dict], token: str | None = None) -> None:
+    """``token``: the batch's de-duplication token (the rows must fall in one partition, see partition_of)."""
     if rows:
-        store.insert_columns("requests", [[r[c] for r in rows] for c in COLUMNS], COLUMNS)
+        store.insert_columns("requests", [[r[c] for r in rows] for c in COLUMNS], COLUMNS, settings=deduplicated(token))
+
+
+def partition_of(row: dict) -> str:
+    """The row's partition (the table's PARTITION BY), so an insert with a token covers one block:
+    a retry of part of a batch then carries the same token as that part did."""
+    return row["ts"].strftime("%Y%m%d")
 
 
 def existing_ids(store, ids) -> set[str]:

@@ -1,6 +1,11 @@
 """``review_queue`` and ``review_leases``: sampled answers waiting for a reviewer's label, and who
 holds each item for now.
 
+Leasing an item is a claim that only one reviewer can win, across app instances: the lease row
+is inserted with the de-duplication token ``review:<item>:<the lease it replaces>``, so of two
+instances that picked the same free item at the same moment ClickHouse keeps one row; each reads
+the item's lease back, and the one that lost picks another item.
+
 An item is labelled when a reviewer's ``hallucination`` feedback exists for its
 request (in ``feedback``), so the statements that ask "labelled yet?" read
 feedback too; they live here because they are questions about the queue.
@@ -16,9 +21,9 @@ QUEUE_COLUMNS = ["request_id", "request_ts", "service", "feature", "day", "reaso
 LEASE_COLUMNS = ["request_id", "reviewer", "leased_at", "expires_at"]
 _LABELED = ("SELECT request_id FROM feedback WHERE kind = 'hallucination' AND source = 'reviewer' "
             "AND request_id IN (SELECT request_id FROM review_queue)")
-# Picking an item and writing its lease must not interleave within this process
-# (the store has no transactions; one process serves the embedded store).
+# Within a process, picking and claiming are serialized anyway (fewer lost claims to retry).
 _lease_lock = threading.Lock()
+_CLAIM_ATTEMPTS = 8
 
 
 def enqueue(store, rows: list[list]) -> None:
@@ -49,28 +54,46 @@ def lease_next(store, reviewer: str, now: dt.datetime, lease: dt.timedelta, serv
     params["me"] = reviewer
     # The grounding proxy orders, it never labels.
     order = "q.ungrounded_proxy IS NULL, q.ungrounded_proxy DESC, " if by_proxy else ""
+    lost: list[str] = []
     with _lease_lock:
-        params["now"] = now
-        rows = store.query_dicts(f"""
+        for _ in range(_CLAIM_ATTEMPTS):
+            params["now"], params["lost"] = now, lost
+            rows = store.query_dicts(f"""
 SELECT q.request_id AS request_id, q.service AS service, q.feature AS feature, q.request_ts AS request_ts,
-       q.ungrounded_proxy AS ungrounded_proxy,
+       q.ungrounded_proxy AS ungrounded_proxy, l.expires_at AS held_until, l.reviewer AS held_by,
        l.reviewer = {{me:String}} AND l.expires_at > {{now:DateTime64(3, 'UTC')}} AS mine
 FROM review_queue AS q FINAL
 LEFT JOIN (SELECT request_id, reviewer, expires_at FROM review_leases FINAL) AS l ON q.request_id = l.request_id
-WHERE q.request_id NOT IN ({_LABELED}){where}
+WHERE q.request_id NOT IN ({_LABELED}){where} AND q.request_id NOT IN {{lost:Array(String)}}
   AND (l.request_id = '' OR l.expires_at <= {{now:DateTime64(3, 'UTC')}} OR l.reviewer = {{me:String}})
 ORDER BY mine DESC, {order}q.day, q.request_id
-LIMIT 1""", params)
-        if not rows:
-            return None
-        expires = now + lease
-        store.insert("review_leases", [[rows[0]["request_id"], reviewer, now, expires]], LEASE_COLUMNS)
-    return rows[0], expires
+LIMIT 1""", params, agree=True)
+            if not rows:
+                return None
+            item = rows[0]
+            expires = now + lease
+            previous = f"{item['held_by']}@{item['held_until'].isoformat()}" if item["held_by"] else "free"
+            store.insert("review_leases", [[item["request_id"], reviewer, now, expires]], LEASE_COLUMNS, agree=True,
+                         settings={"insert_deduplication_token": f"review:{item['request_id']}:{previous}"})
+            if _holder(store, item["request_id"]) == (reviewer, expires.replace(tzinfo=None)):
+                for k in ("held_until", "held_by"):
+                    item.pop(k)
+                return item, expires
+            lost.append(item["request_id"])
+    return None
+
+
+def _holder(store, request_id: str) -> tuple[str, dt.datetime] | None:
+    """The item's lease as stored now: (reviewer, expiry). A claim won is this lease with the claimed
+    expiry, not an older lease of the same reviewer."""
+    rows = store.query("SELECT reviewer, expires_at FROM review_leases FINAL WHERE request_id = {id:String}",
+                       {"id": request_id}, agree=True)
+    return tuple(rows[0]) if rows else None
 
 
 def release(store, request_id: str, reviewer: str, now: dt.datetime) -> None:
     """End the reviewer's lease on the item (it is labelled)."""
-    store.insert("review_leases", [[request_id, reviewer, now, now]], LEASE_COLUMNS)
+    store.insert("review_leases", [[request_id, reviewer, now, now]], LEASE_COLUMNS, agree=True)
 
 
 def progress(store, day: dt.date, service: str | None = None, feature: str | None = None) -> dict:

@@ -42,7 +42,7 @@ def create(store, clock, matchers: list, ends_at: dt.datetime, created_by: str, 
         raise SilenceError("comment: required (say why, for whoever is on call next)")
     sid = str(uuid.uuid4())
     row = [sid, json.dumps([m.as_dict() for m in parsed]), starts_at, ends_at, created_by.strip(), comment.strip(), now]
-    store.insert("silences", [row], COLUMNS)
+    store.insert("silences", [row], COLUMNS, agree=True)
     return get(store, clock, sid)
 
 
@@ -53,11 +53,11 @@ def expire(store, clock, sid: str) -> dict | None:
     now = clock.now()
     if s["status"] == "expired":
         return s
-    row = store.query(f"SELECT {', '.join(COLUMNS)} FROM silences FINAL WHERE id = {{id:String}}", {"id": sid})[0]
+    row = store.query(f"SELECT {', '.join(COLUMNS)} FROM silences FINAL WHERE id = {{id:String}}", {"id": sid}, agree=True)[0]
     row = list(row)
     row[3] = max(now, utc(row[2]))
     row[6] = now
-    store.insert("silences", [row], COLUMNS)
+    store.insert("silences", [row], COLUMNS, agree=True)
     return get(store, clock, sid)
 
 
@@ -69,7 +69,7 @@ def get(store, clock, sid: str) -> dict | None:
 def list_all(store, clock, sid: str | None = None) -> list[dict]:
     where, params = ("WHERE id = {id:String}", {"id": sid}) if sid else ("", {})
     rows = store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM silences FINAL {where} ORDER BY starts_at DESC",
-                             params)
+                             params, agree=True)
     now = clock.now()
     out = []
     for r in rows:
@@ -84,7 +84,7 @@ def list_all(store, clock, sid: str | None = None) -> list[dict]:
 def active_matchers(store, now: dt.datetime) -> list[list[Matcher]]:
     """The matchers of every silence active at ``now``."""
     rows = store.query("SELECT matchers FROM silences FINAL WHERE starts_at <= {now:DateTime64(3, 'UTC')} "
-                       "AND ends_at > {now:DateTime64(3, 'UTC')}", {"now": now})
+                       "AND ends_at > {now:DateTime64(3, 'UTC')}", {"now": now}, agree=True)
     return [[Matcher(**m) for m in json.loads(r[0])] for r in rows]
 
 
@@ -92,3 +92,8 @@ def silencer(store, now: dt.datetime):
     """``labels -> bool``: whether an alert with these labels is silenced at ``now``."""
     active = active_matchers(store, now)
     return lambda labels: any(match_all(s, labels) for s in active)
+
+
+def sync_replica(store) -> None:
+    """On a cluster, wait until this replica has every part of the table (a new active scheduler)."""
+    store.sync_replica("silences")
