@@ -109,6 +109,7 @@ class Reads:
                 series.setdefault(key, []).append(v)
                 newest[key] = ts
         volumes = self._volumes(rule) if rule.min_requests else {}
+        reviews = self._reviews(rule) if rule.min_reviews else {}
         baselines = self._baselines(rule, keys) if rule.baseline else {}
         out = {}
         for key, values in series.items():
@@ -122,6 +123,8 @@ class Reads:
             labels = dict(key)
             if rule.min_requests and volumes.get(_volume_key(labels), 0) < rule.min_requests:
                 continue  # too few requests to tell either way: no data
+            if rule.min_reviews and reviews.get(_volume_key(labels), 0) < rule.min_reviews:
+                continue  # too few reviewed answers to tell: no data
             out.update(self._out(rule, labels, value, OPS[rule.op](value, rule.threshold)))
         return out
 
@@ -141,6 +144,13 @@ class Reads:
         over = max(rule.over, dt.timedelta(minutes=5))
         rows = self._once(("volumes", window, over), metric_points.newest_per_series, self.store, "requests", window,
                           self.now - over, self.now)
+        return {_volume_key(labels): v for labels, v in rows}
+
+    def _reviews(self, rule) -> dict[tuple, float]:
+        """Reviewed answers per series in the rule's window (the hallucination job's hallucination_reviews)."""
+        over = max(rule.over, dt.timedelta(minutes=5))
+        rows = self._once(("reviews", rule.window, over), metric_points.newest_per_series, self.store,
+                          "hallucination_reviews", rule.window, self.now - over, self.now)
         return {_volume_key(labels): v for labels, v in rows}
 
     # -- SLO burn rates ------------------------------------------------------------------------

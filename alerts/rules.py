@@ -201,6 +201,8 @@ def load_rules(config: Config) -> list:
                                   f"({', '.join(longer) or 'it has none'}), not {rule.baseline!r}")
         if rule.min_failures and rule.metric not in ("error_rate", "availability"):
             raise ConfigError(f"{where}.min_failures: only for error_rate and availability")
+        if rule.min_reviews and not rule.metric.startswith("hallucination_rate"):
+            raise ConfigError(f"{where}.min_reviews: only for hallucination_rate and its bounds")
         for label in list(rule.selector) + rule.by:
             if label not in LABELS:
                 raise ConfigError(f"{where}.selector: unknown label {label!r}; labels are {', '.join(LABELS)}")

@@ -428,3 +428,27 @@ def test_an_alert_of_a_removed_rule_resolves(make_engine, clock, hook):
     assert [p["status"] for p in hook.take()] == ["resolved"]
     [(reason,)] = engine.store.query("SELECT reason FROM alert_history WHERE to_state = 'inactive'")
     assert reason == "rule removed"
+
+
+def test_a_hallucination_bound_from_a_handful_of_reviews_does_not_fire(make_engine, clock, hook):
+    rule = {"name": "HallucinationRateHigh", "metric": "hallucination_rate_low", "window": "1d",
+            "by": ["service", "feature"], "over": "2h", "op": ">", "threshold": 0.05, "min_reviews": 30,
+            "labels": {"severity": "ticket"}}
+    engine = make_engine(rules=[rule])
+    # 1 of 3 reviewed answers hallucinated: the Wilson lower bound is 6%, past the threshold on 3 reviews.
+    values = {"hallucination_rate_low": 0.0615, "hallucination_reviews": 3}
+
+    def write(now):
+        for metric, v in values.items():
+            put(engine.store, now, v, metric=metric, window="1d")
+        return {}
+    run_for(engine, clock, dt.timedelta(minutes=3), write)
+    assert hook.take() == [] and engine.store.query("SELECT count() FROM alert_state FINAL WHERE state = 'firing'") \
+        == [(0,)]
+    values.update(hallucination_rate_low=0.071, hallucination_reviews=120)  # 16 of 120: the same alarm, enough reviews
+    run_for(engine, clock, dt.timedelta(minutes=3), write)
+    clock.advance(dt.timedelta(minutes=1))
+    engine.run()
+    assert [p["status"] for p in hook.take()] == ["firing"]
+    with pytest.raises(ConfigError, match=r"min_reviews: only for hallucination_rate"):
+        load_rules(make_engine(rules=[{**RULE, "min_reviews": 5}]).config)

@@ -56,6 +56,21 @@ def send_at_once(apps, key, path, bodies, rounds=1):
     return statuses
 
 
+def hold_the_id_check_open(monkeypatch, instances) -> None:
+    """Every instance has checked the ids before any of them inserts: the window a load balancer's
+    retry can hit, held open on purpose so the race happens on every run, not now and then."""
+    from monitor.foundation.tables import feedback, requests
+    for module in (requests, feedback):
+        checked = threading.Barrier(len(instances), timeout=30)
+        original = module.existing_ids
+
+        def existing_then_wait(store_, ids, original=original, checked=checked):
+            found = original(store_, ids)
+            checked.wait()
+            return found
+        monkeypatch.setattr(module, "existing_ids", existing_then_wait)
+
+
 def rollup_counts(store):
     out = {}
     for table, family in ROLLUPS.items():
@@ -64,8 +79,9 @@ def rollup_counts(store):
     return out
 
 
-def test_the_same_batch_at_four_replicas_at_once_counts_once_everywhere(apps, store):
+def test_the_same_batch_at_four_replicas_at_once_counts_once_everywhere(apps, store, monkeypatch):
     instances, key = apps
+    hold_the_id_check_open(monkeypatch, instances)
     # Each batch spans two UTC days (two partitions: two blocks, each with its own token).
     batches = [[request_event(f"{b}-{i}", ts=ts) for i, ts in enumerate(("2026-11-23T23:59:30Z", "2026-11-24T00:00:30Z",
                                                                         "2026-11-24T09:00:00Z"))]
@@ -93,9 +109,11 @@ def test_without_the_token_the_same_race_doubles(apps, store, monkeypatch):
     instances, key = apps
     monkeypatch.setattr(_raw, "deduplicated", lambda token: None)
     monkeypatch.setattr("monitor.foundation.tables.requests.deduplicated", lambda token: None)
-    batches = [[request_event(f"x{b}-{i}") for i in range(3)] for b in range(8)]
+    hold_the_id_check_open(monkeypatch, instances)
+    batches = [[request_event(f"x{b}-{i}") for i in range(3)] for b in range(2)]
     send_at_once(instances, key, "/v1/requests", batches)
-    assert store.scalar("SELECT count() FROM requests") > 24
+    # (Some copies may still be dropped as byte-identical blocks; the id check alone let several land.)
+    assert store.scalar("SELECT count() FROM requests") > store.scalar("SELECT uniqExact(request_id) FROM requests") == 6
 
 
 def test_a_retry_of_what_never_landed_lands(apps, store):
@@ -131,9 +149,8 @@ def test_overlapping_batches_differ_in_token_and_are_bounded_by_reconcile(apps, 
 def test_reviewers_at_several_instances_never_share_an_item(apps, store, clock, monkeypatch):
     """N reviewers x M instances ask for their next item at the same moment, round after round: each
     item is leased to one reviewer at a time, and what each was told it holds is what the store holds.
-    Safety only: liveness is weaker (a reviewer asking from four instances at once may win several items
-    and another none; in later rounds a whole round can hand out nothing, an open finding, see
-    docs/deploy.md); nobody is ever handed an item someone else holds."""
+    Nobody is ever handed an item someone else holds, and every round hands out items (a reviewer asking
+    from four instances at once may win several and another none)."""
     from monitor.foundation.tables import review
     monkeypatch.setattr(review, "_lease_lock", _NoLock())
     instances, key = apps
@@ -153,6 +170,7 @@ def test_reviewers_at_several_instances_never_share_an_item(apps, store, clock, 
         threads = [threading.Thread(target=ask, args=(c, who)) for c in clients for who in reviewers]
         [t.start() for t in threads]
         [t.join(60) for t in threads]
+        assert len(got) >= len(reviewers), (rnd, got)  # every round hands out items while any are free
         holders: dict[str, set[str]] = {}
         for who, item in got:
             holders.setdefault(item, set()).add(who)

@@ -426,6 +426,9 @@ class AlertRule(_Section):
     # Live rules on error_rate or availability: at least this many failed requests in the window, so
     # isolated failures at low traffic do not page while a burst does (the SRE workbook's low-traffic advice).
     min_failures: int = Field(0, ge=0)
+    # Rules on the hallucination rate or its bounds: at least this many reviewed answers in the window. A
+    # Wilson bound from two or three reviews still swings past any threshold (1 of 3 has a lower bound of 6%).
+    min_reviews: int = Field(0, ge=0)
     nodata: Literal["keep", "resolve", "alert"] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)

@@ -61,9 +61,10 @@ def lease_next(store, reviewer: str, now: dt.datetime, lease: dt.timedelta, serv
             rows = store.query_dicts(f"""
 SELECT q.request_id AS request_id, q.service AS service, q.feature AS feature, q.request_ts AS request_ts,
        q.ungrounded_proxy AS ungrounded_proxy, l.expires_at AS held_until, l.reviewer AS held_by,
+       l.leased_at AS held_at,
        l.reviewer = {{me:String}} AND l.expires_at > {{now:DateTime64(3, 'UTC')}} AS mine
 FROM review_queue AS q FINAL
-LEFT JOIN (SELECT request_id, reviewer, expires_at FROM review_leases FINAL) AS l ON q.request_id = l.request_id
+LEFT JOIN (SELECT request_id, reviewer, leased_at, expires_at FROM review_leases FINAL) AS l ON q.request_id = l.request_id
 WHERE q.request_id NOT IN ({_LABELED}){where} AND q.request_id NOT IN {{lost:Array(String)}}
   AND (l.request_id = '' OR l.expires_at <= {{now:DateTime64(3, 'UTC')}} OR l.reviewer = {{me:String}})
 ORDER BY mine DESC, {order}q.day, q.request_id
@@ -72,15 +73,26 @@ LIMIT 1""", params, agree=True)
                 return None
             item = rows[0]
             expires = now + lease
-            previous = f"{item['held_by']}@{item['held_until'].isoformat()}" if item["held_by"] else "free"
-            store.insert("review_leases", [[item["request_id"], reviewer, now, expires]], LEASE_COLUMNS, agree=True,
-                         settings={"insert_deduplication_token": f"review:{item['request_id']}:{previous}"})
+            # A lease row's version is its leased_at (ReplacingMergeTree(leased_at)), made to grow even
+            # when this process's clock is behind the last holder's, so a row that lands always replaces
+            # the one it claims over. The token names that version: of all claims on it exactly one lands.
+            leased_at, previous = _next_version(now, item["held_at"] if item["held_by"] else None)
+            store.insert("review_leases", [[item["request_id"], reviewer, leased_at, expires]], LEASE_COLUMNS,
+                         agree=True, settings={"insert_deduplication_token": f"review:{item['request_id']}:{previous}"})
             if _holder(store, item["request_id"]) == (reviewer, expires.replace(tzinfo=None)):
-                for k in ("held_until", "held_by"):
+                for k in ("held_until", "held_by", "held_at"):
                     item.pop(k)
                 return item, expires
             lost.append(item["request_id"])
     return None
+
+
+def _next_version(now: dt.datetime, held_at: dt.datetime | None) -> tuple[dt.datetime, str]:
+    """(leased_at of a new lease row, the version it replaces as its claim token names it)."""
+    if held_at is None:
+        return now, "free"
+    held_at = held_at.replace(tzinfo=dt.timezone.utc) if held_at.tzinfo is None else held_at
+    return max(now, held_at + dt.timedelta(milliseconds=1)), held_at.isoformat()
 
 
 def _holder(store, request_id: str) -> tuple[str, dt.datetime] | None:
@@ -93,7 +105,9 @@ def _holder(store, request_id: str) -> tuple[str, dt.datetime] | None:
 
 def release(store, request_id: str, reviewer: str, now: dt.datetime) -> None:
     """End the reviewer's lease on the item (it is labelled)."""
-    store.insert("review_leases", [[request_id, reviewer, now, now]], LEASE_COLUMNS, agree=True)
+    held = store.scalar("SELECT maxOrNull(leased_at) FROM review_leases WHERE request_id = {id:String}",
+                        {"id": request_id}, agree=True)
+    store.insert("review_leases", [[request_id, reviewer, _next_version(now, held)[0], now]], LEASE_COLUMNS, agree=True)
 
 
 def progress(store, day: dt.date, service: str | None = None, feature: str | None = None) -> dict:
