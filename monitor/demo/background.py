@@ -83,13 +83,18 @@ def _run(store: Store, config: Config, clock, sink: Sink, progress: Progress, cu
         progress.skip_rest()
     finally:
         on_loaded()
+    live(sink, current["rps"], current["seed"], clock, stop, resume_point(store, end))
+
+
+def resume_point(store: Store, end: dt.datetime) -> dt.datetime:
+    """Where live traffic goes on: after the newest request stored (a restart), at least the history's end."""
     span = requests.time_span(store)
-    live(sink, current["rps"], current["seed"], clock, stop, max(end, span[1]) if span else end)
+    newest = span[1].replace(tzinfo=dt.timezone.utc) if span and span[1].tzinfo is None else (span[1] if span else end)
+    return max(end, newest)
 
 
 def live(sink: Sink, rps: float, seed: int, clock, stop: threading.Event, since: dt.datetime) -> None:
     """Normal traffic up to now, then every minute, until ``stop`` is set."""
-    since = since.replace(tzinfo=dt.timezone.utc) if since.tzinfo is None else since
     cursor = floor_to(since, 60)
     while not stop.is_set():
         try:
