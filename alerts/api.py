@@ -5,6 +5,7 @@ GET /v1/alerts, GET /v1/alerts/history, GET/POST /v1/silences, DELETE /v1/silenc
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 from flask import Blueprint, current_app, g, jsonify, request
 
@@ -81,9 +82,15 @@ def add_silence():
             raise ApiError(400, "bad_request", "endsAt: give endsAt or duration")
     except ValueError as exc:
         raise ApiError(400, "bad_request", f"endsAt: {exc}") from None
+    # Idempotency-Key: a client retrying a create (through another replica, after a timeout) gets the
+    # same silence, not a second one; without it every POST is a new silence, as in Alertmanager.
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if len(key) > 200:
+        raise ApiError(400, "bad_request", "Idempotency-Key: at most 200 characters")
+    sid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"nlpmon:silence/{g.api_key.key_id}/{key}")) if key else None
     try:
         s = silences.create(svc.store, svc.clock, matchers, ends, body.get("createdBy") or g.api_key.name,
-                            str(body.get("comment", "")), starts)
+                            str(body.get("comment", "")), starts, sid=sid)
     except silences.SilenceError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     return jsonify(_silence_json(s)), 201

@@ -182,3 +182,24 @@ def test_reviewers_at_several_instances_never_share_an_item(apps, store, clock, 
         for i in instances:
             i.extensions["nlpmon"].clock.advance(dt.timedelta(hours=1))
         clock.advance(dt.timedelta(hours=1))
+
+
+def test_a_silence_create_retried_at_several_instances_is_one_silence(apps, store):
+    """An Idempotency-Key makes the create of a silence safe to retry through any replica."""
+    instances, key = apps
+    body = {"matchers": ["service=support-bot"], "duration": "2h", "comment": "deploy in progress"}
+    clients = [a.test_client() for a in instances]
+    barrier, answers = threading.Barrier(len(clients)), []
+
+    def post(c):
+        barrier.wait()
+        answers.append(c.post("/v1/silences", json=body, headers={**auth(key), "Idempotency-Key": "deploy-42"}))
+    threads = [threading.Thread(target=post, args=(c,)) for c in clients]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    assert {r.status_code for r in answers} == {201}
+    assert len({r.get_json()["id"] for r in answers}) == 1
+    listed = clients[0].get("/v1/silences", headers=auth(key)).get_json()
+    assert len(listed if isinstance(listed, list) else listed["silences"]) == 1
+    # Without the key every create is a silence of its own (Alertmanager's behaviour).
+    assert clients[0].post("/v1/silences", json=body, headers=auth(key)).get_json()["id"] != answers[0].get_json()["id"]

@@ -21,7 +21,9 @@ class SilenceError(ValueError):
 
 
 def create(store, clock, matchers: list, ends_at: dt.datetime, created_by: str, comment: str,
-           starts_at: dt.datetime | None = None) -> dict:
+           starts_at: dt.datetime | None = None, sid: str | None = None) -> dict:
+    """A new silence; ``sid`` given (from an idempotency key), a retry of the same create through any
+    API replica writes the same id, which the table keeps once."""
     now = clock.now()
     starts_at = starts_at or now
     if not matchers:
@@ -40,7 +42,7 @@ def create(store, clock, matchers: list, ends_at: dt.datetime, created_by: str, 
         raise SilenceError("createdBy: required")
     if not comment.strip():
         raise SilenceError("comment: required (say why, for whoever is on call next)")
-    sid = str(uuid.uuid4())
+    sid = sid or str(uuid.uuid4())
     row = [sid, json.dumps([m.as_dict() for m in parsed]), starts_at, ends_at, created_by.strip(), comment.strip(), now]
     store.insert("silences", [row], COLUMNS, agree=True)
     return get(store, clock, sid)
