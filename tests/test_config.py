@@ -39,6 +39,7 @@ def test_env_overrides_file(tmp_path):
 @pytest.mark.parametrize("yaml_text, env, message", [
     ("server: {prot: 1}", {}, "config key 'server.prot': unknown key"),
     ("nonsense: {}", {}, "config key 'nonsense': unknown key"),
+    ("jobs: {lease: 0s}", {}, "config key 'jobs.lease': must be at least 3s"),
     ("server: {port: 99999}", {}, "config key 'server.port'"),
     ("retention: {days: zero}", {}, "config key 'retention.days'"),
     ("ingest: {text_over_limit: drop}", {}, "config key 'ingest.text_over_limit'"),

@@ -178,6 +178,13 @@ class JobsConfig(_Section):
     grace: Duration = dt.timedelta(seconds=30)
     sli_interval: Duration = dt.timedelta(minutes=1)
     slo_interval: Duration = dt.timedelta(minutes=1)
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_positive(cls, v: dt.timedelta) -> dt.timedelta:
+        if v < dt.timedelta(seconds=3):
+            raise ValueError("must be at least 3s (it is renewed every third of itself)")
+        return v
     cost_interval: Duration = dt.timedelta(minutes=5)
     # The rollup reconciliation: how often it compares rollups with the raw rows, and how many
     # whole UTC days back (older days: `nlpmon rollups rebuild`).
