@@ -235,12 +235,13 @@ def test_missing_model_is_a_clear_error(make_config, make_store, clock, tmp_path
     with pytest.raises(EmbeddingError, match="cannot load"):
         Embedder(make_store(cfg), cfg, clock).check()
     # What serve checks at start-up without loading the model: the same errors, named the same way.
+    # (check_files reads no store.)
     with pytest.raises(EmbeddingError, match="embeddings.model_path: .* no modules.json"):
-        Embedder(make_store(cfg), cfg, clock).check_files()
+        Embedder(None, cfg, clock).check_files()
     cfg = make_config(embeddings={"model_path": str(tmp_path / "no-such-model")})
     with pytest.raises(EmbeddingError, match="embeddings.model_path: .* is not a directory"):
-        Embedder(make_store(cfg), cfg, clock).check_files()
-    Embedder(make_store(make_config()), make_config(), clock).check_files()  # the packaged model passes
+        Embedder(None, cfg, clock).check_files()
+    Embedder(None, make_config(), clock).check_files()  # the packaged model passes
 
 
 

@@ -126,8 +126,9 @@ def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, 
         # at the busiest moment of its slot, as deploys happen in working hours.
         burst, spike, prompt = busiest(0.55, 0.61), busiest(0.63, 0.67), busiest(0.70, 0.74)
         # The two long incidents end well before the window does (a rollback; the launch buzz fades), so
-        # their alerts resolve within the demo: the slow SLO ticket holds about 12 hours past its end.
-        rollback = at(0.82)
+        # their alerts resolve within the demo: the slow SLO ticket holds about 12 hours past its end. The
+        # regression lasts long enough (about 1.8 days of 14) that its 3-day burn rate passes the ticket's 1x.
+        rollback = at(0.86)
         # From 08:00 UTC, as the working day starts, for a day: its hourly windows hold enough requests to
         # be compared from the first hour on, and two thirds of its UTC day's traffic is shifted.
         shift = at(0.84) - at(0.84) % DAY_MS + 8 * HOUR_MS
