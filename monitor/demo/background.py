@@ -25,6 +25,7 @@ from monitor.demo.load import Sink, demo_key, load, send
 from monitor.demo.traffic import generate_live
 from monitor.foundation.clock import iso_utc, parse_time
 from monitor.foundation.config import Config
+from monitor.foundation.memory import release_free_memory
 from monitor.foundation.metrics import floor_to
 from monitor.foundation.progress import Progress
 from monitor.foundation.storage import Store
@@ -77,6 +78,7 @@ def _run(store: Store, config: Config, clock, sink: Sink, progress: Progress, cu
             load(sink, config, current["days"], current["rps"], current["seed"], end, store=store, clock=clock,
                  echo=echo, progress=progress, key=False)
             _save(store, {**current, "loaded": True}, clock)
+            release_free_memory()
             echo("demo data loaded")
     except Exception:
         log.exception("loading the demo data failed; restart to resume it")
