@@ -51,7 +51,7 @@ tools:
 browser: tools
 
 test: install tools
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 clean:
 	rm -rf $(VENV) var *.egg-info

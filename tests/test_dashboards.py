@@ -1,7 +1,7 @@
 """The pages and the incident export, on one day of demo traffic with its error burst replayed through the alert engine.
 
 Everything runs on the real store; the dataset is built once per test process
-(make test runs a module on one worker: --dist loadscope) because ingesting the traffic and
+(the module's tests run in one xdist group) because ingesting the traffic and
 running the jobs takes a while.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from monitor.scheduler import build_jobs
 from tests.conftest import ARTIFACTS, upgrade_fast
 from tests.helpers import auth
 
+pytestmark = pytest.mark.xdist_group("dashboards")
 
 END = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.timezone.utc)
 DAYS = 1.0

@@ -21,6 +21,7 @@ from monitor.foundation.progress import Progress
 from monitor.foundation.tables import alert_history, drift_reports, metric_points
 from tests.conftest import ARTIFACTS
 
+pytestmark = pytest.mark.xdist_group("demo_stories")  # one worker builds the demo (make test: --dist loadgroup)
 END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)  # the shift falls on a weekday
 DAYS, RPS = 10.0, 0.12
 SLOS = yaml.safe_load((Path(__file__).parent.parent / "monitor.yaml").read_text())["slos"]

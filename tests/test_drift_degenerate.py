@@ -35,6 +35,7 @@ from tests.test_drift import HOUR, point, reports, requests
 from tests.test_jobs import T0
 from tests.topics import sample
 
+pytestmark = pytest.mark.xdist_group("drift_degenerate")  # one worker under --dist loadgroup (make test)
 
 REF_START, REF_SPAN = T0 - dt.timedelta(days=3), dt.timedelta(days=3)
 MIN_SAMPLES = 20
