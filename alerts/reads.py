@@ -22,7 +22,7 @@ from fractions import Fraction
 
 from alerts.rules import BURN_RATE_ALERTS, BurnRateRule, SystemRule, is_live
 from monitor.foundation.config import parse_duration
-from monitor.foundation.metrics import LIVE_FEEDBACK_METRICS, WINDOWS, error_budget, floor_to
+from monitor.foundation.metrics import LIVE_FEEDBACK_METRICS, METRICS, WINDOWS, error_budget, floor_to
 from monitor.foundation.rollups import feedback_metrics, request_metrics
 from monitor.foundation.tables import job_runs, metric_points, notification_outbox, rejected, rollups
 
@@ -109,7 +109,7 @@ class Reads:
                 series.setdefault(key, []).append(v)
                 newest[key] = ts
         volumes = self._volumes(rule) if rule.min_requests else {}
-        reviews = self._reviews(rule) if rule.min_reviews else {}
+        reviews = self._volumes(rule, "hallucination_reviews") if rule.min_reviews else {}
         baselines = self._baselines(rule, keys) if rule.baseline else {}
         out = {}
         for key, values in series.items():
@@ -139,18 +139,12 @@ class Reads:
             out.setdefault(tuple(sorted(labels.items())), []).append((ts, v))
         return out
 
-    def _volumes(self, rule) -> dict[tuple, float]:
-        window = rule.window if rule.window in ("1m", "5m", "1h", "1d") else "1h"
+    def _volumes(self, rule, metric: str = "requests") -> dict[tuple, float]:
+        """Per series, the newest count ``metric`` says its window held (requests; reviewed answers)."""
+        window = rule.window if rule.window in METRICS[metric][1] else "1h"
         over = max(rule.over, dt.timedelta(minutes=5))
-        rows = self._once(("volumes", window, over), metric_points.newest_per_series, self.store, "requests", window,
-                          self.now - over, self.now)
-        return {_volume_key(labels): v for labels, v in rows}
-
-    def _reviews(self, rule) -> dict[tuple, float]:
-        """Reviewed answers per series in the rule's window (the hallucination job's hallucination_reviews)."""
-        over = max(rule.over, dt.timedelta(minutes=5))
-        rows = self._once(("reviews", rule.window, over), metric_points.newest_per_series, self.store,
-                          "hallucination_reviews", rule.window, self.now - over, self.now)
+        rows = self._once(("volumes", metric, window, over), metric_points.newest_per_series, self.store, metric,
+                          window, self.now - over, self.now)
         return {_volume_key(labels): v for labels, v in rows}
 
     # -- SLO burn rates ------------------------------------------------------------------------

@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.common import peak_rss_mib, wait_ready  # noqa: E402
+from bench.common import free_port, peak_rss_mib, wait_ready  # noqa: E402
 
 CONFIG = """
 clickhouse: {url: "chdb://%(store)s"}
@@ -47,13 +47,6 @@ cardinality: {enabled: %(budget)s}
 drift: {enabled: %(all_jobs)s}
 grounding: {enabled: %(all_jobs)s}
 """
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nlpmon(cwd: str, env: dict, *args) -> str:

@@ -1,17 +1,33 @@
 """What the benchmarks share: how they measure memory, wait for a server and close a run."""
 from __future__ import annotations
 
+import socket
 import time
 import urllib.request
 
 
-def peak_rss_mib(pid: int | str = "self") -> float:
-    """Peak resident memory of a process (this one by default, the embedded ClickHouse engine included)."""
+def _status_mib(pid: int | str, field: str) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """Peak resident memory of a process (this one by default, the embedded ClickHouse engine included)."""
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int | str = "self") -> float:
+    """Resident memory of a process now."""
+    return _status_mib(pid, "VmRSS")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_summary(t_start: float) -> str:

@@ -25,7 +25,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from bench.common import peak_rss_mib, wait_ready  # noqa: E402
+from bench.common import free_port, peak_rss_mib, wait_ready  # noqa: E402
 
 from monitor import demo  # noqa: E402
 from monitor.foundation.tables.requests import COLUMNS as REQUEST_COLUMNS  # noqa: E402
@@ -34,13 +34,6 @@ from monitor.foundation.tables.requests import COLUMNS as REQUEST_COLUMNS  # noq
 def cli(*args, cwd, env):
     return subprocess.run([sys.executable, "-m", "monitor.cli", *args], cwd=cwd, env=env, check=True,
                           capture_output=True, text=True).stdout
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_events(n: int) -> list[dict]:

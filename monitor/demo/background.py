@@ -91,7 +91,9 @@ def _run(store: Store, config: Config, clock, sink: Sink, progress: Progress, cu
 def resume_point(store: Store, end: dt.datetime) -> dt.datetime:
     """Where live traffic goes on: after the newest request stored (a restart), at least the history's end."""
     span = requests.time_span(store)
-    newest = span[1].replace(tzinfo=dt.timezone.utc) if span and span[1].tzinfo is None else (span[1] if span else end)
+    if span is None:
+        return end
+    newest = span[1].replace(tzinfo=dt.timezone.utc)  # the store gives naive UTC
     return max(end, newest)
 
 
