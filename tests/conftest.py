@@ -20,7 +20,7 @@ from monitor.foundation import migrate
 from monitor.foundation.clock import ManualClock
 from monitor.foundation.config import load_config
 from monitor.foundation.storage import Store
-from tests.helpers import LiveServer
+from tests.helpers import FineClock, LiveServer
 
 NOW = "2026-11-24T10:00:00+00:00"
 
@@ -102,9 +102,20 @@ def store(config):
     s.close()
 
 
+# Modules whose tests also run on a clock with microseconds (FineClock): what they store is compared
+# at the precision it is stored, which a clock of whole seconds never tests.
+FINE_CLOCK_MODULES = {"test_review", "test_silences", "test_scheduler_lease", "test_alerts", "test_alerts_live",
+                      "test_replicas"}
+
+
+def pytest_generate_tests(metafunc):
+    if "clock" in metafunc.fixturenames and metafunc.module.__name__.rpartition(".")[2] in FINE_CLOCK_MODULES:
+        metafunc.parametrize("clock", ["whole", "micro"], indirect=True)
+
+
 @pytest.fixture
-def clock():
-    return ManualClock(NOW)
+def clock(request):
+    return FineClock(NOW) if getattr(request, "param", "whole") == "micro" else ManualClock(NOW)
 
 
 @pytest.fixture

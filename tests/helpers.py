@@ -1,10 +1,13 @@
 """Builders and a loopback server shared by the tests."""
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import threading
 
 from werkzeug.serving import make_server
+
+from monitor.foundation.clock import ManualClock
 
 
 def auth(key: str) -> dict:
@@ -26,6 +29,32 @@ def feedback_event(i: int | str = 1, **over) -> dict:
     ev = {"request_id": f"req-{i}", "ts": "2026-11-24T09:31:00Z", "kind": "thumbs", "value": 1}
     ev.update(over)
     return ev
+
+
+class FineClock(ManualClock):
+    """A manual clock with a real clock's microseconds: every time it is set or moved it lands a few
+    hundred microseconds past where it was told, as two readings of a real clock do.
+
+    A clock of whole seconds hid a review queue that compared stored milliseconds with microseconds;
+    the review, silence, lease and alert tests run once more on this one.
+    """
+
+    def __init__(self, start):
+        super().__init__(start)
+        self._step = 0
+        self.set(self.now())
+
+    def _fraction(self) -> dt.timedelta:
+        self._step += 1
+        return dt.timedelta(microseconds=(self._step * 7919 + 345) % 997 + 1)  # 1..997 µs, never whole ms
+
+    def advance(self, delta):
+        if not isinstance(delta, dt.timedelta):
+            delta = dt.timedelta(seconds=delta)
+        return super().advance(delta + self._fraction())
+
+    def set(self, ts: dt.datetime) -> None:
+        super().set(ts + self._fraction())
 
 
 def free_port() -> int:

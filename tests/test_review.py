@@ -150,3 +150,87 @@ def test_wilson_matches_scipy(k, n):
 
 def test_wilson_without_reviews_is_uninformative():
     assert wilson(0, 0) == (0.0, 1.0)
+
+
+# -- on a real clock --------------------------------------------------------------------------------
+@pytest.fixture
+def real_clock_queue(make_config, make_store):
+    """An app on the system clock, with 450 sampled answers from the last hour waiting for review."""
+    from monitor.foundation.clock import SystemClock
+    from monitor.foundation.tables import review
+    cfg = make_config()
+    store = make_store(cfg)
+    clock = SystemClock()
+    app = create_app(cfg, store, clock)
+    svc = app.extensions["nlpmon"]
+    start = clock.now() - dt.timedelta(hours=1)
+    batch = answered(450)
+    for i, ev in enumerate(batch):
+        ev["ts"] = iso(start + dt.timedelta(seconds=5 * i))
+    assert svc.ingestor.ingest("requests", batch).rejected == 0
+    review.enqueue(store, [[ev["request_id"], start + dt.timedelta(seconds=5 * i), "svc", "chat", start.date(),
+                            "rate", clock.now(), None] for i, ev in enumerate(batch)])
+    keys = {name: svc.keys.create(name, ["review"])[1] for name in ("ana", "ben")}
+    return store, app, keys
+
+
+def test_two_reviewers_on_a_real_clock_get_items_and_never_the_same_one(real_clock_queue):
+    """Over real HTTP with the system clock (microseconds): each of two reviewers working in parallel gets
+    an item every round for 200 rounds, labels it, and no item is ever given to both."""
+    import threading
+
+    import requests as http
+
+    from tests.helpers import LiveServer
+    store, app, keys = real_clock_queue
+    got: dict[str, list[str]] = {"ana": [], "ben": []}
+    errors: list[str] = []
+    start = threading.Barrier(2)
+
+    def work(name):
+        s = http.Session()
+        s.headers.update(auth(keys[name]))
+        start.wait()
+        for _ in range(200):
+            item = s.get(f"{srv.url}/v1/review/next", timeout=30).json()["item"]
+            if item is None:
+                errors.append(f"{name} was told nothing is left after {len(got[name])} items")
+                return
+            got[name].append(item["id"])
+            r = s.post(f"{srv.url}/v1/review/{item['id']}", json={"label": "grounded"}, timeout=30)
+            if r.status_code != 201:
+                errors.append(f"{name} could not label {item['id']}: {r.status_code} {r.text}")
+                return
+
+    with LiveServer(app) as srv:
+        threads = [threading.Thread(target=work, args=(n,)) for n in got]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    assert errors == []
+    assert len(got["ana"]) == len(got["ben"]) == 200
+    assert not set(got["ana"]) & set(got["ben"])
+    assert len(set(got["ana"])) == 200 and len(set(got["ben"])) == 200
+    labelled = store.scalar("SELECT count() FROM feedback FINAL WHERE kind = 'hallucination' AND source = 'reviewer'")
+    assert labelled == 400
+
+
+def test_the_review_page_on_a_real_clock_shows_an_item_and_the_next_after_a_label(real_clock_queue):
+    import re
+    store, app, keys = real_clock_queue
+    c = app.test_client()
+    page = c.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    c.post("/login", data={"csrf_token": token, "api_key": keys["ana"]})
+    html = c.get("/review").get_data(as_text=True)
+    first = re.search(r'data-request="([^"]+)"', html).group(1)
+    assert "question" in html and "answer" in html
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    r = c.post(f"/review/{first}", data={"csrf_token": token, "label": "hallucinated"})
+    assert r.status_code == 302
+    html = c.get("/review").get_data(as_text=True)
+    second = re.search(r'data-request="([^"]+)"', html).group(1)
+    assert second != first and f"labelled {first} as hallucinated" in html
+    assert store.query("SELECT label FROM feedback FINAL WHERE request_id = {id:String}", {"id": first}) == \
+        [("hallucinated",)]

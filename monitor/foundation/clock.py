@@ -14,6 +14,12 @@ def utc(ts: dt.datetime) -> dt.datetime:
     return ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts.astimezone(dt.timezone.utc)
 
 
+def to_millis(ts: dt.datetime) -> dt.datetime:
+    """``ts`` at the precision a DateTime64(3) column stores it: a time written and read back compares
+    equal to this, never to the microseconds a real clock gives."""
+    return ts.replace(microsecond=ts.microsecond - ts.microsecond % 1000)
+
+
 def iso_utc(ts: dt.datetime) -> str:
     """ISO 8601 in UTC with a Z, as every API answer writes times (naive values are UTC)."""
     text = utc(ts).replace(tzinfo=None).isoformat()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+from monitor.foundation.clock import to_millis
 from monitor.foundation.filters import where_equal
 
 QUEUE_COLUMNS = ["request_id", "request_ts", "service", "feature", "day", "reason", "sampled_at", "ungrounded_proxy"]
@@ -55,6 +56,9 @@ def lease_next(store, reviewer: str, now: dt.datetime, lease: dt.timedelta, serv
     # The grounding proxy orders, it never labels.
     order = "q.ungrounded_proxy IS NULL, q.ungrounded_proxy DESC, " if by_proxy else ""
     lost: list[str] = []
+    # Lease times are stored in milliseconds: a claim is recognised by reading its expiry back, so it is
+    # made at that precision (with a real clock's microseconds every claim would read as lost).
+    now, lease_end = to_millis(now), to_millis(now + lease)
     with _lease_lock:
         for _ in range(_CLAIM_ATTEMPTS):
             params["now"], params["lost"] = now, lost
@@ -72,7 +76,7 @@ LIMIT 1""", params, agree=True)
             if not rows:
                 return None
             item = rows[0]
-            expires = now + lease
+            expires = lease_end
             # A lease row's version is its leased_at (ReplacingMergeTree(leased_at)), made to grow even
             # when this process's clock is behind the last holder's, so a row that lands always replaces
             # the one it claims over. The token names that version: of all claims on it exactly one lands.
@@ -107,6 +111,7 @@ def release(store, request_id: str, reviewer: str, now: dt.datetime) -> None:
     """End the reviewer's lease on the item (it is labelled)."""
     held = store.scalar("SELECT maxOrNull(leased_at) FROM review_leases WHERE request_id = {id:String}",
                         {"id": request_id}, agree=True)
+    now = to_millis(now)
     store.insert("review_leases", [[request_id, reviewer, _next_version(now, held)[0], now]], LEASE_COLUMNS, agree=True)
 
 
