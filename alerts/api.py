@@ -5,6 +5,8 @@ GET /v1/alerts, GET /v1/alerts/history, GET/POST /v1/silences, DELETE /v1/silenc
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import uuid
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -61,6 +63,9 @@ def list_silences():
     return jsonify({"silences": [_silence_json(s) for s in silences.list_all(svc.store, svc.clock)]})
 
 
+SILENCE_FIELDS = {"matchers", "startsAt", "endsAt", "duration", "createdBy", "comment"}
+
+
 @bp.post("/v1/silences")
 @require("admin")
 def add_silence():
@@ -68,32 +73,46 @@ def add_silence():
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", "body: must be a JSON object with matchers, endsAt or duration, comment")
-    matchers = body.get("matchers")
-    if not isinstance(matchers, list) or not all(isinstance(m, str) for m in matchers):
-        raise ApiError(400, "bad_request", 'matchers: must be a list of strings such as "service=support-bot"')
+    unknown = sorted(set(body) - SILENCE_FIELDS)
+    if unknown:
+        raise ApiError(400, "bad_request", f"{unknown[0]}: unknown field (a silence has {', '.join(sorted(SILENCE_FIELDS))})")
     now = svc.clock.now()
-    try:
-        starts = parse_time(body["startsAt"]) if body.get("startsAt") else now
-        if body.get("endsAt"):
-            ends = parse_time(body["endsAt"])
-        elif body.get("duration"):
-            ends = starts + parse_duration(body["duration"])
-        else:
-            raise ApiError(400, "bad_request", "endsAt: give endsAt or duration")
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"endsAt: {exc}") from None
+    starts, ends = _silence_span(body, now)
     # Idempotency-Key: a client retrying a create (through another replica, after a timeout) gets the
-    # same silence, not a second one; without it every POST is a new silence, as in Alertmanager.
+    # silence the key created, as stored, and never a second one; the key is bound to the body it came
+    # with (another body under it is 409, as Stripe answers). Without a key every POST is a new silence.
     key = request.headers.get("Idempotency-Key", "").strip()
     if len(key) > 200:
         raise ApiError(400, "bad_request", "Idempotency-Key: at most 200 characters")
     sid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"nlpmon:silence/{g.api_key.key_id}/{key}")) if key else None
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() if key else ""
+    created_by = body.get("createdBy") if body.get("createdBy") is not None else g.api_key.name
     try:
-        s = silences.create(svc.store, svc.clock, matchers, ends, body.get("createdBy") or g.api_key.name,
-                            str(body.get("comment", "")), starts, sid=sid)
+        s, replayed = silences.create(svc.store, svc.clock, body.get("matchers"), ends, created_by,
+                                      body.get("comment", ""), starts, sid=sid, request_hash=digest)
+    except silences.SilenceConflict as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
     except silences.SilenceError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-    return jsonify(_silence_json(s)), 201
+    return jsonify(_silence_json(s)), 201, ({"Idempotent-Replayed": "true"} if replayed else {})
+
+
+def _silence_span(body: dict, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """(startsAt, endsAt) of a silence body: endsAt, or startsAt plus duration; ApiError naming the field."""
+    field = "startsAt"
+    try:
+        starts = parse_time(body["startsAt"]) if body.get("startsAt") is not None else now
+        if body.get("endsAt") is not None:
+            field = "endsAt"
+            return starts, parse_time(body["endsAt"])
+        if body.get("duration") is None:
+            raise ApiError(400, "bad_request", "endsAt: give endsAt or duration")
+        field = "duration"
+        return starts, silences.ends_after(starts, parse_duration(body["duration"]))
+    except silences.SilenceError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    except (ValueError, OverflowError) as exc:
+        raise ApiError(400, "bad_request", f"{field}: {exc}") from None
 
 
 @bp.delete("/v1/silences/<sid>")

@@ -428,11 +428,9 @@ def create_silence():
     matchers = [m.strip() for m in request.form.get("matchers", "").replace(",", "\n").splitlines() if m.strip()]
     comment = request.form.get("comment", "").strip()
     try:
-        duration = parse_duration(request.form.get("duration", "").strip() or "-")
-    except ValueError as exc:
+        duration, error = parse_duration(request.form.get("duration", "").strip() or "-"), None
+    except (ValueError, OverflowError) as exc:
         duration, error = None, f"duration: {exc}"
-    else:
-        error = "duration: must be positive" if duration <= dt.timedelta(0) else None
     if not matchers:
         error = "matchers: give at least one, such as service=support-bot"
     elif not comment:
@@ -440,7 +438,8 @@ def create_silence():
     if error is None:
         try:
             now = svc.clock.now()
-            silences.create(svc.store, svc.clock, matchers, now + duration, g.api_key.name, comment, now)
+            silences.create(svc.store, svc.clock, matchers, silences.ends_after(now, duration), g.api_key.name,
+                            comment, now)
         except silences.SilenceError as exc:
             error = str(exc)
     if error:

@@ -562,10 +562,10 @@ def silence(obj: _Ctx, action: str, matchers, duration: str, comment: str, autho
     if action == "add":
         try:
             length = parse_duration(duration)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise click.BadParameter(str(exc), param_hint="--duration") from None
         try:
-            s = silences.create(store, clock, list(matchers), clock.now() + length,
+            s, _ = silences.create(store, clock, list(matchers), silences.ends_after(clock.now(), length),
                                 author or os.environ.get("USER", "cli"), comment)
         except silences.SilenceError as exc:
             raise click.ClickException(str(exc)) from None
