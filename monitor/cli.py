@@ -290,7 +290,18 @@ def scheduler(obj: _Ctx) -> None:
         stop.wait()
     except KeyboardInterrupt:
         pass
-    sched.shutdown()
+    _stop_scheduler(sched, obj.config)
+
+
+def _stop_scheduler(sched, config) -> None:
+    """The bounded stop of SIGTERM and Ctrl-C: runs in flight get ``jobs.shutdown_grace``, the outbox is
+    delivered, the lease released; a run still going then is cut off as a kill would (it shows as
+    interrupted and the next start computes its windows again), rather than holding the exit."""
+    still = sched.shutdown(config.jobs.shutdown_grace)
+    if still:
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @cli.group()
@@ -330,6 +341,7 @@ def rollups_rebuild(obj: _Ctx, start: str, end: str) -> None:
 @_friendly
 def serve(obj: _Ctx, host: str | None, port: int | None, with_scheduler: bool | None, with_demo: bool) -> None:
     """Serve the API and run the job scheduler in this process (required for the embedded store)."""
+    import signal
     import threading
 
     import waitress
@@ -364,6 +376,8 @@ def serve(obj: _Ctx, host: str | None, port: int | None, with_scheduler: bool | 
         click.echo(f"/metrics without a key on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics", err=True)
     click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()}); "
                f"scheduler {_scheduler_state(sched, with_demo)}", err=True)
+    # SIGTERM (a plain `kill`, systemd, Kubernetes) stops as Ctrl-C does: waitress closes on SystemExit.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         # poll() rather than select(): select() fails once the process holds 1024 descriptors,
         # which the embedded engine's open parts can reach.
@@ -372,7 +386,11 @@ def serve(obj: _Ctx, host: str | None, port: int | None, with_scheduler: bool | 
     finally:
         stop.set()
         if sched:
-            sched.shutdown()
+            _stop_scheduler(sched, cfg)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(0)
 
 
 def _scheduler_state(sched, waits_for_demo: bool) -> str:

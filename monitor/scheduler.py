@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -67,8 +68,10 @@ HEAVY_MS = 2000
 LEASE_NAME = "scheduler"
 
 
-def scheduler_lease(store: Store, config: Config, clock) -> Lease:
-    return Lease(store, LEASE_NAME, config.jobs.lease, clock)
+def scheduler_lease(store: Store, config: Config, clock, exclusive: bool | None = None) -> Lease:
+    """The scheduler's lease; on the embedded store (``exclusive``, by default) taken at once at start,
+    since the process that held it before can only be this store's previous, stopped process."""
+    return Lease(store, LEASE_NAME, config.jobs.lease, clock, exclusive=store.embedded if exclusive is None else exclusive)
 
 
 def catch_up(store: Store) -> None:
@@ -85,9 +88,12 @@ class Scheduler:
         self.lease = lease
         self.store = store
         self.active = lease is None
+        self.started_once = False  # a scheduler stopped before it started (a demo still loading) sends nothing
         self.last: dict[str, RunResult] = {}
         self._first: dict[str, dt.datetime] = {}  # each started job's first tick: its grid of ticks
         self._lock = threading.Lock()
+        self._running: set[str] = set()  # the runs in flight, for a bounded stop
+        self._idle = threading.Condition(self._lock)
         self._aps = BackgroundScheduler(timezone=dt.timezone.utc, job_defaults={
             # A run that overlaps the next tick is not started twice; missed ticks collapse into one run,
             # and the job itself catches up the windows it missed.
@@ -126,6 +132,7 @@ class Scheduler:
         return held
 
     def start(self) -> None:
+        self.started_once = True
         now = dt.datetime.now(dt.timezone.utc)
         if self.lease is not None:
             self.keep_lease()
@@ -144,11 +151,17 @@ class Scheduler:
     def run_job(self, name: str) -> RunResult | None:
         if not self._fenced():
             return None
+        with self._lock:
+            self._running.add(name)
         try:
             result = self.jobs[name].run(now=self.scheduled_time(name))
         except Exception:  # a failure to even record the run must not kill the scheduler thread
             log.exception("job %s could not run", name)
             return None
+        finally:
+            with self._lock:
+                self._running.discard(name)
+                self._idle.notify_all()
         with self._lock:
             self.last[name] = result
         if result.duration_ms > HEAVY_MS:
@@ -168,11 +181,35 @@ class Scheduler:
         tick = first + round((now - first) / interval) * interval
         return tick if abs(now - tick) <= ON_TIME else None
 
-    def shutdown(self) -> None:
+    def shutdown(self, grace: dt.timedelta = dt.timedelta(seconds=10)) -> list[str]:
+        """Stop for a SIGTERM or the end of ``serve``: start no new run, let the runs in flight finish for at
+        most ``grace``, deliver the outbox once (pages decided just before the stop go out now, not after
+        a restart), and give the lease up so a standby or the next start need not wait for its expiry.
+        Returns the jobs still running at the deadline (their runs will show as interrupted)."""
         if self._aps.running:
-            self._aps.shutdown(wait=True)
+            self._aps.shutdown(wait=False)
+        deadline = time.monotonic() + grace.total_seconds()
+        with self._lock:
+            while self._running and self._idle.wait(max(0.0, deadline - time.monotonic())):
+                pass
+            still = sorted(self._running)
+        if still:
+            log.warning("stopping with %s still running; its run will show as interrupted", ", ".join(still))
+        self._drain_outbox(busy=bool(still))
         if self.lease is not None and self.active:
             try:
                 self.lease.release()  # the standby need not wait for the expiry
             except StoreError:
                 pass
+        return still
+
+    def _drain_outbox(self, busy: bool) -> None:
+        engine = next((j for j in self.jobs.values() if isinstance(j, AlertEngine)), None)
+        if engine is None or busy or not self.started_once or not self._fenced():
+            return  # a run still going is delivering anyway; a standby owns no outbox
+        try:
+            sent = engine.outbox.deliver_due()
+            if sent:
+                log.info("delivered %d notification(s) from the outbox before stopping", len(sent))
+        except StoreError as exc:
+            log.warning("could not deliver the outbox before stopping: %s", exc)

@@ -55,6 +55,19 @@ def test_concurrent_claims_of_a_term_have_exactly_one_winner(store, clock):
         clock.advance(LEASE + dt.timedelta(seconds=1))  # the winner dies: the next round finds it free
 
 
+def test_an_exclusive_lease_takes_over_its_dead_predecessor_at_once(store, clock):
+    """On the embedded store the holder found at start can only be the store's previous process."""
+    killed = Lease(store, "scheduler", LEASE, clock, holder="killed")
+    assert killed.acquire()
+    clock.advance(dt.timedelta(seconds=1))
+    assert not Lease(store, "scheduler", LEASE, clock, holder="server-standby").acquire()
+    restarted = Lease(store, "scheduler", LEASE, clock, holder="restarted", exclusive=True)
+    assert restarted.acquire() and restarted.held() and restarted.term == 2
+    assert not killed.held()
+    clock.advance(LEASE / 3)
+    assert restarted.acquire() and restarted.term == 2  # renewing, not claiming again
+
+
 def test_the_lease_runs_with_the_clusters_agreed_settings(config, store, clock):
     """The same protocol through a Store configured for a cluster (select_sequential_consistency and
     quorum inserts sent with each lease statement; chDB accepts and ignores them on local tables)."""
@@ -93,7 +106,8 @@ def test_a_standby_takes_over_without_a_second_page_and_delivers_what_was_decide
     def scheduler():
         engine = AlertEngine(store, cfg, clock)
         engine.rules = [r for r in engine.rules if r.name == "HighErrorRate"]
-        return Scheduler({"alerts": engine}, scheduler_lease(store, cfg, clock), store)
+        # Two processes over one store, as on a server (an embedded store would let the newest take over at once).
+        return Scheduler({"alerts": engine}, scheduler_lease(store, cfg, clock, exclusive=False), store)
     a, b = scheduler(), scheduler()
 
     def tick(*schedulers, run=True):

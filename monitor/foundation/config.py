@@ -170,6 +170,9 @@ class JobsConfig(_Section):
     # The scheduler lease in the store: one scheduler runs jobs at a time, the others wait; a
     # standby takes over within two of these after the active one stops renewing.
     lease: Duration = dt.timedelta(seconds=30)
+    # On SIGTERM (or Ctrl-C): how long the runs in flight may finish before the process exits; then
+    # the outbox is delivered once and the lease released.
+    shutdown_grace: Duration = dt.timedelta(seconds=10)
     # After downtime, windows older than this are not caught up (use `nlpmon jobs run --from`).
     catchup_max: Duration = dt.timedelta(hours=24)
     # Each run recomputes windows this far back, so rows that arrive late are counted.

@@ -27,12 +27,19 @@ def new_holder_id() -> str:
 
 
 class Lease:
-    def __init__(self, store, name: str, period: dt.timedelta, clock, holder: str | None = None):
+    """``exclusive``: no other process can reach this store (the embedded one, locked by its process), so
+    a holder found there is this data directory's previous process, gone, and its lease is taken at once
+    instead of after its expiry (a restart after a kill would otherwise run no job, alerts included,
+    for up to two lease periods)."""
+
+    def __init__(self, store, name: str, period: dt.timedelta, clock, holder: str | None = None,
+                 exclusive: bool = False):
         self.store = store
         self.name = name
         self.period = period
         self.clock = clock
         self.holder = holder or new_holder_id()
+        self.exclusive = exclusive
         self.term = 0
 
     def acquire(self) -> bool:
@@ -43,7 +50,7 @@ class Lease:
             leases.renew(self.store, self.name, st.term, self.holder, now + self.period)
             self.term = st.term
             return True
-        if st.holder and not st.released and st.expires_at > now:
+        if st.holder and not st.released and st.expires_at > now and not (self.exclusive and self.term == 0):
             return False
         try:
             leases.claim(self.store, self.name, st.term + 1, self.holder, now + self.period)

@@ -93,7 +93,8 @@ def schema_lease(store: Store, config: Config, ddl: Renderer, clock=None):
     for as long as a long revision runs."""
     script = ScriptDirectory.from_config(_alembic_config())
     store.command(ddl(script.get_revision("0009").module.leases_ddl(config.clickhouse.cluster is None)))
-    lease = Lease(store, "migrate", SCHEMA_LEASE, clock or SystemClock())
+    # On the embedded store only this process can hold it: an upgrade killed midway leaves no wait.
+    lease = Lease(store, "migrate", SCHEMA_LEASE, clock or SystemClock(), exclusive=store.embedded)
     give_up = time.monotonic() + SCHEMA_WAIT.total_seconds()
     while not lease.acquire():
         if time.monotonic() > give_up:
