@@ -8,7 +8,7 @@ from alerts.delivery import Outbox
 from alerts.dispatch import Dispatcher
 from alerts.evaluator import Evaluator
 from alerts.rules import load_rules
-from monitor.foundation.tables import job_runs
+from monitor.foundation.tables import alert_history, alert_state, job_runs
 from monitor.foundation.tables.job_runs import RunResult
 
 
@@ -55,7 +55,15 @@ class AlertEngine:
         For ``nlpmon demo``: its incidents happened before the service started, so their
         alerts are rebuilt into alert_state and alert_history as the engine would have
         written them. Returns the number of transitions.
+
+        A replay rebuilds the stretch it covers: what an earlier replay of it left there (one cut off by
+        a kill, whose demo load then resumes) is removed first, so each transition is written once and
+        the state is evaluated from the start, not from where the cut left it.
         """
+        times = list(times)
+        if times:
+            alert_history.remove_between(self.store, times[0], times[-1])
+            alert_state.remove_updated_until(self.store, times[-1])
         n = 0
         for t in times:
             n += len(self.evaluator.evaluate(t, silenced=self.dispatcher.silenced(t)))

@@ -18,6 +18,12 @@ def append(store, rows: list[list]) -> None:
         store.insert("alert_history", rows, COLUMNS)
 
 
+def remove_between(store, lo: dt.datetime, hi: dt.datetime) -> None:
+    """Delete the transitions in [lo, hi] (a replay rebuilding that stretch)."""
+    store.command("DELETE FROM alert_history WHERE ts >= {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}",
+                  {"lo": lo, "hi": hi})
+
+
 def between(store, lo: dt.datetime, hi: dt.datetime, fingerprint: str | None = None,
             limit: int = 5000) -> list[dict]:
     """Transitions in [lo, hi) (of one instance when given), oldest first."""

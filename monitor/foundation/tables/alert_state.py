@@ -30,6 +30,11 @@ def write(store, rows: list[list]) -> None:
         store.insert("alert_state", rows, COLUMNS)
 
 
+def remove_updated_until(store, until: dt.datetime) -> None:
+    """Delete the instances last written at or before ``until`` (a replay rebuilding the state up to then)."""
+    store.command("DELETE FROM alert_state WHERE updated_at <= {t:DateTime64(3, 'UTC')}", {"t": until})
+
+
 def active(store) -> list[dict]:
     """Pending and firing instances, firing first, each by when it fired (then became active)."""
     return _utc(store.query_dicts(
