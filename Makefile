@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test install install-test clean browser tools
+.PHONY: run test fast install install-test clean browser tools
 
 # uv installs in seconds what pip takes a minute and a half for; it reads pip's find-links (where the
 # CPU build of torch lies on these machines) from PIP_FIND_LINKS. Without one, torch comes through pip,
@@ -52,6 +52,10 @@ browser: tools
 
 test: install tools
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+# The fast tier: tests that need no store, server or model (marked `fast`), for a quick check of a change.
+fast: install
+	$(BIN)/python -m pytest -q -m fast -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) var *.egg-info

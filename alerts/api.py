@@ -15,7 +15,8 @@ from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc, parse_time
 from monitor.foundation.config import parse_duration
 from monitor.foundation.http import ApiError, time_arg
-from monitor.foundation.tables import alert_history, alert_state, silences
+from alerts import silence as silences
+from monitor.foundation.tables import alert_history, alert_state
 
 bp = Blueprint("alerts", __name__)
 MAX_HISTORY = 5000
@@ -33,9 +34,8 @@ def _iso(v):
 @require("read")
 def list_alerts():
     return jsonify({"alerts": [{
-        "fingerprint": r["fingerprint"], "rule": r["rule"], "labels": r["labels"], "annotations": r["annotations"],
-        "state": r["state"], "health": r["health"], "value": r["value"],
-        "since": _iso(r["fired_at"] if r["state"] == "firing" else r["active_at"])}
+        "fingerprint": r.fingerprint, "rule": r.rule, "labels": r.labels, "annotations": r.annotations,
+        "state": r.state, "health": r.health, "value": r.value, "since": _iso(r.since)}
         for r in alert_state.active(_svc().store)]})
 
 
@@ -52,15 +52,11 @@ def history():
                                 for r in rows]})
 
 
-def _silence_json(s: dict) -> dict:
-    return {**s, "startsAt": _iso(s["startsAt"]), "endsAt": _iso(s["endsAt"])}
-
-
 @bp.get("/v1/silences")
 @require("read")
 def list_silences():
     svc = _svc()
-    return jsonify({"silences": [_silence_json(s) for s in silences.list_all(svc.store, svc.clock)]})
+    return jsonify({"silences": [s.as_json() for s in silences.list_all(svc.store, svc.clock)]})
 
 
 SILENCE_FIELDS = {"matchers", "startsAt", "endsAt", "duration", "createdBy", "comment"}
@@ -94,7 +90,7 @@ def add_silence():
         raise ApiError(409, "conflict", str(exc)) from None
     except silences.SilenceError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-    return jsonify(_silence_json(s)), 201, ({"Idempotent-Replayed": "true"} if replayed else {})
+    return jsonify(s.as_json()), 201, ({"Idempotent-Replayed": "true"} if replayed else {})
 
 
 def _silence_span(body: dict, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
@@ -122,4 +118,4 @@ def delete_silence(sid: str):
     s = silences.expire(svc.store, svc.clock, sid)
     if s is None:
         raise ApiError(404, "not_found", f"no silence {sid!r}")
-    return jsonify(_silence_json(s))
+    return jsonify(s.as_json())

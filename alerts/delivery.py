@@ -60,6 +60,7 @@ from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from alerts import notify
+from alerts.model import Notice
 from alerts.notify import AlertView, DeliveryError, Notification, build_payload, send
 from monitor.foundation.clock import utc
 from monitor.foundation.tables import notification_outbox
@@ -94,27 +95,27 @@ class Outbox:
     # -- writing --------------------------------------------------------------
     def enqueue(self, id: str, group_key: str, receiver: str, alert_status: str, payload: dict) -> bool:
         """Queue a notification; False (and nothing written) when a row with this id exists already."""
-        return bool(self.enqueue_many([(id, group_key, receiver, alert_status, payload)]))
+        return bool(self.enqueue_many([Notice(id, group_key, receiver, alert_status, payload)]))
 
-    def enqueue_many(self, items: list[tuple[str, str, str, str, dict]]) -> list[str]:
-        """Queue (id, group_key, receiver, alert_status, payload) notifications in one insert, skipping
-        ids already queued (a decision made again after a crash); returns the ids written."""
-        if not items:
+    def enqueue_many(self, notices: list[Notice]) -> list[str]:
+        """Queue notices in one insert, skipping ids already queued (a decision made again after a crash);
+        returns the ids written."""
+        if not notices:
             return []
         with self._enqueue_lock:
-            known = notification_outbox.existing(self.store, [item[0] for item in items])
+            known = notification_outbox.existing(self.store, [n.id for n in notices])
             now = self.clock.now()
             rows = []
-            for id, group_key, receiver, alert_status, payload in items:
-                if id in known:
+            for n in notices:
+                if n.id in known:
                     continue
-                known.add(id)
-                rcv = self._receiver(receiver)
+                known.add(n.id)
+                rcv = self._receiver(n.receiver)
                 kind = rcv.kind if rcv is not None else ""
-                stored = notify.stored(kind, payload)  # without what the kind keeps out of storage (secrets)
+                stored = notify.stored(kind, n.payload)  # without what the kind keeps out of storage (secrets)
                 body = json.dumps(stored, ensure_ascii=False, separators=(",", ":"), default=str)
-                rows.append({"id": id, "group_key": group_key, "receiver": receiver, "kind": kind,
-                             "status": "pending", "alert_status": alert_status, "payload": body, "created_at": now,
+                rows.append({"id": n.id, "group_key": n.group_key, "receiver": n.receiver, "kind": kind,
+                             "status": "pending", "alert_status": n.status, "payload": body, "created_at": now,
                              "attempts": 0, "next_attempt_at": now, "last_error": "", "sent_at": None,
                              "updated_at": now})
             self._write_all(rows)

@@ -26,6 +26,7 @@ from flask import (
     url_for,
 )
 
+from alerts import silence as silences
 from dashboards import charts, compare, incidents, kpis
 from dashboards import review as review_api
 from dashboards.formatting import exact, fmt
@@ -37,7 +38,7 @@ from monitor.foundation.events import HALLUCINATION_LABELS
 from monitor.foundation.http import ApiError, time_arg
 from monitor.foundation.incident_window import incident_window
 from monitor.foundation.metrics import METRICS, WINDOWS, slo_labels, window_name
-from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests, silences
+from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests
 
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -394,14 +395,15 @@ def incident_link(start: dt.datetime | None, end: dt.datetime | None, fingerprin
 def alerts():
     svc = _svc()
     now = svc.clock.now()
-    active = alert_state.active(svc.store)
     filt = {k: request.args[k] for k in ("service", "feature") if request.args.get(k)}
-    active = [a for a in active if all(a["labels"].get(k) == v for k, v in filt.items())]
-    for a in active:
-        a["since"] = a["fired_at"] if a["state"] == "firing" else a["active_at"]
-        a["explore"] = incident_link(a["active_at"], None, a["fingerprint"], a["labels"])
-        a["runbook"] = a["annotations"].get("runbook_url", "")
-        a["runbook_is_url"] = a["runbook"].startswith(("http://", "https://", "/"))
+    active = []
+    for a in alert_state.active(svc.store):
+        if not all(a.labels.get(k) == v for k, v in filt.items()):
+            continue
+        runbook = a.annotations.get("runbook_url", "")
+        active.append({**a.__dict__, "since": a.since, "runbook": runbook,
+                       "explore": incident_link(a.active_at, None, a.fingerprint, a.labels),
+                       "runbook_is_url": runbook.startswith(("http://", "https://", "/"))})
     days = int(request.args.get("days", "7")) if request.args.get("days", "7").isdigit() else 7
     lo = now - dt.timedelta(days=max(1, min(days, 90)))
     spans = [s for s in alert_history.incident_spans(svc.store, lo, now)
@@ -426,24 +428,16 @@ def alerts():
 def create_silence():
     svc = _svc()
     matchers = [m.strip() for m in request.form.get("matchers", "").replace(",", "\n").splitlines() if m.strip()]
-    comment = request.form.get("comment", "").strip()
     try:
-        duration, error = parse_duration(request.form.get("duration", "").strip() or "-"), None
-    except (ValueError, OverflowError) as exc:
-        duration, error = None, f"duration: {exc}"
-    if not matchers:
-        error = "matchers: give at least one, such as service=support-bot"
-    elif not comment:
-        error = "comment: say why (it shows in the silence list)"
-    if error is None:
+        now = svc.clock.now()
         try:
-            now = svc.clock.now()
-            silences.create(svc.store, svc.clock, matchers, silences.ends_after(now, duration), g.api_key.name,
-                            comment, now)
-        except silences.SilenceError as exc:
-            error = str(exc)
-    if error:
-        flash(error, "error")
+            duration = parse_duration(request.form.get("duration", "").strip() or "-")
+        except (ValueError, OverflowError) as exc:
+            raise silences.SilenceError(f"duration: {exc}") from None
+        silences.create(svc.store, svc.clock, matchers, silences.ends_after(now, duration), g.api_key.name,
+                        request.form.get("comment", ""), now)
+    except silences.SilenceError as exc:
+        flash(str(exc), "error")
         return redirect(url_for("pages.alerts") + "#silences")
     flash(f"silence created for {', '.join(matchers)}", "ok")
     return redirect(url_for("pages.alerts") + "#silences")

@@ -534,13 +534,12 @@ def alerts_list(obj: _Ctx) -> None:
     if not rows:
         click.echo("no pending or firing alerts")
     for r in rows:
-        since = r["fired_at"] if r["state"] == "firing" else r["active_at"]
-        labels = ", ".join(f"{k}={v}" for k, v in sorted(r["labels"].items()))
-        value = "n/a" if r["value"] is None else f"{r['value']:.4g}"
-        click.echo(f"{r['state']:<8} since {since:%Y-%m-%d %H:%M:%S} UTC  value {value}"
-                   f"{'' if r['health'] == 'ok' else '  [' + r['health'] + ']'}  {labels}")
-        if r["annotations"].get("summary"):
-            click.echo(f"         {r['annotations']['summary']}")
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(r.labels.items()))
+        value = "n/a" if r.value is None else f"{r.value:.4g}"
+        click.echo(f"{r.state:<8} since {r.since:%Y-%m-%d %H:%M:%S} UTC  value {value}"
+                   f"{'' if r.health == 'ok' else '  [' + r.health + ']'}  {labels}")
+        if r.annotations.get("summary"):
+            click.echo(f"         {r.annotations['summary']}")
 
 
 @alerts.command("test-receiver")
@@ -574,8 +573,8 @@ def alerts_test_receiver(obj: _Ctx, name: str) -> None:
 def silence(obj: _Ctx, action: str, matchers, duration: str, comment: str, author: str | None,
             sid: str | None) -> None:
     """Silences: add (--matcher k=v --duration 2h --comment ...), list, expire --id ID."""
+    from alerts import silence as silences
     from monitor.foundation.config import parse_duration
-    from monitor.foundation.tables import silences
     store, clock = obj.ready_store(), SystemClock()
     if action == "add":
         try:
@@ -587,12 +586,12 @@ def silence(obj: _Ctx, action: str, matchers, duration: str, comment: str, autho
                                 author or os.environ.get("USER", "cli"), comment)
         except silences.SilenceError as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(s["id"])
-        click.echo(f"silenced {', '.join(s['matchers'])} until {s['endsAt']:%Y-%m-%d %H:%M} UTC", err=True)
+        click.echo(s.id)
+        click.echo(f"silenced {', '.join(s.matchers)} until {s.ends_at:%Y-%m-%d %H:%M} UTC", err=True)
     elif action == "list":
         for s in silences.list_all(store, clock):
-            click.echo(f"{s['id']}  {s['status']:<8} until {s['endsAt']:%Y-%m-%d %H:%M} UTC  "
-                       f"{', '.join(s['matchers'])}  by {s['createdBy']}: {s['comment']}")
+            click.echo(f"{s.id}  {s.status:<8} until {s.ends_at:%Y-%m-%d %H:%M} UTC  "
+                       f"{', '.join(s.matchers)}  by {s.created_by}: {s.comment}")
     else:
         if not sid:
             raise click.BadParameter("--id is required to expire a silence", param_hint="--id")

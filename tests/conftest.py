@@ -152,6 +152,15 @@ SLOW_FIRST = ("test_demo_stories.py", "test_dashboards.py", "test_crash.py", "te
               "test_drift_degenerate.py", "test_cli.py")
 
 
+def pytest_ignore_collect(collection_path, config):
+    """Under ``-m fast``, modules without a fast test are not even imported: importing the model, torch
+    and Evidently for tests that will not run would take longer than the fast tier itself."""
+    if config.getoption("markexpr", "") == "fast" and collection_path.suffix == ".py" \
+            and collection_path.name.startswith("test_"):
+        return "mark.fast" not in collection_path.read_text()
+    return None
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: the rest keep their order

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from alerts.engine import AlertEngine
-from alerts.evaluator import fingerprint
+from alerts.reads import fingerprint
 from alerts.notify import AlertView, incident_url, webhook
 from monitor.foundation.clock import ManualClock
 from tests.helpers import free_port

@@ -132,7 +132,7 @@ def test_send_resolved_false(make_engine, clock, hook):
 
 
 def test_silence_suppresses_then_expires(make_engine, clock, hook):
-    from monitor.foundation.tables import silences
+    from alerts import silence as silences
     engine = make_engine()
     silences.create(engine.store, clock, ["feature=chat"], T0 + dt.timedelta(minutes=10), "ana", "deploying a fix")
     run_for(engine, clock, dt.timedelta(minutes=9), lambda t: {CHAT: 0.5})

@@ -12,6 +12,8 @@ from dashboards.compare import MIN_FEEDBACK, MIN_REQUESTS, MIN_REVIEWS, compare 
 from dashboards.formatting import count, exact, fmt, money
 from dashboards.views import worst
 
+pytestmark = pytest.mark.fast  # no store, server or model
+
 PREV = dt.datetime(2026, 11, 10, 12, 1, tzinfo=dt.timezone.utc)  # a previous period's start (minute-aligned)
 HOUR = dt.timedelta(hours=1)
 

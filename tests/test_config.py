@@ -8,6 +8,8 @@ import pytest
 
 from monitor.foundation.config import ConfigError, load_config
 
+pytestmark = pytest.mark.fast  # no store, server or model
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
+
 from monitor import demo
 from monitor.foundation import events
 from monitor.foundation.clock import parse_time
@@ -20,6 +22,7 @@ def sample(days=1.0, rps=0.3, seed=7):
     return list(demo.generate(days, rps, END, seed))
 
 
+@pytest.mark.fast
 def test_every_event_is_valid_and_in_time_order():
     evs = sample()
     kinds = Counter(k for k, _ in evs)
@@ -32,11 +35,13 @@ def test_every_event_is_valid_and_in_time_order():
     assert abs(kinds["requests"] - demo.expected_requests(1.0, 0.3)) / kinds["requests"] < 0.2
 
 
+@pytest.mark.fast
 def test_deterministic_per_seed():
     assert sample(0.1, 1, seed=3) == sample(0.1, 1, seed=3)
     assert sample(0.1, 1, seed=3) != sample(0.1, 1, seed=4)
 
 
+@pytest.mark.fast
 def test_incidents_show_in_the_data():
     evs = [e for k, e in sample(2.0, 0.3) if k == "requests"]
     inc = {i["name"]: i for i in demo.incidents(2.0, END)}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from monitor.foundation import events
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "events.md").read_text()
@@ -14,19 +16,23 @@ def documented(section: str) -> set[str]:
     return set(re.findall(r"^\| `([a-z_]+)` \|", body, flags=re.M))
 
 
+@pytest.mark.fast
 def test_request_fields_are_documented():
     assert documented("Request event") == set(events.field_names("requests"))
 
 
+@pytest.mark.fast
 def test_feedback_fields_are_documented():
     assert documented("Feedback event") == set(events.field_names("feedback"))
 
 
+@pytest.mark.fast
 def test_statuses_and_kinds_are_documented():
     for value in events.STATUSES + events.FEEDBACK_KINDS + events.HALLUCINATION_LABELS:
         assert f"`{value}`" in DOC
 
 
+@pytest.mark.fast
 def test_every_metric_is_documented():
     from monitor.foundation.metrics import METRICS
     doc = (Path(__file__).resolve().parent.parent / "docs" / "metrics.md").read_text()

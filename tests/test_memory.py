@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+
 from monitor.foundation.memory import release_free_memory
 
 
@@ -14,6 +16,7 @@ def _rss_mib() -> float:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.fast
 def test_freed_heap_in_the_middle_goes_back_to_the_system():
     blocks = [bytearray(1000) for _ in range(300_000)]  # about 300 MB through malloc, not Python's arenas
     keep = blocks[::64]  # a live block every 64 KB: the heap cannot shrink from its top alone

@@ -142,12 +142,14 @@ def test_rate_with_wilson_bounds_and_coverage(env):
 
 
 @pytest.mark.parametrize("k, n", [(6, 36), (0, 10), (10, 10), (1, 3), (250, 1000)])
+@pytest.mark.fast
 def test_wilson_matches_scipy(k, n):
     from scipy.stats import binomtest
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     assert wilson(k, n) == (pytest.approx(ci.low, abs=1e-12), pytest.approx(ci.high, abs=1e-12))
 
 
+@pytest.mark.fast
 def test_wilson_without_reviews_is_uninformative():
     assert wilson(0, 0) == (0.0, 1.0)
 

@@ -8,11 +8,14 @@ A kind is a module here with:
 * ``payload(target, n)``, the JSON body it expects for a :class:`Notification`;
 * ``send(target, payload, timeout) -> None``, one delivery attempt that raises
   :class:`DeliveryError` telling whether trying again later can help;
-* optionally ``stored(payload) -> dict``, the payload as the outbox may keep it;
-* optionally ``RESEND_EVERY``, a timedelta or a function of the receiver's
+* ``stored(payload) -> dict``, the payload as the outbox may keep it (``keep_all``
+  when it holds no secret);
+* ``RESEND_EVERY``, None or a timedelta or a function of the receiver's
   settings: how often a firing group is sent again, whatever the route's
   ``repeat_interval`` (Alertmanager forgets an alert not re-sent before its
   ``endsAt``; see :mod:`alerts.dispatch`).
+
+:class:`ReceiverKind` states that interface; every module in :data:`KINDS` has it all.
 
 :data:`KINDS` is the one list of kinds: adding one is a new module and a line
 there. The foundation's config only checks that a receiver has a name and one
@@ -29,9 +32,9 @@ up are the outbox's business (:mod:`alerts.delivery`).
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from pydantic import ValidationError
 
@@ -40,10 +43,27 @@ from alerts.notify.common import AlertView, DeliveryError, Notification, inciden
 from alerts.notify.pagerduty import dedup_key
 from monitor.foundation.config import Config, ConfigError, format_error
 
-__all__ = ["AlertView", "DeliveryError", "KINDS", "Notification", "Receiver", "build_payload", "dedup_key",
+__all__ = ["AlertView", "DeliveryError", "KINDS", "Notification", "Receiver", "ReceiverKind", "build_payload", "dedup_key",
            "incident_url", "receivers", "rfc3339", "send", "stored", "title"]
 
-KINDS: dict[str, ModuleType] = {m.KIND: m for m in (webhook, slack, pagerduty, email, alertmanager)}
+
+
+@runtime_checkable
+class ReceiverKind(Protocol):
+    """A receiver kind: a module of ``alerts/notify`` (see the module docstring)."""
+
+    KIND: str
+    Settings: type
+    RESEND_EVERY: dt.timedelta | Callable[[Any], dt.timedelta] | None
+
+    def payload(self, target, n: Notification) -> Any: ...
+
+    def send(self, target, payload, timeout: float) -> None: ...
+
+    def stored(self, payload) -> Any: ...
+
+
+KINDS: dict[str, ReceiverKind] = {m.KIND: m for m in (webhook, slack, pagerduty, email, alertmanager)}
 
 
 @dataclass(frozen=True)
@@ -86,8 +106,8 @@ def build_payload(kind: str, target, n: Notification) -> dict:
 
 def stored(kind: str, payload: dict) -> dict:
     """``payload`` as the outbox keeps it: what the kind's ``stored`` leaves, by default all of it."""
-    keep = getattr(KINDS.get(kind), "stored", None)
-    return keep(payload) if keep is not None else payload
+    module = KINDS.get(kind)
+    return module.stored(payload) if module is not None else payload
 
 
 def send(kind: str, target, payload: dict, timeout_seconds: float | None = None) -> None:

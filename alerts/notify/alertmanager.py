@@ -32,7 +32,7 @@ import datetime as dt
 
 from pydantic import Field, field_validator
 
-from alerts.notify.common import Notification, _now, incident_url, rfc3339
+from alerts.notify.common import Notification, _now, incident_url, keep_all, rfc3339
 from alerts.notify.transport import _post_json
 from monitor.foundation.config import Duration, _Section
 
@@ -58,6 +58,7 @@ class AlertmanagerReceiver(_Section):
         return v
 
 
+stored = keep_all  # the payload holds no secret
 Settings = AlertmanagerReceiver
 
 

@@ -22,7 +22,7 @@ from email.utils import formatdate, make_msgid
 from pydantic import Field
 
 from alerts.notify.common import (_ERROR_BODY_CHARS, USER_AGENT, DeliveryError, Notification, _is_http_url, _now,
-    _runbook, _sorted_pairs, _summary, _value_text, incident_url, rfc3339, title)
+                                  _runbook, _sorted_pairs, _summary, _value_text, incident_url, keep_all, rfc3339, title)
 from alerts.notify.transport import _reason
 from monitor.foundation.config import Duration, _Section
 
@@ -42,6 +42,8 @@ class EmailReceiver(_Section):
     timeout: Duration = dt.timedelta(seconds=10)
 
 
+RESEND_EVERY = None  # a firing group repeats on its route's repeat_interval
+stored = keep_all  # the payload holds no secret
 Settings = EmailReceiver
 
 

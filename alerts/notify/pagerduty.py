@@ -42,6 +42,7 @@ class PagerDutyReceiver(_Section):
     timeout: Duration = dt.timedelta(seconds=10)
 
 
+RESEND_EVERY = None  # a firing group repeats on its route's repeat_interval
 Settings = PagerDutyReceiver
 
 

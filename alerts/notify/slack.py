@@ -20,11 +20,11 @@ import datetime as dt
 from pydantic import Field
 
 from alerts.notify.common import (Notification, _is_http_url, _now, _runbook, _sorted_pairs, _summary, _truncate,
-    _value_text, incident_url, rfc3339, title)
+                                  _value_text, incident_url, keep_all, rfc3339, title)
 from alerts.notify.transport import _post_json
 from monitor.foundation.config import Duration, _Section
 
-__all__ = ["KIND", "Settings", "SlackReceiver", "payload", "send", "slack_escape"]
+__all__ = ["KIND", "RESEND_EVERY", "Settings", "SlackReceiver", "payload", "send", "slack_escape"]
 
 KIND = "slack"
 
@@ -41,6 +41,8 @@ class SlackReceiver(_Section):
     channel: str = ""
 
 
+RESEND_EVERY = None  # a firing group repeats on its route's repeat_interval
+stored = keep_all  # the payload holds no secret
 Settings = SlackReceiver
 
 

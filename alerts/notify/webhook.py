@@ -11,11 +11,11 @@ import datetime as dt
 
 from pydantic import Field
 
-from alerts.notify.common import ZERO_TIME, Notification, _common, _now, incident_url, rfc3339
+from alerts.notify.common import Notification, ZERO_TIME, _common, _now, incident_url, keep_all, rfc3339
 from alerts.notify.transport import _post_json
 from monitor.foundation.config import Duration, _Section
 
-__all__ = ["KIND", "Settings", "WebhookReceiver", "payload", "send"]
+__all__ = ["KIND", "RESEND_EVERY", "Settings", "WebhookReceiver", "payload", "send"]
 
 KIND = "webhook"
 
@@ -26,6 +26,8 @@ class WebhookReceiver(_Section):
     timeout: Duration = dt.timedelta(seconds=10)
 
 
+RESEND_EVERY = None  # a firing group repeats on its route's repeat_interval
+stored = keep_all  # the payload holds no secret
 Settings = WebhookReceiver
 
 

@@ -3,31 +3,54 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import astuple, dataclass, field, fields
 
 from monitor.foundation.clock import utc
 
-COLUMNS = ["fingerprint", "rule", "labels", "annotations", "state", "health", "value", "active_at", "fired_at",
-           "resolved_at", "last_true_at", "updated_at"]
+
+@dataclass(frozen=True)
+class AlertInstance:
+    """One rule applied to one series: its identity (the fingerprint of its label set), state and times."""
+
+    fingerprint: str
+    rule: str
+    labels: dict[str, str]
+    annotations: dict[str, str] = field(default_factory=dict)
+    state: str = "inactive"        # inactive, pending, firing
+    health: str = "ok"             # ok, nodata, error
+    value: float | None = None
+    active_at: dt.datetime | None = None
+    fired_at: dt.datetime | None = None
+    resolved_at: dt.datetime | None = None
+    last_true_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+    @property
+    def since(self) -> dt.datetime | None:
+        """When it fired, or (pending) when its condition first held."""
+        return self.fired_at if self.state == "firing" else self.active_at
+
+
+COLUMNS = [f.name for f in fields(AlertInstance)]
 _TIMES = ("active_at", "fired_at", "resolved_at", "last_true_at", "updated_at")
 
 
-def _utc(rows: list[dict]) -> list[dict]:
+def _instances(rows: list[dict]) -> list[AlertInstance]:
     for r in rows:
         for k in _TIMES:
-            if r.get(k) is not None:
+            if r[k] is not None:
                 r[k] = utc(r[k])
-    return rows
+    return [AlertInstance(**r) for r in rows]
 
 
-def all_instances(store) -> list[dict]:
-    """Every instance, with every column (times in UTC)."""
-    return _utc(store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM alert_state FINAL"))
+def all_instances(store) -> list[AlertInstance]:
+    return _instances(store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM alert_state FINAL"))
 
 
-def write(store, rows: list[list]) -> None:
-    """Rows of COLUMNS, each replacing its instance's previous row."""
-    if rows:
-        store.insert("alert_state", rows, COLUMNS)
+def write(store, instances: list[AlertInstance]) -> None:
+    """Each instance replaces its previous row."""
+    if instances:
+        store.insert("alert_state", [list(astuple(i)) for i in instances], COLUMNS)
 
 
 def remove_updated_until(store, until: dt.datetime) -> None:
@@ -35,21 +58,21 @@ def remove_updated_until(store, until: dt.datetime) -> None:
     store.command("DELETE FROM alert_state WHERE updated_at <= {t:DateTime64(3, 'UTC')}", {"t": until})
 
 
-def active(store) -> list[dict]:
+def active(store) -> list[AlertInstance]:
     """Pending and firing instances, firing first, each by when it fired (then became active)."""
-    return _utc(store.query_dicts(
-        "SELECT fingerprint, rule, labels, annotations, state, health, value, active_at, fired_at FROM alert_state "
-        "FINAL WHERE state IN ('firing', 'pending') ORDER BY state = 'pending', fired_at, active_at"))
+    return _instances(store.query_dicts(
+        f"SELECT {', '.join(COLUMNS)} FROM alert_state FINAL WHERE state IN ('firing', 'pending') "
+        "ORDER BY state = 'pending', fired_at, active_at"))
 
 
-def firing_or_resolved_since(store, since: dt.datetime) -> list[dict]:
+def firing_or_resolved_since(store, since: dt.datetime) -> list[AlertInstance]:
     """Firing instances and those resolved after ``since``, that fired at some point: what the
     notification dispatcher groups."""
-    rows = _utc(store.query_dicts(
-        "SELECT fingerprint, rule, labels, annotations, state, value, fired_at, resolved_at FROM alert_state FINAL "
+    found = _instances(store.query_dicts(
+        f"SELECT {', '.join(COLUMNS)} FROM alert_state FINAL "
         "WHERE state = 'firing' OR (state = 'inactive' AND resolved_at IS NOT NULL "
         "AND resolved_at > {lo:DateTime64(3, 'UTC')})", {"lo": since}))
-    return [r for r in rows if r["fired_at"] is not None]
+    return [a for a in found if a.fired_at is not None]
 
 
 def sync_replica(store) -> None:

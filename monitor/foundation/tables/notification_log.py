@@ -1,24 +1,41 @@
 """``notification_log``: per (group, receiver), what was last notified and when (Alertmanager's nflog)."""
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 from monitor.foundation.clock import utc
 
 COLUMNS = ["group_key", "receiver", "firing", "resolved", "notified_at", "active", "updated_at"]
 
 
-def entries(store) -> dict[tuple[str, str], dict]:
+@dataclass(frozen=True)
+class LogEntry:
+    """What a group last told a receiver: the fingerprints firing and resolved in it, when; ``active``
+    until the group has closed (everything in it resolved or gone)."""
+
+    group_key: str
+    receiver: str
+    firing: tuple[str, ...]
+    resolved: tuple[str, ...]
+    notified_at: dt.datetime
+    active: bool
+
+
+def entries(store) -> dict[tuple[str, str], LogEntry]:
     """(group_key, receiver) -> its latest entry."""
     out = {}
-    for r in store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM notification_log FINAL"):
-        r["notified_at"] = utc(r["notified_at"])
-        out[(r["group_key"], r["receiver"])] = r
+    for key, receiver, firing, resolved, at, active, _ in store.query(
+            f"SELECT {', '.join(COLUMNS)} FROM notification_log FINAL"):
+        out[(key, receiver)] = LogEntry(key, receiver, tuple(firing), tuple(resolved), utc(at), bool(active))
     return out
 
 
-def write_many(store, entries: list[tuple]) -> None:
-    """New entries, (group_key, receiver, firing, resolved, notified_at, active) each, in one insert."""
+def write_many(store, entries: list[LogEntry]) -> None:
+    """New entries in one insert."""
     if entries:
-        store.insert("notification_log", [[*e, e[4]] for e in entries], COLUMNS)
+        store.insert("notification_log", [[e.group_key, e.receiver, list(e.firing), list(e.resolved), e.notified_at,
+                                           e.active, e.notified_at] for e in entries], COLUMNS)
 
 
 def sync_replica(store) -> None:
