@@ -32,11 +32,11 @@ round trips and a slow receiver does not hold up the others:
   flight (8) while another has rows waiting, so a slow receiver with many rows
   leaves at least half the pool to the others; once it is the only one with
   rows left, it may use the whole pool;
-* no send starts once the run has spent ``alerts.interval`` (real time, not the
+* no send starts once the run has spent ``jobs.schedule.alerts`` (real time, not the
   injected clock); what is left is due and goes out with the next run.
 
 :meth:`deliver_due` returns when its sends are done, so ``AlertEngine.run``
-waits for delivery: at most ``alerts.interval`` plus the longest receiver
+waits for delivery: at most ``jobs.schedule.alerts`` plus the longest receiver
 timeout, and one timeout when a receiver hangs (the others' rows are sent
 meanwhile). The workers only send; the calling thread writes the outcomes
 that completed together in one insert (after starting the next sends, so
@@ -170,7 +170,7 @@ class Outbox:
             return {}
         workers = self._delivery.concurrency
         share = max(1, workers // 2)  # per receiver, while another receiver has rows waiting
-        deadline = time.monotonic() + self.config.alerts.interval.total_seconds()
+        deadline = time.monotonic() + self.config.jobs.schedule.alerts.total_seconds()
         queues: dict[str, deque] = {}
         for i, row in enumerate(rows):
             queues.setdefault(row["receiver"], deque()).append((i, row))
@@ -219,8 +219,8 @@ class Outbox:
         unstarted = sum(len(q) for q in queues.values())
         if unstarted:
             log.warning("%d due notification%s left for the next run: this delivery run has spent its "
-                        "alerts.interval (%gs)", unstarted, "" if unstarted == 1 else "s",
-                        self.config.alerts.interval.total_seconds())
+                        "jobs.schedule.alerts (%gs)", unstarted, "" if unstarted == 1 else "s",
+                        self.config.jobs.schedule.alerts.total_seconds())
         return out
 
     def _supersede(self, row: dict, now: dt.datetime) -> dict:

@@ -1,4 +1,4 @@
-"""The ``alerts`` job: evaluate the rules, decide notifications, deliver the outbox, every ``alerts.interval``."""
+"""The ``alerts`` job: evaluate the rules, decide notifications, deliver the outbox, every ``jobs.schedule.alerts``."""
 from __future__ import annotations
 
 import datetime as dt
@@ -24,7 +24,7 @@ class AlertEngine:
         self.store = store
         self.config = config
         self.clock = clock
-        self.interval = config.alerts.interval
+        self.interval = config.jobs.schedule.alerts
         self.evaluator = Evaluator(store, config, clock, load_rules(config), job_intervals)
         self.outbox = Outbox(store, config, clock)
         self.dispatcher = Dispatcher(store, config, clock, self.outbox)

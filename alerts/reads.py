@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import operator
 from fractions import Fraction
+from typing import Callable
 
 from alerts.rules import BURN_RATE_ALERTS, BurnRateRule, SystemRule, is_live
 from monitor.foundation.config import parse_duration
@@ -53,7 +54,7 @@ class Reads:
         self.job_intervals = job_intervals or {}
         self._cache: dict[tuple, object] = {}
 
-    def _once(self, key: tuple, read, *args):
+    def once(self, key: tuple, read, *args):
         if key not in self._cache:
             self._cache[key] = read(*args)
         return self._cache[key]
@@ -62,11 +63,11 @@ class Reads:
         if isinstance(rule, BurnRateRule):
             return self._burn(rule)
         if isinstance(rule, SystemRule):
-            return getattr(self, "_" + rule.name)(rule)
+            return SYSTEM_READS[rule.name](self, rule)
         return self._live(rule) if is_live(rule) else self._points(rule)
 
     @staticmethod
-    def _out(rule, labels: dict, value: float | None, cond: bool) -> dict:
+    def sample(rule, labels: dict, value: float | None, cond: bool) -> dict:
         labels = {**labels, **rule.labels, "alertname": rule.name}
         return {fingerprint(labels): (labels, value, cond)}
 
@@ -77,9 +78,9 @@ class Reads:
         feedback = rule.metric in LIVE_FEEDBACK_METRICS
         read, compute = (rollups.live_feedback, feedback_metrics) if feedback else (rollups.live_requests,
                                                                                   request_metrics)
-        rows = self._once(("live", feedback, lo, keys), read, self.store, lo, hi, keys)
+        rows = self.once(("live", feedback, lo, keys), read, self.store, lo, hi, keys)
         # Every metric of a row at once, once per evaluation: rules on the same window share them.
-        values = self._once(("live-values", feedback, lo, keys), lambda: [compute(r) for r in rows])
+        values = self.once(("live-values", feedback, lo, keys), lambda: [compute(r) for r in rows])
         out = {}
         for row, metrics in zip(rows, values):
             labels = {k: row[k] for k in keys}
@@ -94,12 +95,12 @@ class Reads:
                 failures = row["requests"] - row["ok"] if rule.metric == "availability" else (
                     row["errors"] + row["timeouts"])
                 cond = cond and failures >= rule.min_failures
-            out.update(self._out(rule, labels, value, cond))
+            out.update(self.sample(rule, labels, value, cond))
         return out
 
     def _points(self, rule) -> dict:
         keys = sorted(set(rule.selector) | set(rule.by))
-        rows = self._once(("points", rule.metric, rule.window, rule.over, tuple(keys)), metric_points.points_with_keys,
+        rows = self.once(("points", rule.metric, rule.window, rule.over, tuple(keys)), metric_points.points_with_keys,
                           self.store, rule.metric, rule.window, self.now - rule.over, self.now, keys)
         series: dict[tuple, list] = {}
         newest: dict[tuple, dt.datetime] = {}
@@ -125,14 +126,14 @@ class Reads:
                 continue  # too few requests to tell either way: no data
             if rule.min_reviews and reviews.get(_volume_key(labels), 0) < rule.min_reviews:
                 continue  # too few reviewed answers to tell: no data
-            out.update(self._out(rule, labels, value, OPS[rule.op](value, rule.threshold)))
+            out.update(self.sample(rule, labels, value, OPS[rule.op](value, rule.threshold)))
         return out
 
     def _baselines(self, rule, keys: list[str]) -> dict[tuple, list[tuple[dt.datetime, float]]]:
         """Per series, its (ts, value) points over the baseline window, oldest first, as far back as one
         baseline window before the rule's span."""
         span = dt.timedelta(seconds=WINDOWS[rule.baseline] + WINDOWS[rule.window]) + rule.over
-        rows = self._once(("points", rule.metric, rule.baseline, span, tuple(keys)), metric_points.points_with_keys,
+        rows = self.once(("points", rule.metric, rule.baseline, span, tuple(keys)), metric_points.points_with_keys,
                           self.store, rule.metric, rule.baseline, self.now - span, self.now, keys)
         out: dict[tuple, list] = {}
         for labels, ts, v in rows:
@@ -143,14 +144,14 @@ class Reads:
         """Per series, the newest count ``metric`` says its window held (requests; reviewed answers)."""
         window = rule.window if rule.window in METRICS[metric][1] else "1h"
         over = max(rule.over, dt.timedelta(minutes=5))
-        rows = self._once(("volumes", metric, window, over), metric_points.newest_per_series, self.store, metric,
+        rows = self.once(("volumes", metric, window, over), metric_points.newest_per_series, self.store, metric,
                           window, self.now - over, self.now)
         return {_volume_key(labels): v for labels, v in rows}
 
     # -- SLO burn rates ------------------------------------------------------------------------
     def _burn(self, rule: BurnRateRule) -> dict:
         slo, cond, best = rule.slo_config, False, None
-        counts = self._once(("slo", slo.name), self._slo_counts, slo)
+        counts = self.once(("slo", slo.name), self._slo_counts, slo)
         for tier in rule.tiers:
             rates = []
             for window in (tier.long_window, tier.short_window):
@@ -166,7 +167,7 @@ class Reads:
                     best = (over, rates[0])
         if best is None:
             return {}
-        return self._out(rule, {}, float(best[1]), cond)
+        return self.sample(rule, {}, float(best[1]), cond)
 
     def _slo_counts(self, slo) -> dict[str, tuple[int, int]]:
         """(good, total) over every window the burn-rate alerts use, in one query."""
@@ -175,56 +176,76 @@ class Reads:
         spans = [live_window(self.now, dt.timedelta(seconds=WINDOWS[w])) for w in windows]
         return dict(zip(windows, rollups.slo_counts(self.store, slo, spans)))
 
-    # -- system rules ----------------------------------------------------------------------------
-    def _TrafficStopped(self, rule) -> dict:
-        system = self.config.alerts.system
-        per_after: dict[dt.timedelta, list] = {}
-        out = {}
-        counts = {}
-        for after in {system.traffic_stopped_after} | {o.after for o in system.traffic_stopped if o.after}:
-            lo, hi = live_window(self.now, after)  # silent for at least ``after``
-            counts[after] = self._once(("traffic", after), rollups.requests_per_service, self.store,
-                                       [(lo, hi), (lo - dt.timedelta(hours=1), lo)])
-            per_after[after] = sorted({svc for _, svc in counts[after]})
-        for after, services in per_after.items():
-            for service in services:
-                if system.traffic_after(service) != after:
-                    continue
-                recent, before = counts[after].get((0, service), 0), counts[after].get((1, service), 0)
-                was_busy = before / 60 > system.traffic_stopped_min_per_minute
-                if was_busy or recent:
-                    out.update(self._out(rule, {"service": service}, float(recent), was_busy and recent == 0))
-        return out
+# -- system rules: a registry of what each reads ------------------------------------------------------
+SYSTEM_READS: dict[str, Callable[[Reads, SystemRule], dict]] = {}
 
-    def _JobStalled(self, rule) -> dict:
-        limit = self.config.alerts.system.job_stalled_intervals
-        out = {}
-        for job, last_ok in job_runs.last_successes(self.store).items():
-            interval = self.job_intervals.get(job)
-            if interval is None:
+
+def system_read(name: str):
+    """Register the read of system rule ``name`` (alerts.rules.system_rules lists the rules)."""
+    def register(fn):
+        SYSTEM_READS[name] = fn
+        return fn
+    return register
+
+
+@system_read("TrafficStopped")
+def traffic_stopped(reads: Reads, rule) -> dict:
+    system = reads.config.alerts.system
+    per_after: dict[dt.timedelta, list] = {}
+    out = {}
+    counts = {}
+    for after in {system.traffic_stopped_after} | {o.after for o in system.traffic_stopped if o.after}:
+        lo, hi = live_window(reads.now, after)  # silent for at least ``after``
+        counts[after] = reads.once(("traffic", after), rollups.requests_per_service, reads.store,
+                                   [(lo, hi), (lo - dt.timedelta(hours=1), lo)])
+        per_after[after] = sorted({svc for _, svc in counts[after]})
+    for after, services in per_after.items():
+        for service in services:
+            if system.traffic_after(service) != after:
                 continue
-            age = (self.now - last_ok).total_seconds()
-            out.update(self._out(rule, {"job": job}, round(age), age > limit * interval.total_seconds()))
-        return out
+            recent, before = counts[after].get((0, service), 0), counts[after].get((1, service), 0)
+            was_busy = before / 60 > system.traffic_stopped_min_per_minute
+            if was_busy or recent:
+                out.update(reads.sample(rule, {"service": service}, float(recent), was_busy and recent == 0))
+    return out
 
-    def _IngestRejectRateHigh(self, rule) -> dict:
-        system = self.config.alerts.system
-        bad = rejected.count_between(self.store, self.now - REJECT_WINDOW, self.now)
-        good = rollups.requests_and_feedback(self.store, *live_window(self.now, REJECT_WINDOW))
-        rate = bad / (bad + good) if bad + good else 0.0
-        return self._out(rule, {}, rate, rate > system.ingest_reject_rate and bad >= system.ingest_reject_min)
 
-    def _NotificationsUndeliverable(self, rule) -> dict:
-        failing = notification_outbox.undeliverable(self.store, self.now - dt.timedelta(hours=1),
-                                                    self.config.alerts.system.undeliverable_attempts)
-        out = {}
-        for receiver in sorted({r.name for r in self.config.alerts.receivers} | set(failing)):
-            n = failing.get(receiver, 0)
-            out.update(self._out(rule, {"receiver": receiver}, float(n), n > 0))
-        return out
+@system_read("JobStalled")
+def job_stalled(reads: Reads, rule) -> dict:
+    limit = reads.config.alerts.system.job_stalled_intervals
+    out = {}
+    for job, last_ok in job_runs.last_successes(reads.store).items():
+        interval = reads.job_intervals.get(job)
+        if interval is None:
+            continue
+        age = (reads.now - last_ok).total_seconds()
+        out.update(reads.sample(rule, {"job": job}, round(age), age > limit * interval.total_seconds()))
+    return out
 
-    def _Watchdog(self, rule) -> dict:
-        return self._out(rule, {}, 1.0, True)
+
+@system_read("IngestRejectRateHigh")
+def ingest_reject_rate_high(reads: Reads, rule) -> dict:
+    system = reads.config.alerts.system
+    bad = rejected.count_between(reads.store, reads.now - REJECT_WINDOW, reads.now)
+    good = rollups.requests_and_feedback(reads.store, *live_window(reads.now, REJECT_WINDOW))
+    rate = bad / (bad + good) if bad + good else 0.0
+    return reads.sample(rule, {}, rate, rate > system.ingest_reject_rate and bad >= system.ingest_reject_min)
+
+
+@system_read("NotificationsUndeliverable")
+def notifications_undeliverable(reads: Reads, rule) -> dict:
+    failing = notification_outbox.undeliverable(reads.store, reads.now - dt.timedelta(hours=1),
+                                                reads.config.alerts.system.undeliverable_attempts)
+    out = {}
+    for receiver in sorted({r.name for r in reads.config.alerts.receivers} | set(failing)):
+        n = failing.get(receiver, 0)
+        out.update(reads.sample(rule, {"receiver": receiver}, float(n), n > 0))
+    return out
+
+
+@system_read("Watchdog")
+def watchdog(reads: Reads, rule) -> dict:
+    return reads.sample(rule, {}, 1.0, True)
 
 
 def _before(points: list[tuple[dt.datetime, float]], limit: dt.datetime) -> float | None:
@@ -241,4 +262,4 @@ def _volume_key(labels: dict) -> tuple:
     return tuple(sorted((k, v) for k, v in labels.items() if k in ("service", "feature", "model", "prompt_version")))
 
 
-__all__ = ["Reads", "fingerprint", "live_window"]
+__all__ = ["Reads", "SYSTEM_READS", "fingerprint", "live_window"]

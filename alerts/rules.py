@@ -70,8 +70,8 @@ class BurnRateRule:
 
 @dataclass
 class SystemRule:
-    """An alert nlpmon raises about its data and itself (``alerts.system``): its condition is coded in
-    alerts/reads.py, by name."""
+    """An alert nlpmon raises about its data and itself (``alerts.system``): what it reads and when it holds
+    is a function registered for its name in alerts/reads.py (SYSTEM_READS; every one has its read)."""
 
     name: str
     labels: dict[str, str]

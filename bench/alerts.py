@@ -5,7 +5,7 @@
 
 1. Page latency, as ``nlpmon serve`` runs the alerts: APScheduler
    (monitor.scheduler.Scheduler) with the ``alerts`` engine and the ``sli`` job
-   on a SystemClock in real time, alerts.interval 15 s (the default). Request
+   on a SystemClock in real time, jobs.schedule.alerts 15 s (the default). Request
    rules are live (they read the rollups at each evaluation), so the sli job is
    only load here, not on the paging path; the other jobs are left out. The
    rules are the shipped ones (default, SLO and system rules) plus
@@ -42,8 +42,8 @@
    delivered by one ``Outbox.deliver_due`` to a loopback webhook, with
    ``alerts.delivery.concurrency`` 16 (the default) and 1 (sequential), to a
    receiver that answers at once and to one that answers after 50 ms (a hosted
-   webhook's round trip). ``alerts.interval`` is 1h here so that one run sends
-   them all (a run starts no send after alerts.interval: with the default
+   webhook's round trip). ``jobs.schedule.alerts`` is 1h here so that one run sends
+   them all (a run starts no send after jobs.schedule.alerts: with the default
    15 s, a sequential storm would go out over several runs). The rows are
    inserted as the dispatcher leaves them (the dispatcher's own cost is in the
    first run of 2.); the store's inserts are counted (outcomes that complete
@@ -260,7 +260,7 @@ def timed_jobs(jobs: dict) -> dict[str, list]:
 
 def serve_jobs(store, cfg, clock) -> dict:
     """The sli job and the alerts engine, built as monitor.scheduler.build_jobs builds them."""
-    sli = SliJob(store, cfg, clock, cfg.jobs.sli_interval)
+    sli = SliJob(store, cfg, clock, cfg.jobs.schedule.sli)
     return {"sli": sli, "alerts": AlertEngine(store, cfg, clock, job_intervals={"sli": sli.interval})}
 
 
@@ -358,7 +358,7 @@ def bench_page_latency(tmp: str, runs: int) -> list[dict]:
     shipped = [f"b-{tag}-{i:02d}" for i in range(runs)]
     services = {**dict.fromkeys(fast, FAST_FEATURE), **dict.fromkeys(shipped, SHIPPED_FEATURE),
                 SLO["service"]: SLO["feature"]}
-    tick = cfg.alerts.interval.total_seconds()
+    tick = cfg.jobs.schedule.alerts.total_seconds()
     clock = SystemClock()
     ingestor = create_app(cfg, store, clock).extensions["nlpmon"].ingestor
     jobs = serve_jobs(store, cfg, clock)
@@ -367,7 +367,7 @@ def bench_page_latency(tmp: str, runs: int) -> list[dict]:
     burn = float(page_rule.tiers[0].threshold)
     budget = 1 - SLO["objective"] / 100
     print("\n== page latency: the scheduler as nlpmon serve runs it, real time ==")
-    print(f"  schedule: alerts every {tick:g} s and sli every {cfg.jobs.sli_interval.total_seconds():g} s "
+    print(f"  schedule: alerts every {tick:g} s and sli every {cfg.jobs.schedule.sli.total_seconds():g} s "
           f"(APScheduler, SystemClock); {len(jobs['alerts'].rules)} rules (shipped default, SLO and system "
           f"rules, plus {FAST_RULE})")
     print(f"  shipped HighErrorRate: {rule.metric} {rule.op} {rule.threshold:g} over a live {rule.window} window "
@@ -683,9 +683,9 @@ def print_evaluation(label: str, m: dict, n_rules: int, interval: float) -> None
     print(f"  first engine.run (a storm: every hot series fires, one new group each): {m['storm']}")
     print(f"  evaluator.evaluate(now): median {med_eval:,.1f} ms (min {min(m['eval_ms']):,.1f}, max "
           f"{max(m['eval_ms']):,.1f}) over {len(m['eval_ms'])} runs = {med_eval / n_rules * 1000:,.0f} us per rule, "
-          f"{med_eval / 1000 / interval:.1%} of alerts.interval {interval:g} s")
+          f"{med_eval / 1000 / interval:.1%} of jobs.schedule.alerts {interval:g} s")
     print(f"  engine.run(now) (evaluate + dispatch + outbox): median {med_run:,.1f} ms (min {min(m['run_ms']):,.1f}, "
-          f"max {max(m['run_ms']):,.1f}) = {med_run / 1000 / interval:.1%} of alerts.interval")
+          f"max {max(m['run_ms']):,.1f}) = {med_run / 1000 / interval:.1%} of jobs.schedule.alerts")
     print(f"  store reads per evaluation: {m['reads']} = {m['reads'] - m['fixed_reads']} for the {n_rules:,} rules "
           f"(shared: one per distinct read) + {m['fixed_reads']} every evaluation makes (alert_state, silences); "
           f"{m['inserts']} inserts; {m['transitions']} transitions")
@@ -737,7 +737,7 @@ def bench_evaluation(tmp: str, n_rules: int, repeat: int, history: dt.timedelta)
         print("  baseline: the same rules with source: points (the 5m points over the live window's length, "
               "aggregations last/avg/max/min), reading metric_points")
         counter = QueryCounter(store)
-        interval = cfg.alerts.interval.total_seconds()
+        interval = cfg.jobs.schedule.alerts.total_seconds()
         engine = AlertEngine(store, cfg, clock)
         measured = {"live": time_evaluations(engine, clock, counter, now, repeat, hook)}
         for table in ALERT_TABLES:  # the baseline starts from no alerts too
@@ -758,7 +758,7 @@ def bench_evaluation(tmp: str, n_rules: int, repeat: int, history: dt.timedelta)
 
     def line(m):
         return (f"{statistics.median(m['eval_ms']):,.1f} ms per evaluation "
-                f"({statistics.median(m['eval_ms']) / 1000 / interval:.1%} of alerts.interval {interval:g} s), "
+                f"({statistics.median(m['eval_ms']) / 1000 / interval:.1%} of jobs.schedule.alerts {interval:g} s), "
                 f"{m['reads']} reads; engine.run {statistics.median(m['run_ms']):,.1f} ms")
     return {"live": line(measured["live"]), "points": line(measured["points"])}
 
@@ -808,7 +808,7 @@ def bench_storm(tmp: str, groups: int) -> str:
                     run = f"l{int(latency * 1000)}-w{workers}"
                     config = load_config(env={}, overrides={
                         "clickhouse": {"url": cfg.clickhouse.url, "database": cfg.clickhouse.database},
-                        "alerts": {"interval": "1h",
+                        "jobs": {"schedule": {"alerts": "1h"}}, "alerts": {
                                    "receivers": [{"name": "hook", "webhook": {"url": rcv.url, "timeout": "10s"}}],
                                    "route": {"receiver": "hook"}, "delivery": {"concurrency": workers}}})
                     outbox = Outbox(store, config, clock)

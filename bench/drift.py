@@ -402,7 +402,7 @@ def bench_drift_job(store: Store, config, end: dt.datetime) -> None:
             # Part 3's best candidate end to end: its own cache key, so the cache is cold again.
             ("cold cache, encoding under bfloat16 autocast", torch.bfloat16))
     for label, autocast in runs:
-        job = DriftJob(store, config, clock, config.drift.interval)
+        job = DriftJob(store, config, clock, config.jobs.schedule.drift)
         cached = store.scalar("SELECT count() FROM embedding_cache")
         with Breakdown() as bd:
             job.embedder = Embedder(store, config, clock)  # a fresh one: nothing held in memory

@@ -25,6 +25,7 @@ class Job:
     name: str = ""
     description: str = ""
     show_progress = False  # progress bars for long work when a person is watching (CLI)
+    start_offset = dt.timedelta(0)
     embedder = None  # jobs.embeddings.Embedder, made on first use by jobs that embed text
 
     def __init__(self, store: Store, config: Config, clock, interval: dt.timedelta):

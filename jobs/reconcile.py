@@ -25,7 +25,7 @@ another process may count that insert twice; the next runs see it and repair
 again, so the rollups still converge.
 
 So a lost or doubled count is repaired within two runs of this job (every
-``jobs.reconcile_interval``, 1 minute by default) once it is in the horizon.
+``jobs.schedule.reconcile``, 1 minute by default) once it is in the horizon.
 Feedback stored before its request arrived is attributed to it here too (the
 first run after the request arrives), and its orphan bucket repaired two runs
 later, by the same mechanism. What was repaired is logged, and written as

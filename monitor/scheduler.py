@@ -20,7 +20,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from alerts.engine import AlertEngine
-from jobs.base import Job
 from jobs.cost import CostJob
 from jobs.drift import DriftJob
 from jobs.grounding import GroundingProxyJob
@@ -34,28 +33,29 @@ from monitor.foundation.config import Config
 from monitor.foundation.memory import release_free_memory
 from monitor.foundation.lease import Lease
 from monitor.foundation.storage import Store, StoreError
+from monitor.foundation.tasks import ScheduledTask
 from monitor.foundation.tables import alert_state, notification_log, notification_outbox, silences
 from monitor.foundation.tables.job_runs import RunResult
 
 log = logging.getLogger(__name__)
 
 
-def build_jobs(store: Store, config: Config, clock) -> dict[str, Job]:
-    j = config.jobs
-    r = config.review
-    jobs = [SliJob(store, config, clock, j.sli_interval), SloJob(store, config, clock, j.slo_interval),
-            CostJob(store, config, clock, j.cost_interval),
-            HallucinationSampleJob(store, config, clock, r.sample_interval),
-            HallucinationRateJob(store, config, clock, r.rate_interval),
-            ReconcileJob(store, config, clock, j.reconcile_interval),
+def build_jobs(store: Store, config: Config, clock) -> dict[str, ScheduledTask]:
+    every = config.jobs.schedule
+    jobs: list[ScheduledTask] = [
+        SliJob(store, config, clock, every.sli), SloJob(store, config, clock, every.slo),
+        CostJob(store, config, clock, every.cost),
+        HallucinationSampleJob(store, config, clock, every.hallucination_sample),
+        HallucinationRateJob(store, config, clock, every.hallucination),
+        ReconcileJob(store, config, clock, every.reconcile),
         # Parked OpenTelemetry spans, ingested with the content events that came for them.
-        OtlpJoin(store, config, clock)]
+        OtlpJoin(store, config, clock, interval=every.otlp_join)]
     if config.drift.enabled:
-        jobs.append(DriftJob(store, config, clock, config.drift.interval))
+        jobs.append(DriftJob(store, config, clock, every.drift))
     if config.grounding.enabled:
-        jobs.append(GroundingProxyJob(store, config, clock, config.grounding.interval))
+        jobs.append(GroundingProxyJob(store, config, clock, every.grounding_proxy))
     if config.alerts.enabled:
-        jobs.append(IncidentKpiJob(store, config, clock, dt.timedelta(hours=1)))
+        jobs.append(IncidentKpiJob(store, config, clock, every.incident_kpis))
         # The engine watches the others: a job without a successful run for a few intervals is an alert.
         jobs.append(AlertEngine(store, config, clock, job_intervals={j.name: j.interval for j in jobs}))
     return {job.name: job for job in jobs}
@@ -83,7 +83,7 @@ def catch_up(store: Store) -> None:
 
 
 class Scheduler:
-    def __init__(self, jobs: dict[str, Job], lease: Lease | None = None, store: Store | None = None):
+    def __init__(self, jobs: dict[str, ScheduledTask], lease: Lease | None = None, store: Store | None = None):
         self.jobs = jobs
         self.lease = lease
         self.store = store
@@ -139,10 +139,8 @@ class Scheduler:
             every = self.lease.period.total_seconds() / 3
             self._aps.add_job(self.keep_lease, IntervalTrigger(seconds=every), id="_lease", name="lease")
         for name, job in self.jobs.items():
-            first = now + getattr(job, "start_offset", dt.timedelta(0))
-            clock = getattr(job, "clock", None)
-            if clock is not None:  # the grid in the job's own time (an injected clock in tests)
-                self._first[name] = clock.now() + getattr(job, "start_offset", dt.timedelta(0))
+            first = now + job.start_offset
+            self._first[name] = job.clock.now() + job.start_offset  # the grid in the job's own time
             self._aps.add_job(self.run_job, IntervalTrigger(seconds=job.interval.total_seconds(), start_date=first),
                               args=[name], id=name, name=name, next_run_time=first)
         self._aps.start()

@@ -223,3 +223,28 @@ def test_step_a_blip_shorter_than_for_never_fires_and_nodata_modes():
 
 def test_matchers_parse_as_alertmanager_writes_them():
     assert parse_all(['service="a b"', "x!~y.*"]) == [Matcher("service", "=", "a b"), Matcher("x", "!~", "y.*")]
+
+
+def test_every_system_rule_has_its_read_registered():
+    from alerts.reads import SYSTEM_READS
+    from alerts.rules import system_rules
+    cfg = load_config(env={}, overrides={})
+    assert sorted(r.name for r in system_rules(cfg)) == sorted(SYSTEM_READS)
+
+
+def test_every_task_the_scheduler_builds_states_the_scheduled_task_interface(caplog):
+    from monitor.foundation.clock import ManualClock
+    from monitor.foundation.storage import Store
+    from monitor.foundation.tasks import ScheduledTask
+    from monitor.scheduler import build_jobs
+    cfg = load_config(env={"MONITOR_REVIEW_RATE_INTERVAL": "2h"}, overrides={
+        "clickhouse": {"url": "chdb:///nonexistent/never-opened"},
+        "jobs": {"sli_interval": "2m", "schedule": {"slo": "3m"}}, "alerts": {"interval": "30s"}})
+    # Old keys are still read, each with a line saying where it moved.
+    assert (cfg.jobs.schedule.sli, cfg.jobs.schedule.slo, cfg.jobs.schedule.alerts) == (2 * M, 3 * M, M / 2)
+    assert cfg.jobs.schedule.hallucination == 120 * M
+    assert "'jobs.sli_interval' is deprecated: use 'jobs.schedule.sli'" in caplog.text
+    tasks = build_jobs(Store.from_config(cfg), cfg, ManualClock(T0))  # builds without touching the store
+    assert all(isinstance(t, ScheduledTask) for t in tasks.values()), [n for n, t in tasks.items()
+                                                                      if not isinstance(t, ScheduledTask)]
+    assert {n: t.interval for n, t in tasks.items()} == {n: getattr(cfg.jobs.schedule, n) for n in tasks}

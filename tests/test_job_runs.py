@@ -195,7 +195,7 @@ from monitor.foundation.storage import Store
 from jobs.sli import SliJob
 
 config = load_config()
-job = SliJob(Store.from_config(config), config, SystemClock(), config.jobs.sli_interval)
+job = SliJob(Store.from_config(config), config, SystemClock(), config.jobs.schedule.sli)
 job.chunk_size = 1
 
 def inside(n):

@@ -423,6 +423,7 @@ def test_scheduled_runs_are_timed_at_their_tick_not_their_wake_up():
 
     class Probe:  # records the now each run is given
         name, interval, clock = "probe", dt.timedelta(seconds=15), SystemClock()
+        description, start_offset, show_progress = "records its runs", dt.timedelta(0), False
 
         def __init__(self):
             self.nows = []

@@ -14,7 +14,7 @@ firing alert must be re-sent before then. As Prometheus does with its resend
 delay (``--rules.alert.resend-delay``, default 1m), a firing alert's ``endsAt``
 is the decision time plus four times ``resend_every``, and the dispatcher
 decides a notification for this receiver's groups at the first evaluation
-(``alerts.interval``) after ``resend_every`` while they fire, whatever the
+(``jobs.schedule.alerts``) after ``resend_every`` while they fire, whatever the
 route's ``group_interval`` and ``repeat_interval`` (:data:`RESEND_EVERY`, the
 dispatcher's generic hook; Alertmanager groups by itself, so hearing of changes
 that often costs it nothing). Three missed re-sends (the outbox retrying, the

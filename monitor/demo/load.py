@@ -258,7 +258,7 @@ def daily_drift(store: Store, config: Config, clock, days: float, end: dt.dateti
     targets = [t.model_copy(update={"windows": None, "every": None}) for t in config.drift.targets]
     daily = config.model_copy(update={"drift": config.drift.model_copy(update={"windows": ["1d"], "every": None,
                                                                                "targets": targets})})
-    job = DriftJob(store, daily, clock, config.drift.interval)
+    job = DriftJob(store, daily, clock, config.jobs.schedule.drift)
     first, last = floor_to(end - dt.timedelta(days=days), 86400), floor_to(end, 86400)
     plan = sorted(job.plan(first, last), key=lambda p: (-p[4].timestamp(), p[0], p[1]))
     progress.start("drift", len(plan))
@@ -322,7 +322,7 @@ def shift_drift(store: Store, config: Config, clock, days: float, end: dt.dateti
     week_before = max(shift["start"] - dt.timedelta(days=7), end - dt.timedelta(days=days))
     before = DriftReference.model_validate({"from": week_before, "to": shift["start"]})
     pinned = config.model_copy(update={"drift": config.drift.model_copy(update={"reference": before, "targets": []})})
-    job = DriftJob(store, pinned, clock, config.drift.interval)
+    job = DriftJob(store, pinned, clock, config.jobs.schedule.drift)
     echo(f"computing drift of {shift['service']}/{shift['feature']} around the topic shift ({len(hours)} hours) ...")
     rows = 0
     for h in tqdm(hours, unit="cmp", desc="drift comparisons", file=sys.stderr, mininterval=0.5):

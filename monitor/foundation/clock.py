@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 
 def utc(ts: dt.datetime) -> dt.datetime:
@@ -55,6 +55,11 @@ def parse_time(value: Any, epoch_strings: bool = True) -> dt.datetime:
         except (OverflowError, OSError, ValueError):
             raise ValueError("epoch value out of range") from None
     raise ValueError("must be an ISO 8601 string or epoch seconds")
+
+
+class Clock(Protocol):
+    def now(self) -> dt.datetime:
+        """The current time, timezone-aware UTC."""
 
 
 class SystemClock:

@@ -8,6 +8,7 @@ falls back to a default is found only when it matters.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 from decimal import Decimal
@@ -164,6 +165,41 @@ class AuthConfig(_Section):
     cookie_secure: bool = False
 
 
+class ScheduleConfig(_Section):
+    """How often each scheduled task runs: one place for all of them (jobs.schedule)."""
+
+    sli: Duration = dt.timedelta(minutes=1)
+    slo: Duration = dt.timedelta(minutes=1)
+    cost: Duration = dt.timedelta(minutes=5)
+    # The rollup reconciliation: how often it compares rollups with the raw rows.
+    reconcile: Duration = dt.timedelta(minutes=1)
+    hallucination_sample: Duration = dt.timedelta(minutes=10)
+    hallucination: Duration = dt.timedelta(hours=1)
+    # The drift job wakes this often; a window is compared when a multiple of its own length has closed.
+    drift: Duration = dt.timedelta(hours=1)
+    grounding_proxy: Duration = dt.timedelta(hours=1)
+    incident_kpis: Duration = dt.timedelta(hours=1)
+    # Parked OpenTelemetry spans ingested with the content that came for them.
+    otlp_join: Duration = dt.timedelta(seconds=5)
+    # The alert engine: evaluate, dispatch, deliver (a run starts no send after this much real time).
+    alerts: Duration = dt.timedelta(seconds=15)
+
+    @model_validator(mode="after")
+    def _positive(self) -> "ScheduleConfig":
+        for name, value in self:
+            if value <= dt.timedelta(0):
+                raise ValueError(f"{name}: must be positive")
+        return self
+
+
+# Keys that named a task's interval before jobs.schedule held them all: still read (with a line in the log).
+MOVED_TO_SCHEDULE = {("jobs", "sli_interval"): "sli", ("jobs", "slo_interval"): "slo",
+                     ("jobs", "cost_interval"): "cost", ("jobs", "reconcile_interval"): "reconcile",
+                     ("review", "sample_interval"): "hallucination_sample", ("review", "rate_interval"): "hallucination",
+                     ("drift", "interval"): "drift", ("grounding", "interval"): "grounding_proxy",
+                     ("alerts", "interval"): "alerts"}
+
+
 class JobsConfig(_Section):
     # false on API replicas when one `nlpmon scheduler` process runs the jobs for all of them.
     enabled: bool = True
@@ -179,8 +215,7 @@ class JobsConfig(_Section):
     recompute: Duration = dt.timedelta(minutes=10)
     # A window is computed once it has been closed this long (ingest lag).
     grace: Duration = dt.timedelta(seconds=30)
-    sli_interval: Duration = dt.timedelta(minutes=1)
-    slo_interval: Duration = dt.timedelta(minutes=1)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     @field_validator("lease")
     @classmethod
@@ -188,10 +223,7 @@ class JobsConfig(_Section):
         if v < dt.timedelta(seconds=3):
             raise ValueError("must be at least 3s (it is renewed every third of itself)")
         return v
-    cost_interval: Duration = dt.timedelta(minutes=5)
-    # The rollup reconciliation: how often it compares rollups with the raw rows, and how many
-    # whole UTC days back (older days: `nlpmon rollups rebuild`).
-    reconcile_interval: Duration = dt.timedelta(minutes=1)
+    # How many whole UTC days back the reconciliation compares (older days: `nlpmon rollups rebuild`).
     reconcile_horizon: Duration = dt.timedelta(days=2)
 
 
@@ -256,8 +288,6 @@ class ReviewConfig(_Section):
     # Each stratum gets at least this many samples a day, however low its traffic.
     min_per_day: int = Field(5, ge=0)
     lease: Duration = dt.timedelta(minutes=10)
-    sample_interval: Duration = dt.timedelta(minutes=10)
-    rate_interval: Duration = dt.timedelta(hours=1)
     # The order /v1/review/next hands items out: oldest first, or highest grounding proxy first.
     prioritize: Literal["oldest", "ungrounded_proxy"] = "oldest"
 
@@ -328,8 +358,6 @@ class DriftConfig(_Section):
         return _drift_every(v)
 
     enabled: bool = True
-    # The job wakes this often; a window is compared when a multiple of its own length has closed.
-    interval: Duration = dt.timedelta(hours=1)
     windows: list[DriftWindow] = Field(default_factory=lambda: ["1h", "1d"], min_length=1)
     # Cadence: a window is compared at every multiple of this (e.g. 1h for a trailing day each hour);
     # unset, at every multiple of the window's own length.
@@ -364,7 +392,6 @@ class GroundingConfig(_Section):
     # An answer sentence whose best cosine similarity to any context sentence is below this is ungrounded.
     threshold: float = Field(0.5, gt=0, lt=1)
     sample_size: int = Field(200, ge=1, le=10_000)
-    interval: Duration = dt.timedelta(hours=1)
 
 
 class CardinalityLimits(_Section):
@@ -542,7 +569,6 @@ class SystemAlertsConfig(_Section):
 
 class AlertsConfig(_Section):
     enabled: bool = True
-    interval: Duration = dt.timedelta(seconds=15)
     external_url: str = "http://127.0.0.1:8080"
     default_rules: bool = True
     slo_rules: bool = True
@@ -628,6 +654,22 @@ def format_error(err: dict, prefix: str = "") -> str:
     return f"config key '{key}': {msg}" + ("" if isinstance(got, (dict, list)) else f" (got {got!r})")
 
 
+def _move_to_schedule(data: dict[str, Any]) -> None:
+    """Old interval keys (MOVED_TO_SCHEDULE) of one layer (the file, or the overrides) into its jobs.schedule,
+    each with a deprecation line in the log; a value the same layer sets in jobs.schedule itself wins."""
+    for (section, key), task in MOVED_TO_SCHEDULE.items():
+        node = data.get(section)
+        if not isinstance(node, dict) or key not in node:
+            continue
+        value = node.pop(key)
+        jobs = data.setdefault("jobs", {})
+        schedule = jobs.setdefault("schedule", {}) if isinstance(jobs, dict) else None
+        if isinstance(schedule, dict):
+            schedule.setdefault(task, value)
+        logging.getLogger(__name__).warning("config key '%s.%s' is deprecated: use 'jobs.schedule.%s'",
+                                            section, key, task)
+
+
 def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
     """Read the YAML file, apply env overrides, validate. Raises ConfigError naming the key.
@@ -649,12 +691,17 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
     elif explicit:
         raise ConfigError(f"config file {path}: does not exist")
 
-    known = _scalar_paths(Config)
+    _move_to_schedule(data)
+    known = {**_scalar_paths(Config), **{ENV_PREFIX + "_".join(old).upper(): ("jobs", "schedule", task)
+                                         for old, task in MOVED_TO_SCHEDULE.items()}}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX) or name == "MONITOR_CONFIG":
             continue
         if name not in known:
             raise ConfigError(f"environment variable {name}: unknown config key")
+        if known[name][:2] == ("jobs", "schedule") and name != ENV_PREFIX + "_".join(known[name]).upper():
+            logging.getLogger(__name__).warning("environment variable %s is deprecated: use %s", name,
+                                                ENV_PREFIX + "_".join(known[name]).upper())
         section, *rest = known[name]
         node = data.setdefault(section, {})
         if not isinstance(node, dict):
@@ -663,9 +710,14 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
             node = node.setdefault(part, {})
         node[rest[-1]] = _env_value(raw, known[name])
 
-    for section, values in (overrides or {}).items():
+    overrides = {k: dict(v) if isinstance(v, dict) else v for k, v in (overrides or {}).items()}
+    _move_to_schedule(overrides)
+    for section, values in overrides.items():
         if isinstance(values, dict) and isinstance(data.get(section), dict):
-            data[section] = {**data[section], **values}
+            merged = {**data[section], **values}
+            if isinstance(values.get("schedule"), dict) and isinstance(data[section].get("schedule"), dict):
+                merged["schedule"] = {**data[section]["schedule"], **values["schedule"]}
+            data[section] = merged
         else:
             data[section] = values
     try:

@@ -25,6 +25,7 @@ class OtlpJoin:
     name = "otlp_join"
     description = "ingest parked OpenTelemetry spans with the content log events that arrived for them"
     show_progress = False
+    start_offset = dt.timedelta(0)
 
     def __init__(self, store, config, clock, ingestor=None, interval: dt.timedelta = dt.timedelta(seconds=5)):
         self.store = store
