@@ -396,8 +396,11 @@ def alerts():
     svc = _svc()
     now = svc.clock.now()
     filt = {k: request.args[k] for k in ("service", "feature") if request.args.get(k)}
-    active = []
+    active, heartbeats = [], []
     for a in alert_state.active(svc.store):
+        if a.labels.get("severity") == "none":
+            heartbeats.append(a)  # the Watchdog fires for ever, by design: a heartbeat, not an incident
+            continue
         if not all(a.labels.get(k) == v for k, v in filt.items()):
             continue
         runbook = a.annotations.get("runbook_url", "")
@@ -417,7 +420,8 @@ def alerts():
                                                      if k in ("service", "feature")),
                  "start": iso_utc(s["start"]), "end": iso_utc(s["end"] or now), "open": s["end"] is None,
                  "severity": s["severity"], "href": s["explore"]} for s in spans]
-    return render_template("alerts.html", active=active, spans=list(reversed(spans)), history=history,
+    return render_template("alerts.html", active=active, heartbeats=heartbeats, spans=list(reversed(spans)),
+                           history=history,
                            silences=silences.list_all(svc.store, svc.clock), days=days, filters=filt,
                            can_admin=g.api_key.allows("admin"), now=now,
                            payload=_chart_json({"timeline": timeline, "from": iso_utc(lo), "to": iso_utc(now)}))
