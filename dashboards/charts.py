@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from dashboards.scope import in_scope
 from monitor.foundation.clock import iso_utc, utc
 from monitor.foundation.metrics import WINDOWS
 from monitor.foundation.tables import alert_history, metric_points, rollups
@@ -66,7 +67,7 @@ def alert_markers(store, lo: dt.datetime, hi: dt.datetime, labels: dict[str, str
     rows = alert_history.fired(store, lo, hi + dt.timedelta(milliseconds=1), limit=200)
     out = []
     for r in rows:
-        if all(not r["labels"].get(k) or r["labels"][k] == v for k, v in labels.items()):
+        if in_scope(r["labels"], labels):
             out.append({"x": iso_utc(r["ts"]), "label": r["rule"], "kind": "alert"})
     return out
 

@@ -15,6 +15,7 @@ import io
 from dashboards import charts, kpis
 from dashboards.compare import row_change
 from dashboards.formatting import fmt
+from dashboards.scope import in_scope
 from monitor.foundation.clock import iso_utc, utc
 from monitor.foundation.config import parse_duration
 from monitor.foundation.filters import where_equal
@@ -110,9 +111,9 @@ def report(store, config, period: kpis.Period, filters: dict) -> dict:
     negative = feedback.negative(store, period.start, period.end, where, params, LIST_LIMIT, SNIPPET)
     margin = dt.timedelta(hours=1)
     history = alert_history.between(store, period.start - margin, period.end + margin, limit=2000)
-    history = [h for h in history if _matches(h["labels"], filters)]
+    history = [h for h in history if in_scope(h["labels"], filters)]
     spans = [s for s in alert_history.incident_spans(store, period.start - margin, period.end)
-             if _matches(s["labels"], filters)]
+             if in_scope(s["labels"], filters)]
     drift = []
     for r in drift_reports.ending_between(store, period.start, period.end + dt.timedelta(days=1), where, params):
         w_end = utc(r["ts"])
@@ -126,10 +127,6 @@ def report(store, config, period: kpis.Period, filters: dict) -> dict:
             "negative_feedback": negative, "alerts": history, "incidents": spans, "drift": drift,
             "prompt_changes": charts.prompt_changes(store, period.start, period.end, filters.get("service", ""),
                                                     filters.get("feature", ""))}
-
-
-def _matches(labels: dict, filters: dict) -> bool:
-    return all(not filters.get(k) or not labels.get(k) or labels[k] == filters[k] for k in ("service", "feature"))
 
 
 # -- exports -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from dashboards.scope import in_scope
 from monitor.foundation.clock import utc
 from monitor.foundation.filters import where_equal
 from monitor.foundation.rollups import (
@@ -24,10 +25,12 @@ from monitor.foundation.rollups import (
     FEEDBACK_SELECT,
     REQUEST_SELECT,
     REQUEST_SUMS,
-    STATUS_COLUMNS,
     feedback_metrics,
     request_metrics,
     rollup_for,
+    success_status_sql,
+    successful_outcomes,
+    unhappy_sql,
 )
 from monitor.foundation.stats import ratio, wilson
 from monitor.foundation.tables import alert_history, drift_reports, feedback, metric_points, review, rollups
@@ -138,7 +141,7 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
     for r in rows.values():
         for side in (r.current, r.previous):
             if "success_status" in side:
-                outcomes = max(side.pop("success_status") - side.pop("unhappy", 0), 0)
+                outcomes = successful_outcomes(side.pop("success_status"), side.pop("unhappy", 0))
                 side["successful_outcomes"] = outcomes
                 side["cost_per_successful_outcome_usd"] = ratio(side["cost_usd"], outcomes)
     _hallucination(store, period, prev, filters, row)
@@ -159,7 +162,7 @@ def _requests(store, config, period: Period, prev: Period, family: str, trend: b
               row) -> None:
     """Request figures of both periods, then the current period's trend, from the ``family`` rollups."""
     columns = "service, feature, " + ", ".join(REQUEST_SUMS + ("latency_q", "ttft_q"))
-    ok_expr = " + ".join(f"sum({STATUS_COLUMNS[s]})" for s in config.outcomes.success.statuses)
+    ok_expr = success_status_sql(config.outcomes.success.statuses)
     for r in rollups.per_feature(store, [(period.start, period.end), (prev.start, prev.end)], family, columns,
                                  f"{REQUEST_SELECT}, sum(cost_usd) AS cost, {ok_expr} AS success_status", where, params):
         target = row(_key(r)).current if r["cur"] else row(_key(r)).previous
@@ -183,16 +186,15 @@ def _feedback(store, config, period: Period, prev: Period, where: str, params: d
     """Feedback rates and the unhappy requests behind cost per successful outcome, for both periods.
 
     Read from the feedback rows, which carry their request's time, dimensions and status
-    (copied at ingest), with the rollups' own conditions (monitor.foundation.rollups). An unhappy
-    request counts once however many negative ratings it got. The rollups' bitmaps give
-    the same count, but merging one bitmap state per minute, dimension set and status
-    costs several times more than reading the rows of a period.
+    (copied at ingest), with the rollups' own conditions and the one unhappy rule
+    (monitor.foundation.rollups.unhappy_sql, which the cost job reads over the rollups' bitmaps).
     """
     success = config.outcomes.success
     counts = ("thumbs_up", "thumbs_down", "task_success", "task_failure")
     totals: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
     for r in feedback.period_counts(store, [(period.start, period.end), (prev.start, prev.end)], counts,
-                                    success.negative_feedback, success.statuses, where, params):
+                                    unhappy_sql(success.negative_feedback, rows=True),
+                                    where, {**params, "statuses": list(success.statuses)}):
         for key in ((r["service"], r["feature"]), TOTAL):  # a request has one service and feature: sums are exact
             acc = totals[(key, r["cur"])]
             for c in counts + ("unhappy",):
@@ -270,7 +272,7 @@ def _incidents(store, period: Period, prev: Period, filters: dict, row) -> None:
         if prev.end <= span["start"] < period.start:
             continue
         labels = span["labels"]
-        if any(filters.get(k) and labels.get(k) and labels[k] != filters[k] for k in ("service", "feature")):
+        if not in_scope(labels, filters):
             continue
         span["current"] = span["start"] >= period.start
         keys = [TOTAL]

@@ -31,6 +31,7 @@ from dashboards import charts, compare, incidents, kpis
 from dashboards import review as review_api
 from dashboards.formatting import exact, fmt
 from dashboards.access import page
+from dashboards.scope import in_scope
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc, parse_time, utc
 from monitor.foundation.config import parse_duration
@@ -401,7 +402,7 @@ def alerts():
         if a.labels.get("severity") == "none":
             heartbeats.append(a)  # the Watchdog fires for ever, by design: a heartbeat, not an incident
             continue
-        if not all(a.labels.get(k) == v for k, v in filt.items()):
+        if not in_scope(a.labels, filt):
             continue
         runbook = a.annotations.get("runbook_url", "")
         active.append({**a.__dict__, "since": a.since, "runbook": runbook,
@@ -410,12 +411,12 @@ def alerts():
     days = int(request.args.get("days", "7")) if request.args.get("days", "7").isdigit() else 7
     lo = now - dt.timedelta(days=max(1, min(days, 90)))
     spans = [s for s in alert_history.incident_spans(svc.store, lo, now)
-             if all(s["labels"].get(k) == v for k, v in filt.items())]
+             if in_scope(s["labels"], filt)]
     for s in spans:
         s["explore"] = incident_link(s["start"], s["end"], s["fingerprint"], s["labels"])
         s["duration"] = ((s["end"] or now) - s["start"]).total_seconds()
     history = alert_history.newest_since(svc.store, lo, 300)
-    history = [h for h in history if all(h["labels"].get(k) == v for k, v in filt.items())]
+    history = [h for h in history if in_scope(h["labels"], filt)]
     timeline = [{"name": s["rule"] + " " + " ".join(f"{k}={v}" for k, v in sorted(s["labels"].items())
                                                      if k in ("service", "feature")),
                  "start": iso_utc(s["start"]), "end": iso_utc(s["end"] or now), "open": s["end"] is None,

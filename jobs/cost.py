@@ -15,7 +15,7 @@ from typing import Iterable
 
 from jobs.base import Job
 from monitor.foundation.metrics import COST_WINDOWS, Point, labels_of
-from monitor.foundation.rollups import NEGATIVE_FEEDBACK, STATUS_COLUMNS
+from monitor.foundation.rollups import success_status_sql, successful_outcomes, unhappy_sql
 from monitor.foundation.stats import ratio
 from monitor.foundation.tables import rollups
 
@@ -24,14 +24,6 @@ COST_SELECT = """
        sum(output_tokens) AS output_tokens, sum(cached_input_tokens) AS cached_input_tokens,
        sum(unpriced) AS unpriced, {success} AS success_status"""
 
-def _union(columns: list[str]) -> str:
-    """SQL counting the distinct request hashes in the union of these bitmap columns."""
-    if not columns:
-        return "toUInt64(0)"
-    expr = f"groupBitmapMergeState({columns[0]})"
-    for c in columns[1:]:
-        expr = f"bitmapOr({expr}, groupBitmapMergeState({c}))"
-    return f"bitmapCardinality({expr})"
 
 
 class CostJob(Job):
@@ -45,17 +37,18 @@ class CostJob(Job):
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         success = self.config.outcomes.success
         statuses = list(success.statuses)
-        select = COST_SELECT.format(success=" + ".join(f"sum({STATUS_COLUMNS[s]})" for s in statuses))
+        select = COST_SELECT.format(success=success_status_sql(statuses))
         unhappy = {}
-        negatives = [NEGATIVE_FEEDBACK[k] for k in success.negative_feedback]
-        for name, row in rollups.by_window(self.store, "feedback", f"{_union(negatives)} AS unhappy", start, end,
+        for name, row in rollups.by_window(self.store, "feedback",
+                                           f"{unhappy_sql(success.negative_feedback, rows=False)} AS unhappy", start, end,
                                      COST_WINDOWS, where="AND request_status IN {statuses:Array(String)}",
                                      params={"statuses": statuses}):
             unhappy[(name, row["w_end"], tuple(sorted(labels_of(row).items())))] = row["unhappy"]
         for name, row in rollups.by_window(self.store, "requests", select, start, end, COST_WINDOWS):
             labels = labels_of(row)
             n, cost = row["requests"], row["cost"]
-            outcomes = row["success_status"] - unhappy.get((name, row["w_end"], tuple(sorted(labels.items()))), 0)
+            outcomes = successful_outcomes(row["success_status"],
+                                           unhappy.get((name, row["w_end"], tuple(sorted(labels.items()))), 0))
             values = {
                 "cost_usd": cost,
                 "cost_per_request_usd": ratio(cost, n),
@@ -64,8 +57,8 @@ class CostJob(Job):
                 "output_tokens": float(row["output_tokens"]),
                 "cached_input_tokens": float(row["cached_input_tokens"]),
                 "unpriced_requests": float(row["unpriced"]),
-                "successful_outcomes": float(max(outcomes, 0)),
-                "cost_per_successful_outcome_usd": ratio(cost, max(outcomes, 0)),
+                "successful_outcomes": float(outcomes),
+                "cost_per_successful_outcome_usd": ratio(cost, outcomes),
             }
             for metric, v in values.items():
                 if v is not None:

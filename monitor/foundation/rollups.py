@@ -335,6 +335,36 @@ def slo_good_sql(slo) -> str:
     return f"sumForEachMerge(latency_le)[{bucket_index(slo.threshold_ms)}]"
 
 
+# -- successful outcomes: the one rule the cost job, the pages and the exports count by --------------------
+def success_status_sql(statuses) -> str:
+    """SQL summing, over request rollup rows, the requests with a status in ``outcomes.success.statuses``."""
+    return " + ".join(f"sum({STATUS_COLUMNS[s]})" for s in statuses) or "toUInt64(0)"
+
+
+def unhappy_sql(kinds, rows: bool) -> str:
+    """SQL counting the requests with a success status (``{statuses:Array(String)}``) that got any of the
+    negative feedback ``kinds`` (``outcomes.success.negative_feedback``), each once however much it got.
+
+    ``rows``: over feedback rows (distinct request ids; the pages read a period's rows, cheaper than
+    merging a bitmap per minute); else over feedback rollup rows already limited to those statuses
+    (the union of their bitmaps of request-id hashes; the cost job's windows)."""
+    if rows:
+        when = " OR ".join(f"({NEGATIVE_FEEDBACK_WHEN[k]})" for k in kinds) or "0"
+        return f"uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({when}))"
+    columns = [NEGATIVE_FEEDBACK[k] for k in kinds]
+    if not columns:
+        return "toUInt64(0)"
+    expr = f"groupBitmapMergeState({columns[0]})"
+    for c in columns[1:]:
+        expr = f"bitmapOr({expr}, groupBitmapMergeState({c}))"
+    return f"bitmapCardinality({expr})"
+
+
+def successful_outcomes(success_status: int, unhappy: int) -> int:
+    """Requests with a success status and no negative feedback."""
+    return max(success_status - unhappy, 0)
+
+
 def feedback_metrics(r: dict) -> dict[str, float | None]:
     return {
         "thumbs_up_rate": ratio(r["thumbs_up"], r["thumbs_up"] + r["thumbs_down"]),

@@ -58,18 +58,17 @@ def time_span(store) -> tuple[dt.datetime, dt.datetime] | None:
     return (lo, hi) if n else None
 
 
-def period_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: Sequence[str], negative: Sequence[str],
-                  statuses: Sequence[str], where: str, params: dict) -> list[dict]:
+def period_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: Sequence[str], unhappy: str,
+                  where: str, params: dict) -> list[dict]:
     """Feedback counts per (span index ``cur``: 1 for the first span, 0 for the second, service, feature)
     for the requests whose time falls in either of two spans.
 
-    ``counts`` names FEEDBACK_COUNTS conditions; ``unhappy`` counts the requests with a status in
-    ``statuses`` that got any of the ``negative`` kinds (NEGATIVE_FEEDBACK_WHEN), each once. A row in
-    both spans (an incident longer than the week to its baseline) counts in both. ``where`` holds
-    filter conditions starting with AND.
+    ``counts`` names FEEDBACK_COUNTS conditions; ``unhappy`` is the SQL of the unhappy requests
+    (monitor.foundation.rollups.unhappy_sql over rows; its parameters in ``params``). A row in both
+    spans (an incident longer than the week to its baseline) counts in both. ``where`` holds filter
+    conditions starting with AND.
     """
     (lo, hi), (plo, phi) = spans
-    negative_when = " OR ".join(f"({NEGATIVE_FEEDBACK_WHEN[k]})" for k in negative) or "0"
     in_cur = "(request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')})"
     in_prev = "(request_ts >= {plo:DateTime64(3, 'UTC')} AND request_ts < {phi:DateTime64(3, 'UTC')})"
     cur = (f"arrayJoin(multiIf({in_cur} AND {in_prev}, [1, 0], {in_cur}, [1], [0]))"
@@ -77,9 +76,9 @@ def period_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: S
     return store.query_dicts(
         f"SELECT {cur} AS cur, service, feature, "
         + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
-        f", uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({negative_when})) AS unhappy "
+        f", {unhappy} AS unhappy "
         f"FROM feedback WHERE service != '' AND ({in_cur} OR {in_prev}){where} GROUP BY cur, service, feature",
-        {**params, "lo": lo, "hi": hi, "plo": plo, "phi": phi, "statuses": list(statuses)})
+        {**params, "lo": lo, "hi": hi, "plo": plo, "phi": phi})
 
 
 def negative(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int, snip: int) -> list[dict]:
