@@ -62,7 +62,6 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from alerts import notify
 from alerts.model import Notice
 from alerts.notify import AlertView, DeliveryError, Notification, build_payload, send
-from monitor.foundation.clock import utc
 from monitor.foundation.tables import notification_outbox
 
 __all__ = ["Outbox"]
@@ -146,7 +145,7 @@ class Outbox:
         Rows left for the next run (see the module docstring) are not written nor returned.
         """
         with self._deliver_lock:
-            now = utc(now) if now is not None else self.clock.now()
+            now = now if now is not None else self.clock.now()
             due = notification_outbox.due(self.store, now)
             if not due:
                 return []

@@ -250,10 +250,9 @@ def watchdog(reads: Reads, rule) -> dict:
 
 def _before(points: list[tuple[dt.datetime, float]], limit: dt.datetime) -> float | None:
     """The value of the newest point at or before ``limit``."""
-    limit = limit.replace(tzinfo=None) if limit.tzinfo else limit
     found = None
     for ts, v in points:
-        if (ts.replace(tzinfo=None) if ts.tzinfo else ts) <= limit:
+        if ts <= limit:
             found = v
     return found
 

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from monitor.foundation.clock import iso_utc, utc
+from monitor.foundation.clock import iso_utc
 from monitor.foundation.matchers import Matcher, match_all, parse_all
 from monitor.foundation.tables import silences
 from monitor.foundation.tables.silences import SilenceRow
@@ -141,12 +141,12 @@ def expire(store, clock, sid: str) -> Silence | None:
         return None
     row, now = found[0], clock.now()
     if status(row, now) != "expired":
-        silences.write(store, replace(row, ends_at=max(now, utc(row.starts_at)), updated_at=now))
+        silences.write(store, replace(row, ends_at=max(now, row.starts_at), updated_at=now))
     return get(store, clock, sid)
 
 
 def status(row: SilenceRow, now: dt.datetime) -> str:
-    return "pending" if now < utc(row.starts_at) else "active" if now < utc(row.ends_at) else "expired"
+    return "pending" if now < row.starts_at else "active" if now < row.ends_at else "expired"
 
 
 def get(store, clock, sid: str) -> Silence | None:
@@ -156,7 +156,7 @@ def get(store, clock, sid: str) -> Silence | None:
 
 def list_all(store, clock, sid: str | None = None) -> list[Silence]:
     now = clock.now()
-    return [Silence(r.id, tuple(str(m) for m in r.matchers), utc(r.starts_at), utc(r.ends_at), r.created_by, r.comment,
+    return [Silence(r.id, tuple(str(m) for m in r.matchers), r.starts_at, r.ends_at, r.created_by, r.comment,
                     status(r, now)) for r in silences.rows(store, sid)]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 
 from dashboards.scope import in_scope
-from monitor.foundation.clock import iso_utc, utc
+from monitor.foundation.clock import iso_utc
 from monitor.foundation.metrics import WINDOWS
 from monitor.foundation.tables import alert_history, metric_points, rollups
 
@@ -42,10 +42,9 @@ def fetch_ranges(store, wanted: dict[str, str], label_sets: list[dict[str, str]]
         if wanted.get(metric) == window and which >= 0:
             newest[(metric, which, ts)] = value  # rows come oldest computation first
     for (metric, which, ts), value in newest.items():
-        t = utc(ts)
         for j, (lo, hi) in enumerate(ranges):  # ranges may overlap: a point can belong to both
-            if utc(lo) < t <= utc(hi):
-                out[j].setdefault((metric, which), []).append((iso_utc(t), value))
+            if lo < ts <= hi:
+                out[j].setdefault((metric, which), []).append((iso_utc(ts), value))
     return out
 
 
@@ -79,7 +78,7 @@ def prompt_changes(store, lo: dt.datetime, hi: dt.datetime, service: str = "", f
     """
     out = [{"service": svc, "feature": feat, "prompt_version": version, "first_seen": first}
            for svc, feat, version, first in rollups.prompt_versions_first_seen(store, lo, hi, service, feature)
-           if utc(lo) <= first < utc(hi)]
+           if lo <= first < hi]
     return sorted(out, key=lambda c: c["first_seen"])
 
 

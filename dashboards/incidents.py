@@ -16,7 +16,7 @@ from dashboards import charts, kpis
 from dashboards.compare import row_change
 from dashboards.formatting import fmt
 from dashboards.scope import in_scope
-from monitor.foundation.clock import iso_utc, utc
+from monitor.foundation.clock import iso_utc
 from monitor.foundation.config import parse_duration
 from monitor.foundation.filters import where_equal
 from monitor.foundation.rollups import STATUS_COLUMNS
@@ -93,7 +93,7 @@ def _failing(store, period: kpis.Period, where: str, params: dict) -> list[dict]
     for hour, n in rollups.failed_per_hour(store, period.start, period.end, where, params):
         seen += n
         if seen >= LIST_LIMIT:
-            since = max(period.start, utc(hour))
+            since = max(period.start, hour)
             break
     rows = requests.failing(store, since, period.end, where, params, LIST_LIMIT)
     if len(rows) < LIST_LIMIT and since > period.start:  # the hour counts included rows past the window's end
@@ -116,7 +116,7 @@ def report(store, config, period: kpis.Period, filters: dict) -> dict:
              if in_scope(s["labels"], filters)]
     drift = []
     for r in drift_reports.ending_between(store, period.start, period.end + dt.timedelta(days=1), where, params):
-        w_end = utc(r["ts"])
+        w_end = r["ts"]
         if w_end - parse_duration(r["window"]) < period.end:  # the report's window overlaps the incident's
             drift.append({**r, "ts": w_end, "drift_detected": bool(r["drift_detected"])})
     return {"window": {"from": period.start, "to": period.end},
@@ -227,8 +227,8 @@ def as_markdown(rep: dict) -> str:
                                  f"{_md(p['service'])}/{_md(p['feature'])}") for p in rep["prompt_changes"]]
     events += [(d["ts"], f"drift report {_md(d['window'])} window on {_md(d['service'])}/{_md(d['feature'])}: "
                          f"{'**drift detected**' if d['drift_detected'] else _md(d['status'])}") for d in rep["drift"]]
-    events.sort(key=lambda e: utc(e[0]))
-    lines += [f"- {utc(ts):%Y-%m-%d %H:%M:%S} {text}" for ts, text in events] or ["- _no alerts, drift reports or "
+    events.sort(key=lambda e: e[0])
+    lines += [f"- {ts:%Y-%m-%d %H:%M:%S} {text}" for ts, text in events] or ["- _no alerts, drift reports or "
                                                                                    "prompt changes in the window_"]
     lines += ["", "## Impact", ""]
     total = next((r for r in rep["slis"] if r.is_total), None)

@@ -17,7 +17,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from dashboards.scope import in_scope
-from monitor.foundation.clock import utc
 from monitor.foundation.filters import where_equal
 from monitor.foundation.rollups import (
     DIMENSIONS,
@@ -72,7 +71,7 @@ class Period:
 
 
 def _minute(ts: dt.datetime) -> dt.datetime:
-    return utc(ts).replace(second=0, microsecond=0)
+    return ts.replace(second=0, microsecond=0)
 
 
 def make_period(name: str, now: dt.datetime, start: dt.datetime | None = None,
@@ -247,7 +246,7 @@ def _drift(store, period: Period, filters: dict, rows: dict) -> None:
         key = (r["service"], r["feature"])
         if key in rows:
             rows[key].drift = {"report_id": r["report_id"], "status": r["status"], "detected": bool(r["detected"]),
-                               "ts": utc(r["last_ts"]), "window": r["last_window"]}
+                               "ts": r["last_ts"], "window": r["last_window"]}
 
 
 def _slos(store, config, period: Period, filters: dict, rows: dict) -> None:

@@ -28,18 +28,18 @@ from flask import (
 
 from alerts import silence as silences
 from dashboards import charts, compare, incidents, kpis
-from dashboards import review as review_api
 from dashboards.formatting import exact, fmt
 from dashboards.access import page
 from dashboards.scope import in_scope
 from monitor.foundation.auth import require
-from monitor.foundation.clock import iso_utc, parse_time, utc
+from monitor.foundation.clock import iso_utc, parse_time
 from monitor.foundation.config import parse_duration
 from monitor.foundation.events import HALLUCINATION_LABELS
 from monitor.foundation.http import ApiError, time_arg
 from monitor.foundation.incident_window import incident_window
 from monitor.foundation.metrics import METRICS, WINDOWS, slo_labels, window_name
 from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests
+from monitor.review import queue as review_queue
 
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -101,7 +101,7 @@ def _iso(v) -> str:
 
 @bp.app_template_filter("when")
 def _when(v) -> str:
-    return utc(v).strftime("%Y-%m-%d %H:%M UTC") if isinstance(v, dt.datetime) else "–"
+    return v.strftime("%Y-%m-%d %H:%M UTC") if isinstance(v, dt.datetime) else "–"
 
 
 @bp.app_template_filter("duration")
@@ -465,10 +465,10 @@ def expire_silence(sid: str):
 def review():
     svc = _svc()
     service, feature = request.args.get("service") or None, request.args.get("feature") or None
-    item = review_api.lease_next(svc, g.api_key.name, service, feature)
+    item = review_queue.next_item(svc, g.api_key.name, service, feature)
     today = svc.clock.now().date()
     return render_template("review.html", item=item, labels=HALLUCINATION_LABELS, service=service or "",
-                           feature=feature or "", progress=review_api.progress(svc, today, service, feature),
+                           feature=feature or "", progress=review_queue.progress(svc, today, service, feature),
                            today=today)
 
 
@@ -478,7 +478,7 @@ def review_label(request_id: str):
     svc = _svc()
     label = request.form.get("label", "")
     try:
-        review_api.store_label(svc, request_id, label, g.api_key.name, request.form.get("comment", "")[:2000],
+        review_queue.store_label(svc, request_id, label, g.api_key.name, request.form.get("comment", "")[:2000],
                                g.api_key.key_id)
         flash(f"labelled {request_id} as {label}", "ok")
     except ApiError as exc:
@@ -579,5 +579,5 @@ def request_detail(request_id: str):
         return render_template("error.html", status=404, title="Not found",
                                message=f"No request {request_id} (or it is past retention)."), 404
     return render_template("request.html", r=r, feedback=feedback.for_request(svc.store, request_id),
-                           explore=incident_link(utc(r["ts"]), utc(r["ts"]) + dt.timedelta(minutes=1),
+                           explore=incident_link(r["ts"], r["ts"] + dt.timedelta(minutes=1),
                                                  labels={"service": r["service"], "feature": r["feature"]}))

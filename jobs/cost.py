@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable
 
-from jobs.base import Job
+from monitor.foundation.job import Job
 from monitor.foundation.metrics import COST_WINDOWS, Point, labels_of
 from monitor.foundation.rollups import success_status_sql, successful_outcomes, unhappy_sql
 from monitor.foundation.stats import ratio

@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 from jobs import drift_methods as drift
-from jobs.base import Job
+from jobs.embeddings import Embeds
+from monitor.foundation.job import Job
 from monitor.foundation.metrics import WINDOWS, Point, window_ends
 from monitor.foundation.storage import StoreError
 from monitor.foundation.tables import drift_reports, requests
@@ -57,7 +58,7 @@ def report_id(service: str, feature: str, window: str, end: dt.datetime) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nlpmon:drift/{service}/{feature}/{window}/{end.isoformat()}"))
 
 
-class DriftJob(Job):
+class DriftJob(Embeds, Job):
     name = "drift"
     description = "embedding drift of input and output texts against a reference window, with Evidently reports"
 

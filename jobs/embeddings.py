@@ -182,3 +182,14 @@ class Embedder:
     def _lookup(self, hashes: list[str]) -> dict[str, np.ndarray]:
         return {h: np.asarray(v, dtype=np.float32)
                 for h, v in embedding_cache.lookup(self.store, self.model_id, hashes).items()}
+
+
+class Embeds:
+    """For a job that embeds text: its Embedder, made on first use (the model loads then, not at start)."""
+
+    embedder: Embedder | None = None
+
+    def embeddings(self) -> Embedder:
+        if self.embedder is None:
+            self.embedder = Embedder(self.store, self.config, self.clock)
+        return self.embedder

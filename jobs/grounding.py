@@ -22,7 +22,8 @@ from typing import Iterable
 
 import numpy as np
 
-from jobs.base import Job
+from jobs.embeddings import Embeds
+from monitor.foundation.job import Job
 from monitor.foundation.metrics import PROXY_WINDOWS, Point, window_ends
 from monitor.foundation.tables import requests
 
@@ -55,7 +56,7 @@ def proxy_scores(pairs: list[tuple[str, str]], embed, threshold: float) -> list[
     return out
 
 
-class GroundingProxyJob(Job):
+class GroundingProxyJob(Embeds, Job):
     name = "grounding_proxy"
     description = "automatic grounding proxy: answer sentences far from every context sentence (not a label)"
 
@@ -86,3 +87,18 @@ class GroundingProxyJob(Job):
             yield Point(hi, window, "ungrounded_proxy_answers", labels, float(answers))
             if n:
                 yield Point(hi, window, "ungrounded_proxy_rate", labels, bad / n)
+
+
+class AnswerProxy(Embeds):
+    """The proxy of single answers, for the review queue to order by (review.prioritize): the share of
+    an answer's sentences with no close context sentence, None without context. Handed to the
+    queue's sampling job by the composition root, so the review capability needs no model of its own."""
+
+    def __init__(self, store, config, clock):
+        self.store, self.config, self.clock = store, config, clock
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> list[float | None]:
+        if not any(c for _, c in pairs):
+            return [None] * len(pairs)
+        scores = proxy_scores(pairs, self.embeddings().embed, self.config.grounding.threshold)
+        return [bad / n if n else None for bad, n in scores]

@@ -1,10 +1,4 @@
-"""Hallucination rates from human review of sampled responses.
-
-``hallucination_sample`` puts answered requests into ``review_queue`` the way
-Langfuse samples traces: a request is chosen when a hash of its id falls under
-the stratum's rate, so the choice is deterministic (a rerun selects the same
-requests) and needs no state. Each (service, feature) also gets at least
-``review.min_per_day`` samples a day: the lowest hashes, again deterministic.
+"""Hallucination rates from human review of sampled responses (the queue itself: monitor/review).
 
 ``hallucination`` turns reviewers' labels (feedback kind ``hallucination``,
 source ``reviewer``) into rates with Wilson 95% intervals over trailing 1-day
@@ -19,58 +13,10 @@ import datetime as dt
 from collections import defaultdict
 from typing import Iterable
 
-from jobs.base import Job
-from jobs.grounding import proxy_scores
-from monitor.foundation.metrics import RATE_WINDOWS, Point, floor_to, window_ends
+from monitor.foundation.job import Job
+from monitor.foundation.metrics import RATE_WINDOWS, Point, window_ends
 from monitor.foundation.stats import wilson
-from monitor.foundation.tables import requests, review
-
-HASH_SPACE = 1_000_000
-
-
-class HallucinationSampleJob(Job):
-    name = "hallucination_sample"
-    description = "deterministic sampling of answered requests into the review queue"
-
-    def minimum_recompute(self) -> dt.timedelta:
-        # The running day is sampled again on every run: later requests may have lower hashes.
-        return dt.timedelta(days=1)
-
-    def _rates(self) -> tuple[dict[str, int], int]:
-        cfg = self.config.review
-        rates = {}
-        for r in cfg.rates:
-            rates[f"{r.service}/{r.feature}" if r.feature else r.service] = int(r.rate * HASH_SPACE)
-        return rates, int(cfg.sample_rate * HASH_SPACE)
-
-    def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
-        rates, default = self._rates()
-        day = floor_to(start, 86400)
-        while day < end:
-            day_end = day + dt.timedelta(days=1)
-            yield from self._sample_day(day, min(day_end, end), day_end, rates, default)
-            day = day_end
-
-    def _sample_day(self, day, upto, day_end, rates, default) -> Iterable[Point]:
-        rows = requests.review_sample(self.store, day, upto, HASH_SPACE, rates, default, self.config.review.min_per_day)
-        if not rows:
-            return
-        now = self.clock.now()
-        proxy = self._proxy([(r[5], r[6]) for r in rows])
-        review.enqueue(self.store, [[rid, ts, svc, feat, day.date(), "rate" if by_rate else "minimum", now, p]
-                                    for (svc, feat, rid, ts, by_rate, *_), p in zip(rows, proxy)])
-        counts: dict[tuple, int] = defaultdict(int)
-        for svc, feat, *_ in rows:
-            counts[(svc, feat)] += 1
-        for (svc, feat), n in counts.items():
-            yield Point(day_end, "1d", "review_samples", {"service": svc, "feature": feat}, float(n))
-
-    def _proxy(self, pairs: list[tuple[str, str]]) -> list[float | None]:
-        """The grounding proxy of each queued answer (None without context), for review.prioritize."""
-        if not self.config.grounding.enabled or not any(c for _, c in pairs):
-            return [None] * len(pairs)
-        scores = proxy_scores(pairs, self.embeddings().embed, self.config.grounding.threshold)
-        return [bad / n if n else None for bad, n in scores]
+from monitor.foundation.tables import review
 
 
 class HallucinationRateJob(Job):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable
 
-from jobs.base import Job
+from monitor.foundation.job import Job
 from monitor.foundation.metrics import KPI_WINDOWS, Point, window_ends
 from monitor.foundation.tables import alert_history, notification_outbox
 
@@ -48,22 +48,17 @@ class IncidentKpiJob(Job):
         while t <= last:
             for window, seconds in KPI_WINDOWS.items():
                 w_lo = t - dt.timedelta(seconds=seconds)
-                naive_lo, naive_hi = w_lo.replace(tzinfo=None), t.replace(tzinfo=None)
-                in_window = [(sev, ts) for fp, sev, ts in fired if naive_lo <= _naive(ts) < naive_hi]
+                in_window = [(sev, ts) for fp, sev, ts in fired if w_lo <= ts < t]
                 severities = {sev for sev, _ in in_window} | {"all"}
                 for sev in sorted(severities):
                     n = sum(1 for s, _ in in_window if sev in ("all", s))
                     labels = {} if sev == "all" else {"severity": sev}
                     yield Point(t, window, "incidents", labels, float(n))
-                    ds = [d for ts, s, d in durations if naive_lo <= _naive(ts) < naive_hi and sev in ("all", s)]
+                    ds = [d for ts, s, d in durations if w_lo <= ts < t and sev in ("all", s)]
                     if ds:
                         yield Point(t, window, "incident_mttr_seconds", labels, sum(ds) / len(ds))
                 n_all = len(in_window)
                 if n_all:
-                    notes = sum(1 for ts in sent if naive_lo <= _naive(ts) < naive_hi)
+                    notes = sum(1 for ts in sent if w_lo <= ts < t)
                     yield Point(t, window, "alert_notifications_per_incident", {}, notes / n_all)
             t += dt.timedelta(hours=1)
-
-
-def _naive(ts: dt.datetime) -> dt.datetime:
-    return ts.replace(tzinfo=None) if ts.tzinfo else ts

@@ -40,7 +40,7 @@ import datetime as dt
 import logging
 from typing import Iterable
 
-from jobs.base import Job
+from monitor.foundation.job import Job
 from monitor.foundation.metrics import Point, floor_to
 from monitor.foundation.rollups import LINEAGE
 from monitor.foundation.tables import feedback, requests, rollups

@@ -11,8 +11,7 @@ import datetime as dt
 import math
 from typing import Iterable
 
-from jobs.base import Job
-from monitor.foundation.clock import utc
+from monitor.foundation.job import Job
 from monitor.foundation.metrics import METRICS, SLI_WINDOWS, WINDOWS, Point, labels_of, window_ends
 from monitor.foundation.rollups import (DIMENSIONS, FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics,
                                         rollup_for)
@@ -55,5 +54,5 @@ class SliJob(Job):
                                                first - dt.timedelta(seconds=seconds), last, DIMENSIONS, ov):
                 for dim in DIMENSIONS:
                     if row[f"ov_{dim}"]:
-                        yield Point(utc(row["w_end"]), name, "cardinality_overflow_requests",
+                        yield Point(row["w_end"], name, "cardinality_overflow_requests",
                                     {"service": row["svc"], "dimension": dim}, float(row[f"ov_{dim}"]))

@@ -18,7 +18,7 @@ import datetime as dt
 from fractions import Fraction
 from typing import Iterable
 
-from jobs.base import Job
+from monitor.foundation.job import Job
 from monitor.foundation.config import SloConfig
 from monitor.foundation.metrics import BURN_WINDOWS, UTC, Point, error_budget, slo_labels, window_name
 from monitor.foundation.rollups import slo_good_sql

@@ -59,14 +59,15 @@ def create_app(config: Config | None = None, store: Store | None = None, clock=N
     app.extensions["nlpmon"] = Services(config, store, clock, KeyStore(store, clock, config.auth.key_cache_seconds))
     _install_log_filter()
 
-    from dashboards import jobs, reports, review, series
+    from dashboards import jobs, reports, series
+    from monitor.review import api as review_api
     from monitor import health
     from monitor.ingest import api
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(series.bp)
     app.register_blueprint(jobs.bp)
-    app.register_blueprint(review.bp)
+    app.register_blueprint(review_api.bp)
     app.register_blueprint(reports.bp)
     from alerts import api as alerts_api
     app.register_blueprint(alerts_api.bp)

@@ -22,13 +22,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from alerts.engine import AlertEngine
 from jobs.cost import CostJob
 from jobs.drift import DriftJob
-from jobs.grounding import GroundingProxyJob
-from jobs.hallucination import HallucinationRateJob, HallucinationSampleJob
+from jobs.grounding import AnswerProxy, GroundingProxyJob
+from jobs.hallucination import HallucinationRateJob
 from jobs.incident_kpis import IncidentKpiJob
 from jobs.reconcile import ReconcileJob
 from jobs.sli import SliJob
 from jobs.slo import SloJob
 from monitor.ingest.otlp_join import OtlpJoin
+from monitor.review.sampling import HallucinationSampleJob
 from monitor.foundation.config import Config
 from monitor.foundation.memory import release_free_memory
 from monitor.foundation.lease import Lease
@@ -45,7 +46,8 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, ScheduledTask]:
     jobs: list[ScheduledTask] = [
         SliJob(store, config, clock, every.sli), SloJob(store, config, clock, every.slo),
         CostJob(store, config, clock, every.cost),
-        HallucinationSampleJob(store, config, clock, every.hallucination_sample),
+        HallucinationSampleJob(store, config, clock, every.hallucination_sample,
+                               proxy=AnswerProxy(store, config, clock) if config.grounding.enabled else None),
         HallucinationRateJob(store, config, clock, every.hallucination),
         ReconcileJob(store, config, clock, every.reconcile),
         # Parked OpenTelemetry spans, ingested with the content events that came for them.

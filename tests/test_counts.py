@@ -14,7 +14,6 @@ from tests.helpers import LiveServer
 from tests.test_jobs import T0, iso, traffic
 
 ROLLUPS = [t for t, *_ in LINEAGE]
-NAIVE_T0 = T0.replace(tzinfo=None)  # how the store answers with DateTime columns
 
 
 @pytest.fixture
@@ -92,7 +91,7 @@ def test_feedback_that_arrives_first_is_attributed_once_its_request_arrives(env)
     clock.advance(60)
     assert job.run().status == "ok"  # the first run after the request arrived attributes the feedback
     row = store.query_dicts("SELECT service, feature, request_ts, request_status FROM feedback FINAL")
-    assert row == [{"service": "svc", "feature": "chat", "request_ts": NAIVE_T0 + dt.timedelta(minutes=10),
+    assert row == [{"service": "svc", "feature": "chat", "request_ts": T0 + dt.timedelta(minutes=10),
                     "request_status": "ok"}]
     assert store.scalar("SELECT value FROM metric_points FINAL WHERE metric = 'feedback_attributed'") == 1
     for _ in range(2):  # the orphan bucket differs from the raw rows now; repaired when two runs see it
@@ -101,7 +100,7 @@ def test_feedback_that_arrives_first_is_attributed_once_its_request_arrives(env)
     assert converged(store)
     for table in ("feedback_1m", "feedback_1h", "feedback_1d"):
         assert store.query(f"SELECT sum(orphaned), sumIf(thumbs_down, service = 'svc') FROM {table}") == [(0, 1)]
-    assert store.query("SELECT minute FROM feedback_1m WHERE thumbs_down > 0") == [(NAIVE_T0 + dt.timedelta(minutes=10),)]
+    assert store.query("SELECT minute FROM feedback_1m WHERE thumbs_down > 0") == [(T0 + dt.timedelta(minutes=10),)]
 
 
 def test_reconciliation_repairs_lost_and_doubled_view_writes(env):

@@ -5,7 +5,8 @@ import datetime as dt
 
 from jobs.embeddings import Embedder
 from jobs.grounding import GroundingProxyJob, proxy_scores, sentences
-from jobs.hallucination import HallucinationSampleJob
+from jobs.grounding import AnswerProxy
+from monitor.review.sampling import HallucinationSampleJob
 from monitor.app import create_app
 from tests.helpers import auth
 from tests.test_jobs import T0, iso
@@ -58,7 +59,8 @@ def test_job_rate_and_review_order(make_config, make_store, clock):
                         "'ungrounded_proxy_answers' AND labels = map('service', 'svc')") == 120
 
     # The sampler scores queued items, and the review API hands out the most suspicious first.
-    assert HallucinationSampleJob(store, cfg, clock, dt.timedelta(minutes=10)).run().status == "ok"
+    sample = HallucinationSampleJob(store, cfg, clock, dt.timedelta(minutes=10), proxy=AnswerProxy(store, cfg, clock))
+    assert sample.run().status == "ok"
     key = svc.keys.create("ana", ["review"])[1]
     item = app.test_client().get("/v1/review/next", headers=auth(key)).get_json()["item"]
     assert item["feature"] == "bad" and item["ungrounded_proxy"] >= 0.5

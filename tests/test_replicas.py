@@ -152,7 +152,8 @@ def test_reviewers_at_several_instances_never_share_an_item(apps, store, clock, 
     Nobody is ever handed an item someone else holds, and every round hands out items (a reviewer asking
     from four instances at once may win several and another none)."""
     from monitor.foundation.tables import review
-    monkeypatch.setattr(review, "_lease_lock", _NoLock())
+    from monitor.review import leases
+    monkeypatch.setattr(leases, "_lease_lock", _NoLock())
     instances, key = apps
     day = clock.now().date()
     review.enqueue(store, [[f"q{i}", clock.now(), "svc", "chat", day, "rate", clock.now(), None] for i in range(40)])

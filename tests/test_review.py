@@ -5,7 +5,8 @@ import datetime as dt
 
 import pytest
 
-from jobs.hallucination import HallucinationRateJob, HallucinationSampleJob
+from jobs.hallucination import HallucinationRateJob
+from monitor.review.sampling import HallucinationSampleJob
 from monitor.app import create_app
 from monitor.foundation.stats import wilson
 from tests.helpers import auth

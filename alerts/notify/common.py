@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlencode
 
-from monitor.foundation.clock import utc
 from monitor.foundation.incident_window import incident_window
 
 __all__ = ["AlertView", "DeliveryError", "Notification", "USER_AGENT", "ZERO_TIME", "incident_url", "keep_all",
@@ -94,7 +93,6 @@ def rfc3339(ts: dt.datetime | None) -> str:
     """
     if ts is None:
         return ZERO_TIME
-    ts = utc(ts)
     text = ts.strftime("%Y-%m-%dT%H:%M:%S")
     if ts.microsecond:
         text += ("." + f"{ts.microsecond:06d}").rstrip("0")
@@ -102,7 +100,7 @@ def rfc3339(ts: dt.datetime | None) -> str:
 
 
 def _now(n: Notification) -> dt.datetime:
-    return utc(n.now) if n.now is not None else dt.datetime.now(dt.timezone.utc)
+    return n.now if n.now is not None else dt.datetime.now(dt.timezone.utc)
 
 
 def incident_url(external_url: str, alert: AlertView, now: dt.datetime) -> str:

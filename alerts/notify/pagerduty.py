@@ -21,7 +21,6 @@ from pydantic import Field
 from alerts.notify.common import (Notification, _common, _is_http_url, _now, _runbook, _summary, _truncate,
     incident_url, rfc3339, title)
 from alerts.notify.transport import _post_json
-from monitor.foundation.clock import utc
 from monitor.foundation.config import Duration, _Section
 
 __all__ = ["KIND", "PagerDutyReceiver", "Settings", "dedup_key", "payload", "send", "stored"]
@@ -84,7 +83,7 @@ def payload(target: PagerDutyReceiver | None, n: Notification) -> dict:
         "summary": _truncate(summary, _PD_SUMMARY_CHARS),
         "source": "nlpmon",
         "severity": severity,
-        "timestamp": rfc3339(min((utc(a.starts_at) for a in firing if a.starts_at is not None), default=now)),
+        "timestamp": rfc3339(min((a.starts_at for a in firing if a.starts_at is not None), default=now)),
         "custom_details": details,
     }
     common = _common(a.labels for a in n.alerts)

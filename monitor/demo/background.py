@@ -93,8 +93,7 @@ def resume_point(store: Store, end: dt.datetime) -> dt.datetime:
     span = requests.time_span(store)
     if span is None:
         return end
-    newest = span[1].replace(tzinfo=dt.timezone.utc)  # the store gives naive UTC
-    return max(end, newest)
+    return max(end, span[1])
 
 
 def live(sink: Sink, rps: float, seed: int, clock, stop: threading.Event, since: dt.datetime) -> None:

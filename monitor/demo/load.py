@@ -279,7 +279,6 @@ def label_reviews(store: Store, sink: Sink, days: float, end: dt.datetime) -> in
     shift = next((i for i in incidents(days, end) if i["name"] == "topic shift"), None)
     events = []
     for request_id, ts, service, feature in review.queued(store, end - dt.timedelta(days=days), end):
-        ts = ts.replace(tzinfo=dt.timezone.utc) if ts.tzinfo is None else ts
         age = (end - ts) / dt.timedelta(days=1)
         share = next(s for limit, s in _REVIEWED_BY_AGE if limit is None or age < limit)
         draw = _draws(request_id)

@@ -24,7 +24,6 @@ REGRESSED_PROMPT = "v8"  # the prompt version the latency-regression incident de
 
 # -- time ----------------------------------------------------------------------
 def to_ms(ts: dt.datetime) -> int:
-    ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     return (ts - EPOCH) // dt.timedelta(milliseconds=1)
 
 

@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.foundation.clock import utc
+
 ENV_PREFIX = "MONITOR_"
 DEFAULT_PATH = "./monitor.yaml"
 
@@ -317,7 +319,7 @@ def _drift_every(v: dt.timedelta | None) -> dt.timedelta | None:
     return v
 
 
-UtcDatetime = Annotated[dt.datetime, AfterValidator(lambda v: v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc))]
+UtcDatetime = Annotated[dt.datetime, AfterValidator(utc)]  # a time written without an offset is UTC
 
 
 class DriftReference(_Section):

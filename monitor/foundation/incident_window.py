@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from monitor.foundation.clock import utc
 
 LEAD = dt.timedelta(minutes=30)
 TAIL = dt.timedelta(minutes=5)
@@ -19,4 +18,4 @@ def incident_window(start: dt.datetime | None, end: dt.datetime | None,
                     now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """(from, to) of the explorer for an alert that started at ``start`` and ended at ``end`` (None
     while it fires); a missing start counts as now."""
-    return utc(start or now) - LEAD, utc(end) if end is not None else utc(now) + TAIL
+    return (start or now) - LEAD, end if end is not None else now + TAIL

@@ -139,7 +139,10 @@ class _BorrowedConnection(dbapi.Connection):
 
 
 class Store:
-    """One client over one store; on a replicated cluster (``cluster`` set) it also knows which
+    """One client over one store. Times come back timezone-aware in UTC (the columns are UTC), here and
+    nowhere else: no reader fixes a timezone.
+
+    On on a replicated cluster (``cluster`` set) it also knows which
     settings make a read see every acknowledged write and a write durable before it is acknowledged.
 
     Those settings live here, in one place, and only statements that need them ask (``agree=True``):
@@ -188,7 +191,7 @@ class Store:
         try:
             client = clickhouse_connect.get_client(
                 dsn=self.url, database="default", connect_timeout=self.connect_timeout,
-                autogenerate_session_id=False)
+                autogenerate_session_id=False, tz_mode="aware")
             client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
             client.database = database
             self.database = database
@@ -205,7 +208,8 @@ class Store:
                 boot = clickhouse_connect.get_client(interface="chdb", path=self.path)
             boot.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
             boot.close()
-            return clickhouse_connect.get_client(interface="chdb", path=self.path, database=self.database)
+            return clickhouse_connect.get_client(interface="chdb", path=self.path, database=self.database,
+                                                 tz_mode="aware")
         except Exception as exc:
             native.seek(0)
             text = str(exc) + native.read().decode(errors="replace")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from monitor.foundation.clock import utc
 
 COLUMNS = ["ts", "fingerprint", "rule", "labels", "from_state", "to_state", "value", "reason", "silenced"]
 _LIST = "ts, fingerprint, rule, labels, from_state, to_state, value, reason, silenced"
@@ -82,8 +81,8 @@ def incident_spans(store, lo: dt.datetime, hi: dt.datetime) -> list[dict]:
     ends = _left_firing(store, sorted({r["fingerprint"] for r in rows}), lo)
     out = []
     for r in rows:
-        began = utc(r["ts"])
-        end = next((utc(ts) for fp, ts in ends if fp == r["fingerprint"] and utc(ts) >= began), None)
+        began = r["ts"]
+        end = next((ts for fp, ts in ends if fp == r["fingerprint"] and ts >= began), None)
         out.append({"fingerprint": r["fingerprint"], "rule": r["rule"], "labels": dict(r["labels"]),
                     "severity": r["labels"].get("severity", ""), "start": began, "end": end, "value": r["value"]})
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import astuple, dataclass, field, fields
 
-from monitor.foundation.clock import utc
 
 
 @dataclass(frozen=True)
@@ -32,14 +31,9 @@ class AlertInstance:
 
 
 COLUMNS = [f.name for f in fields(AlertInstance)]
-_TIMES = ("active_at", "fired_at", "resolved_at", "last_true_at", "updated_at")
 
 
 def _instances(rows: list[dict]) -> list[AlertInstance]:
-    for r in rows:
-        for k in _TIMES:
-            if r[k] is not None:
-                r[k] = utc(r[k])
     return [AlertInstance(**r) for r in rows]
 
 

@@ -99,13 +99,13 @@ def recorded(store, result: RunResult, started: dt.datetime):
 def last_success_end(store, job: str) -> dt.datetime | None:
     value = store.scalar("SELECT maxOrNull(window_end) FROM job_runs WHERE job = {job:String} AND status = 'ok'",
                          {"job": job})
-    return value.replace(tzinfo=UTC) if value is not None else None
+    return value
 
 
 def last_successes(store) -> dict[str, dt.datetime]:
     """Per job that ever succeeded: when its last successful run started (the alert engine's JobStalled
     reads it every evaluation, so one light query rather than :func:`latest`)."""
-    return {job: _utc(ts) for job, ts in store.query(
+    return {job: ts for job, ts in store.query(
         "SELECT job, max(started_at) FROM job_runs WHERE status = 'ok' GROUP BY job")}
 
 
@@ -116,10 +116,6 @@ _RUNS = (
     "anyIf(duration_ms, status != 'running') AS final_duration_ms, anyIf(rows, status != 'running') AS final_rows, "
     "anyIf(error, status != 'running') AS final_error, any(window_start) AS run_window_start, "
     "any(window_end) AS run_window_end FROM job_runs {where} GROUP BY job, run_id")
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _state(store, run_id, finished: bool, status: str, started: dt.datetime, later_started: bool,
@@ -135,12 +131,12 @@ def _state(store, run_id, finished: bool, status: str, started: dt.datetime, lat
 
 
 def _run(store, r: dict, now: dt.datetime, later_started: bool) -> dict:
-    started = _utc(r["started"])
+    started = r["started"]
     status = _state(store, r["run_id"], bool(r["finished"]), r["final_status"], started, later_started, now)
     done = bool(r["finished"])
     return {"run_id": str(r["run_id"]), "started_at": started,
             "finished_at": started + dt.timedelta(milliseconds=r["final_duration_ms"]) if done else None,
-            "status": status, "window_start": _utc(r["run_window_start"]), "window_end": _utc(r["run_window_end"]),
+            "status": status, "window_start": r["run_window_start"], "window_end": r["run_window_end"],
             "rows": r["final_rows"] if done else 0, "duration_ms": r["final_duration_ms"] if done else None,
             "error": r["final_error"] if done else ""}
 
@@ -187,7 +183,7 @@ def latest(store, now: dt.datetime | None = None) -> dict[str, dict]:
         unfinished = run["finished_at"] is None
         # Runs that never wrote a final row, the last one aside (its own state is decided above).
         killed = max(0, t["started_runs"] - t["ended_runs"] - unfinished)
-        ok_at = _utc(t["last_ok_at"]) if t["ok_runs"] else None
+        ok_at = t["last_ok_at"] if t["ok_runs"] else None
         # What the last run that has ended came to: while the last one runs, the one before it.
         outcome = run["status"] if run["status"] != "running" else None
         if outcome is None and t["earlier_rows"]:  # the run before it ended when it has a final row
@@ -195,7 +191,7 @@ def latest(store, now: dt.datetime | None = None) -> dict[str, dict]:
         run.update(failures=t["failed"] + killed + (unfinished and run["status"] == "interrupted"), outcome=outcome,
                    last_duration_ms=t["last_duration_ms"] if t["ended_rows"] else None,
                    last_ok_at=ok_at, last_ok_ms=int(ok_at.timestamp() * 1000) if ok_at else None,
-                   last_ok_window_end=_utc(t["last_ok_window_end"]) if t["ok_runs"] else None)
+                   last_ok_window_end=t["last_ok_window_end"] if t["ok_runs"] else None)
         out[t["job"]] = run
     return dict(sorted(out.items()))
 
@@ -209,4 +205,4 @@ def history(store, job: str, limit: int = 20, now: dt.datetime | None = None) ->
         f"SELECT *, (SELECT max(started_at) FROM job_runs WHERE job = {{job:String}}) AS job_last "
         f"FROM ({_RUNS.format(where=recent)}) ORDER BY started DESC LIMIT {{limit:UInt32}}",
         {"job": job, "limit": limit, "rows": 2 * limit})
-    return [_run(store, r, now, later_started=_utc(r["started"]) < _utc(r["job_last"])) for r in rows]
+    return [_run(store, r, now, later_started=r["started"] < r["job_last"]) for r in rows]

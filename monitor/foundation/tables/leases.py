@@ -57,7 +57,7 @@ FROM leases WHERE name = {name:String} AND term = newest""", {"name": name}, agr
     term, winner, expires, released, claims = rows[0]
     if not claims:
         return State(int(term), "", None, False)
-    return State(int(term), winner, expires.replace(tzinfo=dt.timezone.utc), bool(released))
+    return State(int(term), winner, expires, bool(released))
 
 
 def claims_of(store, name: str, term: int) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from monitor.foundation.clock import utc
 
 COLUMNS = ["group_key", "receiver", "firing", "resolved", "notified_at", "active", "updated_at"]
 
@@ -27,7 +26,7 @@ def entries(store) -> dict[tuple[str, str], LogEntry]:
     out = {}
     for key, receiver, firing, resolved, at, active, _ in store.query(
             f"SELECT {', '.join(COLUMNS)} FROM notification_log FINAL"):
-        out[(key, receiver)] = LogEntry(key, receiver, tuple(firing), tuple(resolved), utc(at), bool(active))
+        out[(key, receiver)] = LogEntry(key, receiver, tuple(firing), tuple(resolved), at, bool(active))
     return out
 
 

@@ -8,19 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from monitor.foundation.clock import utc
 
 COLUMNS = ("id", "group_key", "receiver", "kind", "status", "alert_status", "payload", "created_at", "attempts",
            "next_attempt_at", "last_error", "sent_at", "updated_at")
-_TIMES = ("created_at", "next_attempt_at", "sent_at", "updated_at")
-
-
-def _norm(row: dict) -> dict:
-    for c in _TIMES:
-        row[c] = None if row.get(c) is None else utc(row[c])
-    return row
-
-
 def write(store, row: dict) -> None:
     """A new version of the row (all COLUMNS)."""
     write_many(store, [row])
@@ -43,25 +33,25 @@ def existing(store, ids: list[str]) -> set[str]:
 def rows(store, status: str | None = None) -> list[dict]:
     """Current version of every row (oldest first), optionally of one status."""
     where = "WHERE status = {status:String}" if status else ""
-    return [_norm(r) for r in store.query_dicts(
-        f"SELECT * FROM notification_outbox FINAL {where} ORDER BY created_at, id", {"status": status} if status else None)]
+    return store.query_dicts(
+        f"SELECT * FROM notification_outbox FINAL {where} ORDER BY created_at, id", {"status": status} if status else None)
 
 
 def get(store, id: str) -> dict | None:
     found = store.query_dicts("SELECT * FROM notification_outbox FINAL WHERE id = {id:String}", {"id": id})
-    return _norm(found[0]) if found else None
+    return found[0] if found else None
 
 
 def due(store, now: dt.datetime) -> list[dict]:
     """Pending rows whose next attempt is due, oldest first."""
-    return [_norm(r) for r in store.query_dicts(
+    return store.query_dicts(
         "SELECT * FROM notification_outbox FINAL WHERE status = 'pending' "
-        "AND next_attempt_at <= {now:DateTime64(3, 'UTC')} ORDER BY created_at, id", {"now": now})]
+        "AND next_attempt_at <= {now:DateTime64(3, 'UTC')} ORDER BY created_at, id", {"now": now})
 
 
 def newest_created(store, group_keys: list[str]) -> dict[tuple[str, str], dt.datetime]:
     """(group_key, receiver) -> when its newest notification was decided."""
-    return {(g, r): utc(t) for g, r, t in store.query(
+    return {(g, r): t for g, r, t in store.query(
         "SELECT group_key, receiver, max(created_at) FROM notification_outbox "
         "WHERE group_key IN {keys:Array(String)} GROUP BY group_key, receiver", {"keys": group_keys})}
 

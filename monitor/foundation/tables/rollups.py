@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from monitor.foundation.clock import utc
 from monitor.foundation.filters import where_equal
-from monitor.foundation.metrics import GROUPING_DIMS, UTC, grouping_sets, window_ends
+from monitor.foundation.metrics import GROUPING_DIMS, grouping_sets, window_ends
 from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, FEEDBACK_SELECT, LINEAGE,
                                         RAW_TIME, REQUEST_ROLLUPS, REQUEST_SELECT, REQUEST_SUMS, STATUS_COLUMNS,
                                         covering_source, feedback_rollup_select, rebuild_select,
@@ -45,7 +44,6 @@ def by_window(store, family: str, select: str, start: dt.datetime, end: dt.datet
         for row in store.query_dicts(_bucketed_query(source, select, where),
                                      {"w": seconds, "lo": int(lo.timestamp()), "hi": int(last_end.timestamp()),
                                       **(params or {})}):
-            row["w_end"] = row["w_end"].replace(tzinfo=UTC)
             yield name, row
 
 
@@ -73,8 +71,8 @@ def rebuild_plan(store, start, end) -> list:
     if not spans:
         return []
     lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
-    lo = lo.replace(tzinfo=dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    hi = hi.replace(tzinfo=dt.timezone.utc) + dt.timedelta(minutes=1)
+    lo = lo.replace(hour=0, minute=0, second=0, microsecond=0)
+    hi = hi + dt.timedelta(minutes=1)
     day = dt.timedelta(days=1)
     whole = lambda ts: ts.replace(hour=0, minute=0, second=0, microsecond=0)  # noqa: E731
     # Whole UTC days only: the day rollup cannot be rebuilt for part of a day.
@@ -159,7 +157,7 @@ def first_hours(store, family: str, where: str, params: dict) -> dict[tuple[str,
         f"WHERE (service, feature, toStartOfDay(minute)) IN (SELECT service, feature, min(minute) FROM {day} "
         f"WHERE 1{where} GROUP BY service, feature){where} GROUP BY service, feature) AS h "
         "ON d.service = h.service AND d.feature = h.feature SETTINGS join_use_nulls = 1", params)
-    return {(svc, feat): utc(first_hour or first_day) for svc, feat, first_day, first_hour in rows}
+    return {(svc, feat): first_hour or first_day for svc, feat, first_day, first_hour in rows}
 
 
 def dimension_values(store, names: tuple[str, ...], lo: dt.datetime, hi: dt.datetime) -> dict[str, list[str]]:
@@ -200,11 +198,11 @@ def prompt_versions_first_seen(store, lo: dt.datetime, hi: dt.datetime, service:
     in a few rows; the minute rollup pins each one's minute.
     """
     where, params = where_equal({"service": service, "feature": feature}, ("service", "feature"))
-    params.update(lo=utc(lo).replace(tzinfo=None), hi=utc(hi).replace(tzinfo=None))
+    params.update(lo=lo, hi=hi)
     candidates = store.query(
         "SELECT service, feature, prompt_version, min(minute) AS first_hour FROM requests_1h WHERE 1" + where +
-        " GROUP BY service, feature, prompt_version HAVING first_hour >= toStartOfHour({lo:DateTime}) "
-        "AND first_hour < {hi:DateTime} ORDER BY first_hour", params)
+        " GROUP BY service, feature, prompt_version HAVING first_hour >= toStartOfHour({lo:DateTime64(3, 'UTC')}) "
+        "AND first_hour < {hi:DateTime64(3, 'UTC')} ORDER BY first_hour", params)
     if not candidates:
         return []
     conds, exact = [], {}
@@ -215,7 +213,7 @@ def prompt_versions_first_seen(store, lo: dt.datetime, hi: dt.datetime, service:
     firsts = {(s, f, v): m for s, f, v, m in store.query(
         "SELECT service, feature, prompt_version, min(minute) FROM requests_1m WHERE " + " OR ".join(conds) +
         " GROUP BY service, feature, prompt_version", exact)}
-    return [(svc, feat, version, utc(firsts.get((svc, feat, version)) or hour))
+    return [(svc, feat, version, firsts.get((svc, feat, version)) or hour)
             for svc, feat, version, hour in candidates]
 
 
@@ -246,7 +244,7 @@ def raw_counts_per_day(store, family: str, lo: dt.datetime, hi: dt.datetime) -> 
 def raw_counts_per_minute(store, family: str, lo: dt.datetime, hi: dt.datetime) -> dict[dt.datetime, int]:
     """Raw rows (FINAL: what the rollups must equal) per minute of their rollup time in [lo, hi)."""
     time = RAW_TIME[family]
-    return {utc(m): int(n) for m, n in store.query(
+    return {m: int(n) for m, n in store.query(
         f"SELECT toStartOfMinute({time}) AS m, count() FROM {family} FINAL "
         f"WHERE {time} >= {{lo:DateTime64(3, 'UTC')}} AND {time} < {{hi:DateTime64(3, 'UTC')}} GROUP BY m",
         {"lo": lo, "hi": hi})}
@@ -257,7 +255,7 @@ def counts_per_bucket(store, table: str, lo: dt.datetime, hi: dt.datetime, secon
     (the minutes of a day summed per day, say)."""
     counter = next(entry[5] for entry in LINEAGE if entry[0] == table)
     bucket = "minute" if not seconds else f"toStartOfInterval(minute, toIntervalSecond({int(seconds)}))"
-    return {utc(m): int(n) for m, n in store.query(
+    return {m: int(n) for m, n in store.query(
         f"SELECT {bucket} AS b, sum({counter}) FROM {table} WHERE minute >= {{lo:DateTime64(3, 'UTC')}} "
         "AND minute < {hi:DateTime64(3, 'UTC')} GROUP BY b", {"lo": lo, "hi": hi})}
 

@@ -1,4 +1,5 @@
-"""What every scheduled job shares: closed windows, catch-up, idempotent writes, run records.
+"""What every windowed job shares, whichever capability it belongs to (the metric jobs, the review
+queue's sampling): closed windows, catch-up, idempotent writes, run records.
 
 A job computes windows that have closed (plus ``jobs.grace`` for ingest lag).
 Each run starts where the last successful run ended, minus a recompute horizon
@@ -26,7 +27,6 @@ class Job:
     description: str = ""
     show_progress = False  # progress bars for long work when a person is watching (CLI)
     start_offset = dt.timedelta(0)
-    embedder = None  # jobs.embeddings.Embedder, made on first use by jobs that embed text
 
     def __init__(self, store: Store, config: Config, clock, interval: dt.timedelta):
         self.store = store
@@ -52,12 +52,6 @@ class Job:
 
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         raise NotImplementedError
-
-    def embeddings(self):
-        if self.embedder is None:
-            from jobs.embeddings import Embedder
-            self.embedder = Embedder(self.store, self.config, self.clock)
-        return self.embedder
 
     # -- running ----------------------------------------------------------------
     def due_range(self, now: dt.datetime, since: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
