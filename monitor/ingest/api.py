@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import zlib
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -31,16 +30,32 @@ def _read_body(limit: int) -> bytes:
         raise ApiError(413, "payload_too_large", f"body is over the limit of {limit} bytes")
     encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding == "gzip":
-        try:
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            body = d.decompress(body, limit + 1)
-            if len(body) > limit or d.unconsumed_tail:
-                raise ApiError(413, "payload_too_large", f"decompressed body is over the limit of {limit} bytes")
-        except (zlib.error, EOFError, gzip.BadGzipFile):
-            raise ApiError(400, "bad_request", "body is not valid gzip") from None
-    elif encoding != "identity":
+        return _gunzip(body, limit)
+    if encoding != "identity":
         raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip")
     return body
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Every member of a gzip stream (a decompressor stops at the end of the first), within ``limit`` bytes
+    in all; trailing zero bytes are padding, as the gzip module reads them."""
+    out: list[bytes] = []
+    size = 0
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = d.decompress(body, limit - size + 1)
+        except zlib.error:
+            raise ApiError(400, "bad_request", "body is not valid gzip") from None
+        size += len(chunk)
+        if size > limit or d.unconsumed_tail:
+            raise ApiError(413, "payload_too_large", f"decompressed body is over the limit of {limit} bytes")
+        if not d.eof:
+            raise ApiError(400, "bad_request", "gzip body is truncated: the stream ends inside a member")
+        out.append(chunk)
+        body = d.unused_data.lstrip(b"\0")
+        if not body:
+            return b"".join(out)
 
 
 def parse_batch(max_bytes: int, max_rows: int) -> list:
