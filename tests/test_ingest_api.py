@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 import pytest
 
@@ -309,3 +310,44 @@ def test_the_scanner_splits_rows_where_a_parser_does(monkeypatch, block):
     one = json.dumps(rows[0]).encode()
     assert api._top_level_spans(b" " + one + b"\n", 100) == [(1, len(one) + 1, 2)]
     assert api._top_level_spans(b"[ ]", 100) == []
+
+
+def test_every_gzip_member_is_read(client, keys, store):
+    # gzip allows several members in one stream (`cat a.gz b.gz`, a writer that flushes members); zlib stops after
+    # the first, so the rows of the others were dropped with a 200.
+    lines = [json.dumps(request_event(i)) for i in range(5)]
+    body = gzip.compress(("\n".join(lines[:3]) + "\n").encode()) + gzip.compress(("\n".join(lines[3:]) + "\n").encode())
+    r = client.post("/v1/requests", data=body, headers={**auth(keys["ingest"]), "Content-Encoding": "gzip",
+                                                        "Content-Type": "application/x-ndjson"})
+    assert r.status_code == 200 and r.json["accepted"] == 5
+    assert stored(store) == 5
+
+
+def _cut_gzip(text: str) -> bytes:
+    """A gzip stream flushed after ``text`` that never ends: a connection cut mid-body."""
+    c = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    return c.compress(text.encode()) + c.flush(zlib.Z_SYNC_FLUSH)
+
+
+@pytest.mark.parametrize("body, reason", [
+    # Whole lines, then no end: the rows that did arrive were stored with a 200, the loss unseen.
+    (_cut_gzip("\n".join(json.dumps(request_event(i)) for i in range(3)) + "\n"), "truncated"),
+    (gzip.compress(b"[1]") + b"not gzip", "not valid gzip"),  # garbage after a member
+], ids=["cut-short", "garbage-after-a-member"])
+def test_a_broken_gzip_stream_is_refused(client, keys, store, body, reason):
+    r = client.post("/v1/requests", data=body, headers={**auth(keys["ingest"]), "Content-Encoding": "gzip",
+                                                        "Content-Type": "application/x-ndjson"})
+    assert r.status_code == 400 and reason in r.json["message"]
+    assert stored(store) == 0
+
+
+def test_the_size_limit_spans_every_gzip_member(make_config, clock, make_store):
+    from monitor.app import create_app
+    cfg = make_config(ingest={"max_body_bytes": 2000})
+    app = create_app(cfg, make_store(cfg), clock)
+    _, key = app.extensions["nlpmon"].keys.create("t", ["ingest"])
+    member = gzip.compress((json.dumps(request_event(1, input_text="x" * 900)) + "\n").encode())
+    assert len(member) * 3 < 2000  # each member and the body are small; together they inflate past the limit
+    r = app.test_client().post("/v1/requests", data=member * 3, headers={
+        **auth(key), "Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"})
+    assert r.status_code == 413 and "decompressed" in r.json["message"]

@@ -128,15 +128,21 @@ def _bounded_string(limit: int, required: bool):
     return check
 
 
-def _text(v, ctx):
+def limited_text(v: Any, limits: Limits) -> tuple[str, bool]:
+    """(the text within ``limits.max_text_chars``, whether it was cut); ValueError when it may not be."""
     _string(v)
-    limits = ctx[0]
     if len(v) > limits.max_text_chars:
         if not limits.truncate_text:
             raise ValueError(f"longer than {limits.max_text_chars} characters ({len(v)})")
+        return v[: limits.max_text_chars], True
+    return v, False
+
+
+def _text(v, ctx):
+    text, cut = limited_text(v, ctx[0])
+    if cut:
         ctx[2]["truncated"] = True
-        return v[: limits.max_text_chars]
-    return v
+    return text
 
 
 def _enum(choices: tuple[str, ...]):
@@ -153,7 +159,9 @@ def _enum(choices: tuple[str, ...]):
 def _int(maximum: float | None):
     def check(v, ctx):
         if type(v) is not int:
-            if isinstance(v, float) and math.isfinite(v) and v.is_integer():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"must be a finite integer, got {v}")
+            if isinstance(v, float) and v.is_integer():
                 v = int(v)
             else:
                 raise ValueError(f"must be an integer, got {_json_type(v)}")

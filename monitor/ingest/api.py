@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import zlib
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -12,6 +11,7 @@ from monitor.foundation.clock import iso_utc
 from monitor.foundation.http import ApiError
 from monitor.foundation.tables import feedback, rejected, requests
 from monitor.ingest import bodies, genai, otlp
+from monitor.ingest.pipeline import IngestResult
 
 bp = Blueprint("api_v1", __name__, url_prefix="/v1")
 
@@ -31,16 +31,32 @@ def _read_body(limit: int) -> bytes:
         raise ApiError(413, "payload_too_large", f"body is over the limit of {limit} bytes")
     encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding == "gzip":
-        try:
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            body = d.decompress(body, limit + 1)
-            if len(body) > limit or d.unconsumed_tail:
-                raise ApiError(413, "payload_too_large", f"decompressed body is over the limit of {limit} bytes")
-        except (zlib.error, EOFError, gzip.BadGzipFile):
-            raise ApiError(400, "bad_request", "body is not valid gzip") from None
-    elif encoding != "identity":
+        return _gunzip(body, limit)
+    if encoding != "identity":
         raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip")
     return body
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Every member of a gzip stream (a decompressor stops at the end of the first), within ``limit`` bytes
+    in all; trailing zero bytes are padding, as the gzip module reads them."""
+    out: list[bytes] = []
+    size = 0
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            chunk = d.decompress(body, limit - size + 1)
+        except zlib.error:
+            raise ApiError(400, "bad_request", "body is not valid gzip") from None
+        size += len(chunk)
+        if size > limit or d.unconsumed_tail:
+            raise ApiError(413, "payload_too_large", f"decompressed body is over the limit of {limit} bytes")
+        if not d.eof:
+            raise ApiError(400, "bad_request", "gzip body is truncated: the stream ends inside a member")
+        out.append(chunk)
+        body = d.unused_data.lstrip(b"\0")
+        if not body:
+            return b"".join(out)
 
 
 def parse_batch(max_bytes: int, max_rows: int) -> list:
@@ -105,58 +121,37 @@ def post_feedback():
 @require("ingest")
 def post_traces():
     """OTLP/HTTP traces: GenAI model-call spans become requests through the same pipeline as /v1/requests;
-    other spans are counted and ignored, never rejected."""
+    other spans are counted and ignored, never rejected. Each span is checked on its own: a bad one is
+    rejected (partial_success, rejected_events) and the others land."""
     svc = _services()
+    cfg = svc.config.ingest
     encoding = otlp.encoding_of(request.mimetype)
-    export = otlp.parse_traces(_read_body(svc.config.ingest.max_body_bytes), encoding)
-    spans, ignored = [], 0
-    for resource_spans in export.resource_spans:
-        resource = genai.attributes(resource_spans.resource.attributes)
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
-                event = genai.request_event(span, resource, svc.config.otlp.feature_attributes)
-                if event is None:
-                    ignored += 1
-                else:
-                    spans.append((span.trace_id.hex(), span.span_id.hex(), event))
+    export = otlp.parse_traces(_read_body(cfg.max_body_bytes), encoding, cfg.max_rows_per_batch)
+    spans, labels, ignored = genai.model_calls(export, svc.config.otlp.feature_attributes)
     svc.ingestor.counters["otlp_spans_ignored"] += ignored
-    if not spans:
-        return otlp.traces_response(0, "", encoding), 200, {"Content-Type": encoding}
-    result, ingested = svc.otlp.spans(spans, api_key_id=g.api_key.key_id)
-    message = "; ".join(f"{ingested[e['index']]['request_id']}: {e['field']}: {e['reason']}"
-                        for e in result.errors[:5])
-    return otlp.traces_response(result.rejected, message, encoding), 200, {"Content-Type": encoding}
+    result = svc.otlp.spans(spans, api_key_id=g.api_key.key_id) if spans else IngestResult()
+    body = otlp.traces_response(result.rejected, otlp.error_message(result.errors, labels), encoding)
+    return body, 200, {"Content-Type": encoding}
 
 
 @bp.post("/logs")
 @require("ingest")
 def post_logs():
-    """OTLP/HTTP logs: GenAI content events join their span's request; evaluation results become feedback."""
+    """OTLP/HTTP logs: GenAI content events join their span's request; evaluation results become feedback.
+    Each record is checked on its own, as spans are."""
     svc = _services()
+    cfg = svc.config.ingest
     encoding = otlp.encoding_of(request.mimetype)
-    export = otlp.parse_logs(_read_body(svc.config.ingest.max_body_bytes), encoding)
-    contents: dict[tuple[str, str], dict] = {}
-    feedback_rows = []
-    kinds = svc.config.otlp.evaluation_kinds
-    for resource_logs in export.resource_logs:
-        for scope_logs in resource_logs.scope_logs:
-            for record in sorted(scope_logs.log_records, key=genai.record_time):
-                name = genai.event_name(record)
-                key = (record.trace_id.hex(), record.span_id.hex())
-                if name in genai.CONTENT_EVENTS and record.span_id:
-                    texts = genai.content_texts(record)
-                    if texts:  # the newest message wins; ``at`` orders them across exports
-                        contents.setdefault(key, {}).update(texts, at=genai.record_time(record))
-                elif name == genai.EVALUATION_EVENT and record.span_id:
-                    row = genai.evaluation_feedback(record, kinds)
-                    if row is not None:
-                        feedback_rows.append(row)
-    svc.otlp.contents([(t, s, texts) for (t, s), texts in contents.items()])
-    result = svc.ingestor.ingest("feedback", feedback_rows, api_key_id=g.api_key.key_id) if feedback_rows else None
-    rejected = result.rejected if result else 0
-    message = "; ".join(f"{feedback_rows[e['index']]['request_id']}: {e['field']}: {e['reason']}"
-                        for e in (result.errors[:5] if result else []))
-    return otlp.logs_response(rejected, message, encoding), 200, {"Content-Type": encoding}
+    export = otlp.parse_logs(_read_body(cfg.max_body_bytes), encoding, cfg.max_rows_per_batch)
+    contents, content_labels, evaluations, evaluation_labels = genai.log_events(export,
+                                                                                svc.config.otlp.evaluation_kinds)
+    key_id = g.api_key.key_id
+    refused = svc.otlp.contents(contents, api_key_id=key_id)
+    rated = svc.ingestor.ingest("feedback", evaluations, api_key_id=key_id) if evaluations else IngestResult()
+    message = "; ".join(m for m in (otlp.error_message(refused.errors, content_labels),
+                                    otlp.error_message(rated.errors, evaluation_labels)) if m)
+    body = otlp.logs_response(refused.rejected + rated.rejected, message, encoding)
+    return body, 200, {"Content-Type": encoding}
 
 
 @bp.get("/requests/<request_id>")

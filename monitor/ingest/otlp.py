@@ -3,8 +3,8 @@ hex trace and span ids), parsed by opentelemetry-proto, never by hand."""
 from __future__ import annotations
 
 import base64
-import json
 
+import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from monitor.foundation.http import ApiError
+from monitor.ingest import bodies
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 _ID_KEYS = {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
@@ -41,7 +42,7 @@ def _hex_ids_to_base64(node):
                 try:
                     v = base64.b64encode(bytes.fromhex(v)).decode()
                 except ValueError:
-                    raise ApiError(400, "bad_request", f"{k}: {v!r} is not a hex id") from None
+                    raise ApiError(400, "bad_request", f"{k}: {v[:40]!r} is not a hex id") from None
             out[k] = _hex_ids_to_base64(v)
         return out
     if isinstance(node, list):
@@ -49,22 +50,71 @@ def _hex_ids_to_base64(node):
     return node
 
 
+# Deeper than protobuf's own limit of 100 nested messages can be in JSON (a message and its repeated field are
+# two levels), so nothing valid is refused; it bounds the walks of the parsed body, which recurse.
+MAX_JSON_DEPTH = 256
+
+
+def _json(body: bytes) -> dict:
+    too_deep = ApiError(400, "bad_request", f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data = orjson.loads(body)  # lone surrogates and nesting past 1,024 levels are errors here, not crashes
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            raise too_deep from None
+        raise ApiError(400, "bad_request", f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object (an OTLP export request)")
+    if bodies.too_deep(data, MAX_JSON_DEPTH):
+        raise too_deep
+    return _hex_ids_to_base64(data)
+
+
 def parse(message, body: bytes, encoding: str):
     """``body`` decoded into a new ``message`` (an Export*ServiceRequest class)."""
     out = message()
+    what = "protobuf" if encoding == PROTOBUF else "OTLP JSON"
     try:
         if encoding == PROTOBUF:
             out.ParseFromString(body)
         else:
-            json_format.ParseDict(_hex_ids_to_base64(json.loads(body)), out, ignore_unknown_fields=True)
-    except (DecodeError, json_format.ParseError, ValueError, UnicodeDecodeError) as exc:
-        what = "protobuf" if encoding == PROTOBUF else "OTLP JSON"
+            json_format.ParseDict(_json(body), out, ignore_unknown_fields=True)
+    except (DecodeError, json_format.ParseError) as exc:
         raise ApiError(400, "bad_request", f"body is not a valid {message.__name__} in {what}: {exc}") from None
     return out
 
 
-def parse_traces(body: bytes, encoding: str) -> ExportTraceServiceRequest:
-    return parse(ExportTraceServiceRequest, body, encoding)
+def _check_count(count: int, limit: int, what: str, exporter_setting: str) -> None:
+    """An export holds at most ingest.max_rows_per_batch records, as a /v1/requests batch holds rows: 413
+    otherwise, naming the sender's setting that makes its batches smaller."""
+    if count > limit:
+        raise ApiError(413, "payload_too_large",
+                       f"{count} {what} in one export; the limit is ingest.max_rows_per_batch ({limit}): send "
+                       f"smaller batches (the SDK's {exporter_setting}, the Collector's send_batch_max_size)")
+
+
+def record_json(message) -> dict:
+    """A span or log record as OTLP JSON (hex ids), as rejected_events keeps it."""
+    out = json_format.MessageToDict(message)
+    for key in ("traceId", "spanId", "parentSpanId"):
+        if key in out:
+            out[key] = base64.b64decode(out[key]).hex()
+    return out
+
+
+def error_message(errors: list[dict], labels: list[str], most: int = 5) -> str:
+    """partial_success.error_message: the first problems, each naming its record (``labels`` by the index
+    in the rows the errors came from), the field and the reason."""
+    said = "; ".join(f"{labels[e['index']]}: {e['field']}: {e['reason']}" for e in errors[:most])
+    more = len(errors) - most
+    return said + (f"; and {more} more (GET /v1/rejected lists them)" if more > 0 else "")
+
+
+def parse_traces(body: bytes, encoding: str, max_spans: int) -> ExportTraceServiceRequest:
+    export = parse(ExportTraceServiceRequest, body, encoding)
+    _check_count(sum(len(s.spans) for r in export.resource_spans for s in r.scope_spans), max_spans, "spans",
+                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+    return export
 
 
 def traces_response(rejected: int, message: str, encoding: str) -> bytes:
@@ -78,8 +128,11 @@ def traces_response(rejected: int, message: str, encoding: str) -> bytes:
     return json_format.MessageToJson(response, indent=None).encode()
 
 
-def parse_logs(body: bytes, encoding: str) -> ExportLogsServiceRequest:
-    return parse(ExportLogsServiceRequest, body, encoding)
+def parse_logs(body: bytes, encoding: str, max_records: int) -> ExportLogsServiceRequest:
+    export = parse(ExportLogsServiceRequest, body, encoding)
+    _check_count(sum(len(s.log_records) for r in export.resource_logs for s in r.scope_logs), max_records,
+                 "log records", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE")
+    return export
 
 
 def logs_response(rejected: int, message: str, encoding: str) -> bytes:

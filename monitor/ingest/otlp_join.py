@@ -9,16 +9,22 @@ stored, else parked (in ``otlp_parts``, so accepted is never lost) for
 arrived. Content later than that is dropped (requests are immutable once stored):
 raise ``otlp.logs_wait`` for an exporter that sends logs late. Ids come from the trace and span ids, so a
 replayed span or a run of the job after a crash lands once.
+
+Nothing waits in clear: a span is validated, its user id hashed and its texts cut
+and redacted by the pipeline (:meth:`Ingestor.sanitized`) before it is parked, and
+content texts likewise (:meth:`Ingestor.sanitized_texts`); the pipeline takes the
+parked parts back without hashing or redacting them again.
 """
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-from monitor.foundation import events
 from monitor.foundation.tables import job_runs, otlp_parts
 from monitor.foundation.tables.job_runs import RunResult
-from monitor.ingest.pipeline import Ingestor, user_id_salt
+from monitor.ingest.pipeline import Ingestor, IngestResult, Mapped, Sanitized, merge_text, user_id_salt
+
+TEXTS = ("input_text", "output_text")
 
 
 class OtlpJoin:
@@ -47,33 +53,50 @@ class OtlpJoin:
         return self.config.otlp.logs_wait
 
     # -- the front doors ---------------------------------------------------------------------
-    def spans(self, spans: list[tuple[str, str, dict]], api_key_id: str = ""):
-        """(trace_id, span_id, request event) of model-call spans: ingested now or parked. Returns the
-        IngestResult of those ingested now (parked ones count as accepted)."""
+    def spans(self, spans: list[tuple[str, str, Mapped]], api_key_id: str = "") -> IngestResult:
+        """(trace_id, span_id, request row) of model-call spans: ingested now or parked. Returns the
+        IngestResult of those ingested now (parked ones count as accepted); its errors' indexes are in ``spans``."""
         now = self.clock.now()
-        keys = [(t, s) for t, s, ev in spans if not _has_texts(ev)]
-        stored = otlp_parts.contents(self.store, keys)
-        ready, parked = [], []
-        limits = self.ingestor.limits()
-        for t, s, ev in spans:
-            # A span that would be rejected goes to the pipeline now, so the exporter hears of it in this
-            # answer (partial_success) and the row is kept with the other rejected rows.
-            now_ready = _has_texts(ev) or (t, s) in stored or self.wait <= dt.timedelta(0)
-            if now_ready or events.validate("requests", ev, limits, now)[1]:
-                ready.append(_merged(ev, stored.get((t, s), [])))
-            else:
-                parked.append((t, s, "span", "", ev, "parked", now))
+        stored = self._contents([(t, s) for t, s, row in spans if _without_texts(row)])
+        ready, order, parked = [], [], []
+        for i, (t, s, row) in enumerate(spans):
+            if _without_texts(row):
+                clean, errors = self.ingestor.sanitized(row)
+                if errors:  # rejected now, so the exporter hears of it in this answer (partial_success)
+                    row = Mapped(None, row.source, errors=errors)
+                elif (t, s) in stored or self.wait <= dt.timedelta(0):
+                    row = Sanitized(_merged(clean.row, stored.get((t, s), [])))
+                else:
+                    parked.append((t, s, "span", "", clean.row, "parked", now))
+                    continue
+            ready.append(row)
+            order.append(i)
         otlp_parts.write(self.store, parked)
         result = self.ingestor.ingest("requests", ready, api_key_id=api_key_id)
+        _renumber(result, order)
         result.accepted += len(parked)
-        return result, ready
+        return result
 
-    def contents(self, parts: list[tuple[str, str, dict]]) -> None:
-        """(trace_id, span_id, texts) from content log events: kept for their span."""
-        if not parts:
-            return
+    def contents(self, records: list[tuple[str, str, int, Mapped]], api_key_id: str = "") -> IngestResult:
+        """(trace_id, span_id, time, texts) of content log records: their texts, sanitized, kept for their span
+        (of one export, the newest of each text per span). Returns the IngestResult of the records rejected
+        (kept in rejected_events like any rejected request); its errors' indexes are in ``records``."""
         now = self.clock.now()
-        otlp_parts.write(self.store, [(t, s, "content", uuid.uuid4().hex, texts, "", now) for t, s, texts in parts])
+        kept: dict[tuple[str, str], dict] = {}
+        rejected, order = [], []
+        for i in sorted(range(len(records)), key=lambda i: records[i][2]):  # oldest first: the newest wins
+            t, s, at, row = records[i]
+            texts, errors = self.ingestor.sanitized_texts(row.row) if row.row is not None else ({}, row.errors)
+            if errors:
+                rejected.append(Mapped(None, row.source, errors=row.named(errors)))
+                order.append(i)
+            elif texts:
+                kept.setdefault((t, s), {}).update(texts, at=at)
+        otlp_parts.write(self.store, [(t, s, "content", uuid.uuid4().hex, texts, "", now)
+                                      for (t, s), texts in kept.items()])
+        result = self.ingestor.ingest("requests", rejected, api_key_id=api_key_id) if rejected else IngestResult()
+        _renumber(result, order)
+        return result
 
     # -- the job -----------------------------------------------------------------------------
     def run(self, now: dt.datetime | None = None, since: dt.datetime | None = None) -> RunResult:
@@ -81,8 +104,8 @@ class OtlpJoin:
         result = RunResult(self.name, now, now, run_id=uuid.uuid4())
         with job_runs.recorded(self.store, result, now):
             due = otlp_parts.parked_before(self.store, now - self.wait)
-            stored = otlp_parts.contents(self.store, [(t, s) for t, s, _, _ in due])
-            events = [_merged(ev, stored.get((t, s), [])) for t, s, _, ev in due]
+            stored = self._contents([(t, s) for t, s, _, _ in due])
+            events = [self._joined(ev, stored.get((t, s), [])) for t, s, _, ev in due]
             if events:
                 self.ingestor.ingest("requests", events)
                 # Marked done after the ingest: a crash in between ingests them again, and the ids drop that.
@@ -91,20 +114,50 @@ class OtlpJoin:
             result.details = {"ingested": len(events)}
         return result
 
+    def _joined(self, parked: dict, contents: list[dict]) -> Sanitized | dict:
+        if "user_id_hash" not in parked:  # parked by a version that parked spans as they came
+            clean, errors = self.ingestor.sanitized(parked)
+            if errors:
+                return parked  # for the pipeline to reject and keep
+            parked = clean.row
+        return Sanitized(_merged(parked, contents))
+
+    def _contents(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[dict]]:
+        """The content kept for these spans; texts kept as they came, by a version that did not sanitize them
+        first ({field: str}), sanitized now."""
+        out = otlp_parts.contents(self.store, keys)
+        for kept in out.values():
+            for content in kept:
+                plain = {k: v for k, v in content.items() if k in TEXTS and isinstance(v, str)}
+                if plain:
+                    for name in plain:
+                        del content[name]  # one over the limit in reject mode is dropped, never used in clear
+                    content.update(self.ingestor.sanitized_texts(plain)[0])
+        return out
+
+
+def _without_texts(row: Mapped) -> bool:
+    """A valid span without texts: it waits for its content events."""
+    return row.row is not None and not _has_texts(row.row)
+
 
 def _has_texts(event: dict) -> bool:
     return bool(event.get("input_text") or event.get("output_text"))
 
 
+def _renumber(result: IngestResult, order: list[int]) -> None:
+    for e in result.errors:
+        e["index"] = order[e["index"]]
+
+
 def _merged(event: dict, contents: list[dict]) -> dict:
-    """The event with the texts of its content events, in the order the events happened (``at``): the
-    newest user message is the question, the first choice the answer; a text on the span itself wins."""
+    """A sanitized request with the sanitized texts of its content events, in the order the events happened
+    (``at``): the newest user message is the question, the first choice the answer; a text on the span wins."""
     out = dict(event)
     ordered = sorted(contents, key=lambda c: c.get("at", 0))
-    questions = [c["input_text"] for c in ordered if c.get("input_text")]
-    answers = [c["output_text"] for c in ordered if c.get("output_text")]
-    if questions and not out.get("input_text"):
-        out["input_text"] = questions[-1]
-    if answers and not out.get("output_text"):
-        out["output_text"] = answers[0]
+    question = next((c for c in reversed(ordered) if c.get("input_text")), None)
+    answer = next((c for c in ordered if c.get("output_text")), None)
+    for name, content in (("input_text", question), ("output_text", answer)):
+        if content is not None and not out.get(name):
+            merge_text(out, name, content[name])
     return out

@@ -5,6 +5,11 @@ every event that reaches ClickHouse passed through the same code.
 Bad rows never cost good ones: each invalid row is answered with its index,
 field and reason, and kept in ``rejected_events``; valid rows in the same
 batch land.
+
+A row is an event as sent (a dict) or one of: :class:`Unparseable` (a line that
+is not JSON), :class:`Mapped` (an OTLP record mapped to an event: its problems
+name the record's attributes) and :class:`Sanitized` (a request already redacted
+and hashed by :meth:`Ingestor.sanitized` while it waited for the rest of it).
 """
 from __future__ import annotations
 
@@ -14,10 +19,12 @@ import hmac
 import json
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 import orjson
 
 from monitor.foundation import events
+from monitor.foundation.clock import iso_utc
 from monitor.foundation.config import Config
 from monitor.foundation.storage import Store
 from monitor.foundation.tables import feedback, requests, settings
@@ -37,6 +44,37 @@ class Unparseable:
     def __init__(self, text: str, reason: str):
         self.text = text
         self.reason = reason
+
+
+@dataclass
+class Mapped:
+    """A row mapped from another format (an OTLP span or log record), whose problems are the sender's to fix
+    and so name the sender's fields: ``origin`` maps a row field to the attribute it came from. Problems the
+    mapping itself found come in ``errors`` (``row`` is then None). A rejected one is kept in rejected_events
+    as ``source()`` returns it, the record as it was sent (built only for the rejected)."""
+
+    row: dict | None
+    source: Callable[[], object]
+    origin: dict[str, str] = field(default_factory=dict)
+    errors: list[events.FieldError] = field(default_factory=list)
+
+    def named(self, errors: list[events.FieldError]) -> list[events.FieldError]:
+        return [events.FieldError(self.origin.get(e.field, e.field), e.reason) for e in errors]
+
+
+# What a sanitized request holds beyond the event contract: fields the server fills when it sanitizes.
+SANITIZED_FIELDS = ("user_id_hash", "text_truncated")
+
+
+@dataclass
+class Sanitized:
+    """A request validated, its texts cut to the limit and redacted and its user id hashed
+    (:meth:`Ingestor.sanitized`), as it may wait outside the raw tables (``otlp_parts``) for the rest of it.
+    ``row`` is plain JSON: the event's fields, ``user_id_hash`` for ``user_id``, and ``text_truncated``.
+    :meth:`Ingestor.ingest` validates it again (it may have been stored) but neither redacts nor hashes it
+    again, so a text redacted once keeps its ``pii_detected`` and a user id is never hashed twice."""
+
+    row: dict
 
 
 @dataclass
@@ -98,16 +136,12 @@ class Ingestor:
         rejected: list[tuple[int, list[events.FieldError], object]] = []
         prepare = self._prepare_request if kind == "requests" else self._prepare_feedback
         for i, raw in enumerate(rows):
-            if isinstance(raw, Unparseable):
-                rejected.append((i, [events.FieldError("_row", raw.reason)], raw.text))
-                continue
-            as_sent = _canonical(raw)  # before validation may touch it
-            row, errors, truncated = events.validate(kind, raw, limits, now)
+            row, errors = self._checked(kind, raw, limits, now)
             if errors:
-                rejected.append((i, errors, raw))
+                rejected.append((i, errors, _as_kept(raw)))
                 continue
-            sent.append(as_sent)
-            good.append(prepare(row, truncated, now))
+            sent.append(_canonical(_as_sent(raw)))
+            good.append(prepare(row, now))
         if kind == "requests":
             self.budget.apply(good)
 
@@ -132,11 +166,63 @@ class Ingestor:
         self.counters["duplicates"] += result.duplicates
         return result
 
+    def sanitized(self, raw: dict | Mapped) -> tuple[Sanitized | None, list[events.FieldError]]:
+        """A request as it may wait outside the raw tables (otlp_parts) before :meth:`ingest` takes it: what
+        ingest would do to it but pricing and storing, done now, so nothing in clear waits anywhere. None and
+        the errors ingest would reject it with when it is not valid."""
+        row, errors = self._checked("requests", raw, self.limits(), self.clock.now())
+        if errors:
+            return None, errors
+        row["ts"] = iso_utc(row["ts"])
+        return Sanitized(row), []
+
+    def sanitized_texts(self, texts: dict[str, str]) -> tuple[dict[str, dict], list[events.FieldError]]:
+        """Texts of a request that arrive apart from it (OTLP content log events), cut to the limit and redacted
+        as the request's own would be, to wait for it: ``{field: {"text", "pii", "truncated"}}``
+        (:func:`merge_text` puts one in the request); the errors of those over the limit in reject mode."""
+        limits = self.limits()
+        out, errors = {}, []
+        for name, text in texts.items():
+            try:
+                text, cut = events.limited_text(text, limits)
+            except ValueError as exc:
+                errors.append(events.FieldError(name, str(exc)))
+                continue
+            text, hit = self._redact(text)
+            out[name] = {"text": text, "pii": hit, "truncated": cut}
+        return out, errors
+
     # -- per row ----------------------------------------------------------------
+    def _checked(self, kind: str, raw, limits: events.Limits, now: dt.datetime) -> tuple[dict | None, list]:
+        """The row validated and sanitized (texts cut and redacted, the user id hashed), or its errors."""
+        if isinstance(raw, Unparseable):
+            return None, [events.FieldError("_row", raw.reason)]
+        if isinstance(raw, Mapped):
+            if raw.errors:
+                return None, raw.errors
+            row, errors = self._checked(kind, raw.row, limits, now)
+            return row, raw.named(errors)
+        if isinstance(raw, Sanitized):
+            return self._restored(kind, raw.row, limits, now)
+        row, errors, truncated = events.validate(kind, raw, limits, now)
+        if errors:
+            return None, errors
+        return (self._sanitize_request if kind == "requests" else self._sanitize_feedback)(row, truncated), []
+
+    def _restored(self, kind: str, sanitized: dict, limits: events.Limits, now: dt.datetime):
+        """A sanitized request validated again (its fields came back from JSON) and nothing redone."""
+        fields = {k: v for k, v in sanitized.items() if k not in SANITIZED_FIELDS}
+        row, errors, _ = events.validate(kind, fields, limits, now)
+        if errors:
+            return None, errors
+        del row["user_id"]
+        row.update({k: sanitized[k] for k in SANITIZED_FIELDS})
+        return row, []
+
     def _redact(self, text: str) -> tuple[str, bool]:
         return self.redactor.redact(text) if self.redactor else (text, False)
 
-    def _prepare_request(self, row: dict, truncated: bool, now: dt.datetime) -> dict:
+    def _sanitize_request(self, row: dict, truncated: bool) -> dict:
         pii = row["pii_detected"]
         for name in events.TEXT_FIELDS["requests"]:
             row[name], hit = self._redact(row[name])
@@ -144,6 +230,14 @@ class Ingestor:
         row["pii_detected"] = pii
         uid = row.pop("user_id")
         row["user_id_hash"] = hmac.new(self.salt, uid.encode(), hashlib.sha256).hexdigest()[:32] if uid else ""
+        row["text_truncated"] = truncated
+        return row
+
+    def _sanitize_feedback(self, row: dict, truncated: bool) -> dict:
+        row["comment"], _ = self._redact(row["comment"])
+        return row
+
+    def _prepare_request(self, row: dict, now: dt.datetime) -> dict:
         if row["cost_usd"] is None:
             cost = self.prices.cost(row["model"], row["ts"].date(), row["input_tokens"], row["output_tokens"],
                                     row["cached_input_tokens"])
@@ -152,12 +246,10 @@ class Ingestor:
             row["cost_source"] = "event"
         row["tags"] = row["tags"] or {}
         row["input_embedding"] = row["input_embedding"] or []
-        row["text_truncated"] = truncated
         row["ingested_at"] = now
         return row
 
-    def _prepare_feedback(self, row: dict, truncated: bool, now: dt.datetime) -> dict:
-        row["comment"], _ = self._redact(row["comment"])
+    def _prepare_feedback(self, row: dict, now: dt.datetime) -> dict:
         if not row["feedback_id"]:
             # A stable id makes replays of id-less feedback idempotent too.
             key = "|".join(str(row[k]) for k in ("request_id", "kind", "source", "reviewer", "value", "label"))
@@ -232,6 +324,27 @@ class Ingestor:
 
 
 _TABLES = {"requests": requests, "feedback": feedback}
+
+
+def merge_text(request: dict, name: str, text: dict) -> None:
+    """Put a text of :meth:`Ingestor.sanitized_texts` into a sanitized request (``Sanitized.row``)."""
+    request[name] = text["text"]
+    request["pii_detected"] = request["pii_detected"] or text["pii"]
+    request["text_truncated"] = request["text_truncated"] or text["truncated"]
+
+
+def _as_sent(raw):
+    """What the client sent for a good row: what the token of its insert is made of."""
+    return raw.row if isinstance(raw, (Mapped, Sanitized)) else raw
+
+
+def _as_kept(raw):
+    """What rejected_events keeps of a rejected row: the row as it was sent."""
+    if isinstance(raw, Unparseable):
+        return raw.text
+    if isinstance(raw, Mapped):
+        return raw.source()
+    return _as_sent(raw)
 
 
 def _canonical(raw) -> bytes:
