@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from monitor.foundation.clock import utc
 
 COLUMNS = ["trace_id", "span_id", "kind", "part", "payload", "state", "received_at", "updated_at"]
 
@@ -36,7 +35,7 @@ def contents(store, keys: list[tuple[str, str]]) -> dict[tuple[str, str], list[d
 
 def parked_before(store, limit: dt.datetime) -> list[tuple[str, str, dt.datetime, dict]]:
     """Parked spans received before ``limit``: (trace_id, span_id, received_at, request event)."""
-    return [(t, s, utc(at), json.loads(payload)) for t, s, at, payload in store.query(
+    return [(t, s, at, json.loads(payload)) for t, s, at, payload in store.query(
         "SELECT trace_id, span_id, received_at, payload FROM otlp_parts FINAL WHERE kind = 'span' "
         "AND state = 'parked' AND received_at < {limit:DateTime64(3, 'UTC')} ORDER BY received_at",
         {"limit": limit})]
