@@ -36,7 +36,7 @@ class FineClock(ManualClock):
     hundred microseconds past where it was told, as two readings of a real clock do.
 
     A clock of whole seconds hid a review queue that compared stored milliseconds with microseconds;
-    the review, silence, lease and alert tests run once more on this one.
+    the review, silence, lease, replica and alert tests run on this one (tests/conftest.py).
     """
 
     def __init__(self, start):
