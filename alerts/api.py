@@ -48,8 +48,9 @@ def history():
     if frm > to:
         raise ApiError(400, "bad_request", "from: must not be after to")
     rows = alert_history.between(_svc().store, frm, to, request.args.get("fingerprint"), MAX_HISTORY)
-    return jsonify({"history": [{**r, "ts": _iso(r["ts"]), "from": r.pop("from_state"), "to": r.pop("to_state")}
-                                for r in rows]})
+    return jsonify({"history": [{"ts": _iso(r.ts), "fingerprint": r.fingerprint, "rule": r.rule, "labels": r.labels,
+                                 "from": r.from_state, "to": r.to_state, "value": r.value, "reason": r.reason,
+                                 "silenced": r.silenced} for r in rows]})
 
 
 @bp.get("/v1/silences")

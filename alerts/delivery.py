@@ -57,12 +57,14 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import replace
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from alerts import notify
 from alerts.model import Notice
 from alerts.notify import AlertView, DeliveryError, Notification, build_payload, send
 from monitor.foundation.tables import notification_outbox
+from monitor.foundation.tables.notification_outbox import OutboxRow
 
 __all__ = ["Outbox"]
 
@@ -113,30 +115,28 @@ class Outbox:
                 kind = rcv.kind if rcv is not None else ""
                 stored = notify.stored(kind, n.payload)  # without what the kind keeps out of storage (secrets)
                 body = json.dumps(stored, ensure_ascii=False, separators=(",", ":"), default=str)
-                rows.append({"id": n.id, "group_key": n.group_key, "receiver": n.receiver, "kind": kind,
-                             "status": "pending", "alert_status": n.status, "payload": body, "created_at": now,
-                             "attempts": 0, "next_attempt_at": now, "last_error": "", "sent_at": None,
-                             "updated_at": now})
+                rows.append(OutboxRow(n.id, n.group_key, n.receiver, kind, "pending", n.status, body, now, 0, now, "",
+                                      None, now))
             self._write_all(rows)
-        return [r["id"] for r in rows]
+        return [r.id for r in rows]
 
-    def _write(self, row: dict) -> None:
+    def _write(self, row: OutboxRow) -> None:
         notification_outbox.write(self.store, row)
 
-    def _write_all(self, rows: list[dict]) -> None:
+    def _write_all(self, rows: list[OutboxRow]) -> None:
         """The outcomes of the sends that completed together, in one insert."""
         notification_outbox.write_many(self.store, rows)
 
     # -- reading --------------------------------------------------------------
-    def rows(self, status: str | None = None) -> list[dict]:
+    def rows(self, status: str | None = None) -> list[OutboxRow]:
         """Current version of every row (oldest first), optionally of one status."""
         return notification_outbox.rows(self.store, status)
 
-    def get(self, id: str) -> dict | None:
+    def get(self, id: str) -> OutboxRow | None:
         return notification_outbox.get(self.store, id)
 
     # -- delivering -----------------------------------------------------------
-    def deliver_due(self, now: dt.datetime | None = None) -> list[dict]:
+    def deliver_due(self, now: dt.datetime | None = None) -> list[OutboxRow]:
         """Send every pending row whose next attempt is due; the rows as written after the attempt (oldest first).
 
         A pending row with a newer row for the same group and receiver is not sent
@@ -149,21 +149,21 @@ class Outbox:
             due = notification_outbox.due(self.store, now)
             if not due:
                 return []
-            latest = notification_outbox.newest_created(self.store, sorted({row["group_key"] for row in due}))
-            last_due = {(row["group_key"], row["receiver"]): row["id"] for row in due}  # oldest first: the newest wins
-            out: dict[str, dict] = {}
+            latest = notification_outbox.newest_created(self.store, sorted({row.group_key for row in due}))
+            last_due = {(row.group_key, row.receiver): row.id for row in due}  # oldest first: the newest wins
+            out: dict[str, OutboxRow] = {}
             to_send = []
             for row in due:
-                key = (row["group_key"], row["receiver"])
+                key = (row.group_key, row.receiver)
                 newest = latest.get(key)
-                if last_due[key] != row["id"] or (newest is not None and newest > row["created_at"]):
-                    out[row["id"]] = self._supersede(row, now)
+                if last_due[key] != row.id or (newest is not None and newest > row.created_at):
+                    out[row.id] = self._supersede(row, now)
                 else:
                     to_send.append(row)
             out.update(self._send_all(to_send, now))
-            return [out[row["id"]] for row in due if row["id"] in out]
+            return [out[row.id] for row in due if row.id in out]
 
-    def _send_all(self, rows: list[dict], now: dt.datetime) -> dict[str, dict]:
+    def _send_all(self, rows: list[OutboxRow], now: dt.datetime) -> dict[str, OutboxRow]:
         """Attempt ``rows`` (oldest first) on the pool; id -> the row as written. See the module docstring."""
         if not rows:
             return {}
@@ -172,12 +172,12 @@ class Outbox:
         deadline = time.monotonic() + self.config.jobs.schedule.alerts.total_seconds()
         queues: dict[str, deque] = {}
         for i, row in enumerate(rows):
-            queues.setdefault(row["receiver"], deque()).append((i, row))
+            queues.setdefault(row.receiver, deque()).append((i, row))
         busy: Counter = Counter()
         answered: set[str] = set()  # receivers that answered a send in this run
         running: dict = {}  # future -> row
         left: dict[str, tuple[int, str]] = {}  # receiver -> (rows left for the next run, why)
-        out: dict[str, dict] = {}
+        out: dict[str, OutboxRow] = {}
 
         with ThreadPoolExecutor(max_workers=min(workers, len(rows)), thread_name_prefix="outbox") as pool:
             def start() -> None:
@@ -198,19 +198,19 @@ class Outbox:
                 finished = []
                 for future in done:
                     row = running.pop(future)
-                    busy[row["receiver"]] -= 1
+                    busy[row.receiver] -= 1
                     new, unanswered = future.result()
                     if not unanswered:
-                        answered.add(row["receiver"])
-                    elif queues[row["receiver"]]:
-                        left[row["receiver"]] = (len(queues[row["receiver"]]), new["last_error"])
-                        queues[row["receiver"]].clear()
+                        answered.add(row.receiver)
+                    elif queues[row.receiver]:
+                        left[row.receiver] = (len(queues[row.receiver]), new.last_error)
+                        queues[row.receiver].clear()
                     finished.append(new)
                 start()  # the next sends go out while this thread writes
                 self._write_all(finished)
                 for new in finished:
                     self._log(new, now)
-                    out[new["id"]] = self._public(new)
+                    out[new.id] = new
 
         for receiver, (n, error) in left.items():
             log.warning("receiver %s did not answer (%s); %d notification%s to it left for the next run", receiver,
@@ -222,65 +222,58 @@ class Outbox:
                         self.config.jobs.schedule.alerts.total_seconds())
         return out
 
-    def _supersede(self, row: dict, now: dt.datetime) -> dict:
-        new = dict(row, status="superseded", updated_at=max(now, row["updated_at"] + _TICK),
-                   last_error=("superseded by a newer notification for this group"
-                               + (f" (last error: {row['last_error']})" if row["last_error"] else ""))[:_ERROR_CHARS])
+    def _supersede(self, row: OutboxRow, now: dt.datetime) -> OutboxRow:
+        new = replace(row, status="superseded", updated_at=max(now, row.updated_at + _TICK),
+                      last_error=("superseded by a newer notification for this group"
+                                  + (f" (last error: {row.last_error})" if row.last_error else ""))[:_ERROR_CHARS])
         self._write(new)
-        log.info("notification %s to %s superseded by a newer one for its group", row["id"], row["receiver"])
-        return self._public(new)
+        log.info("notification %s to %s superseded by a newer one for its group", row.id, row.receiver)
+        return new
 
-    def _attempt(self, row: dict, now: dt.datetime) -> tuple[dict, bool]:
+    def _attempt(self, row: OutboxRow, now: dt.datetime) -> tuple[OutboxRow, bool]:
         """One send, on a pool worker: the row's next version (not written) and whether the receiver did not answer."""
-        new = dict(row, attempts=row["attempts"] + 1,
-                   updated_at=max(now, row["updated_at"] + _TICK))  # strictly later than the version it replaces
-        rcv = self._receiver(row["receiver"])
+        new = replace(row, attempts=row.attempts + 1,
+                      updated_at=max(now, row.updated_at + _TICK))  # strictly later than the version it replaces
+        rcv = self._receiver(row.receiver)
         if rcv is None:
-            return self._fail(new, f"receiver {row['receiver']!r} is not configured (alerts.receivers)"), False
-        if row["kind"] and rcv.kind != row["kind"]:
-            return self._fail(new, f"receiver {row['receiver']!r} is now a {rcv.kind} receiver; "
-                                   f"this notification was built for {row['kind']}"), False
+            return self._fail(new, f"receiver {row.receiver!r} is not configured (alerts.receivers)"), False
+        if row.kind and rcv.kind != row.kind:
+            return self._fail(new, f"receiver {row.receiver!r} is now a {rcv.kind} receiver; "
+                                   f"this notification was built for {row.kind}"), False
         try:
-            payload = json.loads(row["payload"])
+            payload = json.loads(row.payload)
             send(rcv.kind, rcv.target, payload, rcv.target.timeout.total_seconds())
         except DeliveryError as exc:
             error = str(exc)[:_ERROR_CHARS]
             if not exc.retryable:
                 return self._fail(new, error), False
             unanswered = exc.status is None  # a timeout or a connection that failed, not an answer
-            age = now - row["created_at"]
+            age = now - row.created_at
             if age > self._delivery.give_up_after:
-                return self._fail(new, f"gave up after {new['attempts']} attempts: {error}"), unanswered
-            delay = min(self._delivery.backoff_initial * (2 ** row["attempts"]), self._delivery.backoff_max)
-            new.update(next_attempt_at=now + delay, last_error=error)
-            return new, unanswered
+                return self._fail(new, f"gave up after {new.attempts} attempts: {error}"), unanswered
+            delay = min(self._delivery.backoff_initial * (2 ** row.attempts), self._delivery.backoff_max)
+            return replace(new, next_attempt_at=now + delay, last_error=error), unanswered
         except Exception as exc:  # noqa: BLE001 - a bad stored payload or a bug in a sender: fail the row, not the run
             return self._fail(new, f"{type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:_ERROR_CHARS] if str(exc) else ''}"), False
-        new.update(status="sent", sent_at=now, last_error="")
-        return new, False
+        return replace(new, status="sent", sent_at=now, last_error=""), False
 
     @staticmethod
-    def _fail(new: dict, error: str) -> dict:
-        new.update(status="failed", last_error=error)
-        return new
+    def _fail(new: OutboxRow, error: str) -> OutboxRow:
+        return replace(new, status="failed", last_error=error)
 
-    def _log(self, new: dict, now: dt.datetime) -> None:
+    def _log(self, new: OutboxRow, now: dt.datetime) -> None:
         """The log line for an attempt's outcome, once it is written."""
-        if new["status"] == "sent":
-            rcv = self._receiver(new["receiver"])
-            log.info("notification %s sent to %s (%s, attempt %d)", new["id"], new["receiver"],
-                     rcv.kind if rcv is not None else new["kind"], new["attempts"])
-        elif new["status"] == "pending":
-            log.warning("notification %s to %s failed (attempt %d), retrying in %gs: %s", new["id"], new["receiver"],
-                        new["attempts"], (new["next_attempt_at"] - now).total_seconds(), new["last_error"])
+        if new.status == "sent":
+            rcv = self._receiver(new.receiver)
+            log.info("notification %s sent to %s (%s, attempt %d)", new.id, new.receiver,
+                     rcv.kind if rcv is not None else new.kind, new.attempts)
+        elif new.status == "pending":
+            log.warning("notification %s to %s failed (attempt %d), retrying in %gs: %s", new.id, new.receiver,
+                        new.attempts, (new.next_attempt_at - now).total_seconds(), new.last_error)
         else:
-            log.warning("notification %s to %s failed for good after %d attempt%s: %s", new["id"], new["receiver"],
-                        new["attempts"], "" if new["attempts"] == 1 else "s", new["last_error"])
-
-    @staticmethod
-    def _public(row: dict) -> dict:
-        return {k: v for k, v in row.items() if k != "payload"}
+            log.warning("notification %s to %s failed for good after %d attempt%s: %s", new.id, new.receiver,
+                        new.attempts, "" if new.attempts == 1 else "s", new.last_error)
 
     # -- trying a receiver out ------------------------------------------------
     def test_notification(self, receiver_name: str) -> None:

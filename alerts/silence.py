@@ -35,20 +35,14 @@ class SilenceConflict(SilenceError):
 
 
 @dataclass(frozen=True)
-class Silence:
+class Silence(SilenceRow):
     """A silence as people see it: its newest version and its status at the time it was read."""
 
-    id: str
-    matchers: tuple[str, ...]
-    starts_at: dt.datetime
-    ends_at: dt.datetime
-    created_by: str
-    comment: str
-    status: str  # pending, active or expired
+    status: str = ""  # pending, active or expired
 
     def as_json(self) -> dict:
-        """Alertmanager's field names (the API's and the CLI's shape)."""
-        return {"id": self.id, "matchers": list(self.matchers), "startsAt": iso_utc(self.starts_at),
+        """Alertmanager's field names (the API's shape)."""
+        return {"id": self.id, "matchers": [str(m) for m in self.matchers], "startsAt": iso_utc(self.starts_at),
                 "endsAt": iso_utc(self.ends_at), "createdBy": self.created_by, "comment": self.comment,
                 "status": self.status}
 
@@ -156,8 +150,7 @@ def get(store, clock, sid: str) -> Silence | None:
 
 def list_all(store, clock, sid: str | None = None) -> list[Silence]:
     now = clock.now()
-    return [Silence(r.id, tuple(str(m) for m in r.matchers), r.starts_at, r.ends_at, r.created_by, r.comment,
-                    status(r, now)) for r in silences.rows(store, sid)]
+    return [Silence(**vars(r), status=status(r, now)) for r in silences.rows(store, sid)]
 
 
 class Silencer:

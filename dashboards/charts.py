@@ -7,6 +7,7 @@ from dashboards.scope import in_scope
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.metrics import WINDOWS
 from monitor.foundation.tables import alert_history, metric_points, rollups
+from monitor.foundation.tables.rollups import PromptChange
 
 STEPS = ((dt.timedelta(hours=36), "5m"), (dt.timedelta(days=8), "1h"), (None, "1d"))
 
@@ -66,22 +67,20 @@ def alert_markers(store, lo: dt.datetime, hi: dt.datetime, labels: dict[str, str
     rows = alert_history.fired(store, lo, hi + dt.timedelta(milliseconds=1), limit=200)
     out = []
     for r in rows:
-        if in_scope(r["labels"], labels):
-            out.append({"x": iso_utc(r["ts"]), "label": r["rule"], "kind": "alert"})
+        if in_scope(r.labels, labels):
+            out.append({"x": iso_utc(r.ts), "label": r.rule, "kind": "alert"})
     return out
 
 
-def prompt_changes(store, lo: dt.datetime, hi: dt.datetime, service: str = "", feature: str = "") -> list[dict]:
+def prompt_changes(store, lo: dt.datetime, hi: dt.datetime, service: str = "",
+                   feature: str = "") -> list[PromptChange]:
     """Prompt versions first served in [lo, hi), to the minute, per service and feature, oldest first.
 
     "First" is over all the rollups hold (retention), so a version is new once.
     """
-    out = [{"service": svc, "feature": feat, "prompt_version": version, "first_seen": first}
-           for svc, feat, version, first in rollups.prompt_versions_first_seen(store, lo, hi, service, feature)
-           if lo <= first < hi]
-    return sorted(out, key=lambda c: c["first_seen"])
+    return sorted((c for c in rollups.prompt_versions_first_seen(store, lo, hi, service, feature)
+                   if lo <= c.first_seen < hi), key=lambda c: c.first_seen)
 
 
-def prompt_markers(changes: list[dict]) -> list[dict]:
-    return [{"x": iso_utc(c["first_seen"]), "label": f"prompt {c['prompt_version']}", "kind": "prompt"}
-            for c in changes]
+def prompt_markers(changes: list[PromptChange]) -> list[dict]:
+    return [{"x": iso_utc(c.first_seen), "label": f"prompt {c.prompt_version}", "kind": "prompt"} for c in changes]

@@ -126,4 +126,4 @@ def incidents_change(row) -> Change:
         return Change(NEW, reason="new", title="no requests in the previous period")
     if not covered(row.first_seen, row.baseline_start):
         return Change(PARTIAL, reason="partial", title="data starts after the previous period's start")
-    return Change(f"prev {sum(1 for s in row.incidents if not s['current'])}")
+    return Change(f"prev {len(row.previous_incidents)}")

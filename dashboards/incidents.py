@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from dataclasses import dataclass, fields, is_dataclass
 
 from dashboards import charts, kpis
 from dashboards.compare import row_change
@@ -21,6 +22,11 @@ from monitor.foundation.config import parse_duration
 from monitor.foundation.filters import where_equal
 from monitor.foundation.rollups import STATUS_COLUMNS
 from monitor.foundation.tables import alert_history, drift_reports, feedback, requests, rollups
+from monitor.foundation.tables.alert_history import AlertTransition, IncidentSpan
+from monitor.foundation.tables.drift_reports import DriftReport
+from monitor.foundation.tables.feedback import NegativeFeedback
+from monitor.foundation.tables.requests import RequestBrief
+from monitor.foundation.tables.rollups import PromptChange
 
 BASELINE_SHIFT = dt.timedelta(days=7)
 MAX_WINDOW = dt.timedelta(days=31)
@@ -87,7 +93,7 @@ def _breakdown(store, period: kpis.Period, where: str, params: dict) -> dict[str
             "status": out["status"]}
 
 
-def _failing(store, period: kpis.Period, where: str, params: dict) -> list[dict]:
+def _failing(store, period: kpis.Period, where: str, params: dict) -> list[RequestBrief]:
     """The newest failed (error, timeout) requests: the hour rollup says how far back the newest LIST_LIMIT lie."""
     since, seen = period.start, 0
     for hour, n in rollups.failed_per_hour(store, period.start, period.end, where, params):
@@ -101,32 +107,45 @@ def _failing(store, period: kpis.Period, where: str, params: dict) -> list[dict]
     return rows
 
 
-def report(store, config, period: kpis.Period, filters: dict) -> dict:
-    """Everything the explorer shows for the window, as plain data (datetimes are UTC)."""
+@dataclass(frozen=True)
+class IncidentReport:
+    """Everything the explorer shows for a window: what the page, ``GET /v1/incidents`` and ``nlpmon
+    incident`` render, and the three exports are made of (datetimes are UTC)."""
+
+    period: kpis.Period
+    baseline: kpis.Period                     # the same window a week before
+    filters: dict[str, str]
+    slis: list[kpis.Row]                      # all traffic first, then each service/feature
+    errors: dict[str, list[dict]]             # dimension -> {value, failed, requests, failure_rate}
+    slowest: list[RequestBrief]
+    failing: list[RequestBrief]
+    negative_feedback: list[NegativeFeedback]
+    alerts: list[AlertTransition]
+    incidents: list[IncidentSpan]
+    drift: list[DriftReport]
+    prompt_changes: list[PromptChange]
+
+
+def report(store, config, period: kpis.Period, filters: dict) -> IncidentReport:
+    """Everything the explorer shows for the window."""
     baseline = _shifted(period)
     rows = kpis.overview(store, config, period, filters, baseline=baseline, trend=False)
     where, params = where_equal(filters, ("service", "feature"))
     params["snip"] = SNIPPET
-    slowest = requests.slowest(store, period.start, period.end, where, params, LIST_LIMIT)
-    negative = feedback.negative(store, period.start, period.end, where, params, LIST_LIMIT, SNIPPET)
     margin = dt.timedelta(hours=1)
-    history = alert_history.between(store, period.start - margin, period.end + margin, limit=2000)
-    history = [h for h in history if in_scope(h["labels"], filters)]
+    history = [h for h in alert_history.between(store, period.start - margin, period.end + margin, limit=2000)
+               if in_scope(h.labels, filters)]
     spans = [s for s in alert_history.incident_spans(store, period.start - margin, period.end)
-             if in_scope(s["labels"], filters)]
-    drift = []
-    for r in drift_reports.ending_between(store, period.start, period.end + dt.timedelta(days=1), where, params):
-        w_end = r["ts"]
-        if w_end - parse_duration(r["window"]) < period.end:  # the report's window overlaps the incident's
-            drift.append({**r, "ts": w_end, "drift_detected": bool(r["drift_detected"])})
-    return {"window": {"from": period.start, "to": period.end},
-            "baseline": {"from": baseline.start, "to": baseline.end},
-            "filters": {k: v for k, v in filters.items() if v},
-            "slis": rows, "errors": _breakdown(store, period, where, params),
-            "slowest": slowest, "failing": _failing(store, period, where, params),
-            "negative_feedback": negative, "alerts": history, "incidents": spans, "drift": drift,
-            "prompt_changes": charts.prompt_changes(store, period.start, period.end, filters.get("service", ""),
-                                                    filters.get("feature", ""))}
+             if in_scope(s.labels, filters)]
+    drift = [r for r in drift_reports.ending_between(store, period.start, period.end + dt.timedelta(days=1), where,
+                                                      params)
+             if r.ts - parse_duration(r.window) < period.end]  # the report's window overlaps the incident's
+    return IncidentReport(
+        period, baseline, {k: v for k, v in filters.items() if v}, rows, _breakdown(store, period, where, params),
+        requests.slowest(store, period.start, period.end, where, params, LIST_LIMIT),
+        _failing(store, period, where, params),
+        feedback.negative(store, period.start, period.end, where, params, LIST_LIMIT, SNIPPET), history, spans, drift,
+        charts.prompt_changes(store, period.start, period.end, filters.get("service", ""), filters.get("feature", "")))
 
 
 # -- exports -------------------------------------------------------------------------
@@ -135,46 +154,54 @@ def _plain(v):
         return iso_utc(v)
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
     if isinstance(v, kpis.Row):
         return {"service": v.service or None, "feature": v.feature or None, "window": _plain(v.current),
                 "baseline": _plain(v.previous), "drift": _plain(v.drift), "slos": v.slos,
                 "first_seen": _plain(v.first_seen),
                 "changes": {key: row_change(v, key, unit).text for key, _, unit in SLI_TABLE}}
+    if isinstance(v, tuple) and hasattr(v, "_asdict"):
+        return _plain(v._asdict())
+    if is_dataclass(v):  # a record: the fields it holds (a list read without its summary leaves that out)
+        return {f.name: _plain(getattr(v, f.name)) for f in fields(v) if getattr(v, f.name) is not None}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
     if isinstance(v, float) and v != v:
         return None
     return v
 
 
-def as_json(rep: dict) -> dict:
-    return _plain(rep)
+def as_json(rep: IncidentReport) -> dict:
+    return _plain({"window": {"from": rep.period.start, "to": rep.period.end},
+                   "baseline": {"from": rep.baseline.start, "to": rep.baseline.end}, "filters": rep.filters,
+                   "slis": rep.slis, "errors": rep.errors, "slowest": rep.slowest, "failing": rep.failing,
+                   "negative_feedback": rep.negative_feedback, "alerts": rep.alerts, "incidents": rep.incidents,
+                   "drift": rep.drift, "prompt_changes": rep.prompt_changes})
 
 
-def as_csv(rep: dict) -> str:
+def as_csv(rep: IncidentReport) -> str:
     """One long table: section, service, feature, name, window value, baseline value, detail (for an
     indicator, its change or why there is none, as on the page)."""
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["section", "service", "feature", "name", "value", "baseline", "detail"])
-    for r in rep["slis"]:
+    for r in rep.slis:
         for key, _, unit in SLI_TABLE:
             w.writerow(["sli", r.service or "all", r.feature or "all", key, _cell(r.current.get(key)),
                         _cell(r.previous.get(key)), row_change(r, key, unit).text])
-    for dim, items in rep["errors"].items():
+    for dim, items in rep.errors.items():
         for e in items:
-            w.writerow(["errors", rep["filters"].get("service", ""), rep["filters"].get("feature", ""),
+            w.writerow(["errors", rep.filters.get("service", ""), rep.filters.get("feature", ""),
                         f"{dim}={e['value']}", e["failed"], "", f"{e['requests']} requests"])
-    for h in rep["alerts"]:
-        w.writerow(["alert", h["labels"].get("service", ""), h["labels"].get("feature", ""), h["rule"],
-                    _cell(h["value"]), "", f"{iso_utc(h['ts'])} {h['from_state']} -> {h['to_state']}"])
-    for d in rep["drift"]:
-        w.writerow(["drift", d["service"], d["feature"], d["window"], int(d["drift_detected"]), "",
-                    f"{iso_utc(d['ts'])} {d['status']} report {d['report_id']}"])
-    for name in ("slowest", "failing"):
-        for q in rep[name]:
-            w.writerow([name, q["service"], q["feature"], q["request_id"], _cell(q["latency_ms"]), "",
-                        f"{iso_utc(q['ts'])} {q['status']} {q['error_type']}".strip()])
+    for h in rep.alerts:
+        w.writerow(["alert", h.labels.get("service", ""), h.labels.get("feature", ""), h.rule,
+                    _cell(h.value), "", f"{iso_utc(h.ts)} {h.from_state} -> {h.to_state}"])
+    for d in rep.drift:
+        w.writerow(["drift", d.service, d.feature, d.window, int(d.drift_detected), "",
+                    f"{iso_utc(d.ts)} {d.status} report {d.report_id}"])
+    for name, listed in (("slowest", rep.slowest), ("failing", rep.failing)):
+        for q in listed:
+            w.writerow([name, q.service, q.feature, q.request_id, _cell(q.latency_ms), "",
+                        f"{iso_utc(q.ts)} {q.status} {q.error_type}".strip()])
     return out.getvalue()
 
 
@@ -190,10 +217,10 @@ def _md(text) -> str:
     return s
 
 
-def _alert_event(h: dict) -> str:
-    value = "" if h["value"] is None else f" (value {h['value']:.4g})"
-    return (f"alert **{_md(h['rule'])}** {_md(h['from_state'])} → {_md(h['to_state'])}{value}"
-            f"{' (silenced)' if h['silenced'] else ''}")
+def _alert_event(h: AlertTransition) -> str:
+    value = "" if h.value is None else f" (value {h.value:.4g})"
+    return (f"alert **{_md(h.rule)}** {_md(h.from_state)} → {_md(h.to_state)}{value}"
+            f"{' (silenced)' if h.silenced else ''}")
 
 
 def _before(row, key: str, unit: str) -> str:
@@ -202,18 +229,18 @@ def _before(row, key: str, unit: str) -> str:
     return fmt(row.previous.get(key), unit) if ch.shown else ch.text
 
 
-def as_markdown(rep: dict) -> str:
-    w, b = rep["window"], rep["baseline"]
-    scope = "/".join(_md(rep["filters"][k]) for k in ("service", "feature") if rep["filters"].get(k)) or "all traffic"
-    lines = [f"# Incident: {scope}, {iso_utc(w['from'])} to {iso_utc(w['to'])}", "",
+def as_markdown(rep: IncidentReport) -> str:
+    w, b = rep.period, rep.baseline
+    scope = "/".join(_md(rep.filters[k]) for k in ("service", "feature") if rep.filters.get(k)) or "all traffic"
+    lines = [f"# Incident: {scope}, {iso_utc(w.start)} to {iso_utc(w.end)}", "",
              "_Postmortem skeleton generated by nlpmon; replace the italic prompts._", "",
              "## Summary", "", "_What happened, who was affected, how it was resolved._", "",
-             f"Window {iso_utc(w['from'])} to {iso_utc(w['to'])}; baseline the same window a week before "
-             f"({iso_utc(b['from'])} to {iso_utc(b['to'])}). A change is shown only against enough data: "
+             f"Window {iso_utc(w.start)} to {iso_utc(w.end)}; baseline the same window a week before "
+             f"({iso_utc(b.start)} to {iso_utc(b.end)}). A change is shown only against enough data: "
              "otherwise it says `new` (no requests a week before), `partial previous period` (data starts "
              "after the baseline's start) or `too few …` (a rate's denominator under its minimum).", "",
              "| Scope | Indicator | Window | Week before | Change |", "|---|---|---|---|---|"]
-    for r in rep["slis"]:
+    for r in rep.slis:
         name = "all traffic" if r.is_total else f"{_md(r.service)}/{_md(r.feature)}"
         for key, label, unit in SLI_TABLE:
             cur, base = r.current.get(key), r.previous.get(key)
@@ -222,16 +249,16 @@ def as_markdown(rep: dict) -> str:
             lines.append(f"| {name} | {label} | {fmt(cur, unit)} | {fmt(base, unit)} | "
                          f"{row_change(r, key, unit).text} |")
     lines += ["", "## Timeline (UTC)", ""]
-    events = [(h["ts"], _alert_event(h)) for h in rep["alerts"]]
-    events += [(p["first_seen"], f"prompt_version **{_md(p['prompt_version'])}** first seen on "
-                                 f"{_md(p['service'])}/{_md(p['feature'])}") for p in rep["prompt_changes"]]
-    events += [(d["ts"], f"drift report {_md(d['window'])} window on {_md(d['service'])}/{_md(d['feature'])}: "
-                         f"{'**drift detected**' if d['drift_detected'] else _md(d['status'])}") for d in rep["drift"]]
+    events = [(h.ts, _alert_event(h)) for h in rep.alerts]
+    events += [(p.first_seen, f"prompt_version **{_md(p.prompt_version)}** first seen on "
+                              f"{_md(p.service)}/{_md(p.feature)}") for p in rep.prompt_changes]
+    events += [(d.ts, f"drift report {_md(d.window)} window on {_md(d.service)}/{_md(d.feature)}: "
+                      f"{'**drift detected**' if d.drift_detected else _md(d.status)}") for d in rep.drift]
     events.sort(key=lambda e: e[0])
     lines += [f"- {ts:%Y-%m-%d %H:%M:%S} {text}" for ts, text in events] or ["- _no alerts, drift reports or "
                                                                                    "prompt changes in the window_"]
     lines += ["", "## Impact", ""]
-    total = next((r for r in rep["slis"] if r.is_total), None)
+    total = next((r for r in rep.slis if r.is_total), None)
     if total and total.current.get("requests"):
         c = total.current
         failed = round((c.get("error_rate") or 0) * c["requests"])
@@ -239,28 +266,28 @@ def as_markdown(rep: dict) -> str:
                      f"({fmt(c.get('error_rate'), 'pct')}; a week before {_before(total, 'error_rate', 'pct')}).")
         lines.append(f"- Cost {fmt(c.get('cost_usd'), 'usd')} (a week before {_before(total, 'cost_usd', 'usd')}); "
                      f"per successful outcome {fmt(c.get('cost_per_successful_outcome_usd'), 'usd')}.")
-        lines.append(f"- Negative feedback on requests in the window: {len(rep['negative_feedback'])} shown "
+        lines.append(f"- Negative feedback on requests in the window: {len(rep.negative_feedback)} shown "
                      f"(thumbs-up rate {fmt(c.get('thumbs_up_rate'), 'pct')}).")
     else:
         lines.append("- No requests in the window.")
     lines += ["", "## Contributing signals", ""]
     for dim in ("error_type", "model", "prompt_version"):
-        items = rep["errors"].get(dim) or []
+        items = rep.errors.get(dim) or []
         if items:
             top = ", ".join(f"{_md(e['value'] or '(none)')} {e['failed']:,}/{e['requests']:,}" for e in items[:5])
             lines.append(f"- Failures by {dim}: {top}")
-    for s in rep["incidents"]:
-        end = iso_utc(s["end"]) if s["end"] else "still firing"
-        lines.append(f"- Alert {_md(s['rule'])} fired {iso_utc(s['start'])} until {end}")
-    for d in rep["drift"]:
-        if d["drift_detected"]:
-            lines.append(f"- Embedding drift on {_md(d['service'])}/{_md(d['feature'])} ({_md(d['window'])} window "
-                         f"ending {iso_utc(d['ts'])}), report /reports/{_md(d['report_id'])}")
-    for p in rep["prompt_changes"]:
-        lines.append(f"- New prompt_version {_md(p['prompt_version'])} on {_md(p['service'])}/{_md(p['feature'])} "
-                     f"from {iso_utc(p['first_seen'])}")
-    if rep["slowest"]:
-        q = rep["slowest"][0]
-        lines.append(f"- Slowest request {_md(q['request_id'])}: {q['latency_ms']:,.0f} ms ({_md(q['model'])})")
+    for s in rep.incidents:
+        end = iso_utc(s.end) if s.end else "still firing"
+        lines.append(f"- Alert {_md(s.rule)} fired {iso_utc(s.start)} until {end}")
+    for d in rep.drift:
+        if d.drift_detected:
+            lines.append(f"- Embedding drift on {_md(d.service)}/{_md(d.feature)} ({_md(d.window)} window "
+                         f"ending {iso_utc(d.ts)}), report /reports/{_md(d.report_id)}")
+    for p in rep.prompt_changes:
+        lines.append(f"- New prompt_version {_md(p.prompt_version)} on {_md(p.service)}/{_md(p.feature)} "
+                     f"from {iso_utc(p.first_seen)}")
+    if rep.slowest:
+        q = rep.slowest[0]
+        lines.append(f"- Slowest request {_md(q.request_id)}: {q.latency_ms:,.0f} ms ({_md(q.model)})")
     lines += ["", "## Root cause", "", "_Why it happened._", "", "## Action items", "", "- [ ] _owner: action_", ""]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.http import ApiError
 from monitor.foundation.tables import job_runs
+from monitor.foundation.tables.job_runs import JobRun
 
 bp = Blueprint("jobs", __name__)
 MAX_LIMIT = 1000
@@ -26,12 +27,12 @@ def _time(value):
     return iso_utc(value) if value is not None else None
 
 
-def _run(run: dict) -> dict:
-    return {"run_id": run["run_id"], "status": run["status"], "started_at": _time(run["started_at"]),
-            "finished": run["finished_at"] is not None, "finished_at": _time(run["finished_at"]),
-            "window": {"from": _time(run["window_start"]), "to": _time(run["window_end"])},
-            "rows": run["rows"], "duration_ms": run["duration_ms"],
-            "error": run["error"].splitlines()[0][:500] if run["error"] else ""}
+def _run(run: JobRun) -> dict:
+    return {"run_id": run.run_id, "status": run.status, "started_at": _time(run.started_at),
+            "finished": run.finished_at is not None, "finished_at": _time(run.finished_at),
+            "window": {"from": _time(run.window_start), "to": _time(run.window_end)},
+            "rows": run.rows, "duration_ms": run.duration_ms,
+            "error": run.error.splitlines()[0][:500] if run.error else ""}
 
 
 @bp.get("/v1/jobs")
@@ -41,9 +42,9 @@ def list_jobs():
     jobs = []
     for name, run in job_runs.latest(svc.store, svc.clock.now()).items():
         success = None
-        if run["last_ok_at"] is not None:
-            success = {"started_at": _time(run["last_ok_at"]), "window_end": _time(run["last_ok_window_end"])}
-        jobs.append({"job": name, "last_run": _run(run), "last_success": success, "failures": run["failures"]})
+        if run.last_ok_at is not None:
+            success = {"started_at": _time(run.last_ok_at), "window_end": _time(run.last_ok_window_end)}
+        jobs.append({"job": name, "last_run": _run(run), "last_success": success, "failures": run.failures})
     return jsonify({"jobs": jobs})
 
 

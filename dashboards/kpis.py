@@ -33,6 +33,7 @@ from monitor.foundation.rollups import (
 )
 from monitor.foundation.stats import ratio, wilson
 from monitor.foundation.tables import alert_history, drift_reports, feedback, metric_points, review, rollups
+from monitor.foundation.tables.alert_history import IncidentSpan
 
 PERIODS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30),
            "90d": dt.timedelta(days=90)}
@@ -101,7 +102,8 @@ class Row:
     trend: dict = field(default_factory=lambda: defaultdict(list))  # metric -> [(bucket start, value)]
     drift: dict | None = None
     slos: list = field(default_factory=list)
-    incidents: list = field(default_factory=list)
+    incidents: list[IncidentSpan] = field(default_factory=list)           # started in the period
+    previous_incidents: list[IncidentSpan] = field(default_factory=list)  # started in the previous one
     first_seen: dt.datetime | None = None  # the start of the first hour with requests (dashboards.compare)
     baseline_start: dt.datetime | None = None  # where "previous" starts
 
@@ -243,10 +245,10 @@ def _hallucination(store, period: Period, prev: Period, filters: dict, row) -> N
 def _drift(store, period: Period, filters: dict, rows: dict) -> None:
     """The newest drift report per (service, feature) in the period, preferring full-day windows."""
     for r in drift_reports.latest_per_stratum(store, period.start, period.end):
-        key = (r["service"], r["feature"])
+        key = (r.service, r.feature)
         if key in rows:
-            rows[key].drift = {"report_id": r["report_id"], "status": r["status"], "detected": bool(r["detected"]),
-                               "ts": r["last_ts"], "window": r["last_window"]}
+            rows[key].drift = {"report_id": r.report_id, "status": r.status, "detected": r.detected,
+                               "ts": r.last_ts, "window": r.last_window}
 
 
 def _slos(store, config, period: Period, filters: dict, rows: dict) -> None:
@@ -268,25 +270,20 @@ def _slos(store, config, period: Period, filters: dict, rows: dict) -> None:
 
 def _incidents(store, period: Period, prev: Period, filters: dict, row) -> None:
     for span in alert_history.incident_spans(store, prev.start, period.end):
-        if prev.end <= span["start"] < period.start:
+        if prev.end <= span.start < period.start or not in_scope(span.labels, filters):
             continue
-        labels = span["labels"]
-        if not in_scope(labels, filters):
-            continue
-        span["current"] = span["start"] >= period.start
         keys = [TOTAL]
-        if labels.get("service") and labels.get("feature"):
-            keys.append((labels["service"], labels["feature"]))
+        if span.labels.get("service") and span.labels.get("feature"):
+            keys.append((span.labels["service"], span.labels["feature"]))
         for key in keys:
-            row(key).incidents.append(span)
+            (row(key).incidents if span.start >= period.start else row(key).previous_incidents).append(span)
 
 
-def incident_figures(spans: list[dict], current: bool) -> dict:
-    """Count and mean time to resolve of the incidents that started in one of the periods."""
-    mine = [s for s in spans if s["current"] == current]
-    resolved = [(s["end"] - s["start"]).total_seconds() for s in mine if s["end"] is not None]
-    return {"count": len(mine), "mttr_seconds": sum(resolved) / len(resolved) if resolved else None,
-            "open": sum(1 for s in mine if s["end"] is None)}
+def incident_figures(spans: list[IncidentSpan]) -> dict:
+    """Count and mean time to resolve of these incidents, and how many still fire."""
+    resolved = [(s.end - s.start).total_seconds() for s in spans if s.end is not None]
+    return {"count": len(spans), "mttr_seconds": sum(resolved) / len(resolved) if resolved else None,
+            "open": sum(1 for s in spans if s.end is None)}
 
 
 def choices(store, period: Period) -> dict[str, list[str]]:

@@ -190,12 +190,12 @@ class _Collector:
                           "counter")
         success = Metric("nlpmon_job_last_success_timestamp_seconds", "When the job last succeeded.", "gauge")
         for job, run in runs.items():
-            if run["last_duration_ms"] is not None:
-                duration.add_sample(duration.name, {"job": job}, run["last_duration_ms"] / 1000)
-            failed.add_sample(failed.name, {"job": job}, 1.0 if run["outcome"] in job_runs.FAILED else 0.0)
-            failures.add_sample("nlpmon_job_failures_total", {"job": job}, run["failures"])
-            if run["last_ok_ms"]:
-                success.add_sample(success.name, {"job": job}, run["last_ok_ms"] / 1000)
+            if run.last_duration_ms is not None:
+                duration.add_sample(duration.name, {"job": job}, run.last_duration_ms / 1000)
+            failed.add_sample(failed.name, {"job": job}, 1.0 if run.outcome in job_runs.FAILED else 0.0)
+            failures.add_sample("nlpmon_job_failures_total", {"job": job}, run.failures)
+            if run.last_ok_ms:
+                success.add_sample(success.name, {"job": job}, run.last_ok_ms / 1000)
         yield from (duration, failed, failures, success)
 
 

@@ -228,7 +228,7 @@ def overview():
                  "delta": compare.row_change(r, "hallucination_rate", "pct", False), "worst": False,
                  "href": f"{detail}#chart-hallucination_rate"}
         budgets = [s for s in r.slos if s["budget_remaining"] is not None]
-        inc_cur = kpis.incident_figures(r.incidents, True)
+        inc_cur = kpis.incident_figures(r.incidents)
         table.append({
             "row": r, "cells": cells, "hallucination": hallu, "detail": detail,
             "drift": r.drift, "drift_href": link("pages.drift", service=r.service, feature=r.feature, **pargs),
@@ -341,11 +341,7 @@ def drift():
     window = request.args.get("window", "1d")
     runs = drift_reports.runs(svc.store, period.start, period.end,
                               {k: v for k, v in (("service", service), ("feature", feature)) if v})
-    for r in runs:
-        r["summary"] = json.loads(r["summary"]) if r["summary"] else {}
-        r["explanation"] = json.loads(r["explanation"]) if r["explanation"] else {}
-        r["drift_detected"] = bool(r["drift_detected"])
-    targets = sorted({(r["service"], r["feature"]) for r in runs})
+    targets = sorted({(r.service, r.feature) for r in runs})
     if service and feature:
         targets = [(service, feature)]
     chart_list = []
@@ -364,8 +360,8 @@ def drift():
         chart_list.append(charts.chart(f"drift-{method}", f"{method.replace('_', ' ')} ({window} windows)",
                                        "x", traces, help_text=_METHOD_HELP[method], window=window))
     selected = request.args.get("report")
-    shown = next((r for r in runs if r["report_id"] == selected), None) or next(
-        (r for r in runs if r["drift_detected"]), None) or next((r for r in runs if r["has_snapshot"]), None)
+    shown = next((r for r in runs if r.report_id == selected), None) or next(
+        (r for r in runs if r.drift_detected), None) or next((r for r in runs if r.has_snapshot), None)
     return render_template("drift.html", period=period, service=service, feature=feature, window=window,
                            runs=runs, shown=shown, charts=chart_list, periods=list(kpis.PERIODS),
                            windows=("1h", "6h", "1d", "7d"), payload=_chart_json({"charts": chart_list, "markers": []}),
@@ -410,13 +406,10 @@ def alerts():
                        "runbook_is_url": runbook.startswith(("http://", "https://", "/"))})
     days = int(request.args.get("days", "7")) if request.args.get("days", "7").isdigit() else 7
     lo = now - dt.timedelta(days=max(1, min(days, 90)))
-    spans = [s for s in alert_history.incident_spans(svc.store, lo, now)
-             if in_scope(s["labels"], filt)]
-    for s in spans:
-        s["explore"] = incident_link(s["start"], s["end"], s["fingerprint"], s["labels"])
-        s["duration"] = ((s["end"] or now) - s["start"]).total_seconds()
-    history = alert_history.newest_since(svc.store, lo, 300)
-    history = [h for h in history if in_scope(h["labels"], filt)]
+    spans = [{**vars(s), "explore": incident_link(s.start, s.end, s.fingerprint, s.labels),
+              "duration": ((s.end or now) - s.start).total_seconds()}
+             for s in alert_history.incident_spans(svc.store, lo, now) if in_scope(s.labels, filt)]
+    history = [h for h in alert_history.newest_since(svc.store, lo, 300) if in_scope(h.labels, filt)]
     timeline = [{"name": s["rule"] + " " + " ".join(f"{k}={v}" for k, v in sorted(s["labels"].items())
                                                      if k in ("service", "feature")),
                  "start": iso_utc(s["start"]), "end": iso_utc(s["end"] or now), "open": s["end"] is None,
@@ -531,14 +524,14 @@ def incident():
             charts.trace("window", cur.get((metric, 0), [])),
             charts.trace("a week before", moved, dash=True)], help_text=f"Window {wanted[metric]}.",
             window=wanted[metric]))
-    for h in rep["alerts"]:
-        if h["to_state"] == "firing":
-            markers.append({"x": iso_utc(h["ts"]), "label": h["rule"], "kind": "alert"})
-    markers += charts.prompt_markers(rep["prompt_changes"])
+    for h in rep.alerts:
+        if h.to_state == "firing":
+            markers.append({"x": iso_utc(h.ts), "label": h.rule, "kind": "alert"})
+    markers += charts.prompt_markers(rep.prompt_changes)
     markers.append({"x": iso_utc(period.start), "label": "window start", "kind": "window"})
     markers.append({"x": iso_utc(period.end), "label": "window end", "kind": "window"})
-    timeline = [{"name": s["rule"], "start": iso_utc(s["start"]), "end": iso_utc(s["end"] or svc.clock.now()),
-                 "open": s["end"] is None, "severity": s["severity"], "href": ""} for s in rep["incidents"]]
+    timeline = [{"name": s.rule, "start": iso_utc(s.start), "end": iso_utc(s.end or svc.clock.now()),
+                 "open": s.end is None, "severity": s.severity, "href": ""} for s in rep.incidents]
     q = {"from": iso_utc(period.start), "to": iso_utc(period.end), **filters}
     return render_template("incident.html", rep=rep, period=period, filters=filters, fingerprint=fp,
                            sli_table=incidents.SLI_TABLE, change=compare.row_change,
@@ -579,5 +572,5 @@ def request_detail(request_id: str):
         return render_template("error.html", status=404, title="Not found",
                                message=f"No request {request_id} (or it is past retention)."), 404
     return render_template("request.html", r=r, feedback=feedback.for_request(svc.store, request_id),
-                           explore=incident_link(r["ts"], r["ts"] + dt.timedelta(minutes=1),
-                                                 labels={"service": r["service"], "feature": r["feature"]}))
+                           explore=incident_link(r.ts, r.ts + dt.timedelta(minutes=1),
+                                                 labels={"service": r.service, "feature": r.feature}))

@@ -24,8 +24,8 @@ very long texts) degrade a comparison, never fail it: each side and each
 method is computed on its own and a method that cannot run says why in the
 summary (its points are not written); the explanation and the Evidently
 report come after the numbers, each in its own try, so a picture that cannot
-be drawn costs only itself (``summary["report_omitted"]`` per part, or
-``summary["report_error"]`` and an empty snapshot). The row's status stays
+be drawn costs only itself (the summary's ``report_omitted`` per part, or
+its ``report_error`` and an empty snapshot). The row's status stays
 ``ok``.
 
 A failure in one stratum (a bug, the model) does not stop the others; the run
@@ -38,6 +38,7 @@ import datetime as dt
 import logging
 import sys
 import uuid
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import numpy as np
@@ -49,6 +50,7 @@ from monitor.foundation.job import Job
 from monitor.foundation.metrics import WINDOWS, Point, window_ends
 from monitor.foundation.storage import StoreError
 from monitor.foundation.tables import drift_reports, requests
+from monitor.foundation.tables.drift_reports import DriftExplanation, DriftReport, DriftSummary, SideSummary
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,17 @@ log = logging.getLogger(__name__)
 def report_id(service: str, feature: str, window: str, end: dt.datetime) -> str:
     """Stable per (stratum, window, end), so a rerun replaces its report instead of adding one."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"nlpmon:drift/{service}/{feature}/{window}/{end.isoformat()}"))
+
+
+@dataclass(frozen=True)
+class Picture:
+    """The Evidently report of a comparison: its snapshot ("" when it could not be drawn, and why), the
+    value drift it shows, and the parts left out of it."""
+
+    snapshot: str
+    numeric: dict
+    error: str | None
+    omitted: dict[str, str]
 
 
 class DriftJob(Embeds, Job):
@@ -157,18 +170,19 @@ class DriftJob(Embeds, Job):
         base = {"service": service, "feature": feature}
         yield Point(end, window, "embedding_drift_reference_samples", base, float(len(ref)))
         yield Point(end, window, "embedding_drift_current_samples", base, float(len(cur)))
-        summary = {"samples": {"reference": len(ref), "current": len(cur)}, "min_samples": cfg.min_samples,
-                   "reference": {"from": ref_lo.isoformat(), "to": ref_hi.isoformat()},
-                   "current": {"from": lo.isoformat(), "to": end.isoformat()}}
-        row = {"report_id": report_id(service, feature, window, end), "ts": end, "window": window,
-               "service": service, "feature": feature, "reference_from": ref_lo, "reference_to": ref_hi}
+        samples = {"reference": len(ref), "current": len(cur)}
+        report = DriftReport(report_id(service, feature, window, end), end, window, service, feature,
+                             "insufficient_data", False, ref_lo, ref_hi,
+                             DriftSummary(samples, cfg.min_samples, {"from": ref_lo.isoformat(), "to": ref_hi.isoformat()},
+                                          {"from": lo.isoformat(), "to": end.isoformat()}))
         if min(len(ref), len(cur)) < cfg.min_samples:
-            self._save(row, "insufficient_data", False, summary, {}, "")
+            drift_reports.insert(self.store, report, self.clock.now())
             return
 
         vectors, source = self._vectors(ref, cur)
-        summary["embedding_source"] = source
-        summary["sides"], explanation = {}, {}
+        sides: dict[str, SideSummary] = {}
+        explanation: dict[str, DriftExplanation] = {}
+        explanation_error: dict[str, str] = {}
         for side in drift.SIDES:
             (r_vec, r_keep), (c_vec, c_keep) = vectors[side]
             if min(len(r_vec), len(c_vec)) < cfg.min_samples:
@@ -178,7 +192,8 @@ class DriftJob(Embeds, Job):
                     f"requests have a blank {side} text", cfg.min_methods)
             else:
                 result = drift.compare(r_vec, c_vec, cfg.quantile, cfg.min_methods)
-            summary["sides"][side] = {**result.as_dict(), "samples": {"reference": len(r_vec), "current": len(c_vec)}}
+            sides[side] = SideSummary.from_dict({**result.as_dict(),
+                                                 "samples": {"reference": len(r_vec), "current": len(c_vec)}})
             if not result.decided:
                 log.info("drift %s/%s %s ending %s: %s texts not decided: %s", service, feature, window, end, side,
                          result.undecided_reason)
@@ -195,34 +210,35 @@ class DriftJob(Embeds, Job):
             if result.detected:
                 column = f"{side}_text"
                 try:
-                    explanation[side] = drift.explain(r_vec, c_vec, cur[column][c_keep].tolist(),
-                                                      cfg.explain_examples, ref[column][r_keep].tolist())
+                    explanation[side] = DriftExplanation.from_dict(drift.explain(
+                        r_vec, c_vec, cur[column][c_keep].tolist(), cfg.explain_examples, ref[column][r_keep].tolist()))
                 except Exception as exc:  # the explanation illustrates the decision; it never costs it
                     log.warning("drift %s/%s %s ending %s: %s explanation failed", service, feature, window, end,
                                 side, exc_info=True)
-                    summary.setdefault("explanation_error", {})[side] = f"{type(exc).__name__}: {exc}"[:500]
-        detected = any(s["detected"] for s in summary["sides"].values())
-        snapshot = self._report(vectors, ref, cur, summary)
-        self._save(row, "ok", detected, summary, explanation, snapshot)
+                    explanation_error[side] = f"{type(exc).__name__}: {exc}"[:500]
+        picture = self._report(vectors, ref, cur)
+        summary = replace(report.summary, embedding_source=source, sides=sides, numeric=picture.numeric,
+                          report_error=picture.error, report_omitted=picture.omitted,
+                          explanation_error=explanation_error)
+        drift_reports.insert(self.store, replace(report, status="ok",
+                                                 drift_detected=any(s.detected for s in sides.values()),
+                                                 summary=summary, explanation=explanation, snapshot=picture.snapshot),
+                             self.clock.now())
 
-    def _report(self, vectors: dict, ref: pd.DataFrame, cur: pd.DataFrame, summary: dict) -> str:
-        """The Evidently snapshot as text, after the numbers and in its own try: "" when it cannot be
-        drawn (``summary["report_error"]``), parts it could not draw in ``summary["report_omitted"]``."""
+    def _report(self, vectors: dict, ref: pd.DataFrame, cur: pd.DataFrame) -> Picture:
+        """The Evidently snapshot as text, after the numbers and in its own try: "" with its ``error`` when
+        it cannot be drawn, the parts it could not draw in ``omitted``."""
         try:
             snapshot, omitted = drift.report({s: v[0][0] for s, v in vectors.items()},
                                              {s: v[1][0] for s, v in vectors.items()}, ref, cur,
                                              self.config.drift.quantile)
-            if omitted:
-                summary["report_omitted"] = {k: v for k, v in omitted.items() if k != "report"}
+            parts = {k: v for k, v in omitted.items() if k != "report"}
             if snapshot is None:
-                summary["report_error"] = omitted.get("report", "nothing could be drawn")
-                return ""
-            summary["numeric"] = drift.numeric_drift(snapshot)
-            return snapshot.dumps()
+                return Picture("", {}, omitted.get("report", "nothing could be drawn"), parts)
+            return Picture(snapshot.dumps(), drift.numeric_drift(snapshot), None, parts)
         except Exception as exc:  # a picture of the numbers never costs the numbers
             log.warning("drift report failed", exc_info=True)
-            summary["report_error"] = f"{type(exc).__name__}: {exc}"[:500]
-            return ""
+            return Picture("", {}, f"{type(exc).__name__}: {exc}"[:500], {})
 
     def _vectors(self, ref: pd.DataFrame, cur: pd.DataFrame) -> tuple[dict, str]:
         """Per side, ((reference vectors, rows kept), (current vectors, rows kept)) and where they came from.
@@ -258,9 +274,3 @@ class DriftJob(Embeds, Job):
                                  for frame, mask in zip((ref, cur), keep["input"]))
         source = f"model {embedder.model_id}" + ("; input: input_embedding as sent" if use_given else "")
         return {s: out[s] for s in drift.SIDES}, source
-
-    def _save(self, row: dict, status: str, detected: bool, summary: dict, explanation: dict, snapshot: str) -> None:
-        row = {**row, "status": status, "drift_detected": detected, "summary": drift.dumps(summary),
-               "explanation": drift.dumps(explanation) if explanation else "", "snapshot": snapshot,
-               "created_at": self.clock.now()}
-        drift_reports.insert(self.store, row)

@@ -40,7 +40,6 @@ The Evidently report is a picture of the numbers, never a condition for them:
 """
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -397,18 +396,6 @@ def embedding_scores(snapshot) -> dict[str, float]:
         if cfg.get("type", "").endswith("EmbeddingsDrift"):
             out[cfg["embeddings_name"]] = float(m["value"])
     return out
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=_jsonable)
-
-
-def _jsonable(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.bool_):
-        return bool(v)
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
 __all__ = ["compare", "preconditions", "explain", "report", "numeric_drift", "embedding_scores", "Comparison",

@@ -30,7 +30,7 @@ class IncidentKpiJob(Job):
             return
         first, last = span
         lo = first - dt.timedelta(seconds=max(KPI_WINDOWS.values()))
-        fired = [(r["fingerprint"], r["labels"].get("severity", ""), r["ts"])
+        fired = [(r.fingerprint, r.labels.get("severity", ""), r.ts)
                  for r in alert_history.fired(self.store, lo - dt.timedelta(days=30), last)]
         resolved = alert_history.resolved(self.store, lo, last)
         sent = notification_outbox.sent_between(self.store, lo, last)

@@ -230,17 +230,17 @@ def jobs_list(obj: _Ctx) -> None:
         line = f"{name:<6} every {str(job.interval):<8} {job.description}"
         if name in last:
             run = last[name]
-            line += f"\n       last run {run['started_at']:%Y-%m-%d %H:%M:%S} UTC: {run['status']}"
-            if run["finished_at"] is None:  # no final row: still going, or killed before it could write one
-                state = "still going" if run["status"] == "running" else "never finished"
-                line += (f" ({state}; window {run['window_start']:%Y-%m-%d %H:%M} to "
-                         f"{run['window_end']:%Y-%m-%d %H:%M} UTC)")
+            line += f"\n       last run {run.started_at:%Y-%m-%d %H:%M:%S} UTC: {run.status}"
+            if run.finished_at is None:  # no final row: still going, or killed before it could write one
+                state = "still going" if run.status == "running" else "never finished"
+                line += (f" ({state}; window {run.window_start:%Y-%m-%d %H:%M} to "
+                         f"{run.window_end:%Y-%m-%d %H:%M} UTC)")
             else:
-                line += f", {run['rows']} rows in {run['duration_ms'] / 1000:.2f} s"
-            if run["error"]:
-                line += f": {run['error'].splitlines()[0][:200]}"
-            if run["status"] != "ok":
-                ok = run["last_ok_at"]
+                line += f", {run.rows} rows in {run.duration_ms / 1000:.2f} s"
+            if run.error:
+                line += f": {run.error.splitlines()[0][:200]}"
+            if run.status != "ok":
+                ok = run.last_ok_at
                 line += f"\n       last success {ok:%Y-%m-%d %H:%M:%S} UTC" if ok else "\n       never succeeded"
         else:
             line += "\n       never run"
@@ -587,11 +587,11 @@ def silence(obj: _Ctx, action: str, matchers, duration: str, comment: str, autho
         except silences.SilenceError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(s.id)
-        click.echo(f"silenced {', '.join(s.matchers)} until {s.ends_at:%Y-%m-%d %H:%M} UTC", err=True)
+        click.echo(f"silenced {', '.join(map(str, s.matchers))} until {s.ends_at:%Y-%m-%d %H:%M} UTC", err=True)
     elif action == "list":
         for s in silences.list_all(store, clock):
             click.echo(f"{s.id}  {s.status:<8} until {s.ends_at:%Y-%m-%d %H:%M} UTC  "
-                       f"{', '.join(s.matchers)}  by {s.created_by}: {s.comment}")
+                       f"{', '.join(map(str, s.matchers))}  by {s.created_by}: {s.comment}")
     else:
         if not sid:
             raise click.BadParameter("--id is required to expire a silence", param_hint="--id")

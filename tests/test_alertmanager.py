@@ -47,7 +47,7 @@ def put(store, ts, value):
 
 def ours(rows: list[dict], receiver: str) -> list[dict]:
     """Outbox rows of our rule's group for ``receiver``."""
-    return [r for r in rows if r["receiver"] == receiver and 'alertname="CostPerRequestHigh"' in r["group_key"]]
+    return [r for r in rows if r.receiver == receiver and 'alertname="CostPerRequestHigh"' in r.group_key]
 
 
 def parse(text: str) -> dt.datetime:
@@ -147,8 +147,8 @@ def _drive_a_real_alertmanager(am, cfg, make_store):
         assert result.status == "ok", result.error
 
     def sent(status):
-        rows = [r for r in ours(engine.outbox.rows(), "team-am") if r["alert_status"] == status]
-        assert all(r["status"] == "sent" for r in rows), rows
+        rows = [r for r in ours(engine.outbox.rows(), "team-am") if r.alert_status == status]
+        assert all(r.status == "sent" for r in rows), rows
         return rows
 
     # 1. It fires: Alertmanager has it, with our labels, annotations and incident link.
@@ -177,8 +177,8 @@ def _drive_a_real_alertmanager(am, cfg, make_store):
     assert alert["status"]["state"] == "active" and parse(alert["startsAt"]) == t1
     assert parse(alert["endsAt"]) > real_now() and parse(alert["endsAt"]) > first_ends
     resent = sent("firing")
-    assert len(resent) >= 2 and len({r["id"] for r in resent}) == len(resent)   # (how many: as fast as the engine runs)
-    gaps = [(b["created_at"] - a["created_at"]).total_seconds() for a, b in zip(resent, resent[1:])]
+    assert len(resent) >= 2 and len({r.id for r in resent}) == len(resent)   # (how many: as fast as the engine runs)
+    gaps = [(b.created_at - a.created_at).total_seconds() for a, b in zip(resent, resent[1:])]
     assert all(g >= 1 for g in gaps), gaps            # no more often than resend_every
     last_firing_ends = parse(alert["endsAt"])   # of the last re-send: the resolve comes next
 
@@ -190,8 +190,8 @@ def _drive_a_real_alertmanager(am, cfg, make_store):
         time.sleep(0.1)
         step()
     [resolve] = sent("resolved")
-    [resolved] = json.loads(resolve["payload"])
-    assert resolved["labels"] == LABELS and resolve["created_at"] - resent[-1]["created_at"] >= dt.timedelta(seconds=1)
+    [resolved] = json.loads(resolve.payload)
+    assert resolved["labels"] == LABELS and resolve.created_at - resent[-1].created_at >= dt.timedelta(seconds=1)
     # It ends when nlpmon resolved it, before the endsAt Alertmanager held from the last re-send.
     assert parse(resolved["endsAt"]) < last_firing_ends
     # Alertmanager v0.25's API lists no alert whose endsAt has passed, in any filter; /metrics counts
@@ -244,12 +244,12 @@ def test_a_kind_with_resend_every_is_resent_while_firing_and_others_are_not(make
     # Every minute while firing (group_interval 5m and repeat_interval 4h notwithstanding), each
     # time with endsAt four minutes after its decision; the webhook hears once.
     rows = ours(engine.outbox.rows(), "am")
-    decided = [r["created_at"] for r in rows]
-    assert len(bodies) == len(rows) >= 6 and all(r["status"] == "sent" for r in rows)
+    decided = [r.created_at for r in rows]
+    assert len(bodies) == len(rows) >= 6 and all(r.status == "sent" for r in rows)
     assert all(b - a == dt.timedelta(minutes=1) for a, b in zip(decided, decided[1:]))
     assert [parse(b[0]["endsAt"]) for b in bodies] == [d + dt.timedelta(minutes=4) for d in decided]
     assert all(b == [{**bodies[0][0], "endsAt": b[0]["endsAt"], "generatorURL": b[0]["generatorURL"]}] for b in bodies)
-    assert len({r["id"] for r in rows}) == len(rows)   # one id per decision (derived from it, as before)
+    assert len({r.id for r in rows}) == len(rows)   # one id per decision (derived from it, as before)
     assert len(ours(engine.outbox.rows(), "hook")) == 1
     # It clears: one resolve, endsAt the resolve time, and nothing afterwards.
     _run_for(engine, clock, 3, 0.0)   # (the low value is written at the next whole minute: one more re-send first)
@@ -257,7 +257,7 @@ def test_a_kind_with_resend_every_is_resent_while_firing_and_others_are_not(make
     resolved_at = parse(resolve[0]["endsAt"])
     assert len(firing) <= 1 and all(parse(b[0]["endsAt"]) > resolved_at for b in firing)
     assert decided[-1] < resolved_at <= clock.now()
-    assert ours(engine.outbox.rows(), "am")[-1]["alert_status"] == "resolved"
+    assert ours(engine.outbox.rows(), "am")[-1].alert_status == "resolved"
     _run_for(engine, clock, 6, 0.0)
     assert am.take() == []
 
@@ -265,9 +265,9 @@ def test_a_kind_with_resend_every_is_resent_while_firing_and_others_are_not(make
     monkeypatch.setattr(webhook, "RESEND_EVERY", dt.timedelta(minutes=2), raising=False)
     engine = _engine(make_config, make_store, clock, route, receivers)
     _run_for(engine, clock, 9, 0.05)
-    sent = [r["created_at"] for r in ours(engine.outbox.rows(), "hook")]
+    sent = [r.created_at for r in ours(engine.outbox.rows(), "hook")]
     assert len(sent) >= 4 and all(b - a == dt.timedelta(minutes=2) for a, b in zip(sent, sent[1:]))
     engine = _engine(make_config, make_store, clock, {**route, "repeat_interval": "1m"}, receivers)
     _run_for(engine, clock, 9, 0.05)
-    sent = [r["created_at"] for r in ours(engine.outbox.rows(), "hook")]
+    sent = [r.created_at for r in ours(engine.outbox.rows(), "hook")]
     assert len(sent) >= 6 and all(b - a == dt.timedelta(minutes=1) for a, b in zip(sent, sent[1:]))

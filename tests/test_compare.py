@@ -11,6 +11,7 @@ from dashboards import compare, incidents, kpis
 from dashboards.compare import MIN_FEEDBACK, MIN_REQUESTS, MIN_REVIEWS, compare as cmp
 from dashboards.formatting import count, exact, fmt, money
 from dashboards.views import worst
+from monitor.foundation.tables.alert_history import IncidentSpan
 
 pytestmark = pytest.mark.fast  # no store, server or model
 
@@ -94,7 +95,8 @@ def test_no_current_value_or_no_previous_value():
 
 def test_the_overview_row_and_incident_counts_follow_the_rule():
     row = kpis.Row("support-bot", "answer", current=side(100), previous=side(80), first_seen=PREV, baseline_start=PREV)
-    row.incidents = [{"current": True}, {"current": False}, {"current": False}]
+    span = IncidentSpan("fp", "HighErrorRate", {}, "page", PREV, None, 0.5)
+    row.incidents, row.previous_incidents = [span], [span, span]
     assert compare.row_change(row, "requests", "count").text == "+25.0%"
     assert compare.incidents_change(row).text == "prev 2"
     row.first_seen = PREV + HOUR
@@ -105,10 +107,10 @@ def test_the_overview_row_and_incident_counts_follow_the_rule():
 
 # -- the markdown export prints the rule's words ---------------------------------------------
 def _report(rows):
-    w = {"from": PREV + dt.timedelta(days=7), "to": PREV + dt.timedelta(days=7, hours=2)}
-    return {"window": w, "baseline": {"from": PREV, "to": PREV + dt.timedelta(hours=2)}, "filters": {},
-            "slis": rows, "errors": {}, "slowest": [], "failing": [], "negative_feedback": [], "alerts": [],
-            "incidents": [], "drift": [], "prompt_changes": []}
+    from dashboards.incidents import IncidentReport
+    return IncidentReport(kpis.Period("custom", PREV + dt.timedelta(days=7), PREV + dt.timedelta(days=7, hours=2)),
+                          kpis.Period("baseline", PREV, PREV + dt.timedelta(hours=2)), {}, rows, {}, [], [], [], [],
+                          [], [], [])
 
 
 def test_markdown_export_uses_the_same_rule_and_words():

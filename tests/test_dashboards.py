@@ -394,26 +394,26 @@ def test_incident_report_lists_equal_plain_queries_on_the_raw_rows(data, which):
         expected = {v: (f, n if dim in ("model", "prompt_version") else total) for v, f, n in store.query(
             f"SELECT {dim}, countIf(status != 'ok') AS f, count() FROM requests WHERE {cond} GROUP BY {dim} "
             "HAVING f > 0", p)}
-        assert {e["value"]: (e["failed"], e["requests"]) for e in rep["errors"][dim]} == expected, dim
+        assert {e["value"]: (e["failed"], e["requests"]) for e in rep.errors[dim]} == expected, dim
     assert expected and total > 0
     slowest = [r[0] for r in store.query(
         f"SELECT request_id FROM requests WHERE {cond} ORDER BY latency_ms DESC LIMIT 20", p)]
-    assert [r["request_id"] for r in rep["slowest"]] == slowest
+    assert [r.request_id for r in rep.slowest] == slowest
     failing = [r[0] for r in store.query(
         f"SELECT request_id FROM requests WHERE {cond} AND status IN ('error', 'timeout') ORDER BY ts DESC LIMIT 20", p)]
-    assert len(failing) == 20 and [r["request_id"] for r in rep["failing"]] == failing
+    assert len(failing) == 20 and [r.request_id for r in rep.failing] == failing
     negative = {r[0] for r in store.query(
         "SELECT f.feedback_id FROM feedback AS f INNER JOIN (SELECT request_id FROM requests WHERE " + cond + ") AS r "
         "ON f.request_id = r.request_id WHERE (f.kind = 'thumbs' AND f.value = 0) "
         "OR (f.kind = 'task_success' AND f.value = 0) OR f.label = 'hallucinated'", p)}
-    assert negative and len(rep["negative_feedback"]) == min(20, len(negative))
-    assert all(f["kind"] in ("thumbs", "task_success", "hallucination") for f in rep["negative_feedback"])
+    assert negative and len(rep.negative_feedback) == min(20, len(negative))
+    assert all(f.kind in ("thumbs", "task_success", "hallucination") for f in rep.negative_feedback)
     first_seen = {(s, f, v): t for s, f, v, t in store.query(
         "SELECT service, feature, prompt_version, toStartOfMinute(min(ts)) FROM requests GROUP BY ALL", {})}
-    expected = sorted((k for k, t in first_seen.items() if lo <= t.replace(tzinfo=dt.timezone.utc) < hi
+    expected = sorted((k for k, t in first_seen.items() if lo <= t < hi
                        and all(dict(zip(("service", "feature"), k))[f] == v for f, v in filters.items())),
                       key=lambda k: first_seen[k])
-    assert [(c["service"], c["feature"], c["prompt_version"]) for c in rep["prompt_changes"]] == expected
+    assert [(c.service, c.feature, c.prompt_version) for c in rep.prompt_changes] == expected
     assert ("support-bot", "answer", "v3") in expected  # hostile-1 brought v3 in, inside both windows
 
 
@@ -523,7 +523,7 @@ def test_incident_explorer_and_its_export_say_why_there_is_no_change(reader, dat
     b = data.burst
     lo, hi = b["start"] - dt.timedelta(minutes=30), b["end"] + dt.timedelta(minutes=30)
     rep = incidents.report(data.store, data.config, incidents.window(lo, hi), {})
-    total = rep["slis"][0]
+    total = rep.slis[0]
     expected = {key: compare.row_change(total, key, unit).text for key, _, unit in incidents.SLI_TABLE
                 if total.current.get(key) is not None}
     week_before = data.store.scalar("SELECT count() FROM requests WHERE ts >= {a:DateTime64(3, 'UTC')} AND "
@@ -757,10 +757,10 @@ def test_browser_alert_links_to_the_incident_explorer_with_its_window(page, site
     start = dt.datetime.fromisoformat(page.locator("input[name=from]").input_value() + ":00+00:00")
     end = dt.datetime.fromisoformat(page.locator("input[name=to]").input_value() + ":00+00:00")
     from monitor.foundation.tables.alert_history import incident_spans
-    spans = [x for x in incident_spans(data.store, END - dt.timedelta(days=2), END) if x["rule"] == "HighErrorRate"]
+    spans = [x for x in incident_spans(data.store, END - dt.timedelta(days=2), END) if x.rule == "HighErrorRate"]
     # The alert's window plus margin: from 30 minutes before it fired until after it resolved.
-    span = next(x for x in spans if x["start"].replace(second=0, microsecond=0) - dt.timedelta(minutes=30) == start)
-    assert span["end"] is not None and end >= span["end"].replace(second=0, microsecond=0)
+    span = next(x for x in spans if x.start.replace(second=0, microsecond=0) - dt.timedelta(minutes=30) == start)
+    assert span.end is not None and end >= span.end.replace(second=0, microsecond=0)
     assert data.burst["start"] - dt.timedelta(minutes=30) <= start <= data.burst["end"]
     assert page.locator("input[name=service]").input_value() == "support-bot"
     page.wait_for_selector("[data-chart='inc-error_rate'] .main-svg")

@@ -143,8 +143,8 @@ def test_a_storm_of_1000_groups_is_delivered_in_one_run_each_once(outbox_for, cl
         out = ob.deliver_due()
         elapsed = time.perf_counter() - t
         print(f"\n1,000 groups delivered in {elapsed:.2f} s with {ob.config.alerts.delivery.concurrency} workers")
-        assert len(out) == 1000 and {r["status"] for r in out} == {"sent"}
-        assert [r["id"] for r in out] == [f"fast-{g}" for g in groups]  # oldest first, as due
+        assert len(out) == 1000 and {r.status for r in out} == {"sent"}
+        assert [r.id for r in out] == [f"fast-{g}" for g in groups]  # oldest first, as due
         assert sorted(fast.keys) == groups  # each group exactly once
         assert len(ob.rows("sent")) == 1000 and ob.rows("pending") == []
         clock.advance(60)
@@ -158,17 +158,17 @@ def test_a_hanging_receiver_delays_no_other_and_its_row_is_retried(outbox_for, c
         put_due(ob, "fast", [f"f{i:02d}" for i in range(20)])
         start = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="alerts.delivery"):
-            out = {r["id"]: r for r in ob.deliver_due()}
+            out = {r.id: r for r in ob.deliver_due()}
         assert len(hang.accepted) == 1 and hang.accepted[0] >= start
         # All 20 arrived while the hanging send was still waiting for its answer.
         assert len(fast.got) == 20 and max(t for t, _ in fast.got) < start + HANG_TIMEOUT
         assert sorted(fast.keys) == [f"f{i:02d}" for i in range(20)]
-        assert [out[f"fast-f{i:02d}"]["status"] for i in range(20)] == ["sent"] * 20
+        assert [out[f"fast-f{i:02d}"].status for i in range(20)] == ["sent"] * 20
         # The hanging one is retried later, not lost.
         row = ob.get("hang-h0")
-        assert (row["status"], row["attempts"]) == ("pending", 1) and "timed out" in row["last_error"]
-        assert row["next_attempt_at"] == NOW + dt.timedelta(seconds=2) > clock.now()
-        assert out["hang-h0"] == {k: v for k, v in row.items() if k != "payload"}
+        assert (row.status, row.attempts) == ("pending", 1) and "timed out" in row.last_error
+        assert row.next_attempt_at == NOW + dt.timedelta(seconds=2) > clock.now()
+        assert out["hang-h0"] == row  # the version it wrote is the one stored
         assert "left for the next run" not in caplog.text  # it had no other row to leave
     port = hang.port
     clock.advance(1)
@@ -176,7 +176,7 @@ def test_a_hanging_receiver_delays_no_other_and_its_row_is_retried(outbox_for, c
     clock.advance(1)
     with Receiver(port=port) as back:  # the receiver answers again, at the same address
         [r] = ob.deliver_due()
-    assert (r["id"], r["status"], r["attempts"]) == ("hang-h0", "sent", 2) and back.keys == ["h0"]
+    assert (r.id, r.status, r.attempts) == ("hang-h0", "sent", 2) and back.keys == ["h0"]
     assert len(fast.got) == 20
 
 
@@ -187,16 +187,16 @@ def test_a_hanging_receiver_with_many_rows_costs_one_worker_and_one_timeout(outb
         put_due(ob, "fast", [f"f{i:02d}" for i in range(20)])
         start = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="alerts.delivery"):
-            out = {r["id"]: r for r in ob.deliver_due()}
+            out = {r.id: r for r in ob.deliver_due()}
         assert len(fast.got) == 20 and max(t for t, _ in fast.got) < start + HANG_TIMEOUT
-        assert all(out[f"fast-f{i:02d}"]["status"] == "sent" for i in range(20))
+        assert all(out[f"fast-f{i:02d}"].status == "sent" for i in range(20))
         # Its first send went alone and never came back: its other rows were not started, and wait, still due.
         assert len(hang.accepted) == 1
-        rows = {r["id"]: r for r in ob.rows() if r["receiver"] == "hang"}
-        assert len(rows) == 10 and {r["status"] for r in rows.values()} == {"pending"}
-        assert rows["hang-h0"]["attempts"] == 1 and rows["hang-h0"]["next_attempt_at"] == NOW + dt.timedelta(seconds=2)
-        assert {i for i, r in rows.items() if r["attempts"] == 0} == {f"hang-h{i}" for i in range(1, 10)}
-        assert all(r["next_attempt_at"] < clock.now() for i, r in rows.items() if i != "hang-h0")
+        rows = {r.id: r for r in ob.rows() if r.receiver == "hang"}
+        assert len(rows) == 10 and {r.status for r in rows.values()} == {"pending"}
+        assert rows["hang-h0"].attempts == 1 and rows["hang-h0"].next_attempt_at == NOW + dt.timedelta(seconds=2)
+        assert {i for i, r in rows.items() if r.attempts == 0} == {f"hang-h{i}" for i in range(1, 10)}
+        assert all(r.next_attempt_at < clock.now() for i, r in rows.items() if i != "hang-h0")
         assert [i for i in out if i.startswith("hang-")] == ["hang-h0"]  # rows left are not returned
         assert f"receiver hang did not answer (timed out after {HANG_TIMEOUT:g}s" in caplog.text
         assert "9 notifications to it left for the next run" in caplog.text
@@ -204,7 +204,7 @@ def test_a_hanging_receiver_with_many_rows_costs_one_worker_and_one_timeout(outb
     clock.advance(2)
     with Receiver(port=port) as back:
         again = ob.deliver_due()
-    assert [r["status"] for r in again] == ["sent"] * 10 and sorted(back.keys) == [f"h{i}" for i in range(10)]
+    assert [r.status for r in again] == ["sent"] * 10 and sorted(back.keys) == [f"h{i}" for i in range(10)]
 
 
 def test_a_slow_receiver_with_many_rows_leaves_half_the_pool(outbox_for, clock):
@@ -225,7 +225,7 @@ def test_a_slow_receiver_with_many_rows_leaves_half_the_pool(outbox_for, clock):
         slow.gate.set()
         other.gate.set()
         run.join(30)
-    assert len(result) == 20 and {r["status"] for r in result} == {"sent"}
+    assert len(result) == 20 and {r.status for r in result} == {"sent"}
     assert sorted(slow.keys) == [f"s{i:02d}" for i in range(10)] and sorted(other.keys) == [f"o{i:02d}" for i in range(10)]
 
 
@@ -236,12 +236,12 @@ def test_a_run_starts_no_send_after_alerts_interval(outbox_for, clock, caplog):
         put_due(ob, "slow", groups)
         with caplog.at_level(logging.WARNING, logger="alerts.delivery"):
             first = ob.deliver_due()
-        assert 0 < len(first) < 12 and {r["status"] for r in first} == {"sent"}
+        assert 0 < len(first) < 12 and {r.status for r in first} == {"sent"}
         assert f"{12 - len(first)} due notifications left for the next run" in caplog.text
         left = ob.rows("pending")
-        assert len(left) == 12 - len(first) and {(r["attempts"], r["next_attempt_at"]) for r in left} == {(0, NOW)}
+        assert len(left) == 12 - len(first) and {(r.attempts, r.next_attempt_at) for r in left} == {(0, NOW)}
         rest = ob.deliver_due()
-        assert len(first) + len(rest) == 12 and {r["status"] for r in rest} == {"sent"}
+        assert len(first) + len(rest) == 12 and {r.status for r in rest} == {"sent"}
     assert sorted(slow.keys) == groups
 
 
@@ -255,6 +255,6 @@ def test_only_the_newest_due_row_of_a_group_is_sent(outbox_for, clock):
                 "created_at": NOW, "attempts": 0, "next_attempt_at": NOW, "last_error": "", "sent_at": None,
                 "updated_at": NOW}[c] for c in COLUMNS]], COLUMNS)
         put_due(ob, "fast", ["other"])
-        out = {r["id"]: r["status"] for r in ob.deliver_due()}
+        out = {r.id: r.status for r in ob.deliver_due()}
     assert out == {"a": "superseded", "b": "sent", "fast-other": "sent"}
     assert sorted((b["groupKey"], b.get("status")) for _, b in fast.got) == [("g", "resolved"), ("other", None)]

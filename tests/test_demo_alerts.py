@@ -74,8 +74,8 @@ def test_each_demo_incident_notifies_once_and_resolves_once(make_config, make_st
 
     # No alert instance fires twice (no flaps: no resolve followed by a new firing).
     fires = collections.Counter(
-        h["fingerprint"] for h in alert_history.between(store, END - dt.timedelta(days=DAYS), END + dt.timedelta(1))
-        if h["to_state"] == "firing" and h["from_state"] != "firing")
+        h.fingerprint for h in alert_history.between(store, END - dt.timedelta(days=DAYS), END + dt.timedelta(1))
+        if h.to_state == "firing" and h.from_state != "firing")
     assert fires and max(fires.values()) == 1, fires
 
 
@@ -93,10 +93,10 @@ def test_a_replay_cut_off_and_resumed_writes_each_transition_once(make_config, m
     store.command("DELETE FROM alert_history WHERE ts = {t:DateTime64(3, 'UTC')}", {"t": times[len(times) * 2 // 3]})
 
     def history():
-        return [tuple(sorted((k, str(v)) for k, v in h.items()))
+        return [tuple(sorted((k, str(v)) for k, v in vars(h).items()))
                 for h in alert_history.between(store, times[0], times[-1] + dt.timedelta(seconds=1))]
     resumed = AlertEngine(store, cfg, clock).replay(times)
     after_resume = history()
     assert len(after_resume) == resumed and len(set(after_resume)) == len(after_resume)
     assert {("HighErrorRate", "firing"), ("HighErrorRate", "inactive")} <= {
-        (h["rule"], h["to_state"]) for h in alert_history.between(store, times[0], END)}
+        (h.rule, h.to_state) for h in alert_history.between(store, times[0], END)}

@@ -74,11 +74,11 @@ def test_each_incident_fires_once_and_resolves_once_in_its_window(loaded):
     fired, resolved = collections.defaultdict(list), collections.defaultdict(list)
     group = {}
     for h in history:
-        group[h["fingerprint"]] = (h["rule"], h["labels"].get("service"))
-        if h["to_state"] == "firing" and h["from_state"] != "firing":
-            fired[h["fingerprint"]].append(h["ts"].replace(tzinfo=dt.timezone.utc))
-        if h["from_state"] == "firing" and h["to_state"] == "inactive":
-            resolved[h["fingerprint"]].append(h["ts"].replace(tzinfo=dt.timezone.utc))
+        group[h.fingerprint] = (h.rule, h.labels.get("service"))
+        if h.to_state == "firing" and h.from_state != "firing":
+            fired[h.fingerprint].append(h.ts)
+        if h.from_state == "firing" and h.to_state == "inactive":
+            resolved[h.fingerprint].append(h.ts)
     for name, key in EXPECTED.items():
         inc = _incident(name)
         instances = [fp for fp, g in group.items() if g == key and fired[fp]]
@@ -100,18 +100,20 @@ def test_daily_drift_rises_on_the_shift_day_and_not_on_the_two_days_before(loade
     store = loaded.store
     shift = _incident("topic shift")
     day_end = shift["start"].replace(hour=0) + dt.timedelta(days=1)
-    reports = {r["ts"].replace(tzinfo=dt.timezone.utc): r for r in drift_reports.search(
+    reports = {r.ts: r for r in drift_reports.search(
         store, {"service": "support-bot", "feature": "answer", "window": "1d"}, None,
         day_end - dt.timedelta(days=3), day_end + dt.timedelta(seconds=1), 50)}
-    assert reports[day_end]["status"] == "ok" and reports[day_end]["drift_detected"], reports.get(day_end)
+    assert reports[day_end].status == "ok" and reports[day_end].drift_detected, reports.get(day_end)
     for before in (day_end - dt.timedelta(days=1), day_end - dt.timedelta(days=2)):
-        assert reports[before]["status"] == "ok" and not reports[before]["drift_detected"], reports.get(before)
+        assert reports[before].status == "ok" and not reports[before].drift_detected, reports.get(before)
     # More than one point per series: every day of the window with a reference has its report.
     days = drift_reports.search(store, {"service": "support-bot", "feature": "answer", "window": "1d"}, None,
                                 None, None, 100)
-    assert len({r["ts"] for r in days}) >= DAYS - 1
+    assert len({r.ts for r in days}) >= DAYS - 1
     # The new topic's texts explain the drift.
-    explained = drift_reports.get(store, reports[day_end]["report_id"], "explanation")["explanation"]
+    explanation = drift_reports.get(store, reports[day_end].report_id, explanation=True).explanation
+    explained = " ".join([x.text for ex in explanation.values() for x in ex.farthest]
+                         + [t for ex in explanation.values() for c in ex.clusters for t in c.examples])
     assert "crypto" in explained.lower() or "assistant" in explained.lower(), explained[:500]
 
 

@@ -77,8 +77,8 @@ def test_a_finished_run_shows_its_final_status(env):
     rows = store.query("SELECT run_id, started_at, status FROM job_runs ORDER BY status")
     assert [r[2] for r in rows] == ["ok", "running"] and rows[0][:2] == rows[1][:2]
     last = job_runs.latest(store, clock.now())["sli"]
-    assert last["status"] == "ok" and last["rows"] == result.rows and last["finished_at"] is not None
-    assert last["failures"] == 0 and last["last_ok_window_end"] == result.window_end
+    assert last.status == "ok" and last.rows == result.rows and last.finished_at is not None
+    assert last.failures == 0 and last.last_ok_window_end == result.window_end
     assert job_runs.last_success_end(store, "sli") == result.window_end
     body = jobs_api(app, key)["sli"]
     assert body["last_run"]["status"] == "ok" and body["last_run"]["finished"] is True
@@ -114,28 +114,28 @@ def test_a_newer_run_makes_an_older_running_row_interrupted(env):
     dead_run(store, "sli", killed_at, T0 + dt.timedelta(hours=1))
     # On a server store another process may still be running it: running, and not (yet) a failure.
     last = job_runs.latest(server, clock.now())["sli"]
-    assert last["status"] == "running" and last["finished_at"] is None and last["failures"] == 0
-    assert last["outcome"] is None
+    assert last.status == "running" and last.finished_at is None and last.failures == 0
+    assert last.outcome is None
     # A later run of the same job has started: the earlier one can only have been interrupted.
     clock.advance(60)
     assert SliJob(server, cfg, clock, INTERVAL).run().status == "ok"
     runs = job_runs.history(server, "sli", 10, clock.now())
-    assert [r["status"] for r in runs] == ["ok", "interrupted"]
-    assert runs[1]["started_at"] == killed_at and runs[1]["finished_at"] is None
+    assert [r.status for r in runs] == ["ok", "interrupted"]
+    assert runs[1].started_at == killed_at and runs[1].finished_at is None
     last = job_runs.latest(server, clock.now())["sli"]
-    assert last["status"] == "ok" and last["failures"] == 1  # the interrupted run counts as a failure
+    assert last.status == "ok" and last.failures == 1  # the interrupted run counts as a failure
     # Nor is an interrupted run a success: the next run resumes from the last ok one.
-    assert job_runs.last_success_end(store, "sli") == runs[0]["window_end"]
+    assert job_runs.last_success_end(store, "sli") == runs[0].window_end
 
 
 def test_a_run_that_never_finished_is_interrupted_after_a_bound(env):
     cfg, store, clock, app, key = env
     server = ServerLikeStore(store)
     dead_run(store, "cost", clock.now() - job_runs.STALE_AFTER + dt.timedelta(minutes=1), T0)
-    assert job_runs.latest(server, clock.now())["cost"]["status"] == "running"
+    assert job_runs.latest(server, clock.now())["cost"].status == "running"
     clock.advance(dt.timedelta(minutes=2))
     last = job_runs.latest(server, clock.now())["cost"]
-    assert last["status"] == "interrupted" and last["failures"] == 1 and last["outcome"] == "interrupted"
+    assert last.status == "interrupted" and last.failures == 1 and last.outcome == "interrupted"
 
 
 def test_on_an_embedded_store_only_this_process_can_be_running_a_run(env):
@@ -174,7 +174,7 @@ def test_ctrl_c_records_the_run_as_interrupted(env):
     with pytest.raises(KeyboardInterrupt):
         job.run()
     last = job_runs.latest(store, clock.now())["sli"]
-    assert last["status"] == "interrupted" and last["error"] == "KeyboardInterrupt" and last["finished_at"]
+    assert last.status == "interrupted" and last.error == "KeyboardInterrupt" and last.finished_at
 
 
 def test_a_store_that_cannot_record_the_start_does_not_stop_the_run(env, caplog):

@@ -230,7 +230,7 @@ def test_interrupted_run_then_restart_gives_the_clean_result(env):
         job.run()
     # A killed run leaves no success behind, and says it was interrupted.
     assert store.scalar("SELECT count() FROM job_runs WHERE status = 'ok'") == 0
-    assert job_runs.latest(store, clock.now())["sli"]["status"] == "interrupted"
+    assert job_runs.latest(store, clock.now())["sli"].status == "interrupted"
     partial = store.scalar("SELECT count() FROM metric_points")
     assert partial == 1500
     job.after_chunk = None
@@ -265,7 +265,7 @@ def test_one_failing_job_does_not_stop_the_others(env):
     results = {name: sched.run_job(name) for name in ("cost", "slo")}
     assert results["cost"].status == "error" and "feedback_1h" in results["cost"].error
     assert results["slo"].status == "ok" and results["slo"].rows > 0
-    recorded = {job: run["status"] for job, run in job_runs.latest(store, clock.now()).items()}
+    recorded = {job: run.status for job, run in job_runs.latest(store, clock.now()).items()}
     assert recorded == {"cost": "error", "slo": "ok"}
     store.command("ATTACH TABLE feedback_1h")
     clock.advance(60)

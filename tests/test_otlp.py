@@ -85,7 +85,7 @@ def _stored(store, span) -> dict:
     ctx = span.get_span_context()
     row = request_rows.get(store, f"otel-{ctx.trace_id:032x}-{ctx.span_id:016x}")
     assert row is not None, "span not stored"
-    return row
+    return row.as_dict()
 
 
 def test_genai_spans_land_as_requests_field_by_field(exporter, store):
@@ -167,7 +167,7 @@ def test_otlp_json_partial_success_and_errors(client, keys, store, clock):
     assert request_rows.get(store, "otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174") is None
     build_jobs(store, client.application.extensions["nlpmon"].config, clock)["otlp_join"].run(
         now + dt.timedelta(seconds=6))
-    row = request_rows.get(store, "otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174")
+    row = request_rows.get(store, "otel-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174").as_dict()
     assert (row["service"], row["model"], row["input_tokens"], row["latency_ms"]) == ("copilot", "gpt-4o-mini", 10,
                                                                                       850.0)
     # Protobuf answered in protobuf; a body that is not OTLP is a 400; other types a 415; no key a 401.
@@ -224,7 +224,7 @@ def test_content_events_join_their_span_in_either_order(otel, app, store, clock)
     job = build_jobs(store, app.extensions["nlpmon"].config, clock)["otlp_join"]
     assert job.run(clock.now()).rows == 0  # still within logs_wait
     assert job.run(clock.now() + dt.timedelta(seconds=6)).rows == 1
-    row = request_rows.get(store, rid)
+    row = request_rows.get(store, rid).as_dict()
     assert (row["input_text"], row["output_text"]) == ("And the crypto payouts?", "They start in March.")
     assert job.run(clock.now() + dt.timedelta(seconds=12)).rows == 0  # once
     assert store.scalar("SELECT sum(requests) FROM requests_1m") == 2
@@ -606,7 +606,7 @@ def test_parked_parts_are_redacted_hashed_and_cut_before_they_wait(otel, app, cl
     # Hashed once, as for events: the same user sent to /v1/requests has the same hash.
     event = request_event("same-user", ts=clock.now().isoformat(), user_id="jane@example.com")
     assert client.post("/v1/requests", json=[event], headers=auth(keys["ingest"])).status_code == 200
-    assert request_rows.get(store, "req-same-user")["user_id_hash"] == row["user_id_hash"]
+    assert request_rows.get(store, "req-same-user").user_id_hash == row["user_id_hash"]
 
 
 def test_in_reject_mode_a_content_record_over_the_limit_is_rejected_not_parked(make_config, make_store, clock):
@@ -639,7 +639,7 @@ def test_parts_parked_before_they_were_sanitized_are_sanitized_when_they_are_joi
                              ("t", "s", "content", "c1", {"input_text": "I am jane@example.com", "at": 1}, "", now)])
     assert build_jobs(store, app.extensions["nlpmon"].config, clock)["otlp_join"].run(
         now + dt.timedelta(seconds=6)).rows == 1
-    row = request_rows.get(store, "otel-legacy")
+    row = request_rows.get(store, "otel-legacy").as_dict()
     assert row["input_text"] == "I am [EMAIL]" and row["pii_detected"] is True
     assert len(row["user_id_hash"]) == 32 and "jane" not in row["user_id_hash"]
 

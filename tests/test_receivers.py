@@ -438,23 +438,23 @@ def test_500_then_200_delivers_once_after_the_backoff(outbox_for, clock, caplog)
         ob = outbox_for([{"name": "hook", "webhook": {"url": srv.url + "/hook"}}])
         assert ob.enqueue("n1", "g1", "hook", "firing", _webhook_payload()) is True
         row = ob.get("n1")
-        assert (row["status"], row["kind"], row["attempts"], row["next_attempt_at"]) == ("pending", "webhook", 0, NOW)
+        assert (row.status, row.kind, row.attempts, row.next_attempt_at) == ("pending", "webhook", 0, NOW)
         with caplog.at_level(logging.WARNING, logger="alerts.delivery"):
             [r] = ob.deliver_due()
-        assert (r["status"], r["attempts"]) == ("pending", 1) and "HTTP 500" in r["last_error"]
-        assert r["next_attempt_at"] == NOW + dt.timedelta(seconds=2)
+        assert (r.status, r.attempts) == ("pending", 1) and "HTTP 500" in r.last_error
+        assert r.next_attempt_at == NOW + dt.timedelta(seconds=2)
         [warning] = [rec for rec in caplog.records if rec.name == "alerts.delivery"]
         assert warning.levelno == logging.WARNING and warning.exc_info is None and "\n" not in warning.getMessage()
         clock.advance(1.9)
         assert ob.deliver_due() == [] and len(srv.requests) == 1   # not before next_attempt_at
         clock.advance(0.1)
         [r] = ob.deliver_due()
-        assert (r["status"], r["attempts"], r["last_error"]) == ("sent", 2, "")
-        assert r["sent_at"] == NOW + dt.timedelta(seconds=2)
+        assert (r.status, r.attempts, r.last_error) == ("sent", 2, "")
+        assert r.sent_at == NOW + dt.timedelta(seconds=2)
         clock.advance(60)
         assert ob.deliver_due() == []
     assert len(srv.requests) == 2 and srv.bodies[0] == srv.bodies[1] == _webhook_payload()
-    assert ob.get("n1")["status"] == "sent" and ob.store.scalar("SELECT count() FROM notification_outbox FINAL") == 1
+    assert ob.get("n1").status == "sent" and ob.store.scalar("SELECT count() FROM notification_outbox FINAL") == 1
 
 
 def test_429_and_connection_refused_are_retried_with_growing_backoff(outbox_for, clock):
@@ -464,17 +464,17 @@ def test_429_and_connection_refused_are_retried_with_growing_backoff(outbox_for,
                          {"name": "down", "webhook": {"url": f"http://127.0.0.1:{port}/hook"}}])
         ob.enqueue("a", "g", "slack", "firing", {"text": "hi", "blocks": []})
         ob.enqueue("b", "g", "down", "firing", _webhook_payload())
-        rows = {r["id"]: r for r in ob.deliver_due()}
-        assert rows["a"]["next_attempt_at"] == NOW + dt.timedelta(seconds=2) and "HTTP 429" in rows["a"]["last_error"]
-        assert rows["b"]["status"] == "pending" and "cannot reach" in rows["b"]["last_error"]
+        rows = {r.id: r for r in ob.deliver_due()}
+        assert rows["a"].next_attempt_at == NOW + dt.timedelta(seconds=2) and "HTTP 429" in rows["a"].last_error
+        assert rows["b"].status == "pending" and "cannot reach" in rows["b"].last_error
         clock.advance(2)
-        rows = {r["id"]: r for r in ob.deliver_due()}
-        assert rows["a"]["attempts"] == 2 and rows["a"]["next_attempt_at"] == clock.now() + dt.timedelta(seconds=4)
-        assert rows["b"]["attempts"] == 2
+        rows = {r.id: r for r in ob.deliver_due()}
+        assert rows["a"].attempts == 2 and rows["a"].next_attempt_at == clock.now() + dt.timedelta(seconds=4)
+        assert rows["b"].attempts == 2
         clock.advance(4)
         with HttpRecorder(port=port) as late:   # the receiver comes up
-            rows = {r["id"]: r for r in ob.deliver_due()}
-        assert rows["a"]["status"] == rows["b"]["status"] == "sent"
+            rows = {r.id: r for r in ob.deliver_due()}
+        assert rows["a"].status == rows["b"].status == "sent"
     assert len(srv.requests) == 3 and srv.bodies[2] == {"text": "hi", "blocks": []}
     assert late.bodies == [_webhook_payload()]
 
@@ -484,15 +484,15 @@ def test_400_fails_without_retry_and_unknown_receiver_fails(outbox_for, clock):
         ob = outbox_for([{"name": "hook", "webhook": {"url": srv.url}}])
         ob.enqueue("n1", "g", "hook", "firing", _webhook_payload())
         ob.enqueue("n2", "g", "gone", "firing", _webhook_payload())
-        rows = {r["id"]: r for r in ob.deliver_due()}
-        assert rows["n1"]["status"] == "failed" and rows["n1"]["attempts"] == 1
-        assert rows["n1"]["last_error"] == f'HTTP 400 from {srv.url}: {{"error":"invalid payload"}}'
-        assert rows["n2"]["status"] == "failed" and "receiver 'gone' is not configured" in rows["n2"]["last_error"]
+        rows = {r.id: r for r in ob.deliver_due()}
+        assert rows["n1"].status == "failed" and rows["n1"].attempts == 1
+        assert rows["n1"].last_error == f'HTTP 400 from {srv.url}: {{"error":"invalid payload"}}'
+        assert rows["n2"].status == "failed" and "receiver 'gone' is not configured" in rows["n2"].last_error
         clock.advance(3600)
         assert ob.deliver_due() == []
     assert len(srv.requests) == 1
-    assert {r["id"]: r["last_error"] for r in ob.rows("failed")} == {
-        "n1": rows["n1"]["last_error"], "n2": rows["n2"]["last_error"]}
+    assert {r.id: r.last_error for r in ob.rows("failed")} == {
+        "n1": rows["n1"].last_error, "n2": rows["n2"].last_error}
 
 
 def test_enqueue_same_id_twice_is_one_row_and_one_delivery(outbox_for, clock):
@@ -500,7 +500,7 @@ def test_enqueue_same_id_twice_is_one_row_and_one_delivery(outbox_for, clock):
         ob = outbox_for([{"name": "hook", "webhook": {"url": srv.url}}])
         assert ob.enqueue("same", "g", "hook", "firing", _webhook_payload()) is True
         assert ob.enqueue("same", "g", "hook", "firing", {"other": True}) is False
-        assert [r["status"] for r in ob.deliver_due()] == ["sent"]
+        assert [r.status for r in ob.deliver_due()] == ["sent"]
         assert ob.enqueue("same", "g", "hook", "firing", _webhook_payload()) is False  # also once sent
         clock.advance(60)
         assert ob.deliver_due() == []
@@ -515,13 +515,13 @@ def test_gives_up_after_give_up_after(outbox_for, clock):
         statuses = []
         for _ in range(10):
             for r in ob.deliver_due():
-                statuses.append(r["status"])
+                statuses.append(r.status)
             clock.advance(10)   # backoff 2, 4, 8, 10 (max), ...
         row = ob.get("n")
-    assert row["status"] == "failed" and statuses[-1] == "failed" and statuses.count("failed") == 1
-    assert row["last_error"].startswith(f"gave up after {row['attempts']} attempts: HTTP 500 from {srv.url}")
-    assert len(srv.requests) == row["attempts"] == len(statuses)
-    assert row["updated_at"] - row["created_at"] > dt.timedelta(seconds=30)
+    assert row.status == "failed" and statuses[-1] == "failed" and statuses.count("failed") == 1
+    assert row.last_error.startswith(f"gave up after {row.attempts} attempts: HTTP 500 from {srv.url}")
+    assert len(srv.requests) == row.attempts == len(statuses)
+    assert row.updated_at - row.created_at > dt.timedelta(seconds=30)
 
 
 def test_pagerduty_key_is_not_stored_and_is_sent_from_config(outbox_for, clock):
@@ -529,11 +529,11 @@ def test_pagerduty_key_is_not_stored_and_is_sent_from_config(outbox_for, clock):
         ob = outbox_for([{"name": "pd", "pagerduty": {"routing_key": "KEY-1", "url": srv.url + "/v2/enqueue"}}])
         n = _notification(receiver="pd")
         ob.enqueue("t", n.group_key, "pd", "firing", build_payload("pagerduty", ob._receiver("pd").target, n))
-        assert [r["status"] for r in ob.deliver_due()] == ["sent"]
+        assert [r.status for r in ob.deliver_due()] == ["sent"]
         clock.advance(60)
         ob.enqueue("r", n.group_key, "pd", "resolved", build_payload("pagerduty", ob._receiver("pd").target, _resolved(n)))
-        assert "KEY-1" not in json.dumps([r["payload"] for r in ob.rows()])
-        assert [r["status"] for r in ob.deliver_due()] == ["sent"]
+        assert "KEY-1" not in json.dumps([r.payload for r in ob.rows()])
+        assert [r.status for r in ob.deliver_due()] == ["sent"]
     trigger, resolve = srv.bodies
     assert srv.requests[0]["path"] == "/v2/enqueue"
     assert trigger["routing_key"] == resolve["routing_key"] == "KEY-1"
@@ -549,16 +549,16 @@ def test_a_newer_notification_supersedes_an_older_one_still_retrying(outbox_for,
         ob.enqueue("trigger", n.group_key, "pd", "firing", build_payload("pagerduty", target, n))
         clock.advance(1)
         ob.enqueue("other-group", "g2", "pd", "firing", build_payload("pagerduty", target, _notification(group_key="g2")))
-        assert [r["status"] for r in ob.deliver_due()] == ["pending", "sent"]
+        assert [r.status for r in ob.deliver_due()] == ["pending", "sent"]
         clock.advance(5)
         ob.enqueue("resolve", n.group_key, "pd", "resolved", build_payload("pagerduty", target, _resolved(n)))
-        rows = {r["id"]: r for r in ob.deliver_due()}
-        assert rows["trigger"]["status"] == "superseded" and "HTTP 503" in rows["trigger"]["last_error"]
-        assert rows["trigger"]["attempts"] == 1 and rows["resolve"]["status"] == "sent"
+        rows = {r.id: r for r in ob.deliver_due()}
+        assert rows["trigger"].status == "superseded" and "HTTP 503" in rows["trigger"].last_error
+        assert rows["trigger"].attempts == 1 and rows["resolve"].status == "sent"
         clock.advance(600)
         assert ob.deliver_due() == []
     assert [b["event_action"] for b in srv.bodies] == ["trigger", "trigger", "resolve"]
-    assert {r["id"]: r["status"] for r in ob.rows()} == {"trigger": "superseded", "other-group": "sent", "resolve": "sent"}
+    assert {r.id: r.status for r in ob.rows()} == {"trigger": "superseded", "other-group": "sent", "resolve": "sent"}
 
 
 def test_test_notification_sends_now_or_raises(outbox_for):

@@ -122,10 +122,17 @@ def test_the_page_and_the_cli_refuse_an_endless_silence_in_one_line(api, config,
     r = c.post("/alerts/silences", data={"csrf_token": token, "matchers": "service=search", "duration": "1000000000h",
                                          "comment": "x"}, follow_redirects=True)
     assert r.status_code == 200 and "duration:" in r.get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/alerts").get_data(as_text=True)).group(1)
+    c.post("/alerts/silences", data={"csrf_token": token, "matchers": "service=search", "duration": "2h",
+                                     "comment": "reindexing"})
+    (made,) = listed()
+    row = re.search(r'<tr class="active">(.*?)</tr>', c.get("/alerts").get_data(as_text=True), re.S).group(1)
+    assert "ops" in row and "reindexing" in row and made["endsAt"][:16].replace("T", " ") in row
+    c.delete(f"/v1/silences/{made['id']}", headers=auth(admin))
     env = {"MONITOR_CLICKHOUSE_URL": config.clickhouse.url, "MONITOR_CLICKHOUSE_DATABASE": config.clickhouse.database,
            "MONITOR_CONFIG": str(tmp_path / "none.yaml")}
     (tmp_path / "none.yaml").write_text("{}\n")
     out = CliRunner().invoke(cli, ["silence", "add", "--matcher", "service=svc", "--duration", "1000000000h",
                                    "--comment", "x"], env=env)
     assert out.exit_code == 1 and "duration:" in out.output and "Traceback" not in out.output
-    assert listed() == []
+    assert [x["status"] for x in listed()] == ["expired"]

@@ -71,15 +71,15 @@ class KeyStore:
         return ApiKey(key_id, name, tuple(sorted(set(scopes))), now, None), f"nlpm_{key_id}_{secret}"
 
     def list(self) -> list[ApiKey]:
-        return [ApiKey(r[0], r[1], tuple(r[2]), r[3], r[4]) for r in api_keys.list_all(self.store)]
+        return [ApiKey(r.key_id, r.name, tuple(r.scopes), r.created_at, r.revoked_at) for r in api_keys.list_all(self.store)]
 
     def revoke(self, key_id: str) -> bool:
         row = api_keys.get(self.store, key_id)
         if row is None:
             return False
-        name, scopes, key_hash, created_at, revoked_at = row
         now = self.clock.now()
-        api_keys.insert(self.store, key_id, name, scopes, key_hash, created_at, revoked_at or now, _version(now))
+        api_keys.insert(self.store, key_id, row.name, row.scopes, row.key_hash, row.created_at, row.revoked_at or now,
+                        _version(now))
         with self._lock:
             self._cache.pop(key_id, None)
         return True
@@ -106,8 +106,8 @@ class KeyStore:
             row = api_keys.get(self.store, key_id)
             api_key, key_hash = None, ""
             if row is not None:
-                name, scopes, key_hash, created_at, revoked_at = row
-                api_key = ApiKey(key_id, name, tuple(scopes), created_at, revoked_at)
+                key_hash = row.key_hash
+                api_key = ApiKey(key_id, row.name, tuple(row.scopes), row.created_at, row.revoked_at)
             hit = (now, api_key, key_hash)
             with self._lock:
                 self._cache[key_id] = hit

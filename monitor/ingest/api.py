@@ -161,7 +161,8 @@ def get_request(request_id: str):
     row = requests.get(store, request_id)
     if row is None:
         raise ApiError(404, "not_found", f"no request with request_id {request_id!r}")
-    return jsonify({"request": _jsonable(row), "feedback": [_jsonable(f) for f in feedback.for_request(store, request_id)]})
+    return jsonify({"request": _jsonable(row.as_dict()),
+                    "feedback": [_jsonable(vars(f)) for f in feedback.for_request(store, request_id)]})
 
 
 @bp.get("/rejected")
@@ -174,7 +175,7 @@ def list_rejected():
         limit = min(max(int(request.args.get("limit", 100)), 1), 1000)
     except ValueError:
         raise ApiError(400, "bad_request", "limit: must be an integer") from None
-    return jsonify({"rejected": [_jsonable(r) for r in rejected.recent(_services().store, kind, limit)]})
+    return jsonify({"rejected": [_jsonable(vars(r)) for r in rejected.recent(_services().store, kind, limit)]})
 
 
 def _jsonable(row: dict) -> dict:

@@ -19,13 +19,13 @@ def next_item(svc, reviewer: str, service: str | None = None, feature: str | Non
     if leased is None:
         return None
     item, expires = leased
-    t = requests.get(svc.store, item["request_id"]) or {"input_text": "", "context_text": "", "output_text": "",
-                                                       "model": "", "prompt_version": ""}
+    t = requests.get(svc.store, item["request_id"])  # None once past retention: the item shows without texts
     return {
         "id": item["request_id"], "request_id": item["request_id"], "service": item["service"],
-        "feature": item["feature"], "ts": item["request_ts"], "model": t["model"],
-        "prompt_version": t["prompt_version"], "question": t["input_text"], "context": t["context_text"],
-        "answer": t["output_text"], "reviewer": reviewer, "lease_expires_at": expires,
+        "feature": item["feature"], "ts": item["request_ts"], "model": t.model if t else "",
+        "prompt_version": t.prompt_version if t else "", "question": t.input_text if t else "",
+        "context": t.context_text if t else "", "answer": t.output_text if t else "", "reviewer": reviewer,
+        "lease_expires_at": expires,
         # Share of answer sentences with no close context sentence: a proxy to prioritise by, not a label.
         "ungrounded_proxy": item["ungrounded_proxy"]}
 
@@ -51,6 +51,6 @@ def store_label(svc, request_id: str, label: str, reviewer: str, comment: str, a
     return feedback_id
 
 
-def progress(svc, day, service: str | None = None, feature: str | None = None) -> dict:
+def progress(svc, day, service: str | None = None, feature: str | None = None) -> review.ReviewProgress:
     """Today's sample: items queued for ``day`` and how many of them have a reviewer's label."""
     return review.progress(svc.store, day, service, feature)

@@ -7,10 +7,12 @@ join. A ReplacingMergeTree keyed on feedback_id.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Sequence
 
 from monitor.foundation.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN
 from monitor.foundation.tables._raw import deduplicated, stored_ids
+from monitor.foundation.tables.requests import TimeSpan
 
 COLUMNS = ["feedback_id", "request_id", "ts", "kind", "value", "label", "source", "reviewer", "comment",
            "ingested_at", "request_ts", "service", "feature", "model", "prompt_version", "environment",
@@ -46,16 +48,31 @@ def exists(store, feedback_id: str, request_id: str) -> bool:
                              {"f": feedback_id, "id": request_id}))
 
 
-def for_request(store, request_id: str) -> list[dict]:
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One piece of feedback on a request, as the request's page and API show it."""
+
+    feedback_id: str
+    ts: dt.datetime
+    kind: str
+    value: float | None
+    label: str
+    source: str
+    reviewer: str
+    comment: str
+
+
+def for_request(store, request_id: str) -> list[FeedbackItem]:
     """The feedback on one request, oldest first."""
-    return store.query_dicts("SELECT feedback_id, ts, kind, value, label, source, reviewer, comment "
-                             "FROM feedback FINAL WHERE request_id = {id:String} ORDER BY ts", {"id": request_id})
+    return [FeedbackItem(**r) for r in store.query_dicts(
+        "SELECT feedback_id, ts, kind, value, label, source, reviewer, comment "
+        "FROM feedback FINAL WHERE request_id = {id:String} ORDER BY ts", {"id": request_id})]
 
 
-def time_span(store) -> tuple[dt.datetime, dt.datetime] | None:
-    """(oldest ts, newest ts) of the feedback's own time, or None when the table is empty."""
+def time_span(store) -> TimeSpan | None:
+    """The oldest and newest of the feedback's own time, or None when the table is empty."""
     lo, hi, n = store.query("SELECT min(ts), max(ts), count() FROM feedback")[0]
-    return (lo, hi) if n else None
+    return TimeSpan(lo, hi) if n else None
 
 
 def period_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: Sequence[str], unhappy: str,
@@ -81,10 +98,25 @@ def period_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: S
         {**params, "lo": lo, "hi": hi, "plo": plo, "phi": phi})
 
 
-def negative(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int, snip: int) -> list[dict]:
+@dataclass(frozen=True)
+class NegativeFeedback:
+    """A thumbs down, a failed task or a hallucination label, with its request's service and feature."""
+
+    request_id: str
+    ts: dt.datetime
+    kind: str
+    value: float | None
+    label: str
+    comment: str   # a snippet
+    service: str
+    feature: str
+
+
+def negative(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int,
+             snip: int) -> list[NegativeFeedback]:
     """The newest negative feedback (thumbs down, task failed, hallucinated) on requests in [lo, hi)."""
-    return store.query_dicts(
+    return [NegativeFeedback(**r) for r in store.query_dicts(
         "SELECT request_id, ts, kind, value, label, substring(comment, 1, {snip:UInt32}) AS comment, service, feature "
         "FROM feedback WHERE request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}"
         + where + " AND (" + " OR ".join(f"({w})" for w in NEGATIVE_FEEDBACK_WHEN.values()) + ") "
-        "ORDER BY ts DESC LIMIT {limit:UInt32}", {**params, "lo": lo, "hi": hi, "limit": limit, "snip": snip})
+        "ORDER BY ts DESC LIMIT {limit:UInt32}", {**params, "lo": lo, "hi": hi, "limit": limit, "snip": snip})]

@@ -130,24 +130,49 @@ def _state(store, run_id, finished: bool, status: str, started: dt.datetime, lat
     return "running"
 
 
-def _run(store, r: dict, now: dt.datetime, later_started: bool) -> dict:
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a job as recorded: ``finished_at`` and ``duration_ms`` None while it has no final row."""
+
+    run_id: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    status: str                       # ok, error, running or interrupted
+    window_start: dt.datetime
+    window_end: dt.datetime
+    rows: int
+    duration_ms: float | None
+    error: str
+
+
+@dataclass(frozen=True)
+class JobState(JobRun):
+    """A job's last run, with what its other runs add (see :func:`latest`)."""
+
+    failures: int = 0                           # error and interrupted runs within retention
+    outcome: str | None = None                  # the status of the last run that has ended
+    last_duration_ms: float | None = None       # the last finished run's
+    last_ok_at: dt.datetime | None = None       # when the last successful run started
+    last_ok_ms: int | None = None               # the same in epoch milliseconds
+    last_ok_window_end: dt.datetime | None = None
+
+
+def _run(store, r: dict, now: dt.datetime, later_started: bool) -> JobRun:
     started = r["started"]
     status = _state(store, r["run_id"], bool(r["finished"]), r["final_status"], started, later_started, now)
     done = bool(r["finished"])
-    return {"run_id": str(r["run_id"]), "started_at": started,
-            "finished_at": started + dt.timedelta(milliseconds=r["final_duration_ms"]) if done else None,
-            "status": status, "window_start": r["run_window_start"], "window_end": r["run_window_end"],
-            "rows": r["final_rows"] if done else 0, "duration_ms": r["final_duration_ms"] if done else None,
-            "error": r["final_error"] if done else ""}
+    return JobRun(str(r["run_id"]), started,
+                  started + dt.timedelta(milliseconds=r["final_duration_ms"]) if done else None, status,
+                  r["run_window_start"], r["run_window_end"], r["final_rows"] if done else 0,
+                  r["final_duration_ms"] if done else None, r["final_error"] if done else "")
 
 
-def latest(store, now: dt.datetime | None = None) -> dict[str, dict]:
-    """Per job: its last run (run_id, started_at, finished_at or None, status ok | error | running |
-    interrupted, window_start, window_end, rows, duration_ms or None, error), ``failures`` (error and
-    interrupted runs within retention), ``outcome`` (the status of the last run that has ended: the last
-    run's, or while it runs the one before it's; None when none has ended), ``last_duration_ms`` (the last
-    finished run's, None when none has finished), and its last success: ``last_ok_at`` (when it started),
-    ``last_ok_ms`` (the same in epoch milliseconds) and ``last_ok_window_end`` (None when never).
+def latest(store, now: dt.datetime | None = None) -> dict[str, JobState]:
+    """Per job: its last run, with ``failures`` (error and interrupted runs within retention), ``outcome``
+    (the status of the last run that has ended: the last run's, or while it runs the one before it's;
+    None when none has ended), ``last_duration_ms`` (the last finished run's, None when none has
+    finished), and its last success: ``last_ok_at`` (when it started), ``last_ok_ms`` (the same in epoch
+    milliseconds) and ``last_ok_window_end`` (None when never).
 
     Read on every scrape, so it reads the last run's rows by the sort key and everything else in one
     pass per job, never grouping all runs: runs killed outright (a running row and no final one) are
@@ -180,23 +205,23 @@ def latest(store, now: dt.datetime | None = None) -> dict[str, dict]:
         if t["job"] not in last:
             continue  # a run written between the two reads: shown on the next one
         run = _run(store, last[t["job"]], now, later_started=False)
-        unfinished = run["finished_at"] is None
+        unfinished = run.finished_at is None
         # Runs that never wrote a final row, the last one aside (its own state is decided above).
         killed = max(0, t["started_runs"] - t["ended_runs"] - unfinished)
         ok_at = t["last_ok_at"] if t["ok_runs"] else None
         # What the last run that has ended came to: while the last one runs, the one before it.
-        outcome = run["status"] if run["status"] != "running" else None
+        outcome = run.status if run.status != "running" else None
         if outcome is None and t["earlier_rows"]:  # the run before it ended when it has a final row
             outcome = t["previous_status"] if t["previous_ended"] == t["previous_started"] else "interrupted"
-        run.update(failures=t["failed"] + killed + (unfinished and run["status"] == "interrupted"), outcome=outcome,
-                   last_duration_ms=t["last_duration_ms"] if t["ended_rows"] else None,
-                   last_ok_at=ok_at, last_ok_ms=int(ok_at.timestamp() * 1000) if ok_at else None,
-                   last_ok_window_end=t["last_ok_window_end"] if t["ok_runs"] else None)
-        out[t["job"]] = run
+        out[t["job"]] = JobState(
+            **vars(run), failures=t["failed"] + killed + (unfinished and run.status == "interrupted"), outcome=outcome,
+            last_duration_ms=t["last_duration_ms"] if t["ended_rows"] else None,
+            last_ok_at=ok_at, last_ok_ms=int(ok_at.timestamp() * 1000) if ok_at else None,
+            last_ok_window_end=t["last_ok_window_end"] if t["ok_runs"] else None)
     return dict(sorted(out.items()))
 
 
-def history(store, job: str, limit: int = 20, now: dt.datetime | None = None) -> list[dict]:
+def history(store, job: str, limit: int = 20, now: dt.datetime | None = None) -> list[JobRun]:
     """The job's last ``limit`` runs, newest first, each as in :func:`latest` (without the job totals)."""
     now = now or dt.datetime.now(UTC)
     recent = ("WHERE job = {job:String} AND started_at IN (SELECT started_at FROM job_runs WHERE job = {job:String} "

@@ -8,8 +8,35 @@ with FINAL or keep the newest ``computed_at`` themselves (cheaper, same answer).
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 COLUMNS = ["ts", "window", "metric", "labels", "value", "computed_at"]
+
+
+class SeriesPoint(NamedTuple):
+    labels: dict[str, str]
+    ts: dt.datetime
+    value: float
+
+
+class LatestPoint(NamedTuple):
+    metric: str
+    window: str
+    labels: dict[str, str]
+    value: float
+
+
+class RangePoint(NamedTuple):
+    metric: str
+    window: str
+    label_set: int     # the index of its label set in the request
+    ts: dt.datetime
+    value: float
+
+
+class SeriesValue(NamedTuple):
+    labels: dict[str, str]
+    value: float
 
 
 def insert(store, rows: list[list]) -> int:
@@ -18,7 +45,7 @@ def insert(store, rows: list[list]) -> int:
 
 
 def series(store, metric: str, window: str, lo: dt.datetime, hi: dt.datetime, filters: dict[str, str],
-           keys: list[str] | None, limit: int) -> list[tuple]:
+           keys: list[str] | None, limit: int) -> list[SeriesPoint]:
     """(labels, ts, value) of the metric's series in [lo, hi], ordered by series then time.
 
     ``filters`` label values a series must have; ``keys`` (when given) its exact label names,
@@ -31,17 +58,17 @@ def series(store, metric: str, window: str, lo: dt.datetime, hi: dt.datetime, fi
     if keys is not None:
         conditions += " AND arraySort(mapKeys(labels)) = {keys:Array(String)}"
         params["keys"] = keys
-    return store.query(
+    return [SeriesPoint(*r) for r in store.query(
         "SELECT labels, ts, value FROM metric_points FINAL WHERE metric = {metric:String} "
         "AND `window` = {window:String} AND ts >= {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')} "
-        f"{conditions} ORDER BY toString(labels), ts LIMIT {{limit:UInt32}}", params)
+        f"{conditions} ORDER BY toString(labels), ts LIMIT {{limit:UInt32}}", params)]
 
 
-def latest_of_every_series(store, since: dt.datetime) -> list[tuple]:
-    """(metric, window, labels, value) of every series' newest point since ``since`` (for /metrics)."""
-    return store.query(
+def latest_of_every_series(store, since: dt.datetime) -> list[LatestPoint]:
+    """Every series' newest point since ``since`` (for /metrics)."""
+    return [LatestPoint(*r) for r in store.query(
         "SELECT metric, `window`, labels, argMax(value, ts) FROM metric_points FINAL "
-        "WHERE ts >= {since:DateTime64(3, 'UTC')} GROUP BY metric, `window`, labels", {"since": since})
+        "WHERE ts >= {since:DateTime64(3, 'UTC')} GROUP BY metric, `window`, labels", {"since": since})]
 
 
 def _series_id(i: int) -> str:
@@ -49,7 +76,7 @@ def _series_id(i: int) -> str:
 
 
 def in_ranges(store, wanted: dict[str, str], label_sets: list[dict[str, str]],
-              ranges: list[tuple[dt.datetime, dt.datetime]], every: int = 60) -> list[tuple]:
+              ranges: list[tuple[dt.datetime, dt.datetime]], every: int = 60) -> list[RangePoint]:
     """(metric, window, label set index, ts, value) of exactly these series, in any of the (lo, hi] ranges,
     oldest computation first (so the last row of a point is its newest value).
 
@@ -68,11 +95,11 @@ def in_ranges(store, wanted: dict[str, str], label_sets: list[dict[str, str]],
         params[f"lo{j}"], params[f"hi{j}"] = lo, hi
         within.append(f"(ts > {{lo{j}:DateTime64(3, 'UTC')}} AND ts <= {{hi{j}:DateTime64(3, 'UTC')}})")
     which = "multiIf(" + ", ".join(f"series_id = {s}, {i}" for i, s in enumerate(ids)) + ", -1)"
-    return store.query(
+    return [RangePoint(*r) for r in store.query(
         f"SELECT metric, `window`, {which} AS which, ts, value FROM metric_points "
         f"WHERE metric IN {{metrics:Array(String)}} AND `window` IN {{windows:Array(String)}} "
         f"AND series_id IN ({', '.join(ids)}) AND ({' OR '.join(within)}) "
-        "AND toUnixTimestamp(ts) % {every:UInt32} = 0 ORDER BY metric, which, ts, computed_at", params)
+        "AND toUnixTimestamp(ts) % {every:UInt32} = 0 ORDER BY metric, which, ts, computed_at", params)]
 
 
 def latest_by_label(store, metric: str, label: str, lo: dt.datetime, hi: dt.datetime) -> dict[str, float]:
@@ -84,27 +111,27 @@ def latest_by_label(store, metric: str, label: str, lo: dt.datetime, hi: dt.date
 
 
 def points_with_keys(store, metric: str, window: str, lo: dt.datetime, hi: dt.datetime,
-                     keys: list[str]) -> list[tuple]:
-    """(labels, ts, value) of the points in (lo, hi] of every series with exactly these label names,
-    the newest computation of each point, oldest point first."""
-    return store.query("""
+                     keys: list[str]) -> list[SeriesPoint]:
+    """The points in (lo, hi] of every series with exactly these label names, the newest computation of
+    each point, oldest point first."""
+    return [SeriesPoint(*r) for r in store.query("""
 SELECT labels, ts, argMax(value, computed_at) AS v
 FROM metric_points
 WHERE metric = {metric:String} AND window = {window:String}
   AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}
   AND arraySort(mapKeys(labels)) = {keys:Array(String)}
-GROUP BY labels, ts ORDER BY ts""", {"metric": metric, "window": window, "lo": lo, "hi": hi, "keys": keys})
+GROUP BY labels, ts ORDER BY ts""", {"metric": metric, "window": window, "lo": lo, "hi": hi, "keys": keys})]
 
 
-def newest_per_series(store, metric: str, window: str, lo: dt.datetime, hi: dt.datetime) -> list[tuple]:
-    """(labels, value) of each series' newest point in (lo, hi], each point at its newest computation."""
-    return store.query("""
+def newest_per_series(store, metric: str, window: str, lo: dt.datetime, hi: dt.datetime) -> list[SeriesValue]:
+    """Each series' newest point in (lo, hi], each point at its newest computation."""
+    return [SeriesValue(*r) for r in store.query("""
 SELECT labels, argMax(value, ts) FROM (
     SELECT labels, ts, argMax(value, computed_at) AS value FROM metric_points
     WHERE metric = {metric:String} AND window = {window:String}
       AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}
     GROUP BY labels, ts)
-GROUP BY labels""", {"metric": metric, "window": window, "lo": lo, "hi": hi})
+GROUP BY labels""", {"metric": metric, "window": window, "lo": lo, "hi": hi})]
 
 
 def newest_per_window(store, metric: str, windows: list[str], label: str, value: str, lo: dt.datetime,

@@ -7,19 +7,40 @@ decision, so deciding again after a crash finds the row instead of adding one.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import astuple, dataclass, fields
 
 
-COLUMNS = ("id", "group_key", "receiver", "kind", "status", "alert_status", "payload", "created_at", "attempts",
-           "next_attempt_at", "last_error", "sent_at", "updated_at")
-def write(store, row: dict) -> None:
-    """A new version of the row (all COLUMNS)."""
+@dataclass(frozen=True)
+class OutboxRow:
+    """One notification decided, in one version: each attempt writes the next (``updated_at`` later)."""
+
+    id: str                        # derived from the decision: deciding again finds it
+    group_key: str
+    receiver: str
+    kind: str                      # the receiver kind its payload was built for
+    status: str                    # pending, sent, failed or superseded
+    alert_status: str              # firing or resolved
+    payload: str                   # JSON, as the kind stores it (no secrets)
+    created_at: dt.datetime
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str
+    sent_at: dt.datetime | None
+    updated_at: dt.datetime
+
+
+COLUMNS = tuple(f.name for f in fields(OutboxRow))
+
+
+def write(store, row: OutboxRow) -> None:
+    """A new version of the row."""
     write_many(store, [row])
 
 
-def write_many(store, rows: list[dict]) -> None:
+def write_many(store, rows: list[OutboxRow]) -> None:
     """New versions of rows, in one insert."""
     if rows:
-        store.insert("notification_outbox", [[row[c] for c in COLUMNS] for row in rows], COLUMNS)
+        store.insert("notification_outbox", [list(astuple(row)) for row in rows], COLUMNS)
 
 
 def existing(store, ids: list[str]) -> set[str]:
@@ -30,23 +51,23 @@ def existing(store, ids: list[str]) -> set[str]:
                                       {"ids": list(ids)})}
 
 
-def rows(store, status: str | None = None) -> list[dict]:
+def rows(store, status: str | None = None) -> list[OutboxRow]:
     """Current version of every row (oldest first), optionally of one status."""
     where = "WHERE status = {status:String}" if status else ""
-    return store.query_dicts(
-        f"SELECT * FROM notification_outbox FINAL {where} ORDER BY created_at, id", {"status": status} if status else None)
+    return [OutboxRow(**r) for r in store.query_dicts(
+        f"SELECT * FROM notification_outbox FINAL {where} ORDER BY created_at, id", {"status": status} if status else None)]
 
 
-def get(store, id: str) -> dict | None:
+def get(store, id: str) -> OutboxRow | None:
     found = store.query_dicts("SELECT * FROM notification_outbox FINAL WHERE id = {id:String}", {"id": id})
-    return found[0] if found else None
+    return OutboxRow(**found[0]) if found else None
 
 
-def due(store, now: dt.datetime) -> list[dict]:
+def due(store, now: dt.datetime) -> list[OutboxRow]:
     """Pending rows whose next attempt is due, oldest first."""
-    return store.query_dicts(
+    return [OutboxRow(**r) for r in store.query_dicts(
         "SELECT * FROM notification_outbox FINAL WHERE status = 'pending' "
-        "AND next_attempt_at <= {now:DateTime64(3, 'UTC')} ORDER BY created_at, id", {"now": now})
+        "AND next_attempt_at <= {now:DateTime64(3, 'UTC')} ORDER BY created_at, id", {"now": now})]
 
 
 def newest_created(store, group_keys: list[str]) -> dict[tuple[str, str], dt.datetime]:

@@ -7,7 +7,8 @@ id names both the hash (to find the granule) and the id (to be exact).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Sequence
+from dataclasses import dataclass, fields
+from typing import NamedTuple, Sequence
 
 from monitor.foundation.tables._raw import deduplicated, half_md5, stored_ids
 
@@ -40,9 +41,60 @@ def existing_ids(store, ids) -> set[str]:
     return stored_ids(store, "requests", "request_id", ids)
 
 
-def get(store, request_id: str) -> dict | None:
-    """One request with every column but the embedding, or None; dimensions with their real values
-    (``counted_as_overflow`` names those the rollups count under the overflow value)."""
+@dataclass(frozen=True)
+class StoredRequest:
+    """One request as stored (redacted, the user id hashed), every column but the embedding; dimensions
+    with their real values, ``counted_as_overflow`` naming those the rollups count under the overflow value."""
+
+    request_id: str
+    ts: dt.datetime
+    service: str
+    feature: str
+    model: str
+    provider: str
+    prompt_version: str
+    environment: str
+    region: str
+    language: str
+    tenant: str
+    status: str
+    error_type: str
+    http_status: int
+    latency_ms: float
+    ttft_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cost_usd: float
+    cost_source: str
+    input_text: str
+    output_text: str
+    context_text: str
+    text_truncated: bool
+    retrieval_hit: bool | None
+    grounded: bool | None
+    cache_hit: bool
+    safety_flagged: bool
+    pii_detected: bool
+    injection_detected: bool
+    user_id_hash: str
+    session_id: str
+    tags: dict[str, str]
+    ingested_at: dt.datetime
+    counted_as_overflow: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        """The API's shape: every field, ``counted_as_overflow`` only when a dimension was."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not self.counted_as_overflow:
+            del out["counted_as_overflow"]
+        else:
+            out["counted_as_overflow"] = list(self.counted_as_overflow)
+        return out
+
+
+def get(store, request_id: str) -> StoredRequest | None:
+    """One request, or None."""
     rows = store.query_dicts("SELECT * EXCEPT (input_embedding) FROM requests FINAL "
                              "WHERE halfMD5(request_id) = halfMD5({id:String}) AND request_id = {id:String} "
                              "LIMIT 1", {"id": request_id})
@@ -50,10 +102,7 @@ def get(store, request_id: str) -> dict | None:
         return None
     row = rows[0]
     real = row.pop("dimension_overflow") or {}
-    row.update(real)
-    if real:
-        row["counted_as_overflow"] = sorted(real)
-    return row
+    return StoredRequest(**{**row, **real}, counted_as_overflow=tuple(sorted(real)))
 
 
 def context_of(store, ids) -> dict[str, dict]:
@@ -75,10 +124,15 @@ def count(store) -> int:
     return int(store.scalar("SELECT count() FROM requests") or 0)
 
 
-def time_span(store) -> tuple[dt.datetime, dt.datetime] | None:
-    """(oldest ts, newest ts), or None when the table is empty."""
+class TimeSpan(NamedTuple):
+    oldest: dt.datetime
+    newest: dt.datetime
+
+
+def time_span(store) -> TimeSpan | None:
+    """The oldest and newest ts, or None when the table is empty."""
     lo, hi, n = store.query("SELECT min(ts), max(ts), count() FROM requests")[0]
-    return (lo, hi) if n else None
+    return TimeSpan(lo, hi) if n else None
 
 
 # -- samples for the jobs --------------------------------------------------------------------
@@ -103,16 +157,25 @@ ORDER BY cityHash64(request_id), request_id
 LIMIT {n:UInt32}""", {"s": service, "f": feature, "lo": lo.timestamp(), "hi": hi.timestamp(), "n": n})
 
 
+class ReviewCandidate(NamedTuple):
+    service: str
+    feature: str
+    request_id: str
+    ts: dt.datetime
+    by_rate: bool        # chosen by its stratum's rate (else: to reach the daily minimum)
+    output_text: str
+    context_text: str
+
+
 def review_sample(store, lo: dt.datetime, hi: dt.datetime, space: int, rates: dict[str, int], default: int,
-                  minimum: int) -> list[tuple]:
-    """(service, feature, request_id, ts, chosen by rate, output_text, context_text) of the answered
-    requests in [lo, hi) to queue for review.
+                  minimum: int) -> list[ReviewCandidate]:
+    """The answered requests in [lo, hi) to queue for review.
 
     A request is chosen when cityHash64(request_id) % space falls under its stratum's rate
     (``rates`` keyed "service/feature" or "service", else ``default``), and each (service,
     feature) also gets its ``minimum`` lowest hashes: deterministic, so a rerun chooses the same.
     """
-    return store.query("""
+    return [ReviewCandidate(*r) for r in store.query("""
 SELECT service, feature, request_id, ts, h < rate AS by_rate, output_text, context_text
 FROM (
     SELECT service, feature, request_id, ts, output_text, context_text, cityHash64(request_id) % {space:UInt64} AS h,
@@ -126,20 +189,27 @@ FROM (
 )
 WHERE h < rate OR rank <= {minimum:UInt32}""", {
         "space": space, "keys": list(rates), "rates": list(rates.values()), "default": default,
-        "minimum": minimum, "lo": int(lo.timestamp()), "hi": int(hi.timestamp())})
+        "minimum": minimum, "lo": int(lo.timestamp()), "hi": int(hi.timestamp())})]
 
 
-def grounding_sample(store, lo: dt.datetime, hi: dt.datetime, n: int) -> list[tuple]:
-    """(service, feature, output_text, context_text) of up to ``n`` answers with context per
-    (service, feature) in [lo, hi), the lowest cityHash64 of the id first."""
-    return store.query("""
+class AnswerWithContext(NamedTuple):
+    service: str
+    feature: str
+    output_text: str
+    context_text: str
+
+
+def grounding_sample(store, lo: dt.datetime, hi: dt.datetime, n: int) -> list[AnswerWithContext]:
+    """Up to ``n`` answers with context per (service, feature) in [lo, hi), the lowest cityHash64 of the
+    id first."""
+    return [AnswerWithContext(*r) for r in store.query("""
 SELECT service, feature, output_text, context_text FROM (
     SELECT service, feature, output_text, context_text,
            row_number() OVER (PARTITION BY service, feature ORDER BY cityHash64(request_id), request_id) AS rank
     FROM requests FINAL
     WHERE ts >= toDateTime({lo:UInt32}, 'UTC') AND ts < toDateTime({hi:UInt32}, 'UTC')
       AND output_text != '' AND context_text != '')
-WHERE rank <= {n:UInt32}""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp()), "n": n})
+WHERE rank <= {n:UInt32}""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp()), "n": n})]
 
 
 # -- lists for the incident explorer -----------------------------------------------------------
@@ -150,6 +220,30 @@ _REAL = ", ".join(f"if(mapContains(dimension_overflow, '{d}'), dimension_overflo
                   for d in ("service", "feature", "model", "prompt_version"))
 LIST_COLUMNS = (f"request_id, ts, {_REAL}, status, error_type, http_status, latency_ms, ttft_ms, cost_usd, "
                 "substring(input_text, 1, {snip:UInt32}) AS input_snippet")
+
+
+class ErrorTypeCount(NamedTuple):
+    error_type: str
+    failed: int
+
+
+@dataclass(frozen=True)
+class RequestBrief:
+    """A request as the incident explorer lists it (LIST_COLUMNS): the question as a snippet."""
+
+    request_id: str
+    ts: dt.datetime
+    service: str
+    feature: str
+    model: str
+    prompt_version: str
+    status: str
+    error_type: str
+    http_status: int | None
+    latency_ms: float
+    ttft_ms: float | None
+    cost_usd: float
+    input_snippet: str
 
 
 def _days(lo: dt.datetime, hi: dt.datetime) -> tuple[list[str], list[tuple[dt.datetime, dt.datetime]]]:
@@ -187,27 +281,28 @@ def _by_partition(lo: dt.datetime, hi: dt.datetime, columns: str, where: str) ->
 
 
 def failures_by_error_type(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict,
-                           limit: int = 15) -> list[tuple]:
-    """(error_type, failed requests) in [lo, hi), most first; ``where`` filters (starting with AND)."""
+                           limit: int = 15) -> list[ErrorTypeCount]:
+    """Failed requests per error_type in [lo, hi), most first; ``where`` filters (starting with AND)."""
     src, p = _by_partition(lo, hi, "error_type", where + " AND status != 'ok'")
-    return store.query(f"SELECT error_type, count() AS k FROM {src} GROUP BY error_type ORDER BY k DESC "
-                       f"LIMIT {int(limit)}", {**params, **p})
+    return [ErrorTypeCount(*r) for r in store.query(
+        f"SELECT error_type, count() AS k FROM {src} GROUP BY error_type ORDER BY k DESC LIMIT {int(limit)}",
+        {**params, **p})]
 
 
-def failing(store, since: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int) -> list[dict]:
-    """The newest failed (error, timeout) requests in [since, hi), LIST_COLUMNS."""
-    return store.query_dicts(
+def failing(store, since: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int) -> list[RequestBrief]:
+    """The newest failed (error, timeout) requests in [since, hi)."""
+    return [RequestBrief(**r) for r in store.query_dicts(
         f"SELECT {LIST_COLUMNS} FROM requests WHERE ts >= {{since:DateTime64(3, 'UTC')}} "
         "AND ts < {hi:DateTime64(3, 'UTC')}" + where + " AND status IN ('error', 'timeout') "
         "ORDER BY ts DESC LIMIT {limit:UInt32} SETTINGS prefer_column_name_to_alias = 1",
-        {**params, "since": since, "hi": hi, "limit": limit})
+        {**params, "since": since, "hi": hi, "limit": limit})]
 
 
-def slowest(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int) -> list[dict]:
-    """The slowest requests in [lo, hi), LIST_COLUMNS. One table and a plain ORDER BY ... LIMIT, so
-    ClickHouse reads the other columns (texts included) only for the rows it keeps (lazy materialization)."""
-    return store.query_dicts(
+def slowest(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int) -> list[RequestBrief]:
+    """The slowest requests in [lo, hi). One table and a plain ORDER BY ... LIMIT, so ClickHouse reads
+    the other columns (texts included) only for the rows it keeps (lazy materialization)."""
+    return [RequestBrief(**r) for r in store.query_dicts(
         f"SELECT {LIST_COLUMNS} FROM requests WHERE ts >= {{lo:DateTime64(3, 'UTC')}} "
         f"AND ts < {{hi:DateTime64(3, 'UTC')}}{where} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}} "
         "SETTINGS prefer_column_name_to_alias = 1",
-        {**params, "lo": lo, "hi": hi, "limit": limit})
+        {**params, "lo": lo, "hi": hi, "limit": limit})]

@@ -8,6 +8,7 @@ feedback too; they live here because they are questions about the queue.
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from monitor.foundation.filters import where_equal
 
@@ -17,17 +18,47 @@ _LABELED = ("SELECT request_id FROM feedback WHERE kind = 'hallucination' AND so
             "AND request_id IN (SELECT request_id FROM review_queue)")
 
 
+class QueuedItem(NamedTuple):
+    request_id: str
+    request_ts: dt.datetime
+    service: str
+    feature: str
+
+
+class Lease(NamedTuple):
+    reviewer: str
+    expires_at: dt.datetime
+
+
+class ReviewProgress(NamedTuple):
+    sampled: int   # items queued for the day
+    labeled: int   # of them with a reviewer's label
+
+
+class HourCounts(NamedTuple):
+    """Queue items of one (service, feature) whose requests fall in one hour; an item's verdict is the
+    majority of its reviewers' votes."""
+
+    service: str
+    feature: str
+    hour: int          # epoch seconds
+    sampled: int
+    reviewed: int
+    hallucinated: int
+    grounded: int
+
+
 def enqueue(store, rows: list[list]) -> None:
     """Rows of QUEUE_COLUMNS; sampling a request again replaces its row."""
     if rows:
         store.insert("review_queue", rows, QUEUE_COLUMNS)
 
 
-def queued(store, lo: dt.datetime, hi: dt.datetime) -> list[tuple]:
-    """(request_id, request_ts, service, feature) of the items sampled from requests in [lo, hi)."""
-    return store.query("SELECT request_id, request_ts, service, feature FROM review_queue FINAL "
+def queued(store, lo: dt.datetime, hi: dt.datetime) -> list[QueuedItem]:
+    """The items sampled from requests in [lo, hi)."""
+    return [QueuedItem(*r) for r in store.query("SELECT request_id, request_ts, service, feature FROM review_queue FINAL "
                        "WHERE request_ts >= {lo:DateTime64(3)} AND request_ts < {hi:DateTime64(3)} "
-                       "ORDER BY request_ts, request_id", {"lo": lo, "hi": hi})
+                       "ORDER BY request_ts, request_id", {"lo": lo, "hi": hi})]
 
 
 def is_queued(store, request_id: str) -> bool:
@@ -63,11 +94,11 @@ def write_lease(store, request_id: str, reviewer: str, leased_at: dt.datetime, e
                  settings={"insert_deduplication_token": token} if token else None)
 
 
-def holder(store, request_id: str) -> tuple[str, dt.datetime] | None:
-    """The item's lease as stored now: (reviewer, expiry)."""
+def holder(store, request_id: str) -> Lease | None:
+    """The item's lease as stored now."""
     rows = store.query("SELECT reviewer, expires_at FROM review_leases FINAL WHERE request_id = {id:String}",
                        {"id": request_id}, agree=True)
-    return tuple(rows[0]) if rows else None
+    return Lease(*rows[0]) if rows else None
 
 
 def newest_lease_version(store, request_id: str) -> dt.datetime | None:
@@ -75,19 +106,18 @@ def newest_lease_version(store, request_id: str) -> dt.datetime | None:
                         {"id": request_id}, agree=True)
 
 
-def progress(store, day: dt.date, service: str | None = None, feature: str | None = None) -> dict:
+def progress(store, day: dt.date, service: str | None = None, feature: str | None = None) -> ReviewProgress:
     """Items queued for ``day`` and how many of them have a reviewer's label."""
     where, params = where_equal({"service": service, "feature": feature}, ("service", "feature"))
     sampled, labeled = store.query(
         f"SELECT count(), countIf(request_id IN ({_LABELED})) FROM review_queue FINAL WHERE day = {{day:Date}}{where}",
         {**params, "day": day})[0]
-    return {"sampled": sampled, "labeled": labeled}
+    return ReviewProgress(sampled, labeled)
 
 
-def counts(store, lo: dt.datetime, hi: dt.datetime) -> list[tuple]:
-    """(service, feature, hour as epoch seconds, sampled, reviewed, hallucinated, grounded) of the queue
-    items whose requests fall in [lo, hi); an item's verdict is the majority of its reviewers' votes."""
-    return store.query("""
+def counts(store, lo: dt.datetime, hi: dt.datetime) -> list[HourCounts]:
+    """Per (service, feature) and hour, the queue items whose requests fall in [lo, hi)."""
+    return [HourCounts(*r) for r in store.query("""
 SELECT q.service, q.feature, toUnixTimestamp(toStartOfHour(q.request_ts)) AS h, count() AS sampled,
        countIf(l.votes > 0) AS reviewed,
        countIf(l.hallucinated > l.grounded) AS hallucinated,
@@ -101,4 +131,4 @@ LEFT JOIN (
     WHERE kind = 'hallucination' AND source = 'reviewer'
       AND request_id IN (SELECT request_id FROM review_queue WHERE request_ts >= toDateTime({lo:UInt32}, 'UTC'))
     GROUP BY request_id) AS l ON q.request_id = l.request_id
-GROUP BY q.service, q.feature, h ORDER BY h""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp())})
+GROUP BY q.service, q.feature, h ORDER BY h""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp())})]

@@ -6,6 +6,7 @@ What their columns mean and the SQL that fills them is in :mod:`monitor.foundati
 from __future__ import annotations
 
 import datetime as dt
+from typing import NamedTuple
 
 from monitor.foundation.filters import where_equal
 from monitor.foundation.metrics import GROUPING_DIMS, grouping_sets, window_ends
@@ -190,9 +191,16 @@ def failed_per_hour(store, lo: dt.datetime, hi: dt.datetime, where: str, params:
         + where + " GROUP BY minute HAVING n > 0 ORDER BY minute DESC", {**params, "lo": lo, "hi": hi})
 
 
+class PromptChange(NamedTuple):
+    service: str
+    feature: str
+    prompt_version: str
+    first_seen: dt.datetime   # its first minute with requests
+
+
 def prompt_versions_first_seen(store, lo: dt.datetime, hi: dt.datetime, service: str = "",
-                               feature: str = "") -> list[tuple]:
-    """(service, feature, prompt_version, first minute) of the versions first served in [lo, hi).
+                               feature: str = "") -> list[PromptChange]:
+    """The prompt versions first served in [lo, hi).
 
     "First" is over all the rollups hold (retention). The hour rollup finds the candidates
     in a few rows; the minute rollup pins each one's minute.
@@ -213,7 +221,7 @@ def prompt_versions_first_seen(store, lo: dt.datetime, hi: dt.datetime, service:
     firsts = {(s, f, v): m for s, f, v, m in store.query(
         "SELECT service, feature, prompt_version, min(minute) FROM requests_1m WHERE " + " OR ".join(conds) +
         " GROUP BY service, feature, prompt_version", exact)}
-    return [(svc, feat, version, firsts.get((svc, feat, version)) or hour)
+    return [PromptChange(svc, feat, version, firsts.get((svc, feat, version)) or hour)
             for svc, feat, version, hour in candidates]
 
 
