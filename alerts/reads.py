@@ -151,7 +151,7 @@ class Reads:
     # -- SLO burn rates ------------------------------------------------------------------------
     def _burn(self, rule: BurnRateRule) -> dict:
         slo, cond, best = rule.slo_config, False, None
-        counts = self.once(("slo", slo.name), self._slo_counts, slo)
+        counts = self.once(("slo",), self._slo_counts)[slo.name]
         for tier in rule.tiers:
             rates = []
             for window in (tier.long_window, tier.short_window):
@@ -169,12 +169,14 @@ class Reads:
             return {}
         return self.sample(rule, {}, float(best[1]), cond)
 
-    def _slo_counts(self, slo) -> dict[str, tuple[int, int]]:
-        """(good, total) over every window the burn-rate alerts use, in one query."""
+    def _slo_counts(self) -> dict[str, dict[str, tuple[int, int]]]:
+        """SLO name -> window -> (good, total), over every window the burn-rate alerts use, every SLO in
+        one query."""
         windows = sorted({w for _, tiers, _, _ in BURN_RATE_ALERTS for _, *pair in tiers for w in pair},
                          key=WINDOWS.__getitem__)
         spans = [live_window(self.now, dt.timedelta(seconds=WINDOWS[w])) for w in windows]
-        return dict(zip(windows, rollups.slo_counts(self.store, slo, spans)))
+        return {name: dict(zip(windows, counts))
+                for name, counts in rollups.slo_counts(self.store, self.config.slos, spans).items()}
 
 # -- system rules: a registry of what each reads ------------------------------------------------------
 SYSTEM_READS: dict[str, Callable[[Reads, SystemRule], dict]] = {}

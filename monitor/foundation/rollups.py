@@ -327,12 +327,14 @@ def request_metrics(r: dict) -> dict[str, float | None]:
     return out
 
 
-def slo_good_sql(slo) -> str:
+def slo_good_sql(slo, when: str = "") -> str:
     """SQL counting an SLO's good requests in rollup rows: ok for availability, at or under the
-    threshold (a histogram boundary, counted exactly at insert) for latency."""
+    threshold (a histogram boundary, counted exactly at insert) for latency; of the rows where
+    ``when`` holds, when given (several SLOs counted in one pass)."""
     if slo.sli == "availability":
-        return "sum(status_ok)"
-    return f"sumForEachMerge(latency_le)[{bucket_index(slo.threshold_ms)}]"
+        return f"sumIf(status_ok, {when})" if when else "sum(status_ok)"
+    merged = f"sumForEachMergeIf(latency_le, {when})" if when else "sumForEachMerge(latency_le)"
+    return f"{merged}[{bucket_index(slo.threshold_ms)}]"
 
 
 # -- successful outcomes: the one rule the cost job, the pages and the exports count by --------------------

@@ -336,14 +336,23 @@ def live_feedback(store, lo: dt.datetime, hi: dt.datetime, keys: tuple[str, ...]
     return store.query_dicts(f"SELECT {select}{FEEDBACK_SELECT} FROM {src}{group}", {**(params or {}), **p})
 
 
-def slo_counts(store, slo, spans: list[tuple[dt.datetime, dt.datetime]]) -> list[tuple[int, int]]:
-    """(good, total) requests of an SLO in each [lo, hi) span, exactly (see slo_good_sql); one query."""
-    where, params = where_equal({"service": slo.service, "feature": slo.feature}, ("service", "feature"))
-    src, p = covering_source(spans, where, "status_ok, latency_le, requests")
-    rows = {int(span): (int(good or 0), int(total or 0)) for span, good, total in store.query(
-        f"SELECT span, {slo_good_sql(slo)} AS good, sum(requests) AS total FROM {src} GROUP BY span",
-        {**params, **p})}
-    return [rows.get(i, (0, 0)) for i in range(len(spans))]
+def slo_counts(store, slos: list, spans: list[tuple[dt.datetime, dt.datetime]]) -> dict[str, list[tuple[int, int]]]:
+    """SLO name -> (good, total) requests in each [lo, hi) span, exactly (see slo_good_sql); one query for
+    all of them (an alert evaluation reads every SLO's windows)."""
+    if not slos:
+        return {}
+    params = {"svcs": sorted({s.service for s in slos})}
+    src, p = covering_source(spans, " AND service IN {svcs:Array(String)}",
+                             "service, feature, status_ok, latency_le, requests")
+    sums = []
+    for i, slo in enumerate(slos):
+        when = f"service = {{s{i}:String}}" + (f" AND feature = {{f{i}:String}}" if slo.feature else "")
+        params[f"s{i}"], params[f"f{i}"] = slo.service, slo.feature or ""
+        sums.append(f"{slo_good_sql(slo, when)}, sumIf(requests, {when})")
+    rows = {int(r[0]): r[1:] for r in store.query(f"SELECT span, {', '.join(sums)} FROM {src} GROUP BY span",
+                                                  {**params, **p})}
+    return {slo.name: [(int(rows[j][2 * i] or 0), int(rows[j][2 * i + 1] or 0)) if j in rows else (0, 0)
+                       for j in range(len(spans))] for i, slo in enumerate(slos)}
 
 
 def requests_per_service(store, spans: list[tuple[dt.datetime, dt.datetime]]) -> dict[tuple[int, str], int]:
