@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,6 +83,17 @@ class Served:
         ids = self.svc.store.query("SELECT request_id FROM requests WHERE service = {s:String} ORDER BY ts",
                                    {"s": service})
         return [request_rows.get(self.svc.store, i).as_dict() for (i,) in ids]
+
+    def overview(self) -> str:
+        """The overview page as a manager signed in with a read key sees it."""
+        client = self.app.test_client()
+        login = client.get("/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+        key = self.svc.keys.create("manager", ["read"])[1]
+        assert client.post("/login", data={"csrf_token": token, "api_key": key}).status_code == 302
+        answer = client.get("/?period=24h")
+        assert answer.status_code == 200
+        return answer.get_data(as_text=True)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +168,12 @@ def test_zero_code_openai_v2_over_grpc_with_content_as_log_records(served, tmp_p
                                     "input_text", "output_text")} == {
         "service": "parcel-bot", "model": "gpt-4o-mini", "status": "error", "error_type": "RateLimitError",
         "input_tokens": 0, "output_tokens": 0, "input_text": REFUSED, "output_text": ""}
+    # The overview shows the app's calls: two requests, one an error.
+    served.svc.clock.set(dt.datetime.now(dt.timezone.utc))
+    page = served.overview()
+    row = re.search(r'<tr[^>]*data-service="parcel-bot"[^>]*>.*?</tr>', page, re.S)
+    kpi = {k: v for k, v in re.findall(r'data-kpi="(\w+)">\s*<a [^>]*class="value"[^>]*>([^<]*)<', row.group(0))}
+    assert kpi["requests"] == "2" and kpi["error_rate"] == "50.00%" and kpi["cost_per_request_usd"].startswith("$")
 
 
 def test_openllmetry_over_http_with_content_as_span_attributes(served):
