@@ -108,6 +108,7 @@ def scenario(name: str, n: int, dimension: str, budget: bool, all_jobs: bool) ->
                           "all_jobs": str(all_jobs).lower()})
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
     env.update(MONITOR_CONFIG=os.path.join(tmp, "monitor.yaml"), DO_NOT_TRACK="1", HF_HUB_OFFLINE="1")
+    env["MONITOR_OTLP_GRPC_PORT"] = "0"  # no OTLP/gRPC: another bench's serve may hold 4317
     nlpmon(tmp, env, "db", "upgrade")
     key = nlpmon(tmp, env, "keys", "create", "--scope", "admin", "--name", "bench").strip()
     port = free_port()

@@ -55,6 +55,7 @@ def main() -> None:
     env = {**os.environ, "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "MONITOR_CONFIG": str(ROOT / "monitor.yaml"), "MONITOR_CLICKHOUSE_URL": f"chdb://{work}/clickhouse",
            "MONITOR_SERVER_PORT": str(port), "MONITOR_ALERTS_EXTERNAL_URL": f"http://127.0.0.1:{port}"}
+    env["MONITOR_OTLP_GRPC_PORT"] = "0"  # no OTLP/gRPC: another bench's serve may hold 4317
     nlpmon = [sys.executable, "-m", "monitor.cli"]
     subprocess.run(nlpmon + ["db", "upgrade"], env=env, cwd=work, check=True, capture_output=True)
     log = open(work / "serve.log", "w")

@@ -64,6 +64,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="nlpmon-bench-")
     env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse", "DO_NOT_TRACK": "1",
            "HF_HUB_OFFLINE": "1", "MONITOR_LOGGING_LEVEL": "WARNING"}
+    env["MONITOR_OTLP_GRPC_PORT"] = "0"  # no OTLP/gRPC: another bench's serve may hold 4317
     env.pop("MONITOR_CONFIG", None)
     print(f"preparing {args.events} demo events ...", flush=True)
     events = make_events(args.events)

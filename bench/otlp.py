@@ -1,10 +1,11 @@
-"""OTLP ingest throughput: spans/s through POST /v1/traces beside events/s through POST /v1/requests.
+"""OTLP ingest throughput: spans/s over OTLP/HTTP and OTLP/gRPC beside events/s through POST /v1/requests.
 
-    .venv/bin/python bench/otlp.py [--calls 12288] [--rounds 4] [--batch 512] [--senders 2] [--profile]
+    .venv/bin/python bench/otlp.py [--calls 12288] [--rounds 6] [--batch 512] [--senders 2] [--profile]
 
 Starts `nlpmon serve` on the embedded store in a temporary directory (a real
-separate process, as in bench/ingest.py) and sends the same model calls both
-ways, in the same run, to the same server:
+separate process, as in bench/ingest.py) with OTLP/gRPC on a free port
+(MONITOR_OTLP_GRPC_PORT) and sends the same model calls three ways, in the same
+run, to the same server:
 
 - /v1/traces: each demo request event (monitor.demo.generate) as an OTLP GenAI
   chat span with the current semantic-convention attributes (gen_ai.operation.name,
@@ -17,18 +18,24 @@ ways, in the same run, to the same server:
   opentelemetry-proto classes into one ExportTraceServiceRequest (one
   ResourceSpans per service in the batch, as a collector forwards them) and
   serialized to protobuf before the timing starts;
+- gRPC TraceService/Export: the same serialized ExportTraceServiceRequests (fresh
+  ids too) sent as they are with grpcio, one channel per sender, the key in the
+  ``authorization`` metadata as the SDK's OTLPSpanExporter sends it;
 - /v1/requests: the same events as JSON arrays of 512 (all the demo's fields,
   context_text and tags included, which spans do not carry).
 
-The two paths alternate over ``--rounds`` rounds (traces first in even rounds,
-events first in odd ones), each round with fresh trace, span and request ids so
-deduplication never short-circuits, ``--senders`` concurrent HTTP senders. Every
-answer is checked (200, nothing rejected) and afterwards the stored rows are
-counted and one span's row compared with its event.
+The order of the three paths rotates from round to round over ``--rounds``
+rounds (each path first in every third round), each round with fresh trace, span
+and request ids so deduplication never short-circuits, ``--senders`` concurrent
+senders on each path. Every answer is checked (200 or OK, nothing rejected in
+partial_success) and afterwards the stored rows are counted per path and one
+span's row from each traces path compared with its event.
 
-Prints both rates per round and overall, their ratio (target >= 0.7 of the
-events path), the server's peak RSS and, after the server stops, the server-side
-cost of one batch of each path measured in-process (create_app on the same store,
+The HTTP senders use urllib, a new connection per request; a gRPC channel keeps
+one HTTP/2 connection, as the exporters do. Prints the three rates per round and
+overall, the ratios gRPC / events (the target: >= 0.8) and HTTP traces / events
+(>= 0.7), the server's peak RSS and, after the server stops, the server-side
+cost of one batch of each HTTP path measured in-process (create_app on the same store,
 the Flask test client): body parse (otlp.parse_traces / api.parse_batch), span ->
 event mapping (genai.request_event), the ingest pipeline (Ingestor.ingest) and the
 rest of the request (auth, Flask, the view's own work, the answer).
@@ -48,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -55,6 +63,8 @@ import uuid
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import grpc  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -68,8 +78,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
 from bench.common import peak_rss_mib, run_summary, wait_ready  # noqa: E402
 from bench.ingest import cli, free_port, make_events  # noqa: E402
 
-TARGET = 0.7
+TARGET = 0.7  # HTTP traces / events
+TARGET_GRPC = 0.8  # gRPC traces / events (the issue's)
 PROTOBUF = "application/x-protobuf"
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+PATHS = ("traces", "grpc", "requests")
+LABELS = {"traces": "POST /v1/traces", "grpc": "gRPC Export", "requests": "POST /v1/requests"}
 
 
 # -- the two bodies of the same calls -----------------------------------------------------------------
@@ -180,12 +194,37 @@ def get_json(url: str, key: str, path: str) -> dict:
         return json.loads(r.read())
 
 
-def send(post, url: str, key: str, bodies: list[bytes], senders: int) -> tuple[float, int]:
-    """Seconds to send all ``bodies`` with ``senders`` concurrent senders, and how many rows were rejected."""
+# -- gRPC ---------------------------------------------------------------------------------------------
+def grpc_exporter(address: str, key: str):
+    """The channel and a function sending one serialized export on it, giving the spans it says were rejected.
+    The body goes out as it is (no request serializer): it was serialized before the timing, as for HTTP."""
+    channel = grpc.insecure_channel(address)
+    export = channel.unary_unary(EXPORT, request_serializer=None,
+                                 response_deserializer=ExportTraceServiceResponse.FromString)
+    metadata = (("authorization", f"Bearer {key}"),)
+
+    def post(body: bytes) -> int:
+        return export(body, metadata=metadata, timeout=120).partial_success.rejected_spans
+    return channel, post
+
+
+def send(posts: list, bodies: list[bytes]) -> tuple[float, int]:
+    """Seconds to send all ``bodies`` with one concurrent sender per function of ``posts`` (each takes the next
+    body not yet sent, so a gRPC sender keeps its own channel), and how many rows were rejected."""
+    todo, lock = iter(bodies), threading.Lock()
+
+    def sender(post) -> int:
+        rejected = 0
+        while True:
+            with lock:
+                body = next(todo, None)
+            if body is None:
+                return rejected
+            rejected += post(body)
     t0 = time.perf_counter()
-    with cf.ThreadPoolExecutor(senders) as pool:
-        answers = list(pool.map(lambda b: post(url, key, b), bodies))
-    return time.perf_counter() - t0, sum(answers)
+    with cf.ThreadPoolExecutor(len(posts)) as pool:
+        rejected = sum(pool.map(sender, posts))
+    return time.perf_counter() - t0, rejected
 
 
 # -- in-process cost split ----------------------------------------------------------------------------
@@ -293,20 +332,35 @@ def cost_split(cfg, store, ingest_key: str, events: list[dict], batch: int, repe
 
 
 # -- main ---------------------------------------------------------------------------------------------
+def check_row(url: str, read_key: str, sample: tuple[str, dict], path: str) -> None:
+    """The stored row of span ``sample`` (its request id, its event) holds the event's fields."""
+    request_id, ev = sample
+    row = get_json(url, read_key, f"/v1/requests/{request_id}")["request"]
+    same = {k: (row[k], ev[k]) for k in ("service", "environment", "feature", "model", "provider",
+                                         "input_tokens", "output_tokens", "input_text", "output_text")}
+    differ = {k: v for k, v in same.items() if v[0] != v[1]}
+    assert not differ, f"{LABELS[path]}: the span's row differs from its event: {differ}"
+
+
 def main() -> None:
     t_start = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=12_288, help="model calls sent each way in each round")
-    ap.add_argument("--rounds", type=int, default=4, help="rounds, alternating which path goes first")
+    ap.add_argument("--rounds", type=int, default=6,
+                    help="rounds, rotating the order of the three paths (a multiple of 3 puts each path "
+                         "in each place equally often)")
     ap.add_argument("--batch", type=int, default=512, help="spans (events) per request")
-    ap.add_argument("--senders", type=int, default=2, help="concurrent HTTP senders")
+    ap.add_argument("--senders", type=int, default=2, help="concurrent senders on each path")
     ap.add_argument("--split-repeat", type=int, default=5, help="batches per path timed in-process")
     ap.add_argument("--profile", action="store_true", help="cProfile one /v1/traces batch in-process")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="nlpmon-bench-otlp-")
+    port, grpc_port = free_port(), free_port()
+    while grpc_port == port:  # each port was free once its probe closed; both may be the same one
+        grpc_port = free_port()
     env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse", "DO_NOT_TRACK": "1",
-           "HF_HUB_OFFLINE": "1", "MONITOR_LOGGING_LEVEL": "WARNING"}
+           "HF_HUB_OFFLINE": "1", "MONITOR_LOGGING_LEVEL": "WARNING", "MONITOR_OTLP_GRPC_PORT": str(grpc_port)}
     env.pop("MONITOR_CONFIG", None)
     try:
         print(f"preparing {args.calls} demo events ...", flush=True)
@@ -324,75 +378,91 @@ def main() -> None:
         cli("db", "upgrade", cwd=work, env=env)
         ingest_key = cli("keys", "create", "--scope", "ingest", "--name", "bench", cwd=work, env=env).strip()
         read_key = cli("keys", "create", "--scope", "read", "--name", "bench-read", cwd=work, env=env).strip()
-        port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "monitor.cli", "serve", "--port", str(port)], cwd=work,
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         url = f"http://127.0.0.1:{port}"
-        results = {"traces": [], "requests": []}  # (calls, seconds) per round
-        sample = None
+        exporters = [grpc_exporter(f"127.0.0.1:{grpc_port}", ingest_key) for _ in range(args.senders)]
+        posts = {"traces": [lambda b: post_traces(url, ingest_key, b)] * args.senders,
+                 "grpc": [post for _, post in exporters],
+                 "requests": [lambda b: post_requests(url, ingest_key, b)] * args.senders}
+        results = {path: [] for path in PATHS}  # (calls, seconds) per round
+        span_ids = {"traces": set(), "grpc": set()}
+        samples = {}
         try:
-            wait_ready(url)
-            # Warm-up of both paths: salt, key cache, protobuf classes, first parts.
+            wait_ready(url)  # serve opens the gRPC port before the HTTP one
+            # Warm-up of every path and gRPC channel: salt, key cache, protobuf classes, connections, first parts.
             warm = events[:args.batch]
             post_traces(url, ingest_key, traces_bodies(warm, args.batch, rng)[0][0])
+            for _, post in exporters:
+                assert post(traces_bodies(warm, args.batch, rng)[0][0]) == 0
             post_requests(url, ingest_key, events_bodies(warm, args.batch)[0][0])
-            stored_expected = 2 * len(warm)
+            stored_expected = (2 + len(exporters)) * len(warm)
+            spans_expected = (1 + len(exporters)) * len(warm)
 
-            print(f"\n{'round':>5}  {'first':<9} {'/v1/traces spans/s':>19} {'/v1/requests events/s':>22} "
-                  f"{'ratio':>6}")
+            print(f"\n{'round':>5}  {'order':<21} {'/v1/traces spans/s':>19} {'gRPC spans/s':>13} "
+                  f"{'/v1/requests events/s':>22} {'http/ev':>8} {'grpc/ev':>8}")
             for rnd in range(args.rounds):
-                order = ["traces", "requests"] if rnd % 2 == 0 else ["requests", "traces"]
+                order = PATHS[rnd % 3:] + PATHS[:rnd % 3]
                 rates = {}
                 for path in order:
-                    if path == "traces":
-                        bodies, ids = traces_bodies(events, args.batch, rng)  # serialized before the timing
-                        secs, rejected = send(post_traces, url, ingest_key, bodies, args.senders)
-                        if rnd == args.rounds - 1:
-                            sample = (ids[len(ids) // 2], events[len(ids) // 2])
-                    else:
+                    if path == "requests":
                         bodies, ids = events_bodies(events, args.batch)
-                        secs, rejected = send(post_requests, url, ingest_key, bodies, args.senders)
-                    assert rejected == 0, f"/v1/{path}: {rejected} rejected"
+                    else:
+                        bodies, ids = traces_bodies(events, args.batch, rng)  # serialized before the timing
+                        span_ids[path].update(ids)
+                        spans_expected += len(ids)
+                        if rnd == args.rounds - 1:
+                            samples[path] = (ids[len(ids) // 2], events[len(ids) // 2])
+                    secs, rejected = send(posts[path], bodies)
+                    assert rejected == 0, f"{LABELS[path]}: {rejected} rejected"
                     results[path].append((len(ids), secs))
                     rates[path] = len(ids) / secs
                     stored_expected += len(ids)
-                print(f"{rnd + 1:>5}  {order[0]:<9} {rates['traces']:>19,.0f} {rates['requests']:>22,.0f} "
-                      f"{rates['traces'] / rates['requests']:>6.2f}", flush=True)
+                print(f"{rnd + 1:>5}  {','.join(order):<21} {rates['traces']:>19,.0f} {rates['grpc']:>13,.0f} "
+                      f"{rates['requests']:>22,.0f} {rates['traces'] / rates['requests']:>8.2f} "
+                      f"{rates['grpc'] / rates['requests']:>8.2f}", flush=True)
             rss = peak_rss_mib(server.pid)
-            row = get_json(url, read_key, f"/v1/requests/{sample[0]}")["request"]
+            for path, sample in samples.items():
+                check_row(url, read_key, sample, path)
         finally:
+            for channel, _ in exporters:
+                channel.close()
             server.terminate()
             server.wait(30)
-
-        ev = sample[1]
-        same = {k: (row[k], ev[k]) for k in ("service", "environment", "feature", "model", "provider",
-                                             "input_tokens", "output_tokens", "input_text", "output_text")}
-        differ = {k: v for k, v in same.items() if v[0] != v[1]}
-        assert not differ, f"the span's row differs from its event: {differ}"
 
         from monitor.foundation.config import load_config
         from monitor.foundation.storage import Store
         cfg = load_config(env={}, overrides={"clickhouse": {"url": f"chdb://{os.path.join(work, 'var/clickhouse')}"}})
         store = Store.from_config(cfg)
         stored = store.scalar("SELECT count() FROM requests")
-        spans_stored = store.scalar("SELECT count() FROM requests WHERE startsWith(request_id, 'otel-')")
+        spans = {r[0] for r in store.query("SELECT request_id FROM requests WHERE startsWith(request_id, 'otel-')")}
 
         def overall(path):
             calls = sum(c for c, _ in results[path])
             secs = sum(s for _, s in results[path])
             return calls, secs, calls / secs
 
+        def ratios(path):
+            return [(c1 / s1) / (c2 / s2) for (c1, s1), (c2, s2) in zip(results[path], results["requests"])]
+
         tc, ts, tr = overall("traces")
+        gc, gs, gr = overall("grpc")
         ec, es, er = overall("requests")
-        ratios = [(c1 / s1) / (c2 / s2) for (c1, s1), (c2, s2) in zip(results["traces"], results["requests"])]
         print(f"\nPOST /v1/traces   : {tc} spans in {ts:.2f} s = {tr:,.0f} spans/s ({args.senders} senders, "
               f"protobuf, {args.batch} a batch)")
+        print(f"gRPC Export       : {gc} spans in {gs:.2f} s = {gr:,.0f} spans/s ({args.senders} senders, "
+              f"a channel each, {args.batch} a batch)")
         print(f"POST /v1/requests : {ec} events in {es:.2f} s = {er:,.0f} events/s ({args.senders} senders, "
               f"JSON, {args.batch} a batch)")
-        print(f"ratio traces / requests: {tr / er:.2f} (target >= {TARGET}; rounds {min(ratios):.2f} .. "
-              f"{max(ratios):.2f})")
-        print(f"stored: {stored} requests ({stored_expected} sent, {spans_stored} of them from spans); "
-              f"one span's row matches its event field by field (texts included)")
+        for label, rate, path, target in (("gRPC / events", gr, "grpc", TARGET_GRPC),
+                                          ("HTTP traces / events", tr, "traces", TARGET)):
+            rs = ratios(path)
+            print(f"ratio {label}: {rate / er:.2f} (target >= {target}: "
+                  f"{'met' if rate / er >= target else 'missed'}; rounds {min(rs):.2f} .. {max(rs):.2f})")
+        print(f"stored: {stored} requests ({stored_expected} sent), {len(spans)} of them from spans "
+              f"({spans_expected} sent: {len(spans & span_ids['traces'])} of {len(span_ids['traces'])} timed "
+              f"over HTTP, {len(spans & span_ids['grpc'])} of {len(span_ids['grpc'])} over gRPC); one span's row "
+              f"from each traces path matches its event field by field (texts included)")
         print(f"peak RSS of nlpmon serve: {rss:.0f} MiB")
 
         try:

@@ -13,7 +13,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
-from monitor.foundation.http import ApiError, time_arg
+from monitor.foundation.http import RETRY_AFTER_SECONDS, ApiError, time_arg
 from monitor.foundation.metrics import LABELS, METRICS, window_name
 from monitor.foundation.storage import StoreQueryError
 from monitor.foundation.tables import job_runs, metric_points
@@ -161,7 +161,7 @@ class _Collector:
     def _own(self):
         ingestor = self.svc.ingestor_if_built()
         counters = ingestor.counters if ingestor else {"requests": 0, "feedback": 0, "rejected": 0, "duplicates": 0,
-                                                       "otlp_spans_ignored": 0}
+                                                       "otlp_spans_ignored": 0, "otlp_late_content": 0}
         ingested = Metric("nlpmon_ingested_events", "Events stored by this process since it started.", "counter")
         for kind in ("requests", "feedback"):
             ingested.add_sample("nlpmon_ingested_events_total", {"kind": kind}, counters[kind])
@@ -169,7 +169,10 @@ class _Collector:
         for name, key, text in (("rejected_events", "rejected", "Rows rejected by validation since start."),
                                 ("duplicate_events", "duplicates", "Replayed events ignored since start."),
                 ("otlp_spans_ignored", "otlp_spans_ignored",
-                 "OpenTelemetry spans that are not model calls (HTTP, DB...), ignored since start.")):
+                 "OpenTelemetry spans that are not model calls (HTTP, DB...), ignored since start."),
+                ("otlp_late_content", "otlp_late_content",
+                 "OpenTelemetry content log records that came after their span was stored as a request (past "
+                 "otlp.logs_wait), so their texts are not in it, since start.")):
             m = Metric(f"nlpmon_{name}", text, "counter")
             m.add_sample(f"nlpmon_{name}_total", {}, counters[key])
             yield m
@@ -230,7 +233,8 @@ def metrics_only_app(services):
             start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
             return [f"internal error (reference {reference})\n".encode()]
         except Exception:  # the store is down: say so, as Prometheus expects a non-200
-            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Retry-After", "5")])
+            start_response("503 Service Unavailable",
+                           [("Content-Type", "text/plain"), ("Retry-After", str(RETRY_AFTER_SECONDS))])
             return [b"store unavailable\n"]
         start_response("200 OK", [("Content-Type", PROMETHEUS_TYPE)])
         return [body]

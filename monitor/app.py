@@ -11,14 +11,13 @@ from werkzeug.exceptions import HTTPException
 from monitor.foundation.auth import KeyMaskingFilter, KeyStore
 from monitor.foundation.clock import SystemClock
 from monitor.foundation.config import Config, load_config
-from monitor.foundation.http import ApiError
+from monitor.foundation.http import RETRY_AFTER_SECONDS, ApiError
 from monitor.foundation.progress import Progress
 from monitor.foundation.storage import Store, StoreError, StoreQueryError
 from monitor.ingest.pipeline import Ingestor, user_id_salt
 from monitor.ingest.otlp_join import OtlpJoin
 
 log = logging.getLogger(__name__)
-RETRY_AFTER_SECONDS = 5
 
 
 @dataclass

@@ -360,33 +360,51 @@ def serve(obj: _Ctx, host: str | None, port: int | None, with_scheduler: bool | 
         registry = build_jobs(store, cfg, svc.clock)
         _check_model(registry)
         sched = Scheduler(registry, scheduler_lease(store, cfg, svc.clock), store)
-    if with_demo:
-        from monitor.demo import background
-        background.start(store, cfg, svc.clock, svc.ingestor.ingest, svc.progress, days=DEFAULT_DAYS,
-                         rps=DEFAULT_RPS, seed=DEFAULT_SEED, on_loaded=sched.start if sched else (lambda: None),
-                         stop=stop, echo=lambda message: click.echo(message, err=True))
-    elif sched:
-        sched.start()
-    if cfg.metrics.port:
-        from dashboards.series import metrics_only_app
-        metrics_server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]), host=cfg.metrics.host,
-                                                port=cfg.metrics.port, threads=2, ident="nlpmon-metrics",
-                                                asyncore_use_poll=True)
-        threading.Thread(target=metrics_server.run, daemon=True, name="metrics-port").start()
-        click.echo(f"/metrics without a key on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics", err=True)
-    click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()}); "
-               f"scheduler {_scheduler_state(sched, with_demo)}", err=True)
+    grpc_server = _start_grpc(svc, cfg, host)  # before anything runs: a port in use stops start-up cleanly
     # SIGTERM (a plain `kill`, systemd, Kubernetes) stops as Ctrl-C does: waitress closes on SystemExit.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
+        if with_demo:
+            from monitor.demo import background
+            background.start(store, cfg, svc.clock, svc.ingestor.ingest, svc.progress, days=DEFAULT_DAYS,
+                             rps=DEFAULT_RPS, seed=DEFAULT_SEED, on_loaded=sched.start if sched else (lambda: None),
+                             stop=stop, echo=lambda message: click.echo(message, err=True))
+        elif sched:
+            sched.start()
+        if cfg.metrics.port:
+            from dashboards.series import metrics_only_app
+            metrics_server = waitress.create_server(metrics_only_app(app.extensions["nlpmon"]),
+                                                    host=cfg.metrics.host, port=cfg.metrics.port, threads=2,
+                                                    ident="nlpmon-metrics", asyncore_use_poll=True)
+            threading.Thread(target=metrics_server.run, daemon=True, name="metrics-port").start()
+            click.echo(f"/metrics without a key on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics", err=True)
+        click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()}); "
+                   f"scheduler {_scheduler_state(sched, with_demo)}", err=True)
         # poll() rather than select(): select() fails once the process holds 1024 descriptors,
         # which the embedded engine's open parts can reach.
         waitress.serve(app, host=host, port=port, threads=cfg.server.threads, ident="nlpmon",
                        clear_untrusted_proxy_headers=True, asyncore_use_poll=True)
     finally:
         stop.set()
+        if grpc_server:
+            grpc_server.stop(GRPC_GRACE_SECONDS).wait()
         if sched:
             _stop_scheduler(sched, cfg)
+
+
+# Exports in flight when serve stops get this long to finish; new ones are refused (UNAVAILABLE: retried).
+GRPC_GRACE_SECONDS = 5
+
+
+def _start_grpc(svc, cfg: Config, host: str):
+    """OTLP/gRPC on otlp.grpc_port of the HTTP port's host, or None when the port is 0."""
+    if not cfg.otlp.grpc_port:
+        return None
+    from monitor.ingest import otlp_grpc
+    tls = (cfg.otlp.grpc_tls_cert, cfg.otlp.grpc_tls_key) if cfg.otlp.grpc_tls_cert else None
+    server, port = otlp_grpc.start(svc, host, cfg.otlp.grpc_port, cfg.server.threads, tls)
+    click.echo(f"OTLP/gRPC on {host}:{port}{' (TLS)' if tls else ''}", err=True)
+    return server
 
 
 def _exit_on_signal(signum, frame) -> None:

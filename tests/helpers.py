@@ -1,9 +1,11 @@
 """Builders and a loopback server shared by the tests."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 import threading
+import uuid
 
 from werkzeug.serving import make_server
 
@@ -85,3 +87,22 @@ class LiveServer(ServerThread):
     def __init__(self, app, port: int = 0):
         self.server = make_server("127.0.0.1", port, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+
+@contextlib.contextmanager
+def app_of_its_own(chdb_dir, clock, prefix: str, **sections):
+    """An app on a migrated database of its own in the session's chDB directory, for a module's tests to share
+    (named ``t_<prefix>_...``, apart from the per-test ones); ``sections`` override the config. Dropped after."""
+    from monitor.app import create_app
+    from monitor.foundation.config import load_config
+    from monitor.foundation.storage import Store
+    from tests.conftest import upgrade_fast
+    cfg = load_config(env={}, overrides={
+        "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_{prefix}_{uuid.uuid4().hex[:12]}"}, **sections})
+    store = Store.from_config(cfg)
+    try:
+        upgrade_fast(store, cfg)
+        yield create_app(cfg, store, clock)
+    finally:
+        store.command(f"DROP DATABASE IF EXISTS `{cfg.clickhouse.database}`")
+        store.close()

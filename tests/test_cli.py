@@ -12,6 +12,7 @@ import pytest
 
 from monitor.foundation import migrate
 from tests.helpers import free_port, request_event
+from tests.otel_records import CURRENT, recording, request_id
 
 
 def nlpmon(*args, cwd, env_extra=None, timeout=120, check=False):
@@ -70,8 +71,8 @@ def test_keys_ingest_and_serve(tmp_path):
     assert "accepted 3" in p.stdout and "rejected 2" in p.stdout
     assert "row 3: _row: line 4 is not valid JSON" in p.stderr and "row 4: status" in p.stderr
 
-    port = free_port()
-    env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse"}
+    port, grpc_port = free_port(), free_port()
+    env = {**os.environ, "MONITOR_CLICKHOUSE_URL": "chdb://./var/clickhouse", "MONITOR_OTLP_GRPC_PORT": str(grpc_port)}
     server = subprocess.Popen([sys.executable, "-m", "monitor.cli", "serve", "--port", str(port)], cwd=tmp_path,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -96,6 +97,12 @@ def test_keys_ingest_and_serve(tmp_path):
         req = urllib.request.Request(f"{url}/v1/requests/req-20", headers={"Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(req, timeout=5) as r:
             assert json.loads(r.read())["request"]["request_id"] == "req-20"
+        # An OpenTelemetry SDK exporting over gRPC to the serve's OTLP/gRPC port, as `opentelemetry-instrument` does.
+        span = _export_over_grpc(grpc_port, key)
+        req = urllib.request.Request(f"{url}/v1/requests/{request_id(span)}",
+                                     headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert json.loads(r.read())["request"]["output_text"] == "It ships tomorrow."
     finally:
         server.terminate()
         out, err = server.communicate(timeout=30)
@@ -104,6 +111,17 @@ def test_keys_ingest_and_serve(tmp_path):
 
     assert nlpmon("keys", "revoke", key_id, cwd=tmp_path, check=True).stdout.strip() == f"revoked {key_id}"
     assert "revoked" in nlpmon("keys", "list", cwd=tmp_path, check=True).stdout
+
+
+def _export_over_grpc(port: int, key: str):
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    tracer, spans, _, _ = recording()
+    with tracer.start_as_current_span("chat", attributes=CURRENT) as span:
+        pass
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}", insecure=True,
+                                headers={"authorization": f"Bearer {key}"})
+    assert exporter.export(spans.get_finished_spans()).name == "SUCCESS"
+    return span
 
 
 def test_jobs_commands(tmp_path):

@@ -19,6 +19,7 @@ from tests.helpers import free_port
 BATCHES, PER_BATCH = 12, 1500
 CONFIG = """
 clickhouse: {url: "chdb://%s"}
+otlp: {grpc_port: 0}
 drift: {enabled: false}
 grounding: {enabled: false}
 alerts: {enabled: false}

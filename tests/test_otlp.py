@@ -43,20 +43,8 @@ from monitor.foundation.tables import requests as request_rows
 from monitor.ingest import genai
 from monitor.scheduler import build_jobs
 from tests.helpers import LiveServer, auth, request_event
+from tests.otel_records import CURRENT, NO_CONTENT, content_events, request_id
 
-CURRENT = {  # semantic conventions 1.37+
-    "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
-    "gen_ai.response.model": "gpt-4o-2024-08-06", "gen_ai.usage.input_tokens": 120, "gen_ai.usage.output_tokens": 40,
-    "gen_ai.usage.cache_read.input_tokens": 64, "gen_ai.conversation.id": "conv-1", "user.id": "alice",
-    "nlpmon.feature": "answer",
-    "gen_ai.input.messages": json.dumps([
-        {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
-        {"role": "user", "parts": [{"type": "text", "content": "Where is my order?"}]},
-        {"role": "assistant", "parts": [{"type": "text", "content": "Which order?"}]},
-        {"role": "user", "parts": [{"type": "text", "content": "Order 42, placed Monday."}]}]),
-    "gen_ai.output.messages": json.dumps([
-        {"role": "assistant", "parts": [{"type": "text", "content": "It ships tomorrow."}], "finish_reason": "stop"}]),
-}
 LEGACY = {  # pre-1.37 names, as older instrumentations (and OpenLLMetry) emit them
     "gen_ai.system": "anthropic", "llm.request.type": "chat", "gen_ai.request.model": "claude-3-5-sonnet",
     "gen_ai.usage.prompt_tokens": 300,
@@ -196,22 +184,11 @@ def otel(live_server, keys, clock):
     return tracer_provider.get_tracer("test"), logger_provider.get_logger("test")
 
 
-def _content_events(logger, span, question="Is the AI plan on sale?", answer="Yes, until Friday."):
-    ctx = trace.set_span_in_context(span)
-    logger.emit(event_name="gen_ai.user.message", body={"content": "an earlier question"}, context=ctx)
-    logger.emit(event_name="gen_ai.user.message", body={"content": question}, context=ctx)
-    logger.emit(event_name="gen_ai.choice", context=ctx,
-                body={"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}})
-
-
-NO_CONTENT = {k: v for k, v in CURRENT.items() if not k.endswith(".messages")}
-
-
 def test_content_events_join_their_span_in_either_order(otel, app, store, clock):
     tracer, logger = otel
     # Logs first: the span finds its content waiting and lands at once, with the newest question.
     with tracer.start_as_current_span("chat", attributes=NO_CONTENT) as first:
-        _content_events(logger, first)
+        content_events(logger, first)
     row = _stored(store, first)
     assert (row["input_text"], row["output_text"]) == ("Is the AI plan on sale?", "Yes, until Friday.")
     # Span first: parked (accepted, not yet a request) until otlp.logs_wait has passed.
@@ -220,7 +197,7 @@ def test_content_events_join_their_span_in_either_order(otel, app, store, clock)
     ctx = second.get_span_context()
     rid = f"otel-{ctx.trace_id:032x}-{ctx.span_id:016x}"
     assert request_rows.get(store, rid) is None
-    _content_events(logger, second, question="And the crypto payouts?", answer="They start in March.")
+    content_events(logger, second, question="And the crypto payouts?", answer="They start in March.")
     job = build_jobs(store, app.extensions["nlpmon"].config, clock)["otlp_join"]
     assert job.run(clock.now()).rows == 0  # still within logs_wait
     assert job.run(clock.now() + dt.timedelta(seconds=6)).rows == 1
@@ -345,11 +322,6 @@ def _export(client, key, message, path="/v1/traces"):
     return answer.partial_success
 
 
-def _request_id(span) -> str:
-    ctx = span.get_span_context()
-    return f"otel-{ctx.trace_id:032x}-{ctx.span_id:016x}"
-
-
 def _rejected(store) -> list[dict]:
     return store.query_dicts("SELECT kind, field, reason, raw FROM rejected_events ORDER BY kind DESC, row_index")
 
@@ -365,8 +337,8 @@ def test_one_bad_span_is_rejected_alone(recorded, client, keys, store, case):
         pass
     partial = _export(client, keys["ingest"], encode_spans(finished.get_finished_spans()))
     assert partial.rejected_spans == 1
-    assert f"{_request_id(bad)}: {attribute}: " in partial.error_message and reason in partial.error_message
-    assert store.scalar("SELECT count() FROM requests") == 100 and request_rows.get(store, _request_id(bad)) is None
+    assert f"{request_id(bad)}: {attribute}: " in partial.error_message and reason in partial.error_message
+    assert store.scalar("SELECT count() FROM requests") == 100 and request_rows.get(store, request_id(bad)) is None
     [kept] = _rejected(store)
     assert (kept["kind"], kept["field"]) == ("requests", attribute) and reason in kept["reason"]
     assert f"{bad.get_span_context().span_id:016x}" in kept["raw"]  # the span as it was sent, to look into
@@ -389,7 +361,7 @@ def test_a_span_that_ends_before_it_starts_is_rejected(recorded, client, keys, s
     bad.end(end_time=start - 1_000_000)
     partial = _export(client, keys["ingest"], encode_spans(finished.get_finished_spans()))
     assert partial.rejected_spans == 1
-    assert f"{_request_id(bad)}: end_time_unix_nano: before start_time_unix_nano" in partial.error_message
+    assert f"{request_id(bad)}: end_time_unix_nano: before start_time_unix_nano" in partial.error_message
     assert store.scalar("SELECT count() FROM requests") == 1  # not a request with latency 0
     assert [k["field"] for k in _rejected(store)] == ["end_time_unix_nano"]
 
@@ -565,7 +537,7 @@ def test_one_bad_log_record_is_rejected_alone(recorded, recorded_logs, client, k
         pass
     with tracer.start_as_current_span("chat", attributes=NO_CONTENT) as other:
         pass
-    _content_events(logger, good)  # records #0-#2
+    content_events(logger, good)  # records #0-#2
     ctx = trace.set_span_in_context(other)
     logger.emit(event_name="gen_ai.choice", context=ctx,
                 body={"index": "abc", "message": {"role": "assistant", "content": "Maybe."}})
@@ -592,7 +564,7 @@ def test_parked_parts_are_redacted_hashed_and_cut_before_they_wait(otel, app, cl
     long_answer = "The plan is on sale until Friday. " * 1500  # 51,000 characters; ingest.max_text_chars is 32,768
     with tracer.start_as_current_span("chat", attributes={**NO_CONTENT, "user.id": "jane@example.com"}) as span:
         pass
-    _content_events(logger, span, question="Mail jane@example.com or call +1 415-555-0132, please.", answer=long_answer)
+    content_events(logger, span, question="Mail jane@example.com or call +1 415-555-0132, please.", answer=long_answer)
     parked = store.query("SELECT kind, payload FROM otlp_parts")
     assert {kind for kind, _ in parked} == {"span", "content"}
     waiting = " ".join(payload for _, payload in parked)
@@ -621,7 +593,7 @@ def test_in_reject_mode_a_content_record_over_the_limit_is_rejected_not_parked(m
     logs_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
     with tracer.start_as_current_span("chat", attributes=NO_CONTENT) as span:
         pass
-    _content_events(logs_provider.get_logger("test"), span, answer="y" * 101)
+    content_events(logs_provider.get_logger("test"), span, answer="y" * 101)
     partial = _export(app.test_client(), key, encode_logs(logs.get_finished_logs()), path="/v1/logs")
     assert partial.rejected_log_records == 1
     assert "log record #2 (gen_ai.choice): body: longer than 100 characters (101)" in partial.error_message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from tests.loopback import Recorder
 
 CONFIG = """
 clickhouse: {url: "chdb://%(dir)s"}
+otlp: {grpc_port: %(grpc)s}
 drift: {enabled: false}
 grounding: {enabled: false}
 jobs: {lease: 30s, shutdown_grace: 10s}
@@ -33,6 +35,11 @@ alerts:
 def _env(tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
     return {**env, "MONITOR_CONFIG": str(tmp_path / "monitor.yaml")}
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Serve:
@@ -74,7 +81,8 @@ def _lease_rows(tmp_path) -> list[list]:
 def test_sigterm_delivers_the_outbox_and_releases_the_lease_and_restarts_run_jobs_at_once(tmp_path):
     with Recorder() as hook:
         hook.statuses = [503]  # the Watchdog's first send fails: it waits in the outbox for its retry
-        (tmp_path / "monitor.yaml").write_text(CONFIG % {"dir": tmp_path / "ch", "hook": hook.url})
+        grpc_port = free_port()
+        (tmp_path / "monitor.yaml").write_text(CONFIG % {"dir": tmp_path / "ch", "hook": hook.url, "grpc": grpc_port})
         subprocess.run([sys.executable, "-m", "monitor.cli", "db", "upgrade"], cwd=tmp_path, env=_env(tmp_path),
                        check=True, capture_output=True, timeout=120)
         port = free_port()
@@ -86,15 +94,18 @@ def test_sigterm_delivers_the_outbox_and_releases_the_lease_and_restarts_run_job
             time.sleep(0.1)
         time.sleep(1.5)  # the retry is due; the next evaluation is an hour away, so only the stop can send it
         assert hook.take() == []
+        assert f"OTLP/gRPC on 127.0.0.1:{grpc_port}" in first.text() and _listening(grpc_port)
         first.proc.send_signal(signal.SIGTERM)
         assert first.proc.wait(timeout=30) == 0, first.text()[-3000:]
+        assert not _listening(grpc_port)
         (watchdog,) = hook.take()
         assert watchdog["commonLabels"]["alertname"] == "Watchdog" and watchdog["status"] == "firing"
         assert "Traceback" not in first.text()
         rows = _lease_rows(tmp_path)
         assert [kind for _, _, kind in rows][-1] == "release", rows
 
-        # Restarted after SIGTERM, then after SIGKILL: active at once both times, each in a new term.
+        # Restarted after SIGTERM, then after SIGKILL: active at once both times, each in a new term (and each
+        # takes the OTLP/gRPC port again: it would not start without it).
         second = Serve(tmp_path, port, 2)
         assert "scheduler active" in second.wait_line("nlpmon serving on"), second.text()
         second.proc.send_signal(signal.SIGKILL)

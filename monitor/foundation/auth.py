@@ -128,6 +128,23 @@ def session_key() -> ApiKey | None:
     return api_key if api_key is not None and api_key.revoked_at is None else None
 
 
+def bearer_key(keys: KeyStore, authorization: str, scope: str) -> ApiKey:
+    """The key that an ``Authorization`` value (``Bearer <key>``: the HTTP header, or the ``authorization``
+    metadata of an OTLP/gRPC call) names, when it holds ``scope``: one check for every front door.
+    ApiError 401 without a valid key, 403 without the scope."""
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'",
+                       {"WWW-Authenticate": 'Bearer realm="nlpmon"'})
+    api_key = keys.authenticate(key.strip())
+    if api_key is None or api_key.revoked_at is not None:
+        raise ApiError(401, "unauthorized", "invalid or revoked API key",
+                       {"WWW-Authenticate": 'Bearer realm="nlpmon", error="invalid_token"'})
+    if not api_key.allows(scope):
+        raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
+    return api_key
+
+
 def require(scope: str):
     """View decorator: 401 without a valid key, 403 when the key lacks ``scope``.
 
@@ -139,7 +156,6 @@ def require(scope: str):
         @functools.wraps(view)
         def inner(*args, **kwargs):
             header = request.headers.get("Authorization", "")
-            scheme, _, key = header.partition(" ")
             if not header and request.method in ("GET", "HEAD"):
                 api_key = session_key()
                 if api_key is not None:
@@ -147,16 +163,7 @@ def require(scope: str):
                         raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
                     g.api_key = api_key
                     return view(*args, **kwargs)
-            if scheme.lower() != "bearer" or not key.strip():
-                raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer <key>'",
-                               {"WWW-Authenticate": 'Bearer realm="nlpmon"'})
-            api_key = current_app.extensions["nlpmon"].keys.authenticate(key.strip())
-            if api_key is None or api_key.revoked_at is not None:
-                raise ApiError(401, "unauthorized", "invalid or revoked API key",
-                               {"WWW-Authenticate": 'Bearer realm="nlpmon", error="invalid_token"'})
-            if not api_key.allows(scope):
-                raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
-            g.api_key = api_key
+            g.api_key = bearer_key(current_app.extensions["nlpmon"].keys, header, scope)
             return view(*args, **kwargs)
         inner.required_scope = scope
         return inner

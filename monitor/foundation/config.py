@@ -109,15 +109,31 @@ class IngestConfig(_Section):
 
 
 class OtlpConfig(_Section):
-    """OpenTelemetry ingest (POST /v1/traces, /v1/logs): which span attributes name a request's feature, first
-    present wins; a span with none of them takes its gen_ai.operation.name (chat, embeddings...)."""
+    """OpenTelemetry ingest (POST /v1/traces, /v1/logs, and OTLP/gRPC on ``grpc_port``): which span attributes
+    name a request's feature, first present wins; a span with none of them takes its gen_ai.operation.name
+    (chat, embeddings...)."""
 
+    # OTLP/gRPC (TraceService, LogsService) on this port of server.host, beside the HTTP port; 0: not served.
+    grpc_port: int = Field(4317, ge=0, le=65535)
+    # PEM files: both for TLS, neither for plaintext (a Collector or a mesh sidecar may terminate TLS instead).
+    grpc_tls_cert: str | None = None
+    grpc_tls_key: str | None = Field(None, validate_default=True)
     feature_attributes: list[str] = Field(default_factory=lambda: ["nlpmon.feature", "gen_ai.agent.name"])
     # A span without its texts waits this long for content log events (0s: ingest at once, texts on spans only).
     logs_wait: Duration = dt.timedelta(seconds=5)
     # gen_ai.evaluation.name -> feedback kind; evaluations of other names are counted and dropped.
     evaluation_kinds: dict[str, str] = Field(default_factory=lambda: {
         "hallucination": "hallucination", "task_success": "task_success", "relevance": "rating"})
+
+    @field_validator("grpc_tls_key")
+    @classmethod
+    def _tls_pair(cls, key: str | None, info) -> str | None:
+        cert = info.data.get("grpc_tls_cert")
+        if cert and not key:
+            raise ValueError("required when otlp.grpc_tls_cert is set: TLS needs both files")
+        if key and not cert:
+            raise ValueError("set, but otlp.grpc_tls_cert is not: TLS needs both files")
+        return key
 
 
 class RetentionConfig(_Section):

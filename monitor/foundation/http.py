@@ -11,6 +11,9 @@ from flask import request
 
 from monitor.foundation.clock import parse_time
 
+# How long a client is told to wait when the store is unavailable (HTTP Retry-After, gRPC RetryInfo).
+RETRY_AFTER_SECONDS = 5
+
 
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict | None = None, **extra):

@@ -10,8 +10,7 @@ from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.http import ApiError
 from monitor.foundation.tables import feedback, rejected, requests
-from monitor.ingest import bodies, genai, otlp
-from monitor.ingest.pipeline import IngestResult
+from monitor.ingest import bodies, otlp, otlp_export
 
 bp = Blueprint("api_v1", __name__, url_prefix="/v1")
 
@@ -117,41 +116,29 @@ def post_feedback():
     return _ingest("feedback")
 
 
+def _otlp(parse, export, answer):
+    """An OTLP/HTTP export: parsed in the encoding its Content-Type names, ingested as every OTLP export is
+    (otlp_export), answered 200 in the same encoding with what was refused (partial_success)."""
+    svc = _services()
+    encoding = otlp.encoding_of(request.mimetype)
+    message = parse(_read_body(svc.config.ingest.max_body_bytes), encoding)
+    rejected, said = export(svc, message, g.api_key.key_id)
+    return otlp.encoded(answer(rejected, said), encoding), 200, {"Content-Type": encoding}
+
+
 @bp.post("/traces")
 @require("ingest")
 def post_traces():
-    """OTLP/HTTP traces: GenAI model-call spans become requests through the same pipeline as /v1/requests;
-    other spans are counted and ignored, never rejected. Each span is checked on its own: a bad one is
-    rejected (partial_success, rejected_events) and the others land."""
-    svc = _services()
-    cfg = svc.config.ingest
-    encoding = otlp.encoding_of(request.mimetype)
-    export = otlp.parse_traces(_read_body(cfg.max_body_bytes), encoding, cfg.max_rows_per_batch)
-    spans, labels, ignored = genai.model_calls(export, svc.config.otlp.feature_attributes)
-    svc.ingestor.counters["otlp_spans_ignored"] += ignored
-    result = svc.otlp.spans(spans, api_key_id=g.api_key.key_id) if spans else IngestResult()
-    body = otlp.traces_response(result.rejected, otlp.error_message(result.errors, labels), encoding)
-    return body, 200, {"Content-Type": encoding}
+    """OTLP/HTTP traces: GenAI model-call spans become requests (otlp_export.export_traces)."""
+    return _otlp(otlp.parse_traces, otlp_export.export_traces, otlp.traces_answer)
 
 
 @bp.post("/logs")
 @require("ingest")
 def post_logs():
-    """OTLP/HTTP logs: GenAI content events join their span's request; evaluation results become feedback.
-    Each record is checked on its own, as spans are."""
-    svc = _services()
-    cfg = svc.config.ingest
-    encoding = otlp.encoding_of(request.mimetype)
-    export = otlp.parse_logs(_read_body(cfg.max_body_bytes), encoding, cfg.max_rows_per_batch)
-    contents, content_labels, evaluations, evaluation_labels = genai.log_events(export,
-                                                                                svc.config.otlp.evaluation_kinds)
-    key_id = g.api_key.key_id
-    refused = svc.otlp.contents(contents, api_key_id=key_id)
-    rated = svc.ingestor.ingest("feedback", evaluations, api_key_id=key_id) if evaluations else IngestResult()
-    message = "; ".join(m for m in (otlp.error_message(refused.errors, content_labels),
-                                    otlp.error_message(rated.errors, evaluation_labels)) if m)
-    body = otlp.logs_response(refused.rejected + rated.rejected, message, encoding)
-    return body, 200, {"Content-Type": encoding}
+    """OTLP/HTTP logs: content events join their span's request, evaluations become feedback
+    (otlp_export.export_logs)."""
+    return _otlp(otlp.parse_logs, otlp_export.export_logs, otlp.logs_answer)
 
 
 @bp.get("/requests/<request_id>")

@@ -1,5 +1,6 @@
-"""OTLP/HTTP bodies in and out: ``application/x-protobuf`` and ``application/json`` (OTLP's JSON mapping, with
-hex trace and span ids), parsed by opentelemetry-proto, never by hand."""
+"""OTLP messages in and out: bodies in ``application/x-protobuf`` (OTLP/HTTP and OTLP/gRPC) and
+``application/json`` (OTLP/HTTP's JSON mapping, with hex trace and span ids), parsed by opentelemetry-proto,
+never by hand; the limits an export is held to; the answers."""
 from __future__ import annotations
 
 import base64
@@ -86,7 +87,7 @@ def parse(message, body: bytes, encoding: str):
 
 def _check_count(count: int, limit: int, what: str, exporter_setting: str) -> None:
     """An export holds at most ingest.max_rows_per_batch records, as a /v1/requests batch holds rows: 413
-    otherwise, naming the sender's setting that makes its batches smaller."""
+    (RESOURCE_EXHAUSTED over gRPC) otherwise, naming the sender's setting that makes its batches smaller."""
     if count > limit:
         raise ApiError(413, "payload_too_large",
                        f"{count} {what} in one export; the limit is ingest.max_rows_per_batch ({limit}): send "
@@ -110,36 +111,42 @@ def error_message(errors: list[dict], labels: list[str], most: int = 5) -> str:
     return said + (f"; and {more} more (GET /v1/rejected lists them)" if more > 0 else "")
 
 
-def parse_traces(body: bytes, encoding: str, max_spans: int) -> ExportTraceServiceRequest:
-    export = parse(ExportTraceServiceRequest, body, encoding)
+def parse_traces(body: bytes, encoding: str) -> ExportTraceServiceRequest:
+    return parse(ExportTraceServiceRequest, body, encoding)
+
+
+def check_spans(export: ExportTraceServiceRequest, max_spans: int) -> None:
     _check_count(sum(len(s.spans) for r in export.resource_spans for s in r.scope_spans), max_spans, "spans",
                  "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
-    return export
 
 
-def traces_response(rejected: int, message: str, encoding: str) -> bytes:
-    """The ExportTraceServiceResponse OTLP/HTTP answers 200 with, in the request's encoding; partial_success
-    is set only when spans were rejected."""
+def traces_answer(rejected: int, message: str) -> ExportTraceServiceResponse:
+    """The ExportTraceServiceResponse of an export; partial_success is set only when spans were rejected."""
     response = ExportTraceServiceResponse()
     if rejected:
         response.partial_success.CopyFrom(ExportTracePartialSuccess(rejected_spans=rejected, error_message=message))
-    if encoding == PROTOBUF:
-        return response.SerializeToString()
-    return json_format.MessageToJson(response, indent=None).encode()
+    return response
 
 
-def parse_logs(body: bytes, encoding: str, max_records: int) -> ExportLogsServiceRequest:
-    export = parse(ExportLogsServiceRequest, body, encoding)
+def parse_logs(body: bytes, encoding: str) -> ExportLogsServiceRequest:
+    return parse(ExportLogsServiceRequest, body, encoding)
+
+
+def check_log_records(export: ExportLogsServiceRequest, max_records: int) -> None:
     _check_count(sum(len(s.log_records) for r in export.resource_logs for s in r.scope_logs), max_records,
                  "log records", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE")
-    return export
 
 
-def logs_response(rejected: int, message: str, encoding: str) -> bytes:
+def logs_answer(rejected: int, message: str) -> ExportLogsServiceResponse:
     response = ExportLogsServiceResponse()
     if rejected:
         response.partial_success.CopyFrom(ExportLogsPartialSuccess(rejected_log_records=rejected,
                                                                    error_message=message))
+    return response
+
+
+def encoded(response, encoding: str) -> bytes:
+    """An answer as OTLP/HTTP sends it: in the request's encoding."""
     if encoding == PROTOBUF:
         return response.SerializeToString()
     return json_format.MessageToJson(response, indent=None).encode()

@@ -6,7 +6,9 @@ seconds before or after it. A span that carries its texts is ingested at once.
 One without them is ingested at once when its content events are already
 stored, else parked (in ``otlp_parts``, so accepted is never lost) for
 ``otlp.logs_wait``; the ``otlp_join`` job then ingests it with whatever content
-arrived. Content later than that is dropped (requests are immutable once stored):
+arrived. Content that comes for a request already stored is not kept (requests are
+immutable once stored): when it would have given the request a text, it is counted
+(``nlpmon_otlp_late_content_total``) and the reason said in the log once a minute at most;
 raise ``otlp.logs_wait`` for an exporter that sends logs late. Ids come from the trace and span ids, so a
 replayed span or a run of the job after a crash lands once.
 
@@ -18,13 +20,17 @@ parked parts back without hashing or redacting them again.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
-from monitor.foundation.tables import job_runs, otlp_parts
+from monitor.foundation.tables import job_runs, otlp_parts, requests
 from monitor.foundation.tables.job_runs import RunResult
+from monitor.ingest import genai
 from monitor.ingest.pipeline import Ingestor, IngestResult, Mapped, Sanitized, merge_text, user_id_salt
 
 TEXTS = ("input_text", "output_text")
+LATE_SAID_EVERY = dt.timedelta(minutes=1)
+log = logging.getLogger(__name__)
 
 
 class OtlpJoin:
@@ -83,6 +89,7 @@ class OtlpJoin:
         (kept in rejected_events like any rejected request); its errors' indexes are in ``records``."""
         now = self.clock.now()
         kept: dict[tuple[str, str], dict] = {}
+        senders: dict[tuple[str, str], int] = {}  # records that brought texts, per span
         rejected, order = [], []
         for i in sorted(range(len(records)), key=lambda i: records[i][2]):  # oldest first: the newest wins
             t, s, at, row = records[i]
@@ -92,11 +99,41 @@ class OtlpJoin:
                 order.append(i)
             elif texts:
                 kept.setdefault((t, s), {}).update(texts, at=at)
+                senders[(t, s)] = senders.get((t, s), 0) + 1
+        stored = self._stored(kept)
+        late = sum(senders[key] for key, missing in stored.items() if missing & kept[key].keys())
+        if late:
+            self._said_late(late, now)
         otlp_parts.write(self.store, [(t, s, "content", uuid.uuid4().hex, texts, "", now)
-                                      for (t, s), texts in kept.items()])
+                                      for (t, s), texts in kept.items() if (t, s) not in stored])
         result = self.ingestor.ingest("requests", rejected, api_key_id=api_key_id) if rejected else IngestResult()
         _renumber(result, order)
         return result
+
+    def _stored(self, kept: dict[tuple[str, str], dict]) -> dict[tuple[str, str], set[str]]:
+        """Of the spans these texts are for, those already stored as requests, with the texts each is without:
+        a stored request never changes, so what comes for it now is not kept."""
+        ids = {genai.request_id(bytes.fromhex(t), bytes.fromhex(s)): (t, s) for t, s in kept}
+        return {ids[request_id]: missing for request_id, missing in requests.missing_texts(self.store, ids).items()}
+
+    def _said_late(self, records: int, now: dt.datetime) -> None:
+        """Content records that would have given a stored request a text: counted (/metrics,
+        nlpmon_otlp_late_content_total) and said in the log at most once a minute, whatever their number."""
+        counters = self.ingestor.counters
+        counters["otlp_late_content"] += records
+        last = self.ingestor.last_said.get("otlp_late_content")
+        if last is not None and now - last < LATE_SAID_EVERY:
+            return
+        self.ingestor.last_said["otlp_late_content"] = now
+        if self.wait <= dt.timedelta(0):
+            why = "otlp.logs_wait is 0s, so spans are stored at once and their texts come from the spans alone"
+        else:
+            why = (f"they came more than otlp.logs_wait ({self.wait.total_seconds():g}s) after their span; if the "
+                   f"logs exporter sends later than the traces exporter, raise otlp.logs_wait above that delay")
+        log.warning("%d OpenTelemetry content log records came after their span was stored as a request (%d since "
+                    "start, nlpmon_otlp_late_content_total), so their texts are not in it: %s "
+                    "(docs/opentelemetry.md, late content; said at most once a minute)",
+                    records, counters["otlp_late_content"], why)
 
     # -- the job -----------------------------------------------------------------------------
     def run(self, now: dt.datetime | None = None, since: dt.datetime | None = None) -> RunResult:

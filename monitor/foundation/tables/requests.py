@@ -120,6 +120,23 @@ def context_of(store, ids) -> dict[str, dict]:
     return found
 
 
+def missing_texts(store, ids) -> dict[str, set[str]]:
+    """request_id -> which of ``input_text`` and ``output_text`` the stored request is without, for the ids
+    that are stored (what OpenTelemetry content arriving after its request could have given it)."""
+    ids = set(ids)
+    if not ids:
+        return {}
+    found = {}
+    for request_id, no_input, no_output in store.query(
+            "SELECT request_id, input_text = '', output_text = '' FROM requests "
+            "WHERE halfMD5(request_id) IN {hashes:Array(UInt64)} LIMIT 1 BY request_id",
+            {"hashes": [half_md5(i) for i in ids]}):
+        if request_id in ids:
+            found[request_id] = {name for name, missing in (("input_text", no_input), ("output_text", no_output))
+                                 if missing}
+    return found
+
+
 def count(store) -> int:
     return int(store.scalar("SELECT count() FROM requests") or 0)
 
