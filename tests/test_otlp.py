@@ -197,12 +197,14 @@ def test_content_events_join_their_span_in_either_order(otel, app, store, clock)
     ctx = second.get_span_context()
     rid = f"otel-{ctx.trace_id:032x}-{ctx.span_id:016x}"
     assert request_rows.get(store, rid) is None
-    content_events(logger, second, question="And the crypto payouts?", answer="They start in March.")
+    content_events(logger, second, question="Und wann kommen die Auszahlungen?", answer="Sie beginnen im März.")
     job = build_jobs(store, app.extensions["nlpmon"].config, clock)["otlp_join"]
     assert job.run(clock.now()).rows == 0  # still within logs_wait
     assert job.run(clock.now() + dt.timedelta(seconds=6)).rows == 1
     row = request_rows.get(store, rid).as_dict()
-    assert (row["input_text"], row["output_text"]) == ("And the crypto payouts?", "They start in March.")
+    assert (row["input_text"], row["output_text"]) == ("Und wann kommen die Auszahlungen?", "Sie beginnen im März.")
+    # Its language is the joined question's: detected when the request is whole, not when the span parked.
+    assert (row["language"], row["language_source"]) == ("de", "detected")
     assert job.run(clock.now() + dt.timedelta(seconds=12)).rows == 0  # once
     assert store.scalar("SELECT sum(requests) FROM requests_1m") == 2
 

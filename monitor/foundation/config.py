@@ -108,6 +108,15 @@ class IngestConfig(_Section):
     max_future_skew: Duration = dt.timedelta(minutes=5)
 
 
+class SegmentsConfig(_Section):
+    """Segments of the traffic. ``detect_language``: a request sent without ``language`` gets the language
+    of its input_text (monitor.ingest.language), or ``und`` when the text cannot tell it; a detection under
+    ``language_confidence`` (the model's probability) is ``und`` too, not a guess."""
+
+    detect_language: bool = True
+    language_confidence: float = Field(0.5, ge=0, le=1)
+
+
 class OtlpConfig(_Section):
     """OpenTelemetry ingest (POST /v1/traces, /v1/logs, and OTLP/gRPC on ``grpc_port``): which span attributes
     name a request's feature, first present wins; a span with none of them takes its gen_ai.operation.name
@@ -624,6 +633,7 @@ class Config(_Section):
     clickhouse: ClickHouseConfig = Field(default_factory=ClickHouseConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     otlp: OtlpConfig = Field(default_factory=OtlpConfig)
+    segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     pricing: list[Price] = Field(default_factory=_default_prices)

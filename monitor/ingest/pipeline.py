@@ -31,6 +31,7 @@ from monitor.foundation.tables import feedback, requests, settings
 from monitor.foundation.tables._raw import RAW_WRITES
 from monitor.foundation.tables import rejected as rejected_events
 from monitor.ingest.cardinality import CardinalityBudget
+from monitor.ingest.language import SENT, UND, UNDETERMINED, LanguageDetector, sent_language
 from monitor.ingest.pricing import PriceTable
 from monitor.ingest.redact import Redactor
 
@@ -114,6 +115,8 @@ class Ingestor:
         self.redactor = Redactor(config.privacy.redact) if config.privacy.redact_pii else None
         self.prices = PriceTable(config.pricing)
         self.budget = CardinalityBudget(store, config)
+        self.languages = (LanguageDetector(config.segments.language_confidence) if config.segments.detect_language
+                          else None)
         self.counters = {"requests": 0, "feedback": 0, "rejected": 0, "duplicates": 0, "otlp_spans_ignored": 0,
                          "otlp_late_content": 0}
         # When a warning said at most once a minute (per name) was last said: this object lives as long as
@@ -248,10 +251,21 @@ class Ingestor:
             row["cost_usd"], row["cost_source"] = (0.0, "unpriced") if cost is None else (cost, "price_table")
         else:
             row["cost_source"] = "event"
+        row["language"], row["language_source"] = self._language(row)
         row["tags"] = row["tags"] or {}
         row["input_embedding"] = row["input_embedding"] or []
         row["ingested_at"] = now
         return row
+
+    def _language(self, row: dict) -> tuple[str, str]:
+        """The language as sent, else as detected from the input (already redacted: the detector drops the
+        redaction marks), else ``und``. Here, not when a request is sanitized, because an OTLP request's
+        input may arrive after its span (otlp_join) and is only whole now."""
+        if row["language"]:
+            return sent_language(row["language"]), SENT
+        if self.languages is None:
+            return UND, UNDETERMINED
+        return self.languages.detect(row["input_text"])
 
     def _prepare_feedback(self, row: dict, now: dt.datetime) -> dict:
         if not row["feedback_id"]:

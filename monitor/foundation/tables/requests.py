@@ -14,7 +14,7 @@ from monitor.foundation.tables._raw import deduplicated, half_md5, stored_ids
 
 COLUMNS = [
     "request_id", "ts", "service", "feature", "model", "provider", "prompt_version", "environment", "region",
-    "language", "tenant", "status", "error_type", "http_status", "latency_ms", "ttft_ms", "input_tokens",
+    "language", "language_source", "tenant", "status", "error_type", "http_status", "latency_ms", "ttft_ms", "input_tokens",
     "output_tokens", "cached_input_tokens", "cost_usd", "cost_source", "input_text", "output_text",
     "context_text", "text_truncated", "retrieval_hit", "grounded", "cache_hit", "safety_flagged",
     "pii_detected", "injection_detected", "user_id_hash", "session_id", "tags", "input_embedding", "ingested_at",
@@ -56,6 +56,7 @@ class StoredRequest:
     environment: str
     region: str
     language: str
+    language_source: str  # sent | detected | undetermined (monitor.ingest.language); "" before 0011
     tenant: str
     status: str
     error_type: str
