@@ -21,7 +21,7 @@ import operator
 from fractions import Fraction
 from typing import Callable
 
-from alerts.rules import BURN_RATE_ALERTS, BurnRateRule, SystemRule, is_live
+from alerts.rules import BURN_RATE_ALERTS, LIVE_LABELS, BurnRateRule, SystemRule, is_live
 from monitor.foundation.config import parse_duration
 from monitor.foundation.metrics import LIVE_FEEDBACK_METRICS, METRICS, WINDOWS, error_budget, floor_to
 from monitor.foundation.rollups import feedback_metrics, request_metrics
@@ -78,9 +78,14 @@ class Reads:
         feedback = rule.metric in LIVE_FEEDBACK_METRICS
         read, compute = (rollups.live_feedback, feedback_metrics) if feedback else (rollups.live_requests,
                                                                                   request_metrics)
-        rows = self.once(("live", feedback, lo, keys), read, self.store, lo, hi, keys)
+        segment = next((k for k in keys if k not in LIVE_LABELS), None)  # load_rules allows one, on requests
+        if segment is not None:
+            rows = self.once(("live-segment", lo, keys), rollups.live_segment_requests, self.store, lo, hi, keys,
+                             segment)
+        else:
+            rows = self.once(("live", feedback, lo, keys), read, self.store, lo, hi, keys)
         # Every metric of a row at once, once per evaluation: rules on the same window share them.
-        values = self.once(("live-values", feedback, lo, keys), lambda: [compute(r) for r in rows])
+        values = self.once(("live-values", feedback, segment, lo, keys), lambda: [compute(r) for r in rows])
         out = {}
         for row, metrics in zip(rows, values):
             labels = {k: row[k] for k in keys}

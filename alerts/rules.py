@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from monitor.foundation.config import AlertRule, Config, ConfigError, parse_duration
 from monitor.foundation.metrics import LABELS, LIVE_FEEDBACK_METRICS, LIVE_REQUEST_METRICS, METRICS, WINDOWS
+from monitor.foundation.rollups import SEGMENT_DIMENSIONS
 
 DEFAULTS = Path(__file__).with_name("default_rules.yaml")
 
@@ -180,9 +181,18 @@ def load_rules(config: Config) -> list:
                 raise ConfigError(f"{where}.window: {exc}") from None
             if not 60 <= seconds <= 86400 or seconds % 60:
                 raise ConfigError(f"{where}.window: a live window is whole minutes from 1m to 1d, not {rule.window!r}")
-            for label in list(rule.selector) + rule.by:
-                if label not in LIVE_LABELS:
-                    raise ConfigError(f"{where}.by: a live rule groups by {', '.join(LIVE_LABELS)}, not {label!r}")
+            segments = SEGMENT_DIMENSIONS + tuple(config.segments.tags)
+            labels = set(rule.selector) | set(rule.by)
+            for label in labels:
+                if label not in LIVE_LABELS + segments:
+                    raise ConfigError(f"{where}.by: a live rule groups by {', '.join(LIVE_LABELS)} or one segment "
+                                      f"dimension ({', '.join(segments)}), not {label!r}")
+            used = sorted(labels & set(segments))
+            if used and (len(used) > 1 or labels & {"model", "prompt_version"}):
+                raise ConfigError(f"{where}.by: a segment dimension ({', '.join(used)}) goes with service and "
+                                  f"feature only: segments are counted one dimension at a time")
+            if used and rule.metric not in LIVE_REQUEST_METRICS:
+                raise ConfigError(f"{where}.by: {rule.metric} is not counted per segment (request metrics are)")
         else:
             if rule.source == "live":
                 raise ConfigError(f"{where}.source: {rule.metric} is not computed live; use source: points")
@@ -204,7 +214,7 @@ def load_rules(config: Config) -> list:
         if rule.min_reviews and not rule.metric.startswith("hallucination_rate"):
             raise ConfigError(f"{where}.min_reviews: only for hallucination_rate and its bounds")
         for label in list(rule.selector) + rule.by:
-            if label not in LABELS:
+            if label not in LABELS and not (is_live(rule) and label in SEGMENT_DIMENSIONS + tuple(config.segments.tags)):
                 raise ConfigError(f"{where}.selector: unknown label {label!r}; labels are {', '.join(LABELS)}")
         for name, text in rule.annotations.items():
             bad = [v for v in re.findall(r"\{\{\s*(.*?)\s*\}\}", text) if not _TEMPLATE_VAR.fullmatch(v)]

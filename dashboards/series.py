@@ -14,7 +14,8 @@ from prometheus_client.registry import CollectorRegistry
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.http import RETRY_AFTER_SECONDS, ApiError, time_arg
-from monitor.foundation.metrics import LABELS, METRICS, window_name
+from monitor.foundation.metrics import LABELS, METRICS, SEGMENT_WINDOWS, window_name
+from monitor.foundation.rollups import SEGMENT_DIMENSIONS
 from monitor.foundation.storage import StoreQueryError
 from monitor.foundation.tables import job_runs, metric_points
 
@@ -22,6 +23,11 @@ bp = Blueprint("series", __name__)
 log = logging.getLogger(__name__)
 MAX_POINTS = 100_000
 RESERVED = {"metric", "from", "to", "step", "by"}
+
+
+def segment_labels(config) -> tuple[str, ...]:
+    """The labels of the per-segment series: language, region, tenant and the tags segments.tags promotes."""
+    return SEGMENT_DIMENSIONS + tuple(config.segments.tags)
 
 
 def allowed_windows(metric: str, config) -> list[str]:
@@ -41,18 +47,24 @@ def get_series():
         raise ApiError(400, "bad_request", "metric: required (see docs/metrics.md)")
     if metric not in METRICS:
         raise ApiError(400, "bad_request", f"metric: unknown metric {metric!r}")
+    segments = segment_labels(svc.config)
+    labels = LABELS + segments
     filters = {}
     for key, value in request.args.items():
         if key in RESERVED:
             continue
-        if key not in LABELS:
-            raise ApiError(400, "bad_request", f"{key}: unknown label; labels are {', '.join(LABELS)}")
+        if key not in labels:
+            raise ApiError(400, "bad_request", f"{key}: unknown label; labels are {', '.join(labels)}")
         filters[key] = value
     by = [b.strip() for b in request.args.get("by", "").split(",") if b.strip()]
     for b in by:
-        if b not in LABELS:
-            raise ApiError(400, "bad_request", f"by: unknown label {b!r}; labels are {', '.join(LABELS)}")
+        if b not in labels:
+            raise ApiError(400, "bad_request", f"by: unknown label {b!r}; labels are {', '.join(labels)}")
     windows = allowed_windows(metric, svc.config)
+    if set(segments) & (set(by) | set(filters)):  # segment series are kept for fewer windows
+        windows = [w for w in windows if w in SEGMENT_WINDOWS]
+        if not windows:
+            raise ApiError(400, "bad_request", f"by: {metric} is not kept per segment")
     step = request.args.get("step", windows[0])
     if step not in windows:
         raise ApiError(400, "bad_request", f"step: {metric} is kept for windows {', '.join(windows)}, not {step!r}")
@@ -155,7 +167,10 @@ class _Collector:
 
     def collect(self):
         store, now = self.svc.store, self.svc.clock.now()
-        yield from metric_families(metric_points.latest_of_every_series(store, now - dt.timedelta(days=2)))
+        # Per-segment series stay in GET /v1/metrics: a Prometheus scrape of every language and tenant of every
+        # feature would grow with the traffic's variety, and /metrics must stay a bounded page.
+        yield from metric_families(metric_points.latest_of_every_series(store, now - dt.timedelta(days=2),
+                                                                        segment_labels(self.svc.config)))
         yield from self._own()
 
     def _own(self):

@@ -12,14 +12,15 @@ import math
 from typing import Iterable
 
 from monitor.foundation.job import Job
-from monitor.foundation.metrics import METRICS, SLI_WINDOWS, WINDOWS, Point, labels_of, window_ends
-from monitor.foundation.rollups import (DIMENSIONS, FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics, request_metrics,
-                                        rollup_for)
+from monitor.foundation.metrics import (METRICS, SEGMENT_WINDOWS, SLI_WINDOWS, WINDOWS, Point, labels_of,
+                                        window_ends)
+from monitor.foundation.rollups import (DIMENSIONS, FEEDBACK_SELECT, REQUEST_SELECT, SEGMENT_DIMENSIONS,
+                                        feedback_metrics, request_metrics, rollup_for)
 from monitor.foundation.tables import rollups
 
 
-def points(name: str, row: dict, values: dict[str, float | None]) -> Iterable[Point]:
-    labels = labels_of(row)
+def points(name: str, row: dict, values: dict[str, float | None], labels: dict | None = None) -> Iterable[Point]:
+    labels = labels_of(row) if labels is None else labels
     for metric, v in values.items():
         # No value is written where there is no denominator: "no data" is not 0%.
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
@@ -37,9 +38,18 @@ class SliJob(Job):
         for name, row in rollups.by_window(self.store, "requests", REQUEST_SELECT, start, end, self.windows):
             yield from points(name, row, request_metrics(row))
         yield from self._overflow(start, end)
+        yield from self._segments(start, end)
         for name, row in rollups.by_window(self.store, "feedback", FEEDBACK_SELECT, start, end, self.windows,
                                      where="AND service != ''"):
             yield from points(name, row, feedback_metrics(row))
+
+    def _segments(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
+        """Each feature's request figures per segment: one series per (dimension, value), never per combination."""
+        windows = {w: s for w, s in SEGMENT_WINDOWS.items() if w in self.windows}
+        dims = SEGMENT_DIMENSIONS + tuple(self.config.segments.tags)
+        for name, row in rollups.by_segment_window(self.store, REQUEST_SELECT, start, end, windows, dims):
+            labels = {"service": row["service"], "feature": row["feature"], row["dimension"]: row["value"]}
+            yield from points(name, row, request_metrics(row), labels)
 
     def _overflow(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         """Requests the cardinality budget counted under the overflow value, per service and dimension."""

@@ -160,7 +160,8 @@ OWNERS = {
     "notification_outbox": {"notification_outbox"}, "otlp_parts": {"otlp_parts"}, "leases": {"leases"},
     # the rollup family, rebuilt from the raw tables
     "rollups": {"requests_1m", "requests_1h", "requests_1d", "requests_feature_1h", "requests_feature_1d",
-                "feedback_1m", "feedback_1h", "feedback_1d", "requests", "feedback"},
+                "segments_1m", "segments_1h", "segments_1d", "feedback_1m", "feedback_1h", "feedback_1d", "requests",
+                "feedback"},
 }
 TABLES = sorted(set().union(*OWNERS.values()) - {"requests", "feedback"}) + ["requests", "feedback"]
 _STATEMENT = re.compile(r"\b(?:FROM|INTO|JOIN|TABLE|UPDATE)\s+`?(" + "|".join(TABLES) + r")`?\b")

@@ -110,12 +110,16 @@ def test_rebuild_computes_what_the_views_the_migrations_made_compute(store):
         FEATURE_ROLLUPS,
         FEEDBACK_ROLLUPS,
         REQUEST_ROLLUPS,
+        SEGMENT_KEY,
+        SEGMENT_ROLLUPS,
         feedback_rollup_select,
         requests_rollup_select,
+        segmented,
     )
     today = {f"{t}_mv": requests_rollup_select("requests", b) for t, b, _ in REQUEST_ROLLUPS}
     today |= {f"{t}_mv": requests_rollup_select("requests", b, FEATURE_DIMENSIONS) for t, b, _ in FEATURE_ROLLUPS[1:]}
     today |= {f"{t}_mv": feedback_rollup_select("feedback", b) for t, b, _ in FEEDBACK_ROLLUPS}
+    today |= {f"{t}_mv": requests_rollup_select(segmented(), b, SEGMENT_KEY) for t, b, _ in SEGMENT_ROLLUPS}
     installed = dict(store.query("SELECT name, as_select FROM system.tables WHERE database = currentDatabase() "
                                  "AND engine = 'MaterializedView'"))
     assert set(installed) == set(today)

@@ -108,6 +108,16 @@ class IngestConfig(_Section):
     max_future_skew: Duration = dt.timedelta(minutes=5)
 
 
+_TAG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# Names a promoted tag may not take: the event fields, and the labels of nlpmon's series and alerts.
+BUILTIN_LABELS = frozenset((
+    "request_id", "ts", "service", "feature", "model", "provider", "prompt_version", "environment", "region",
+    "language", "language_source", "tenant", "status", "error_type", "http_status", "latency_ms", "ttft_ms",
+    "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "input_text", "output_text",
+    "context_text", "user_id", "session_id", "tags", "slo", "sli", "text", "method", "severity", "table",
+    "dimension", "value", "window", "metric", "alertname", "quantile", "le", "job", "instance"))
+
+
 class SegmentsConfig(_Section):
     """Segments of the traffic. ``detect_language``: a request sent without ``language`` gets the language
     of its input_text (monitor.ingest.language), or ``und`` when the text cannot tell it; a detection under
@@ -115,6 +125,23 @@ class SegmentsConfig(_Section):
 
     detect_language: bool = True
     language_confidence: float = Field(0.5, ge=0, le=1)
+    # Tag keys promoted to segment dimensions (cohorts: plan, app_version...), counted in the segment
+    # rollups beside language, region and tenant, under the cardinality budget (cardinality.limits.<key>).
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_keys(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if not _TAG_KEY.match(key):
+                raise ValueError(f"{key!r} is not a tag key nlpmon can use as a label (letters, digits and _, "
+                                 f"starting with a letter, at most 64 characters)")
+            if key in BUILTIN_LABELS:
+                raise ValueError(f"{key!r} collides with the built-in label {key!r}; tags promoted to dimensions "
+                                 f"need names of their own (built-in: {', '.join(sorted(BUILTIN_LABELS))})")
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"a key is listed twice: {keys}")
+        return keys
 
 
 class OtlpConfig(_Section):
@@ -421,6 +448,9 @@ class GroundingConfig(_Section):
     sample_size: int = Field(200, ge=1, le=10_000)
 
 
+TAG_LIMIT = 50
+
+
 class CardinalityLimits(_Section):
     """Distinct values a dimension may take per service and UTC day in the rollups, metrics and pages."""
 
@@ -429,6 +459,16 @@ class CardinalityLimits(_Section):
     prompt_version: int = Field(200, ge=1)
     environment: int = Field(20, ge=1)
     region: int = Field(50, ge=1)
+    language: int = Field(60, ge=1)   # ISO 639-1 has 184 codes; a product rarely sees more than a few dozen
+    tenant: int = Field(200, ge=1)
+    # Each tag promoted by segments.tags: its key, e.g. {plan: 10}; a promoted tag not listed gets TAG_LIMIT.
+    tags: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
+    def of(self, dimension: str) -> int:
+        """The limit of a built-in dimension, or of a promoted tag by its key."""
+        if dimension in type(self).model_fields and dimension != "tags":
+            return getattr(self, dimension)
+        return self.tags.get(dimension, TAG_LIMIT)
 
 
 class CardinalityConfig(_Section):
@@ -650,6 +690,14 @@ class Config(_Section):
     cardinality: CardinalityConfig = Field(default_factory=CardinalityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
+    @model_validator(mode="after")
+    def _limits_of_promoted_tags(self) -> "Config":
+        for key in self.cardinality.limits.tags:
+            if key not in self.segments.tags:
+                raise ValueError(f"cardinality.limits.tags.{key}: {key!r} is not a tag promoted by segments.tags "
+                                 f"({', '.join(self.segments.tags) or 'none are'})")
+        return self
+
 
 def _scalar_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
     """Env-var name -> dotted path, for every key an environment variable may set."""
@@ -679,6 +727,9 @@ def format_error(err: dict, prefix: str = "") -> str:
         return f"config key '{key}': required"
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
+    if not key and re.match(r"^[\w.]+: ", msg):  # a check across sections names its key first: "a.b: why"
+        key, msg = msg.split(": ", 1)
+        return f"config key '{key}': {msg}"
     return f"config key '{key}': {msg}" + ("" if isinstance(got, (dict, list)) else f" (got {got!r})")
 
 

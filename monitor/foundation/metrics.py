@@ -21,6 +21,9 @@ WINDOWS = {"1m": 60, "5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600
 # The windows each job writes.
 SLI_WINDOWS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 COST_WINDOWS = {"1h": 3600, "1d": 86400}
+# The windows the sli job writes per segment (language, region, tenant, promoted tags): minute series of every
+# segment would be most of metric_points for little (a segment's minute is a handful of requests).
+SEGMENT_WINDOWS = {"5m": 300, "1h": 3600, "1d": 86400}
 # Trailing windows of the SLO burn rates (the SRE workbook's long and short windows).
 BURN_WINDOWS = {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200}
 RATE_WINDOWS = {"1d": 86400, "7d": 604800}

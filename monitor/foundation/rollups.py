@@ -80,7 +80,33 @@ FEEDBACK_ROLLUPS = (("feedback_1m", "toStartOfMinute", 60), ("feedback_1h", "toS
 FEATURE_DIMENSIONS = ("service", "feature")
 FEATURE_ROLLUPS = (("requests_1m", "toStartOfMinute", 60), ("requests_feature_1h", "toStartOfHour", 3600),
                    ("requests_feature_1d", "toStartOfDay", 86400))
-ROLLUPS = {"requests": REQUEST_ROLLUPS, "feedback": FEEDBACK_ROLLUPS, "requests_by_feature": FEATURE_ROLLUPS}
+# Segments: the request figures per (service, feature) and one segment dimension at a time (language,
+# region, tenant and the tags promoted by segments.tags, held by each request in segment_tags), so a
+# regression of one language shows without multiplying the rollups above by every combination: a request
+# is counted once per segment dimension it has a value for, each a row of (dimension, value).
+SEGMENT_DIMENSIONS = ("language", "region", "tenant")
+# The raw columns requests_rollup_select reads besides the dimensions.
+ROLLUP_SOURCE_COLUMNS = ("ts", "service", "feature", "status", "ttft_ms", "input_tokens", "output_tokens",
+                         "cached_input_tokens", "cost_source", "cache_hit", "retrieval_hit", "grounded",
+                         "safety_flagged", "pii_detected", "injection_detected", "text_truncated", "latency_ms",
+                         "cost_usd")
+SEGMENT_KEY = ("service", "feature", "dimension", "value")
+SEGMENT_ROLLUPS = (("segments_1m", "toStartOfMinute", 60), ("segments_1h", "toStartOfHour", 3600),
+                   ("segments_1d", "toStartOfDay", 86400))
+ROLLUPS = {"requests": REQUEST_ROLLUPS, "feedback": FEEDBACK_ROLLUPS, "requests_by_feature": FEATURE_ROLLUPS,
+           "segments": SEGMENT_ROLLUPS}
+
+
+def segmented(source: str = "requests") -> str:
+    """``source`` (a table, or a subquery in parentheses) with each request once per segment it is in: the
+    columns ``dimension`` and ``value``; empty values are in no segment. Aliased ``requests`` for
+    :func:`requests_rollup_select`."""
+    builtin = ", ".join(f"('{d}', toString({d}))" for d in SEGMENT_DIMENSIONS)
+    # Only what the rollup reads: ARRAY JOIN copies each column once per segment, texts and embeddings too.
+    return (f"(SELECT {', '.join(ROLLUP_SOURCE_COLUMNS)}, segment.1 AS dimension, segment.2 AS value FROM {source} "
+            f"ARRAY JOIN arrayFilter(s -> s.2 != '', arrayConcat([{builtin}], "
+            "arrayMap((k, v) -> (toString(k), v), mapKeys(segment_tags), mapValues(segment_tags)))) AS segment) "
+            "AS requests")
 
 
 def rollup_for(seconds: int, family: str = "requests") -> str:

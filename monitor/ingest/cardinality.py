@@ -24,6 +24,9 @@ from monitor.foundation.config import Config
 from monitor.foundation.tables import rollups
 
 DIMENSIONS = ("feature", "model", "prompt_version", "environment", "region")
+# Segment dimensions that are columns; the tags promoted by segments.tags are budgeted in segment_tags, the
+# raw tags keeping what was sent (the segment rollups count segment_tags).
+SEGMENT_COLUMNS = ("language", "tenant")
 DAYS_KEPT = 8  # days of admitted values held in memory (late events of older days reload theirs)
 
 
@@ -31,6 +34,7 @@ class CardinalityBudget:
     def __init__(self, store, config: Config):
         self.store = store
         self.config = config.cardinality
+        self.tags = tuple(config.segments.tags)
         self._admitted: dict[tuple[dt.date, str, str], set[str]] = collections.defaultdict(set)
         self._days: set[dt.date] = set()
         self._lock = threading.Lock()
@@ -45,7 +49,8 @@ class CardinalityBudget:
         if not self.config.enabled or not rows:
             return
         ov = self.config.overflow_value
-        limits = [(dim, getattr(self.config.limits, dim)) for dim in DIMENSIONS]
+        limits = [(dim, self.config.limits.of(dim)) for dim in DIMENSIONS + SEGMENT_COLUMNS]
+        tag_limits = [(key, self.config.limits.of(key)) for key in self.tags]
         with self._lock:
             for row in rows:
                 day = row["ts"].date()
@@ -61,22 +66,35 @@ class CardinalityBudget:
                         row["service"] = service = ov
                         self.overflowed[(ov, "service")] += 1
                 for dim, limit in limits:
-                    value = row[dim]
-                    seen = self._admitted[(day, service, dim)]
-                    if value in seen or value == ov:
-                        continue
-                    if len(seen) < limit:
-                        seen.add(value)
-                    else:
-                        row["dimension_overflow"][dim] = value
+                    if not self._admits(day, service, dim, row[dim], limit):
+                        row["dimension_overflow"][dim] = row[dim]
                         row[dim] = ov
                         self.overflowed[(service, dim)] += 1
+                segment_tags = row["segment_tags"]
+                for key, limit in tag_limits:
+                    if key in segment_tags and not self._admits(day, service, key, segment_tags[key], limit):
+                        segment_tags[key] = ov  # the raw tags keep the value sent
+                        self.overflowed[(service, key)] += 1
+
+    def _admits(self, day: dt.date, service: str, dim: str, value: str, limit: int) -> bool:
+        """Whether ``value`` is counted as itself: already admitted today, or admitted now within ``limit``."""
+        seen = self._admitted[(day, service, dim)]
+        if value in seen or value == self.config.overflow_value:
+            return True
+        if len(seen) < limit:
+            seen.add(value)
+            return True
+        return False
 
     def _load(self, day: dt.date) -> None:
-        cap = max(self.config.services, *(getattr(self.config.limits, d) for d in DIMENSIONS)) + 1
+        segments = SEGMENT_COLUMNS + self.tags
+        cap = max(self.config.services, *(self.config.limits.of(d) for d in DIMENSIONS + segments)) + 1
         for service, values in rollups.dimension_values_of_day(self.store, day, DIMENSIONS, cap).items():
             if service != self.config.overflow_value:
                 self._admitted[(day, "", "service")].add(service)
+            for dim, seen in values.items():
+                self._admitted[(day, service, dim)].update(v for v in seen if v != self.config.overflow_value)
+        for service, values in rollups.segment_values_of_day(self.store, day, segments, cap).items():
             for dim, seen in values.items():
                 self._admitted[(day, service, dim)].update(v for v in seen if v != self.config.overflow_value)
         self._days.add(day)

@@ -253,6 +253,7 @@ class Ingestor:
             row["cost_source"] = "event"
         row["language"], row["language_source"] = self._language(row)
         row["tags"] = row["tags"] or {}
+        row["segment_tags"] = {k: row["tags"][k] for k in self.config.segments.tags if row["tags"].get(k)}
         row["input_embedding"] = row["input_embedding"] or []
         row["ingested_at"] = now
         return row

@@ -64,11 +64,12 @@ def series(store, metric: str, window: str, lo: dt.datetime, hi: dt.datetime, fi
         f"{conditions} ORDER BY toString(labels), ts LIMIT {{limit:UInt32}}", params)]
 
 
-def latest_of_every_series(store, since: dt.datetime) -> list[LatestPoint]:
-    """Every series' newest point since ``since`` (for /metrics)."""
+def latest_of_every_series(store, since: dt.datetime, without: tuple[str, ...] = ()) -> list[LatestPoint]:
+    """Every series' newest point since ``since`` (for /metrics), but those with a label in ``without``."""
     return [LatestPoint(*r) for r in store.query(
         "SELECT metric, `window`, labels, argMax(value, ts) FROM metric_points FINAL "
-        "WHERE ts >= {since:DateTime64(3, 'UTC')} GROUP BY metric, `window`, labels", {"since": since})]
+        "WHERE ts >= {since:DateTime64(3, 'UTC')} AND NOT hasAny(mapKeys(labels), {without:Array(String)}) "
+        "GROUP BY metric, `window`, labels", {"since": since, "without": list(without)})]
 
 
 def _series_id(i: int) -> str:

@@ -17,7 +17,7 @@ COLUMNS = [
     "language", "language_source", "tenant", "status", "error_type", "http_status", "latency_ms", "ttft_ms", "input_tokens",
     "output_tokens", "cached_input_tokens", "cost_usd", "cost_source", "input_text", "output_text",
     "context_text", "text_truncated", "retrieval_hit", "grounded", "cache_hit", "safety_flagged",
-    "pii_detected", "injection_detected", "user_id_hash", "session_id", "tags", "input_embedding", "ingested_at",
+    "pii_detected", "injection_detected", "user_id_hash", "session_id", "tags", "segment_tags", "input_embedding", "ingested_at",
     "dimension_overflow",
 ]
 # A request's dimensions, which its feedback rows carry too (so rollups attribute feedback without a join).
@@ -81,6 +81,7 @@ class StoredRequest:
     user_id_hash: str
     session_id: str
     tags: dict[str, str]
+    segment_tags: dict[str, str]  # the tags segments.tags promotes, as the budget admitted them (0012)
     ingested_at: dt.datetime
     counted_as_overflow: tuple[str, ...] = ()
 

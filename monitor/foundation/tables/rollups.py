@@ -1,4 +1,4 @@
-"""The rollup tables (requests_1m/1h/1d, requests_feature_1h/1d, feedback_1m/1h/1d): every query on
+"""The rollup tables (requests_1m/1h/1d, requests_feature_1h/1d, segments_1m/1h/1d, feedback_1m/1h/1d): every query on
 them, and their rebuild from the raw tables.
 
 What their columns mean and the SQL that fills them is in :mod:`monitor.foundation.rollups`.
@@ -11,9 +11,9 @@ from typing import NamedTuple
 from monitor.foundation.filters import where_equal
 from monitor.foundation.metrics import GROUPING_DIMS, grouping_sets, window_ends
 from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, FEEDBACK_SELECT, LINEAGE,
-                                        RAW_TIME, REQUEST_ROLLUPS, REQUEST_SELECT, REQUEST_SUMS, STATUS_COLUMNS,
-                                        covering_source, feedback_rollup_select, rebuild_select,
-                                        requests_rollup_select, rollup_for, slo_good_sql)
+                                        RAW_TIME, REQUEST_ROLLUPS, REQUEST_SELECT, REQUEST_SUMS, SEGMENT_KEY,
+                                        SEGMENT_ROLLUPS, STATUS_COLUMNS, covering_source, feedback_rollup_select,
+                                        rebuild_select, requests_rollup_select, rollup_for, segmented, slo_good_sql)
 from monitor.foundation.tables import feedback, requests
 
 
@@ -45,6 +45,25 @@ def by_window(store, family: str, select: str, start: dt.datetime, end: dt.datet
         for row in store.query_dicts(_bucketed_query(source, select, where),
                                      {"w": seconds, "lo": int(lo.timestamp()), "hi": int(last_end.timestamp()),
                                       **(params or {})}):
+            yield name, row
+
+
+def by_segment_window(store, select: str, start: dt.datetime, end: dt.datetime, windows: dict[str, int],
+                      dimensions: tuple[str, ...]):
+    """Rows of ``select`` per (window, window end ``w_end``, service, feature, dimension, value) of the segment
+    rollups, for the windows ending in (start, end] and the segment ``dimensions`` given."""
+    for name, seconds in windows.items():
+        span = window_ends(start, end, seconds)
+        if span is None:
+            continue
+        first_end, last_end = span
+        lo = first_end - dt.timedelta(seconds=seconds)
+        for row in store.query_dicts(
+                "SELECT toStartOfInterval(minute, toIntervalSecond({w:UInt32})) + toIntervalSecond({w:UInt32}) AS w_end, "
+                f"service, feature, dimension, value, {select} FROM {rollup_for(seconds, 'segments')} "
+                "WHERE minute >= toDateTime({lo:UInt32}, 'UTC') AND minute < toDateTime({hi:UInt32}, 'UTC') "
+                "AND dimension IN {dims:Array(String)} GROUP BY w_end, service, feature, dimension, value",
+                {"w": seconds, "lo": int(lo.timestamp()), "hi": int(last_end.timestamp()), "dims": list(dimensions)}):
             yield name, row
 
 
@@ -96,7 +115,7 @@ def rebuild(store, start, end, on_day=None) -> int:
     for t, hi in plan:
         params = {"lo": int(t.timestamp()), "hi": int(hi.timestamp())}
         rng = "{col} >= toDateTime({{lo:UInt32}}, 'UTC') AND {col} < toDateTime({{hi:UInt32}}, 'UTC')"
-        for table, _, _ in REQUEST_ROLLUPS + FEATURE_ROLLUPS[1:] + FEEDBACK_ROLLUPS:
+        for table, _, _ in REQUEST_ROLLUPS + FEATURE_ROLLUPS[1:] + SEGMENT_ROLLUPS + FEEDBACK_ROLLUPS:
             store.command(f"ALTER TABLE {table} DELETE WHERE {rng.format(col='minute')} "
                           "SETTINGS mutations_sync = 2", params)
         for table, bucket, _ in REQUEST_ROLLUPS:
@@ -106,6 +125,9 @@ def rebuild(store, start, end, on_day=None) -> int:
             store.command(f"INSERT INTO {table} " + requests_rollup_select(
                 f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')}) AS requests", bucket,
                 FEATURE_DIMENSIONS), params)
+        for table, bucket, _ in SEGMENT_ROLLUPS:
+            store.command(f"INSERT INTO {table} " + requests_rollup_select(
+                segmented(f"(SELECT * FROM requests FINAL WHERE {rng.format(col='ts')})"), bucket, SEGMENT_KEY), params)
         for table, bucket, _ in FEEDBACK_ROLLUPS:
             store.command(f"INSERT INTO {table} " + feedback_rollup_select(
                 f"(SELECT * FROM feedback FINAL WHERE {rng.format(col='ifNull(request_ts, ts)')}) AS feedback",
@@ -293,6 +315,17 @@ def dimension_values_of_day(store, day: dt.date, dims: tuple[str, ...], cap: int
     return {r[0]: dict(zip(dims, r[1:])) for r in rows}
 
 
+def segment_values_of_day(store, day: dt.date, dims: tuple[str, ...], cap: int) -> dict[str, dict[str, list[str]]]:
+    """service -> segment dimension -> the values (at most ``cap``) the day's segment rollup counts requests under."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for service, dim, values in store.query(
+            f"SELECT service, dimension, groupUniqArray({int(cap)})(value) FROM segments_1d "
+            "WHERE minute = toDateTime({day:Date}, 'UTC') AND dimension IN {dims:Array(String)} "
+            "GROUP BY service, dimension", {"day": day, "dims": list(dims)}):
+        out.setdefault(service, {})[dim] = values
+    return out
+
+
 def overflow_counts(store, table: str, seconds: int, lo: dt.datetime, hi: dt.datetime, dims: tuple[str, ...],
                     overflow: str) -> list[dict]:
     """Requests counted under the overflow value, per ``seconds``-long window (``w_end``, its end) and
@@ -323,6 +356,17 @@ def live_requests(store, lo: dt.datetime, hi: dt.datetime, keys: tuple[str, ...]
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
     select = ", ".join(keys) + ", " if keys else ""
     return store.query_dicts(f"SELECT {select}{REQUEST_SELECT} FROM {src}{group}", {**(params or {}), **p})
+
+
+def live_segment_requests(store, lo: dt.datetime, hi: dt.datetime, keys: tuple[str, ...], dimension: str) -> list[dict]:
+    """As :func:`live_requests`, per group of ``keys`` where one key is the segment ``dimension`` (language,
+    region, tenant or a promoted tag) and the others are service or feature, from the segment rollups."""
+    plain = tuple(k for k in keys if k != dimension)
+    src, p = covering_source([(lo, hi)], " AND dimension = {segment:String}",
+                             ", ".join(plain + ("value",) + REQUEST_SUMS + ("latency_q", "ttft_q")), family="segments")
+    select = ", ".join(plain + (f"value AS `{dimension}`",))
+    return store.query_dicts(f"SELECT {select}, {REQUEST_SELECT} FROM {src} GROUP BY {', '.join(plain + ('value',))}",
+                             {**p, "segment": dimension})
 
 
 def live_feedback(store, lo: dt.datetime, hi: dt.datetime, keys: tuple[str, ...], where: str = "",
