@@ -24,6 +24,7 @@ from monitor.foundation.rollups import (
     FEEDBACK_SELECT,
     REQUEST_SELECT,
     REQUEST_SUMS,
+    SEGMENT_DIMENSIONS,
     feedback_metrics,
     request_metrics,
     rollup_for,
@@ -297,3 +298,37 @@ def overflow(store, config, period: Period) -> list[dict]:
     return [{"service": s, "dimension": d, "requests": n}
             for s, d, n in rollups.overflow_in(store, period.start, period.end, DIMENSIONS,
                                                config.cardinality.overflow_value)]
+
+
+# -- by segment --------------------------------------------------------------------------------
+@dataclass
+class SegmentRow:
+    """One segment of a feature (a language, region, tenant or promoted tag value) over a period and the one
+    before: the figures dashboards.compare judges changes of, as for the overview's rows."""
+    dimension: str
+    value: str
+    current: dict = field(default_factory=dict)
+    previous: dict = field(default_factory=dict)
+    first_seen: dt.datetime | None = None
+    baseline_start: dt.datetime | None = None
+
+
+def by_segment(store, config, period: Period, service: str, feature: str) -> dict[str, list[SegmentRow]]:
+    """dimension -> its segments, most requests first: requests, error rate, p95 latency and cost per request
+    in the period and the previous one, from the segment rollups."""
+    dims = SEGMENT_DIMENSIONS + tuple(config.segments.tags)
+    prev = period.previous
+    rows: dict[tuple[str, str], SegmentRow] = {}
+    for r in rollups.segment_figures(store, [(period.start, period.end), (prev.start, prev.end)], dims, service,
+                                     feature):
+        row = rows.setdefault((r["dimension"], r["value"]),
+                              SegmentRow(r["dimension"], r["value"], baseline_start=prev.start))
+        n = int(r["requests"])
+        (row.current if r["span"] == 0 else row.previous).update(
+            requests=n, error_rate=ratio(r["failures"], n), latency_p95_ms=r["latency_p95_ms"] if n else None,
+            cost_per_request_usd=ratio(r["cost_usd"], n))
+        row.first_seen = r["first_hour"]
+    out: dict[str, list[SegmentRow]] = {d: [] for d in dims}
+    for row in sorted(rows.values(), key=lambda r: (-(r.current.get("requests") or 0), r.value)):
+        out[row.dimension].append(row)
+    return {d: v for d, v in out.items() if v}

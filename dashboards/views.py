@@ -28,9 +28,10 @@ from flask import (
 
 from alerts import silence as silences
 from dashboards import charts, compare, incidents, kpis
-from dashboards.formatting import exact, fmt
+from dashboards.formatting import LANGUAGE_NAMES, exact, fmt
 from dashboards.access import page
 from dashboards.scope import in_scope
+from monitor.foundation import hidden_regressions
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc, parse_time
 from monitor.foundation.config import parse_duration
@@ -239,7 +240,11 @@ def overview():
             "slo_worst": False, "incidents_worst": False,
         })
     _mark_worst(table)
+    regressions = hidden_regressions.find(svc.store, svc.config, (period.start, period.end),
+                                     (period.previous.start, period.previous.end),
+                                     {k: v for k, v in filters.items() if k in ("service", "feature")})
     return render_template("overview.html", period=period, filters=filters, table=table, columns=KPI_COLUMNS,
+                           regressions=regressions, language_names=LANGUAGE_NAMES,
                            overflow=kpis.overflow(svc.store, svc.config, period),
                            overflow_value=svc.config.cardinality.overflow_value,
                            choices=kpis.choices(svc.store, period), periods=list(kpis.PERIODS),
@@ -319,13 +324,36 @@ def detail():
     if service and feature:
         markers += charts.prompt_markers(charts.prompt_changes(svc.store, period.start, period.end, service, feature))
     pargs = _period_args(period)
+    segments = _segment_tables(svc, period, service, feature) if service and feature else []
     return render_template("detail.html", period=period, service=service, feature=feature, labels=labels,
+                           segments=segments, segment_columns=SEGMENT_COLUMNS, language_names=LANGUAGE_NAMES,
                            note=note, step=step, charts=out, markers=markers, periods=list(kpis.PERIODS),
                            payload=_chart_json({"charts": out, "markers": markers}),
                            incident_href=link("pages.incident", service=service, feature=feature,
                                               **{"from": iso_utc(period.start), "to": iso_utc(period.end)}),
                            drift_href=link("pages.drift", service=service, feature=feature, **pargs),
                            back=link("pages.overview", **pargs))
+
+
+SEGMENT_COLUMNS = (("requests", "Requests", "count", None), ("error_rate", "Error rate", "pct", False),
+                   ("latency_p95_ms", "p95 latency", "ms", False), ("cost_per_request_usd", "Cost / request", "usd", False))
+
+
+def _segment_tables(svc, period: kpis.Period, service: str, feature: str) -> list[dict]:
+    """The "by segment" tables of a feature: one per segment dimension, each value's figures with their change
+    under the overview's honest-comparison rule, and the hidden regressions of the period marked."""
+    flagged = {(r.dimension, r.value): r for r in hidden_regressions.find(
+        svc.store, svc.config, (period.start, period.end), (period.previous.start, period.previous.end),
+        {"service": service, "feature": feature}).regressions}
+    tables = []
+    for dimension, rows in kpis.by_segment(svc.store, svc.config, period, service, feature).items():
+        out = []
+        for r in rows:
+            cells = [{"key": key, "value": fmt(r.current.get(key), unit, short=True), "exact": exact(r.current.get(key), unit),
+                      "delta": compare.row_change(r, key, unit, better)} for key, _, unit, better in SEGMENT_COLUMNS]
+            out.append({"row": r, "cells": cells, "regression": flagged.get((dimension, r.value))})
+        tables.append({"dimension": dimension, "rows": out})
+    return tables
 
 
 # -- drift -----------------------------------------------------------------------------

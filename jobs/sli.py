@@ -12,8 +12,8 @@ import math
 from typing import Iterable
 
 from monitor.foundation.job import Job
-from monitor.foundation.metrics import (METRICS, SEGMENT_WINDOWS, SLI_WINDOWS, WINDOWS, Point, labels_of,
-                                        window_ends)
+from monitor.foundation.metrics import (METRICS, SEGMENT_METRICS, SEGMENT_WINDOWS, SLI_WINDOWS, WINDOWS, Point,
+                                        labels_of, window_ends)
 from monitor.foundation.rollups import (DIMENSIONS, FEEDBACK_SELECT, REQUEST_SELECT, SEGMENT_DIMENSIONS,
                                         feedback_metrics, request_metrics, rollup_for)
 from monitor.foundation.tables import rollups
@@ -49,7 +49,8 @@ class SliJob(Job):
         dims = SEGMENT_DIMENSIONS + tuple(self.config.segments.tags)
         for name, row in rollups.by_segment_window(self.store, REQUEST_SELECT, start, end, windows, dims):
             labels = {"service": row["service"], "feature": row["feature"], row["dimension"]: row["value"]}
-            yield from points(name, row, request_metrics(row), labels)
+            values = request_metrics(row)
+            yield from points(name, row, {m: values[m] for m in SEGMENT_METRICS}, labels)
 
     def _overflow(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         """Requests the cardinality budget counted under the overflow value, per service and dimension."""

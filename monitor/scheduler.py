@@ -26,6 +26,7 @@ from jobs.grounding import AnswerProxy, GroundingProxyJob
 from jobs.hallucination import HallucinationRateJob
 from jobs.incident_kpis import IncidentKpiJob
 from jobs.reconcile import ReconcileJob
+from jobs.segment_regression import SegmentRegressionJob
 from jobs.sli import SliJob
 from jobs.slo import SloJob
 from monitor.ingest.otlp_join import OtlpJoin
@@ -50,6 +51,7 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, ScheduledTask]:
                                proxy=AnswerProxy(store, config, clock) if config.grounding.enabled else None),
         HallucinationRateJob(store, config, clock, every.hallucination),
         ReconcileJob(store, config, clock, every.reconcile),
+        SegmentRegressionJob(store, config, clock, every.segment_regression),
         # Parked OpenTelemetry spans, ingested with the content events that came for them.
         OtlpJoin(store, config, clock, interval=every.otlp_join)]
     if config.drift.enabled:

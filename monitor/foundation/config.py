@@ -115,7 +115,7 @@ BUILTIN_LABELS = frozenset((
     "language", "language_source", "tenant", "status", "error_type", "http_status", "latency_ms", "ttft_ms",
     "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "input_text", "output_text",
     "context_text", "user_id", "session_id", "tags", "slo", "sli", "text", "method", "severity", "table",
-    "dimension", "value", "window", "metric", "alertname", "quantile", "le", "job", "instance"))
+    "dimension", "segment", "value", "window", "metric", "alertname", "quantile", "le", "job", "instance"))
 
 
 class SegmentsConfig(_Section):
@@ -233,6 +233,8 @@ class ScheduleConfig(_Section):
     drift: Duration = dt.timedelta(hours=1)
     grounding_proxy: Duration = dt.timedelta(hours=1)
     incident_kpis: Duration = dt.timedelta(hours=1)
+    # Hidden regressions: a day is judged once it has ended (monitor.foundation.hidden_regressions).
+    segment_regression: Duration = dt.timedelta(hours=1)
     # Parked OpenTelemetry spans ingested with the content that came for them.
     otlp_join: Duration = dt.timedelta(seconds=5)
     # The alert engine: evaluate, dispatch, deliver (a run starts no send after this much real time).

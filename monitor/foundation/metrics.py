@@ -21,9 +21,13 @@ WINDOWS = {"1m": 60, "5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600
 # The windows each job writes.
 SLI_WINDOWS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 COST_WINDOWS = {"1h": 3600, "1d": 86400}
-# The windows the sli job writes per segment (language, region, tenant, promoted tags): minute series of every
-# segment would be most of metric_points for little (a segment's minute is a handful of requests).
-SEGMENT_WINDOWS = {"5m": 300, "1h": 3600, "1d": 86400}
+# What the sli job writes per segment (language, region, tenant, promoted tags): hours and days of the headline
+# request SLIs. Finer windows of every segment of every feature would be most of metric_points (100 features x
+# 50 segments x 288 five-minute windows a day) for little; the pages and the live alert rules read the segment
+# rollups themselves, at any window.
+SEGMENT_WINDOWS = {"1h": 3600, "1d": 86400}
+SEGMENT_METRICS = ("requests", "error_rate", "availability", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
+                   "ttft_p95_ms")
 # Trailing windows of the SLO burn rates (the SRE workbook's long and short windows).
 BURN_WINDOWS = {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200}
 RATE_WINDOWS = {"1d": 86400, "7d": 604800}
@@ -163,6 +167,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
                                 "Rollup buckets (label table) rebuilt from the raw rows because they differed twice."),
     "rollup_rows_repaired": ("reconcile", ("1m",),
                              "Rows the repaired buckets of a rollup table (label table) had lost or counted twice."),
+    "segment_regression": ("segment_regression", ("1d",),
+                           "1 when the segment's error rate (labels dimension, segment) rose significantly over the "
+                           "day against the 7 days before while its feature's did not (a hidden regression), 0 when "
+                           "judged and not; absent when either period is too thin to judge."),
     "incidents": ("incident_kpis", _KPI, "Alert instances that started firing in the window (label severity)."),
     "incident_mttr_seconds": ("incident_kpis", _KPI, "Mean time from firing to resolved, seconds."),
     "alert_notifications_per_incident": ("incident_kpis", _KPI, "Notifications delivered / incidents."),
@@ -177,4 +185,5 @@ LIVE_REQUEST_METRICS = ("requests", "error_rate", "availability", "latency_p50_m
 LIVE_FEEDBACK_METRICS = ("thumbs_up_rate", "task_success_rate")
 
 # Label names a series may carry.
-LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method", "severity", "table", "dimension")
+LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method", "severity", "table", "dimension",
+          "segment")

@@ -13,7 +13,8 @@ from monitor.foundation.metrics import GROUPING_DIMS, grouping_sets, window_ends
 from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEEDBACK_ROLLUPS, FEEDBACK_SELECT, LINEAGE,
                                         RAW_TIME, REQUEST_ROLLUPS, REQUEST_SELECT, REQUEST_SUMS, SEGMENT_KEY,
                                         SEGMENT_ROLLUPS, STATUS_COLUMNS, covering_source, feedback_rollup_select,
-                                        rebuild_select, requests_rollup_select, rollup_for, segmented, slo_good_sql)
+                                        rebuild_select, requests_rollup_select, rollup_for, segmented, slo_good_sql,
+                                        LATENCY_QUANTILES, quantiles_sql)
 from monitor.foundation.tables import feedback, requests
 
 
@@ -135,6 +136,48 @@ def rebuild(store, start, end, on_day=None) -> int:
         if on_day:
             on_day(t)
     return len(plan)
+
+
+def segment_failures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: tuple[str, ...],
+                     filters: dict[str, str]) -> list[tuple]:
+    """(span index, service, feature, dimension, value, failures, requests) per segment of ``dims`` in each
+    span, from the segment rollups; failures are errors and timeouts (the error rate's numerator)."""
+    where, params = where_equal(filters, ("service", "feature"))
+    src, p = covering_source(spans, where + " AND dimension IN {dims:Array(String)}",
+                             "service, feature, dimension, value, status_error, status_timeout, requests",
+                             family="segments")
+    return store.query(f"SELECT span, service, feature, dimension, value, sum(status_error) + sum(status_timeout), "
+                       f"sum(requests) FROM {src} GROUP BY span, service, feature, dimension, value",
+                       {**params, **p, "dims": list(dims)})
+
+
+def segment_figures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: tuple[str, ...], service: str,
+                    feature: str) -> list[dict]:
+    """Per (span, dimension, value) of one feature's segments: requests, failures (errors and timeouts),
+    cost_usd, the latency p95 (merged t-digest) and ``first_hour``, the start of its first hour with
+    requests over all the hour rollup holds (for the honest-comparison rule)."""
+    src, p = covering_source(spans, " AND service = {s:String} AND feature = {f:String} "
+                                    "AND dimension IN {dims:Array(String)}",
+                             "dimension, value, requests, status_error, status_timeout, cost_usd, latency_q",
+                             family="segments")
+    return store.query_dicts(
+        f"SELECT q.*, f.first_hour FROM (SELECT span, dimension, value, sum(requests) AS requests, "
+        f"sum(status_error) + sum(status_timeout) AS failures, sum(cost_usd) AS cost_usd, "
+        f"quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)[{LATENCY_QUANTILES.index(0.95) + 1}] "
+        f"AS latency_p95_ms FROM {src} GROUP BY span, dimension, value) AS q "
+        "LEFT JOIN (SELECT dimension, value, min(minute) AS first_hour FROM segments_1h WHERE service = {s:String} "
+        "AND feature = {f:String} AND dimension IN {dims:Array(String)} GROUP BY dimension, value) AS f "
+        "ON q.dimension = f.dimension AND q.value = f.value SETTINGS join_use_nulls = 1",
+        {**p, "s": service, "f": feature, "dims": list(dims)})
+
+
+def feature_failures(store, spans: list[tuple[dt.datetime, dt.datetime]], filters: dict[str, str]) -> list[tuple]:
+    """(span index, service, feature, failures, requests) per feature in each span."""
+    where, params = where_equal(filters, ("service", "feature"))
+    src, p = covering_source(spans, where, "service, feature, status_error, status_timeout, requests",
+                             family="requests_by_feature")
+    return store.query(f"SELECT span, service, feature, sum(status_error) + sum(status_timeout), sum(requests) "
+                       f"FROM {src} GROUP BY span, service, feature", {**params, **p})
 
 
 # -- the pages' reads -----------------------------------------------------------------------
