@@ -151,7 +151,9 @@ class Reads:
         over = max(rule.over, dt.timedelta(minutes=5))
         rows = self.once(("volumes", metric, window, over), metric_points.newest_per_series, self.store, metric,
                           window, self.now - over, self.now)
-        return {_volume_key(labels): v for labels, v in rows}
+        # Only the series of the rules' own label sets: a segment's (service, feature, language) series would
+        # otherwise stand for its feature's volume.
+        return {_volume_key(labels): v for labels, v in rows if labels.keys() <= VOLUME_LABELS}
 
     # -- SLO burn rates ------------------------------------------------------------------------
     def _burn(self, rule: BurnRateRule) -> dict:
@@ -264,8 +266,11 @@ def _before(points: list[tuple[dt.datetime, float]], limit: dt.datetime) -> floa
     return found
 
 
+VOLUME_LABELS = {"service", "feature", "model", "prompt_version"}
+
+
 def _volume_key(labels: dict) -> tuple:
-    return tuple(sorted((k, v) for k, v in labels.items() if k in ("service", "feature", "model", "prompt_version")))
+    return tuple(sorted((k, v) for k, v in labels.items() if k in VOLUME_LABELS))
 
 
 __all__ = ["Reads", "SYSTEM_READS", "fingerprint", "live_window"]

@@ -49,7 +49,7 @@ from jobs.embeddings import Embeds
 from monitor.foundation.job import Job
 from monitor.foundation.metrics import WINDOWS, Point, window_ends
 from monitor.foundation.storage import StoreError
-from monitor.foundation.tables import drift_reports, requests
+from monitor.foundation.tables import drift_reports, requests, rollups
 from monitor.foundation.tables.drift_reports import DriftExplanation, DriftReport, DriftSummary, SideSummary
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,8 @@ class DriftJob(Embeds, Job):
         report = DriftReport(report_id(service, feature, window, end), end, window, service, feature,
                              "insufficient_data", False, ref_lo, ref_hi,
                              DriftSummary(samples, cfg.min_samples, {"from": ref_lo.isoformat(), "to": ref_hi.isoformat()},
-                                          {"from": lo.isoformat(), "to": end.isoformat()}))
+                                          {"from": lo.isoformat(), "to": end.isoformat()},
+                                          language_mix=self._language_mix(service, feature, (ref_lo, ref_hi), (lo, end))))
         if min(len(ref), len(cur)) < cfg.min_samples:
             drift_reports.insert(self.store, report, self.clock.now())
             return
@@ -224,6 +225,14 @@ class DriftJob(Embeds, Job):
                                                  drift_detected=any(s.detected for s in sides.values()),
                                                  summary=summary, explanation=explanation, snapshot=picture.snapshot),
                              self.clock.now())
+
+    def _language_mix(self, service: str, feature: str, reference: tuple, current: tuple) -> dict:
+        """The language mix of all the window's requests (not the sample), from the segment rollups."""
+        counts: list[dict[str, int]] = [{}, {}]
+        for span, _, _, _, language, _, requests in rollups.segment_failures(
+                self.store, [current, reference], ("language",), {"service": service, "feature": feature}):
+            counts[span][language] = int(requests)
+        return drift.language_mix(counts[1], counts[0])
 
     def _report(self, vectors: dict, ref: pd.DataFrame, cur: pd.DataFrame) -> Picture:
         """The Evidently snapshot as text, after the numbers and in its own try: "" with its ``error`` when

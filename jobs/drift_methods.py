@@ -400,3 +400,43 @@ def embedding_scores(snapshot) -> dict[str, float]:
 
 __all__ = ["compare", "preconditions", "explain", "report", "numeric_drift", "embedding_scores", "Comparison",
            "MethodResult", "METHODS"]
+
+
+# -- the language mix of the inputs ------------------------------------------------------------------------
+MIX_ALPHA = 0.01        # the chi-square test's level: one window of many, so a strict one
+MIX_MIN_SHIFT = 0.05    # total variation distance: at least 5 points of traffic moved between languages
+MIX_MIN_EXPECTED = 5    # languages expected fewer times than this in either window are pooled as "other"
+
+
+def language_mix(reference: dict[str, int], current: dict[str, int]) -> dict:
+    """Whether the share of inputs per language moved between two windows: the shares, the chi-square test of
+    homogeneity on the 2 x languages table (languages too rare for it pooled), and the total variation distance
+    (half the sum of the share differences: the share of traffic that moved). ``shifted`` needs both a
+    significant test and a shift that matters; ``reason`` says why it could not be judged."""
+    ref_n, cur_n = sum(reference.values()), sum(current.values())
+    out = {"reference": {k: v / ref_n for k, v in sorted(reference.items())} if ref_n else {},
+           "current": {k: v / cur_n for k, v in sorted(current.items())} if cur_n else {},
+           "samples": {"reference": ref_n, "current": cur_n}, "shifted": False}
+    languages = sorted(set(reference) | set(current))
+    if not ref_n or not cur_n:
+        return {**out, "reason": "no requests with a language in one of the windows"}
+    total = ref_n + cur_n
+    kept, other = [], [0, 0]
+    for lang in languages:
+        r, c = reference.get(lang, 0), current.get(lang, 0)
+        if min((r + c) * ref_n / total, (r + c) * cur_n / total) < MIX_MIN_EXPECTED:
+            other[0] += r
+            other[1] += c
+        else:
+            kept.append([r, c])
+    if min(sum(other) * ref_n / total, sum(other) * cur_n / total) >= MIX_MIN_EXPECTED:
+        kept.append(other)  # still too rare when pooled: left out of the test (the shares still show them)
+    tvd = 0.5 * sum(abs(out["current"].get(k, 0.0) - out["reference"].get(k, 0.0)) for k in languages)
+    out["total_variation"] = tvd
+    if len(kept) < 2:
+        return {**out, "reason": "one language only (or too few requests of the others to test)"}
+    from scipy.stats import chi2_contingency
+    p = float(chi2_contingency(np.array(kept).T).pvalue)
+    out["p_value"] = p
+    out["shifted"] = p < MIX_ALPHA and tvd >= MIX_MIN_SHIFT
+    return out

@@ -100,6 +100,10 @@ def test_topic_shift_is_detected_and_explained(drift_env):
     summary = json.loads(r["summary"])
     assert summary["samples"] == {"reference": 400, "current": 300}
     assert summary["sides"]["input"]["detected"]
+    # Beside the embeddings, the language mix of every request of the two windows: the same (English) here.
+    mix = summary["language_mix"]
+    assert mix["samples"]["current"] == 300 and mix["samples"]["reference"] > 0 and not mix["shifted"]
+    assert sum(mix["current"].values()) == pytest.approx(1.0)
     assert point(store, "embedding_drift_detected", service="svc", feature="chat", text="input",
                  method="combined") == 1.0
     auc = point(store, "embedding_drift_score", service="svc", feature="chat", text="input", method="domain_classifier")
@@ -272,3 +276,17 @@ def test_bfloat16_vectors_match_float32_and_are_cached_apart(make_config, make_s
     assert e16.model_id == e32.model_id + ":bfloat16"
     cos = (e32.embed(texts) * e16.embed(texts)).sum(axis=1)
     assert cos.min() > 0.999
+
+
+def test_the_drift_page_shows_the_language_mix_beside_the_embeddings(drift_env):
+    from tests.test_dashboards import sign_in
+    cfg, store, clock, app, job, keys = drift_env
+    rid = reports(store)["chat"]["report_id"]
+    c = app.test_client()
+    assert sign_in(c, keys["read"]).status_code == 302
+    html = c.get(f"/drift?service=svc&feature=chat&window=1h&period=custom&from=2026-11-24T00:00:00Z"
+                 f"&to=2026-11-24T12:00:00Z&report={rid}").get_data(as_text=True)
+    mix = json.loads(reports(store)["chat"]["summary"])["language_mix"]
+    said = "steady" if "p_value" in mix else "not judged"  # the test data is English and und only
+    assert 'id="language-mix"' in html and f"Language mix of the inputs: {said}" in html
+    assert 'data-col="language_mix"' in html and all(f'data-language="{k}"' in html for k in mix["current"])

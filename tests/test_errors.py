@@ -36,7 +36,7 @@ def _reference(text: str) -> str:
 
 def test_a_rejected_query_is_a_500_with_a_logged_reference_not_a_retry(app, keys, store, caplog):
     # Schema and code disagree (a bug): the store rejects what ingest writes and what the API reads.
-    store.command("ALTER TABLE requests DROP COLUMN tenant")
+    store.command("ALTER TABLE requests DROP COLUMN session_id")
     store.command("ALTER TABLE metric_points RENAME COLUMN value TO v")
     c = app.test_client()
     with caplog.at_level(logging.ERROR, logger="monitor.app"):
@@ -45,7 +45,7 @@ def test_a_rejected_query_is_a_500_with_a_logged_reference_not_a_retry(app, keys
         assert r.json["error"] == "internal_error" and "not an outage" in r.json["message"]
         ref = _reference(r.json["message"])
         logged = [rec.getMessage() for rec in caplog.records if ref in rec.getMessage()]
-        assert logged and "tenant" in logged[0] and "INSERT INTO requests" in logged[0]
+        assert logged and "session_id" in logged[0] and "INSERT INTO requests" in logged[0]
         r = c.get("/v1/metrics?metric=error_rate", headers=auth(keys["read"]))
         assert r.status_code == 500 and "Retry-After" not in r.headers
         assert "Traceback" not in r.get_data(as_text=True)

@@ -189,3 +189,41 @@ def test_a_live_rule_by_segment_is_checked_at_load(by, says):
     config = load_config(env={}, overrides={"alerts": {"default_rules": False, "rules": [rule]}})
     with pytest.raises(ConfigError, match=re.escape(says)):
         load_rules(config)
+
+
+@pytest.mark.fast
+def test_the_language_mix_test_finds_a_shift_and_stays_quiet_on_noise():
+    from jobs.drift_methods import language_mix
+    shares = {"en": 0.6, "de": 0.2, "fr": 0.15, "ja": 0.05}
+    quiet = 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        ref = dict(zip(shares, rng.multinomial(3000, list(shares.values())).tolist()))
+        cur = dict(zip(shares, rng.multinomial(800, list(shares.values())).tolist()))
+        quiet += not language_mix(ref, cur)["shifted"]
+    assert quiet >= 98  # level 1%, and a shift must move 5% of the traffic
+    rng = np.random.default_rng(1)
+    ref = dict(zip(shares, rng.multinomial(3000, list(shares.values())).tolist()))
+    cur = dict(zip(shares, rng.multinomial(800, [0.45, 0.35, 0.15, 0.05]).tolist()))  # German users arrive
+    mix = language_mix(ref, cur)
+    assert mix["shifted"] and mix["p_value"] < 1e-6 and mix["total_variation"] == pytest.approx(0.15, abs=0.04)
+    assert mix["current"]["de"] == pytest.approx(0.35, abs=0.04)
+    assert language_mix(ref, {})["reason"].startswith("no requests")
+    assert "one language" in language_mix({"en": 500}, {"en": 300, "de": 1})["reason"]
+
+
+def test_a_segment_series_never_stands_for_its_feature_volume_in_a_points_rule(segmented_app, clock):
+    """min_requests of a points rule counts the feature's requests, not one language's (the per-segment series
+    share the feature's service and feature labels)."""
+    from alerts.reads import Reads
+    from monitor.foundation.config import AlertRule
+    app, store, keys = segmented_app
+    client = app.test_client()
+    client.post("/v1/requests", json=_traffic(n=400), headers=auth(keys["ingest"]))
+    clock.set(T0 + dt.timedelta(hours=2, minutes=5))
+    build_jobs(store, app.extensions["nlpmon"].config, clock)["sli"].run(since=T0)
+    rule = AlertRule.model_validate({"name": "R", "metric": "error_rate", "window": "1h", "source": "points",
+                                     "by": ["service", "feature"], "over": "2h", "min_requests": 150,
+                                     "threshold": 0.0, "labels": {"severity": "ticket"}})
+    volumes = Reads(store, app.extensions["nlpmon"].config, clock.now())._volumes(rule)
+    assert volumes[(("feature", "answer"), ("service", "support-bot"))] > 150

@@ -66,6 +66,9 @@ class DriftSummary:
     report_error: str | None = None                               # the Evidently report could not be drawn
     report_omitted: dict[str, str] = field(default_factory=dict)  # parts of it left out, and why
     explanation_error: dict[str, str] = field(default_factory=dict)
+    # Shares per language of the inputs, reference and current, the chi-square test and whether the mix
+    # shifted (jobs.drift_methods.language_mix).
+    language_mix: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """The JSON shape (the column's, and the API's): fields without a value are left out."""
@@ -79,7 +82,7 @@ class DriftSummary:
         return cls(d.get("samples", {}), d.get("min_samples", 0), d.get("reference", {}), d.get("current", {}),
                    d.get("embedding_source", ""), {s: SideSummary.from_dict(v) for s, v in d.get("sides", {}).items()},
                    d.get("numeric", {}), d.get("report_error"), d.get("report_omitted", {}),
-                   d.get("explanation_error", {}))
+                   d.get("explanation_error", {}), d.get("language_mix", {}))
 
 
 @dataclass(frozen=True)
