@@ -29,7 +29,8 @@ MAX_SYMBOLS = 0.12         # of the non-space characters, code-like symbols: mor
 
 # Each check is one pass of a compiled pattern in C over at most LOOKED_AT characters: detection runs
 # on every request sent without a language, so its cost is ingest's (bench/language_id.py).
-_NOISE = re.compile(r"(?:https?://|www\.)\S+|\S+@\S+\.\S+|\[[A-Z_]+\]|\d+|\s+")
+# (An e-mail address as "[^\s@]+@\S+": "\S+@" would backtrack over every word without an @.)
+_NOISE = re.compile(r"https?://\S+|www\.\S+|[^\s@]+@\S+|\[[A-Z_]+\]|\d+|\s+")
 _NOT_LETTER = re.compile(r"[\W\d_]+")
 _SYMBOL = re.compile(r"[{}\[\]()<>=;:/\\|*&^%$#@~`+_\"]")
 _SCRIPTS = {
@@ -75,9 +76,9 @@ class LanguageDetector:
         """The text as one line without what has no language, or None when what is left cannot be told."""
         text = _NOISE.sub(" ", text).strip()
         letters = _NOT_LETTER.sub("", text)
-        if letters.isascii():  # most inputs: all their letters are Latin, no script to count
-            script, most = "latin", len(letters)
-        else:
+        # Most inputs are in Latin script (all ASCII, or with accents): the other scripts are counted only then.
+        script, most = "latin", len(letters) if letters.isascii() else len(_SCRIPTS["latin"].sub("", letters))
+        if most < DOMINANT_SCRIPT * len(letters):
             script, most = max(((name, len(pattern.sub("", letters))) for name, pattern in _SCRIPTS.items()),
                                key=lambda kv: kv[1])
             if most < DOMINANT_SCRIPT * len(letters):
