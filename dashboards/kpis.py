@@ -313,22 +313,30 @@ class SegmentRow:
     baseline_start: dt.datetime | None = None
 
 
+SEGMENTS_SHOWN = 12  # values per dimension: a tenant table of 200 rows is read by nobody and costs 200 merges
+
+
 def by_segment(store, config, period: Period, service: str, feature: str) -> dict[str, list[SegmentRow]]:
-    """dimension -> its segments, most requests first: requests, error rate, p95 latency and cost per request
-    in the period and the previous one, from the segment rollups."""
+    """dimension -> its segments with the most requests (SEGMENTS_SHOWN), most first: requests, error rate, p95
+    latency and cost per request in the period and the previous one, from the segment rollups."""
     dims = SEGMENT_DIMENSIONS + tuple(config.segments.tags)
     prev = period.previous
     rows: dict[tuple[str, str], SegmentRow] = {}
     for r in rollups.segment_figures(store, [(period.start, period.end), (prev.start, prev.end)], dims, service,
-                                     feature):
+                                     feature, SEGMENTS_SHOWN):
         row = rows.setdefault((r["dimension"], r["value"]),
                               SegmentRow(r["dimension"], r["value"], baseline_start=prev.start))
         n = int(r["requests"])
         (row.current if r["span"] == 0 else row.previous).update(
             requests=n, error_rate=ratio(r["failures"], n), latency_p95_ms=r["latency_p95_ms"] if n else None,
             cost_per_request_usd=ratio(r["cost_usd"], n))
-        row.first_seen = r["first_hour"]
+        row.first_seen = r["first_day"]  # coverage known to the day for segments (compare.covered)
     out: dict[str, list[SegmentRow]] = {d: [] for d in dims}
     for row in sorted(rows.values(), key=lambda r: (-(r.current.get("requests") or 0), r.value)):
         out[row.dimension].append(row)
     return {d: v for d, v in out.items() if v}
+
+
+def segment_value_counts(store, period: Period, service: str, feature: str, dims: tuple[str, ...]) -> dict[str, int]:
+    """dimension -> how many of its values had requests in the period (to say how many a table leaves out)."""
+    return rollups.segment_value_counts(store, period.start, period.end, service, feature, dims) if dims else {}

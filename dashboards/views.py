@@ -346,13 +346,15 @@ def _segment_tables(svc, period: kpis.Period, service: str, feature: str) -> lis
         svc.store, svc.config, (period.start, period.end), (period.previous.start, period.previous.end),
         {"service": service, "feature": feature}).regressions}
     tables = []
-    for dimension, rows in kpis.by_segment(svc.store, svc.config, period, service, feature).items():
+    shown = kpis.by_segment(svc.store, svc.config, period, service, feature)
+    counts = kpis.segment_value_counts(svc.store, period, service, feature, tuple(shown))
+    for dimension, rows in shown.items():
         out = []
         for r in rows:
             cells = [{"key": key, "value": fmt(r.current.get(key), unit, short=True), "exact": exact(r.current.get(key), unit),
                       "delta": compare.row_change(r, key, unit, better)} for key, _, unit, better in SEGMENT_COLUMNS]
             out.append({"row": r, "cells": cells, "regression": flagged.get((dimension, r.value))})
-        tables.append({"dimension": dimension, "rows": out})
+        tables.append({"dimension": dimension, "rows": out, "more": max(counts.get(dimension, 0) - len(out), 0)})
     return tables
 
 

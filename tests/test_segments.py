@@ -227,3 +227,20 @@ def test_a_segment_series_never_stands_for_its_feature_volume_in_a_points_rule(s
                                      "threshold": 0.0, "labels": {"severity": "ticket"}})
     volumes = Reads(store, app.extensions["nlpmon"].config, clock.now())._volumes(rule)
     assert volumes[(("feature", "answer"), ("service", "support-bot"))] > 150
+
+
+def test_the_detail_page_shows_the_segments_with_most_requests_and_says_how_many_more(segmented_app, clock):
+    from dashboards.kpis import SEGMENTS_SHOWN
+    from tests.test_dashboards import sign_in
+    app, store, keys = segmented_app
+    rows = [request_event(i, ts=(T0 + dt.timedelta(minutes=i % 50)).isoformat(), tenant=f"tenant-{i % 20:02d}",
+                          input_text=QUESTIONS["en"]) for i in range(20 * 10 + 19 * 5)]  # tenant-19 the smallest
+    client = app.test_client()
+    assert client.post("/v1/requests", json=rows, headers=auth(keys["ingest"])).json["accepted"] == len(rows)
+    clock.set(T0 + dt.timedelta(hours=2))
+    assert sign_in(client, keys["read"]).status_code == 302
+    page = client.get("/detail?service=support-bot&feature=answer&period=24h").get_data(as_text=True)
+    table = page[page.index('data-dimension="tenant"'):]
+    table = table[:table.index("</table>")]
+    assert table.count("data-segment=") == SEGMENTS_SHOWN and 'data-segment="tenant-19"' not in table
+    assert f'data-more="{20 - SEGMENTS_SHOWN}"' in page

@@ -152,23 +152,37 @@ def segment_failures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: 
 
 
 def segment_figures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: tuple[str, ...], service: str,
-                    feature: str) -> list[dict]:
-    """Per (span, dimension, value) of one feature's segments: requests, failures (errors and timeouts),
-    cost_usd, the latency p95 (merged t-digest) and ``first_hour``, the start of its first hour with
-    requests over all the hour rollup holds (for the honest-comparison rule)."""
+                    feature: str, top: int) -> list[dict]:
+    """Per (span, dimension, value) of one feature's segments, for the ``top`` values of each dimension with
+    the most requests over the spans: requests, failures (errors and timeouts), cost_usd, the latency p95
+    (merged t-digest: the costly part, hence the top values only) and ``first_day``, the start of its first
+    day with requests over all the day rollup holds (for the honest-comparison rule)."""
     src, p = covering_source(spans, " AND service = {s:String} AND feature = {f:String} "
                                     "AND dimension IN {dims:Array(String)}",
                              "dimension, value, requests, status_error, status_timeout, cost_usd, latency_q",
                              family="segments")
     return store.query_dicts(
-        f"SELECT q.*, f.first_hour FROM (SELECT span, dimension, value, sum(requests) AS requests, "
+        f"SELECT q.*, f.first_day FROM (SELECT span, dimension, value, sum(requests) AS requests, "
         f"sum(status_error) + sum(status_timeout) AS failures, sum(cost_usd) AS cost_usd, "
         f"quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)[{LATENCY_QUANTILES.index(0.95) + 1}] "
-        f"AS latency_p95_ms FROM {src} GROUP BY span, dimension, value) AS q "
-        "LEFT JOIN (SELECT dimension, value, min(minute) AS first_hour FROM segments_1h WHERE service = {s:String} "
+        f"AS latency_p95_ms FROM {src} WHERE (dimension, value) IN (SELECT dimension, value FROM {src} "
+        "GROUP BY dimension, value ORDER BY sum(requests) DESC, value LIMIT {top:UInt32} BY dimension) "
+        "GROUP BY span, dimension, value) AS q "
+        "LEFT JOIN (SELECT dimension, value, min(minute) AS first_day FROM segments_1d WHERE service = {s:String} "
         "AND feature = {f:String} AND dimension IN {dims:Array(String)} GROUP BY dimension, value) AS f "
         "ON q.dimension = f.dimension AND q.value = f.value SETTINGS join_use_nulls = 1",
-        {**p, "s": service, "f": feature, "dims": list(dims)})
+        {**p, "s": service, "f": feature, "dims": list(dims), "top": top})
+
+
+def segment_value_counts(store, lo: dt.datetime, hi: dt.datetime, service: str, feature: str,
+                         dims: tuple[str, ...]) -> dict[str, int]:
+    """dimension -> how many values of it had requests in [lo, hi) (day-aligned reads: a count to say how many
+    a table leaves out, not a figure)."""
+    return dict(store.query(
+        "SELECT dimension, uniqExact(value) FROM segments_1d WHERE service = {s:String} AND feature = {f:String} "
+        "AND dimension IN {dims:Array(String)} AND minute >= toStartOfDay({lo:DateTime('UTC')}) "
+        "AND minute < {hi:DateTime('UTC')} GROUP BY dimension",
+        {"s": service, "f": feature, "dims": list(dims), "lo": lo, "hi": hi}))
 
 
 def feature_failures(store, spans: list[tuple[dt.datetime, dt.datetime]], filters: dict[str, str]) -> list[tuple]:
