@@ -43,3 +43,14 @@ def wait_ready(url: str, path: str = "/readyz", tries: int = 300) -> None:
             return
         except OSError:
             time.sleep(0.1)
+
+
+def load_bench(name: str):
+    """bench/<name>.py as a module, loaded by path: a bench run as a script has bench/ first on sys.path, where
+    `import bench.<name>` would find bench/alerts.py before the alerts package."""
+    import importlib.util
+    import os
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(os.path.dirname(__file__), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -48,16 +48,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 
-def _bench_sli():
-    """bench/sli.py by path: bench/ on sys.path would shadow the alerts package with bench/alerts.py."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_sli", os.path.join(HERE, "sli.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench.common import load_bench  # noqa: E402
 
-
-_sli = _bench_sli()
+_sli = load_bench("sli")
 CHUNK_ROWS, HEADLINE, insert_sql, load = _sli.CHUNK_ROWS, _sli.HEADLINE, _sli.insert_sql, _sli.load
 p95, parts, peak_rss_mib, settle = _sli.p95, _sli.parts, _sli.peak_rss_mib, _sli.settle
 run_summary = _sli.run_summary

@@ -54,16 +54,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 
-def _bench_sli():
-    """bench/sli.py by path: bench/ on sys.path would shadow the alerts package with bench/alerts.py."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_sli", os.path.join(HERE, "sli.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench.common import load_bench  # noqa: E402
 
-
-_sli = _bench_sli()
+_sli = load_bench("sli")
 CHUNK_ROWS, MODELS, PROMPT_VERSIONS = _sli.CHUNK_ROWS, _sli.MODELS, _sli.PROMPT_VERSIONS
 INPUT_TEXTS, OUTPUT_TEXTS = _sli.INPUT_TEXTS, _sli.OUTPUT_TEXTS
 _sql_list, _weighted_index, _uniform = _sli._sql_list, _sli._weighted_index, _sli._uniform
