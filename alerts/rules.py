@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from monitor.foundation.config import AlertRule, Config, ConfigError, parse_duration
 from monitor.foundation.metrics import LABELS, LIVE_FEEDBACK_METRICS, LIVE_REQUEST_METRICS, METRICS, WINDOWS
-from monitor.foundation.rollups import SEGMENT_DIMENSIONS
+from monitor.foundation.rollups import segment_dimensions
 
 DEFAULTS = Path(__file__).with_name("default_rules.yaml")
 
@@ -170,6 +170,7 @@ def load_rules(config: Config) -> list:
             rules[rule.name] = rule
     for rule in config.alerts.rules:
         rules[rule.name] = rule
+    segments = segment_dimensions(config)
     for rule in rules.values():
         where = f"alerts.rules[{rule.name}]"
         if rule.metric not in METRICS:
@@ -181,7 +182,6 @@ def load_rules(config: Config) -> list:
                 raise ConfigError(f"{where}.window: {exc}") from None
             if not 60 <= seconds <= 86400 or seconds % 60:
                 raise ConfigError(f"{where}.window: a live window is whole minutes from 1m to 1d, not {rule.window!r}")
-            segments = SEGMENT_DIMENSIONS + tuple(config.segments.tags)
             labels = set(rule.selector) | set(rule.by)
             for label in labels:
                 if label not in LIVE_LABELS + segments:
@@ -214,7 +214,7 @@ def load_rules(config: Config) -> list:
         if rule.min_reviews and not rule.metric.startswith("hallucination_rate"):
             raise ConfigError(f"{where}.min_reviews: only for hallucination_rate and its bounds")
         for label in list(rule.selector) + rule.by:
-            if label not in LABELS and not (is_live(rule) and label in SEGMENT_DIMENSIONS + tuple(config.segments.tags)):
+            if label not in LABELS and not (is_live(rule) and label in segments):
                 raise ConfigError(f"{where}.selector: unknown label {label!r}; labels are {', '.join(LABELS)}")
         for name, text in rule.annotations.items():
             bad = [v for v in re.findall(r"\{\{\s*(.*?)\s*\}\}", text) if not _TEMPLATE_VAR.fullmatch(v)]

@@ -68,7 +68,7 @@ from monitor.app import create_app  # noqa: E402
 from monitor.foundation import hidden_regressions, migrate  # noqa: E402
 from monitor.foundation.clock import ManualClock  # noqa: E402
 from monitor.foundation.config import Config, load_config  # noqa: E402
-from monitor.foundation.rollups import (LATENCY_QUANTILES, SEGMENT_DIMENSIONS, covering,  # noqa: E402
+from monitor.foundation.rollups import (LATENCY_QUANTILES, SEGMENT_DIMENSIONS, covering, segment_dimensions,  # noqa: E402
                                         covering_source, quantiles_sql)
 from monitor.foundation.storage import Store  # noqa: E402
 from monitor.foundation.tables import rollups  # noqa: E402
@@ -321,7 +321,7 @@ def feature_read(store: Store, spans, service: str, feature: str) -> list[dict]:
 def bench_reads(store: Store, config: Config, period: kpis.Period, repeat: int) -> None:
     service, feature = HEADLINE
     spans = [(period.start, period.end), (period.previous.start, period.previous.end)]
-    dims = SEGMENT_DIMENSIONS + tuple(config.segments.tags)
+    dims = segment_dimensions(config)
     print(f"\nreads for {service}/{feature}: period {period.start:%Y-%m-%d %H:%M} .. {period.end:%Y-%m-%d %H:%M} "
           f"UTC against the 30 days before; {repeat} runs each after 1 warm-up")
     print("  the period tiled as: " + ", ".join(f"{t} {a:%m-%d %H:%M}..{b:%m-%d %H:%M}"

@@ -24,12 +24,12 @@ from monitor.foundation.rollups import (
     FEEDBACK_SELECT,
     REQUEST_SELECT,
     REQUEST_SUMS,
-    SEGMENT_DIMENSIONS,
     feedback_metrics,
     request_metrics,
     rollup_for,
     success_status_sql,
     successful_outcomes,
+    segment_dimensions,
     unhappy_sql,
 )
 from monitor.foundation.stats import ratio, wilson
@@ -319,7 +319,7 @@ SEGMENTS_SHOWN = 12  # values per dimension: a tenant table of 200 rows is read 
 def by_segment(store, config, period: Period, service: str, feature: str) -> dict[str, list[SegmentRow]]:
     """dimension -> its segments with the most requests (SEGMENTS_SHOWN), most first: requests, error rate, p95
     latency and cost per request in the period and the previous one, from the segment rollups."""
-    dims = SEGMENT_DIMENSIONS + tuple(config.segments.tags)
+    dims = segment_dimensions(config)
     prev = period.previous
     rows: dict[tuple[str, str], SegmentRow] = {}
     for r in rollups.segment_figures(store, [(period.start, period.end), (prev.start, prev.end)], dims, service,

@@ -15,7 +15,7 @@ from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.http import RETRY_AFTER_SECONDS, ApiError, time_arg
 from monitor.foundation.metrics import LABELS, METRICS, SEGMENT_METRICS, SEGMENT_WINDOWS, window_name
-from monitor.foundation.rollups import SEGMENT_DIMENSIONS
+from monitor.foundation.rollups import segment_dimensions
 from monitor.foundation.storage import StoreQueryError
 from monitor.foundation.tables import job_runs, metric_points
 
@@ -23,11 +23,6 @@ bp = Blueprint("series", __name__)
 log = logging.getLogger(__name__)
 MAX_POINTS = 100_000
 RESERVED = {"metric", "from", "to", "step", "by"}
-
-
-def segment_labels(config) -> tuple[str, ...]:
-    """The labels of the per-segment series: language, region, tenant and the tags segments.tags promotes."""
-    return SEGMENT_DIMENSIONS + tuple(config.segments.tags)
 
 
 def allowed_windows(metric: str, config) -> list[str]:
@@ -47,7 +42,7 @@ def get_series():
         raise ApiError(400, "bad_request", "metric: required (see docs/metrics.md)")
     if metric not in METRICS:
         raise ApiError(400, "bad_request", f"metric: unknown metric {metric!r}")
-    segments = segment_labels(svc.config)
+    segments = segment_dimensions(svc.config)
     labels = LABELS + segments
     filters = {}
     for key, value in request.args.items():
@@ -171,7 +166,7 @@ class _Collector:
         # Per-segment series stay in GET /v1/metrics: a Prometheus scrape of every language and tenant of every
         # feature would grow with the traffic's variety, and /metrics must stay a bounded page.
         yield from metric_families(metric_points.latest_of_every_series(store, now - dt.timedelta(days=2),
-                                                                        segment_labels(self.svc.config)))
+                                                                        segment_dimensions(self.svc.config)))
         yield from self._own()
 
     def _own(self):

@@ -326,7 +326,7 @@ def detail():
     pargs = _period_args(period)
     segments = _segment_tables(svc, period, service, feature) if service and feature else []
     return render_template("detail.html", period=period, service=service, feature=feature, labels=labels,
-                           segments=segments, segment_columns=SEGMENT_COLUMNS, language_names=LANGUAGE_NAMES,
+                           segments=segments, segment_columns=SEGMENT_TABLE_COLUMNS, language_names=LANGUAGE_NAMES,
                            note=note, step=step, charts=out, markers=markers, periods=list(kpis.PERIODS),
                            payload=_chart_json({"charts": out, "markers": markers}),
                            incident_href=link("pages.incident", service=service, feature=feature,
@@ -335,7 +335,7 @@ def detail():
                            back=link("pages.overview", **pargs))
 
 
-SEGMENT_COLUMNS = (("requests", "Requests", "count", None), ("error_rate", "Error rate", "pct", False),
+SEGMENT_TABLE_COLUMNS = (("requests", "Requests", "count", None), ("error_rate", "Error rate", "pct", False),
                    ("latency_p95_ms", "p95 latency", "ms", False), ("cost_per_request_usd", "Cost / request", "usd", False))
 
 
@@ -352,7 +352,7 @@ def _segment_tables(svc, period: kpis.Period, service: str, feature: str) -> lis
         out = []
         for r in rows:
             cells = [{"key": key, "value": fmt(r.current.get(key), unit, short=True), "exact": exact(r.current.get(key), unit),
-                      "delta": compare.row_change(r, key, unit, better)} for key, _, unit, better in SEGMENT_COLUMNS]
+                      "delta": compare.row_change(r, key, unit, better)} for key, _, unit, better in SEGMENT_TABLE_COLUMNS]
             out.append({"row": r, "cells": cells, "regression": flagged.get((dimension, r.value))})
         tables.append({"dimension": dimension, "rows": out, "more": max(counts.get(dimension, 0) - len(out), 0)})
     return tables

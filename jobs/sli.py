@@ -14,8 +14,8 @@ from typing import Iterable
 from monitor.foundation.job import Job
 from monitor.foundation.metrics import (METRICS, SEGMENT_METRICS, SEGMENT_WINDOWS, SLI_WINDOWS, WINDOWS, Point,
                                         labels_of, window_ends)
-from monitor.foundation.rollups import (DIMENSIONS, FEEDBACK_SELECT, REQUEST_SELECT, SEGMENT_DIMENSIONS,
-                                        feedback_metrics, request_metrics, rollup_for)
+from monitor.foundation.rollups import (DIMENSIONS, FEEDBACK_SELECT, REQUEST_SELECT, feedback_metrics,
+                                        request_metrics, rollup_for, segment_dimensions)
 from monitor.foundation.tables import rollups
 
 
@@ -46,8 +46,8 @@ class SliJob(Job):
     def _segments(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         """Each feature's request figures per segment: one series per (dimension, value), never per combination."""
         windows = {w: s for w, s in SEGMENT_WINDOWS.items() if w in self.windows}
-        dims = SEGMENT_DIMENSIONS + tuple(self.config.segments.tags)
-        for name, row in rollups.by_segment_window(self.store, REQUEST_SELECT, start, end, windows, dims):
+        for name, row in rollups.by_segment_window(self.store, REQUEST_SELECT, start, end, windows,
+                                                   segment_dimensions(self.config)):
             labels = {"service": row["service"], "feature": row["feature"], row["dimension"]: row["value"]}
             values = request_metrics(row)
             yield from points(name, row, {m: values[m] for m in SEGMENT_METRICS}, labels)

@@ -29,6 +29,7 @@ class Services:
     clock: object
     keys: KeyStore
     _ingestor: Ingestor | None = None
+    _otlp: OtlpJoin | None = None
     # Background work the pages report on (``serve --demo`` loading its data); empty otherwise.
     progress: Progress = field(default_factory=Progress)
 
@@ -45,7 +46,10 @@ class Services:
 
     @property
     def otlp(self) -> OtlpJoin:
-        return OtlpJoin(self.store, self.config, self.clock, self.ingestor)
+        # One for the process, as the ingestor: it remembers when it last logged late content.
+        if self._otlp is None:
+            self._otlp = OtlpJoin(self.store, self.config, self.clock, self.ingestor)
+        return self._otlp
 
 
 def create_app(config: Config | None = None, store: Store | None = None, clock=None) -> Flask:

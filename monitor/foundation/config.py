@@ -28,6 +28,8 @@ from pydantic import (
 )
 
 from monitor.foundation.clock import utc
+from monitor.foundation.events import REQUEST_FIELDS
+from monitor.foundation.metrics import LABELS
 
 ENV_PREFIX = "MONITOR_"
 DEFAULT_PATH = "./monitor.yaml"
@@ -109,13 +111,10 @@ class IngestConfig(_Section):
 
 
 _TAG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-# Names a promoted tag may not take: the event fields, and the labels of nlpmon's series and alerts.
-BUILTIN_LABELS = frozenset((
-    "request_id", "ts", "service", "feature", "model", "provider", "prompt_version", "environment", "region",
-    "language", "language_source", "tenant", "status", "error_type", "http_status", "latency_ms", "ttft_ms",
-    "input_tokens", "output_tokens", "cached_input_tokens", "cost_usd", "input_text", "output_text",
-    "context_text", "user_id", "session_id", "tags", "slo", "sli", "text", "method", "severity", "table",
-    "dimension", "segment", "value", "window", "metric", "alertname", "quantile", "le", "job", "instance"))
+# Names a promoted tag may not take: the request event's fields, the labels of nlpmon's series, and the
+# names Prometheus and the alert engine give labels of their own.
+BUILTIN_LABELS = frozenset({f.name for f in REQUEST_FIELDS} | set(LABELS) | {
+    "language_source", "value", "window", "metric", "alertname", "quantile", "le", "job", "instance"})
 
 
 class SegmentsConfig(_Section):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from scipy.stats import false_discovery_control, fisher_exact
 
-from monitor.foundation.rollups import SEGMENT_DIMENSIONS
+from monitor.foundation.rollups import segment_dimensions
 from monitor.foundation.stats import ratio
 from monitor.foundation.tables import rollups
 
@@ -113,7 +113,7 @@ def find(store, config, current: tuple[dt.datetime, dt.datetime], baseline: tupl
          filters: dict[str, str] | None = None) -> Verdict:
     """The rule over the rollups: each segment's and feature's failures (error and timeout) and requests in
     the two periods; ``filters`` narrow to a service and feature."""
-    dims = SEGMENT_DIMENSIONS + tuple(config.segments.tags)
+    dims = segment_dimensions(config)
     segments: dict = {}
     for span, service, feature, dimension, value, failures, requests in rollups.segment_failures(
             store, [current, baseline], dims, filters or {}):

@@ -85,6 +85,13 @@ FEATURE_ROLLUPS = (("requests_1m", "toStartOfMinute", 60), ("requests_feature_1h
 # regression of one language shows without multiplying the rollups above by every combination: a request
 # is counted once per segment dimension it has a value for, each a row of (dimension, value).
 SEGMENT_DIMENSIONS = ("language", "region", "tenant")
+
+
+def segment_dimensions(config) -> tuple[str, ...]:
+    """Every segment dimension of this deployment: the built-in ones and the tags segments.tags promotes."""
+    return SEGMENT_DIMENSIONS + tuple(config.segments.tags)
+
+
 # The raw columns requests_rollup_select reads besides the dimensions.
 ROLLUP_SOURCE_COLUMNS = ("ts", "service", "feature", "status", "ttft_ms", "input_tokens", "output_tokens",
                          "cached_input_tokens", "cost_source", "cache_hit", "retrieval_hit", "grounded",

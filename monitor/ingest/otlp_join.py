@@ -45,6 +45,7 @@ class OtlpJoin:
         self.clock = clock
         self._ingestor = ingestor
         self.interval = interval
+        self._late_said_at: dt.datetime | None = None  # late content is logged at most once a minute
 
     @property
     def ingestor(self):
@@ -121,10 +122,9 @@ class OtlpJoin:
         nlpmon_otlp_late_content_total) and said in the log at most once a minute, whatever their number."""
         counters = self.ingestor.counters
         counters["otlp_late_content"] += records
-        last = self.ingestor.last_said.get("otlp_late_content")
-        if last is not None and now - last < LATE_SAID_EVERY:
+        if self._late_said_at is not None and now - self._late_said_at < LATE_SAID_EVERY:
             return
-        self.ingestor.last_said["otlp_late_content"] = now
+        self._late_said_at = now
         if self.wait <= dt.timedelta(0):
             why = "otlp.logs_wait is 0s, so spans are stored at once and their texts come from the spans alone"
         else:

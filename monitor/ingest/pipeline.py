@@ -119,9 +119,6 @@ class Ingestor:
                           else None)
         self.counters = {"requests": 0, "feedback": 0, "rejected": 0, "duplicates": 0, "otlp_spans_ignored": 0,
                          "otlp_late_content": 0}
-        # When a warning said at most once a minute (per name) was last said: this object lives as long as
-        # the process, the front doors' helpers do not.
-        self.last_said: dict[str, dt.datetime] = {}
 
     def limits(self) -> events.Limits:
         return events.Limits(

@@ -30,22 +30,27 @@ GROUP BY GROUPING SETS ({grouping_sets()})
 """
 
 
+def _windows(start: dt.datetime, end: dt.datetime, windows: dict[str, int], family: str):
+    """(window name, seconds, rollup table, query parameters w/lo/hi) for each window with ends in (start, end]:
+    the windows of a job's run, each read from the coarsest rollup of ``family`` that tiles it."""
+    for name, seconds in windows.items():
+        span = window_ends(start, end, seconds)
+        if span is None:
+            continue
+        first_end, last_end = span
+        lo = first_end - dt.timedelta(seconds=seconds)
+        yield name, rollup_for(seconds, family), {"w": seconds, "lo": int(lo.timestamp()),
+                                                  "hi": int(last_end.timestamp())}
+
+
 def by_window(store, family: str, select: str, start: dt.datetime, end: dt.datetime, windows: dict[str, int],
               where: str = "", params: dict | None = None):
     """Rows of ``select`` per (window, window end, label level) for the windows ending in (start, end].
 
     ``family`` "requests" or "feedback": each window reads the coarsest of its rollups that tiles it.
     """
-    for name, seconds in windows.items():
-        source = rollup_for(seconds, family)
-        span = window_ends(start, end, seconds)
-        if span is None:
-            continue
-        first_end, last_end = span
-        lo = first_end - dt.timedelta(seconds=seconds)
-        for row in store.query_dicts(_bucketed_query(source, select, where),
-                                     {"w": seconds, "lo": int(lo.timestamp()), "hi": int(last_end.timestamp()),
-                                      **(params or {})}):
+    for name, source, bounds in _windows(start, end, windows, family):
+        for row in store.query_dicts(_bucketed_query(source, select, where), {**bounds, **(params or {})}):
             yield name, row
 
 
@@ -53,18 +58,13 @@ def by_segment_window(store, select: str, start: dt.datetime, end: dt.datetime, 
                       dimensions: tuple[str, ...]):
     """Rows of ``select`` per (window, window end ``w_end``, service, feature, dimension, value) of the segment
     rollups, for the windows ending in (start, end] and the segment ``dimensions`` given."""
-    for name, seconds in windows.items():
-        span = window_ends(start, end, seconds)
-        if span is None:
-            continue
-        first_end, last_end = span
-        lo = first_end - dt.timedelta(seconds=seconds)
+    for name, source, bounds in _windows(start, end, windows, "segments"):
         for row in store.query_dicts(
                 "SELECT toStartOfInterval(minute, toIntervalSecond({w:UInt32})) + toIntervalSecond({w:UInt32}) AS w_end, "
-                f"service, feature, dimension, value, {select} FROM {rollup_for(seconds, 'segments')} "
+                f"service, feature, dimension, value, {select} FROM {source} "
                 "WHERE minute >= toDateTime({lo:UInt32}, 'UTC') AND minute < toDateTime({hi:UInt32}, 'UTC') "
                 "AND dimension IN {dims:Array(String)} GROUP BY w_end, service, feature, dimension, value",
-                {"w": seconds, "lo": int(lo.timestamp()), "hi": int(last_end.timestamp()), "dims": list(dimensions)}):
+                {**bounds, "dims": list(dimensions)}):
             yield name, row
 
 
