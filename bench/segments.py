@@ -329,10 +329,10 @@ def bench_reads(store: Store, config: Config, period: kpis.Period, repeat: int) 
     reads = [
         ("baseline: feature read, requests_feature_1d/1h/requests_1m", lambda: feature_read(store, spans, service, feature),
          None),
-        ("segment_figures, language", lambda: rollups.segment_figures(store, spans, ("language",), service, feature, 1000),
+        ("segment_figures, language", lambda: rollups.segment_figures(store, spans, ("language",), {"service": service, "feature": feature}, 1000),
          TARGET_QUERY_P95_MS),
         (f"kpis.by_segment, {'+'.join(dims)} (the detail page's)",
-         lambda: kpis.by_segment(store, config, period, service, feature), TARGET_QUERY_P95_MS),
+         lambda: kpis.by_segment(store, config, period, {"service": service, "feature": feature}), TARGET_QUERY_P95_MS),
         ("hidden_regressions.find, this feature (detail page)",
          lambda: hidden_regressions.find(store, config, spans[0], spans[1], {"service": service, "feature": feature}),
          TARGET_QUERY_P95_MS),
@@ -403,7 +403,8 @@ def bench_pages(app, store: Store, config: Config, period: kpis.Period, repeat: 
 
     def segment_tables():
         with app.test_request_context(detail_url):
-            return views._segment_tables(svc, period, service, feature)
+            scope = {"service": service, "feature": feature}
+            return views._segment_tables(svc, period, scope, [], lambda d, v: "")
 
     rows = [
         ("kpis.overview, 30d", lambda: kpis.overview(store, config, period, {}), None, ""),

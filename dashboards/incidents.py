@@ -16,11 +16,11 @@ from dataclasses import dataclass, fields, is_dataclass
 from dashboards import charts, kpis
 from dashboards.compare import row_change
 from dashboards.formatting import fmt
-from dashboards.scope import in_scope
+from dashboards.scope import SCOPE_LABELS, in_scope
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.config import parse_duration
 from monitor.foundation.filters import where_equal
-from monitor.foundation.rollups import STATUS_COLUMNS
+from monitor.foundation.rollups import STATUS_COLUMNS, segment_where
 from monitor.foundation.tables import alert_history, drift_reports, feedback, requests, rollups
 from monitor.foundation.tables.alert_history import AlertTransition, IncidentSpan
 from monitor.foundation.tables.drift_reports import DriftReport
@@ -68,14 +68,16 @@ def _shifted(p: kpis.Period) -> kpis.Period:
     return kpis.Period("baseline", p.start - BASELINE_SHIFT, p.end - BASELINE_SHIFT)
 
 
-def _breakdown(store, period: kpis.Period, where: str, params: dict) -> dict[str, list[dict]]:
+def _breakdown(store, period: kpis.Period, where: str, params: dict, segment: bool) -> dict[str, list[dict]]:
     """Failed requests (status other than ok) by model, prompt_version, status and error_type.
 
     The first three come from the request rollups, which count requests per model,
-    prompt_version and status; error_type only from the raw failed rows. For status and
-    error_type the rate is the share of all requests in the window.
+    prompt_version and status (from the raw rows for a ``segment``, which those rollups do not
+    break down); error_type only from the raw failed rows. For status and error_type the rate is
+    the share of all requests in the window. ``where`` applies to raw rows.
     """
-    rows = rollups.failures_by_model_and_prompt(store, period.start, period.end, where, params)
+    rows = (requests if segment else rollups).failures_by_model_and_prompt(store, period.start, period.end,
+                                                                          where, params)
     out = {}
     for dim, bit in (("model", 1), ("prompt_version", 2)):
         items = [{"value": r[dim], "failed": r["failed"], "requests": r["requests"],
@@ -93,10 +95,12 @@ def _breakdown(store, period: kpis.Period, where: str, params: dict) -> dict[str
             "status": out["status"]}
 
 
-def _failing(store, period: kpis.Period, where: str, params: dict) -> list[RequestBrief]:
-    """The newest failed (error, timeout) requests: the hour rollup says how far back the newest LIST_LIMIT lie."""
+def _failing(store, period: kpis.Period, where: str, params: dict, rollup_where: str,
+             family: str) -> list[RequestBrief]:
+    """The newest failed (error, timeout) requests: the hour rollup of ``family`` (read with ``rollup_where``)
+    says how far back the newest LIST_LIMIT lie."""
     since, seen = period.start, 0
-    for hour, n in rollups.failed_per_hour(store, period.start, period.end, where, params):
+    for hour, n in rollups.failed_per_hour(store, period.start, period.end, rollup_where, params, family):
         seen += n
         if seen >= LIST_LIMIT:
             since = max(period.start, hour)
@@ -130,22 +134,33 @@ def report(store, config, period: kpis.Period, filters: dict) -> IncidentReport:
     """Everything the explorer shows for the window."""
     baseline = _shifted(period)
     rows = kpis.overview(store, config, period, filters, baseline=baseline, trend=False)
-    where, params = where_equal(filters, ("service", "feature"))
+    segment = kpis.segment_of(config, filters)
+    scope = {k: filters.get(k) for k in SCOPE_LABELS}
+    where, params = where_equal(scope, SCOPE_LABELS)
     params["snip"] = SNIPPET
+    rows_where, rollup_where, family, keys = where, where, "requests", SCOPE_LABELS
+    if segment:  # the raw rows carry the segment columns; the segment rollups count per (dimension, value)
+        rows_where += segment_where(*segment, rows=True)[0]
+        seg_where, seg_params = segment_where(*segment, rows=False)
+        rollup_where += seg_where
+        params.update(seg_params)
+        family, keys = "segments", SCOPE_LABELS + (segment[0],)
     margin = dt.timedelta(hours=1)
     history = [h for h in alert_history.between(store, period.start - margin, period.end + margin, limit=2000)
-               if in_scope(h.labels, filters)]
+               if in_scope(h.labels, filters, keys)]
     spans = [s for s in alert_history.incident_spans(store, period.start - margin, period.end)
-             if in_scope(s.labels, filters)]
+             if in_scope(s.labels, filters, keys)]
     drift = [r for r in drift_reports.ending_between(store, period.start, period.end + dt.timedelta(days=1), where,
                                                       params)
              if r.ts - parse_duration(r.window) < period.end]  # the report's window overlaps the incident's
     return IncidentReport(
-        period, baseline, {k: v for k, v in filters.items() if v}, rows, _breakdown(store, period, where, params),
-        requests.slowest(store, period.start, period.end, where, params, LIST_LIMIT),
-        _failing(store, period, where, params),
-        feedback.negative(store, period.start, period.end, where, params, LIST_LIMIT, SNIPPET), history, spans, drift,
-        charts.prompt_changes(store, period.start, period.end, filters.get("service", ""), filters.get("feature", "")))
+        period, baseline, {k: v for k, v in filters.items() if v}, rows,
+        _breakdown(store, period, rows_where, params, segment is not None),
+        requests.slowest(store, period.start, period.end, rows_where, params, LIST_LIMIT),
+        _failing(store, period, rows_where, params, rollup_where, family),
+        feedback.negative(store, period.start, period.end, rows_where, params, LIST_LIMIT, SNIPPET), history, spans,
+        drift, charts.prompt_changes(store, period.start, period.end, filters.get("service", ""),
+                                     filters.get("feature", "")))
 
 
 # -- exports -------------------------------------------------------------------------

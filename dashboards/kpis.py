@@ -16,7 +16,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from dashboards.scope import in_scope
+from dashboards.scope import SCOPE_LABELS, in_scope
 from monitor.foundation.filters import where_equal
 from monitor.foundation.rollups import (
     DIMENSIONS,
@@ -30,6 +30,7 @@ from monitor.foundation.rollups import (
     success_status_sql,
     successful_outcomes,
     segment_dimensions,
+    segment_where,
     unhappy_sql,
 )
 from monitor.foundation.stats import ratio, wilson
@@ -39,6 +40,9 @@ from monitor.foundation.tables.alert_history import IncidentSpan
 PERIODS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30),
            "90d": dt.timedelta(days=90)}
 FILTERS = ("service", "feature", "model", "prompt_version", "environment")
+# A filter on a segment (language, region, tenant, a promoted tag) reads the segment rollups, which count
+# requests per (service, feature) and one segment dimension: it combines with these filters only.
+SEGMENT_COMBINES_WITH = ("service", "feature")
 # Trend buckets, finest first; a period gets the finest that gives at most MAX_BUCKETS points
 # (a sparkline shows no more; 30 days of day buckets also read 30x fewer rollup rows than hours).
 BUCKETS = (300, 3600, 6 * 3600, 86400)
@@ -94,6 +98,26 @@ def make_period(name: str, now: dt.datetime, start: dt.datetime | None = None,
     return Period("custom", start, end)
 
 
+def filter_names(config) -> tuple[str, ...]:
+    """Every filter the pages take: FILTERS and each segment dimension of this deployment."""
+    return FILTERS + segment_dimensions(config)
+
+
+def segment_of(config, filters: dict[str, str]) -> tuple[str, str] | None:
+    """The (dimension, value) of the one segment ``filters`` select, or None; a PeriodError naming the
+    parameter for a second segment or a filter a segment cannot combine with."""
+    chosen = [d for d in segment_dimensions(config) if filters.get(d)]
+    if not chosen:
+        return None
+    if len(chosen) > 1:
+        raise PeriodError(f"{chosen[1]}: filter by one segment at a time (also given: {chosen[0]})")
+    other = [k for k in FILTERS if filters.get(k) and k not in SEGMENT_COMBINES_WITH]
+    if other:
+        raise PeriodError(f"{other[0]}: cannot be combined with the segment filter {chosen[0]} (segments are "
+                          f"counted per service and feature, not per {other[0]})")
+    return chosen[0], filters[chosen[0]]
+
+
 @dataclass
 class Row:
     service: str
@@ -131,25 +155,37 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
             rows[key] = Row(*key)
         return rows[key]
 
-    where, params = where_equal(filters, FILTERS)
+    segment = segment_of(config, filters)
+    where, params = where_equal({k: filters.get(k) for k in FILTERS}, FILTERS)
     prev = baseline or period.previous
-    # Without a filter on another dimension, the per-(service, feature) rollups answer with far fewer states.
-    family = ("requests" if any(filters.get(k) for k in FILTERS if k not in FEATURE_DIMENSIONS)
-              else "requests_by_feature")
+    feedback_where = where
+    if segment:
+        family = "segments"
+        seg_where, seg_params = segment_where(*segment, rows=False)
+        feedback_where += segment_where(*segment, rows=True)[0]
+        where += seg_where
+        params.update(seg_params)
+    else:
+        # Without a filter on another dimension, the per-(service, feature) rollups answer with far fewer states.
+        family = ("requests" if any(filters.get(k) for k in FILTERS if k not in FEATURE_DIMENSIONS)
+                  else "requests_by_feature")
     _requests(store, config, period, prev, family, trend, where, params, row)
-    if trend:
+    if trend and not segment:  # the feedback rollups have no segments: a segment's sparklines are its requests'
         _trend_feedback(store, period, where, params, row)
-    _feedback(store, config, period, prev, where, params, row)
+    _feedback(store, config, period, prev, feedback_where, params, row)
     for r in rows.values():
         for side in (r.current, r.previous):
             if "success_status" in side:
                 outcomes = successful_outcomes(side.pop("success_status"), side.pop("unhappy", 0))
                 side["successful_outcomes"] = outcomes
                 side["cost_per_successful_outcome_usd"] = ratio(side["cost_usd"], outcomes)
-    _hallucination(store, period, prev, filters, row)
-    _drift(store, period, filters, rows)
-    _slos(store, config, period, filters, rows)
-    _incidents(store, period, prev, filters, row)
+    if segment:
+        _segment_hallucination(store, period, prev, feedback_where, params, row)
+    else:  # a segment's rows leave out what only the whole feature has: its drift and its SLOs
+        _hallucination(store, period, prev, filters, row)
+        _drift(store, period, filters, rows)
+        _slos(store, config, period, filters, rows)
+    _incidents(store, period, prev, filters, row, SCOPE_LABELS + ((segment[0],) if segment else ()))
     firsts = rollups.first_hours(store, family, where, params)
     for key, r in rows.items():
         r.baseline_start = prev.start
@@ -234,13 +270,31 @@ def _hallucination(store, period: Period, prev: Period, filters: dict, row) -> N
                     acc[i] += c
     for (key, cur), (sampled, reviewed, halluc, grounded) in sums.items():
         target = row(key).current if cur else row(key).previous
-        n = halluc + grounded
         target["review_samples"] = sampled
         target["review_coverage"] = ratio(reviewed, sampled)
-        target["hallucination_reviews"] = n
-        if n:
-            low, high = wilson(halluc, n)
-            target.update(hallucination_rate=halluc / n, hallucination_rate_low=low, hallucination_rate_high=high)
+        _hallucination_figures(target, halluc, grounded)
+
+
+def _segment_hallucination(store, period: Period, prev: Period, where: str, params: dict, row) -> None:
+    """A segment's hallucination rate: its reviewed requests' verdicts (each its reviewers' majority), from
+    the labels, which carry their request's segments (the review queue does not)."""
+    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for r in feedback.hallucination_verdicts(store, [(period.start, period.end), (prev.start, prev.end)],
+                                             where, params):
+        for key in ((r["service"], r["feature"]), TOTAL):
+            sums[(key, r["cur"])][0] += r["hallucinated"]
+            sums[(key, r["cur"])][1] += r["grounded"]
+    for (key, cur), (hallucinated, grounded) in sums.items():
+        _hallucination_figures(row(key).current if cur else row(key).previous, hallucinated, grounded)
+
+
+def _hallucination_figures(target: dict, hallucinated: int, grounded: int) -> None:
+    n = hallucinated + grounded
+    target["hallucination_reviews"] = n
+    if n:
+        low, high = wilson(hallucinated, n)
+        target.update(hallucination_rate=hallucinated / n, hallucination_rate_low=low,
+                      hallucination_rate_high=high)
 
 
 def _drift(store, period: Period, filters: dict, rows: dict) -> None:
@@ -269,9 +323,9 @@ def _slos(store, config, period: Period, filters: dict, rows: dict) -> None:
             r.slos.append(entry)
 
 
-def _incidents(store, period: Period, prev: Period, filters: dict, row) -> None:
+def _incidents(store, period: Period, prev: Period, filters: dict, row, keys: tuple[str, ...]) -> None:
     for span in alert_history.incident_spans(store, prev.start, period.end):
-        if prev.end <= span.start < period.start or not in_scope(span.labels, filters):
+        if prev.end <= span.start < period.start or not in_scope(span.labels, filters, keys):
             continue
         keys = [TOTAL]
         if span.labels.get("service") and span.labels.get("feature"):
@@ -287,9 +341,15 @@ def incident_figures(spans: list[IncidentSpan]) -> dict:
             "open": sum(1 for s in spans if s.end is None)}
 
 
-def choices(store, period: Period) -> dict[str, list[str]]:
+def choices(store, config, period: Period) -> dict[str, list[str]]:
     """Values each filter can take in the days of the period and the one before, for the filter menus."""
-    return rollups.dimension_values(store, FILTERS, period.previous.start, period.end)
+    return {**rollups.dimension_values(store, FILTERS, period.previous.start, period.end),
+            **rollups.segment_values(store, segment_dimensions(config), period.previous.start, period.end)}
+
+
+def segment_choices(store, config, period: Period, scope: dict[str, str]) -> dict[str, list[str]]:
+    """Values each segment dimension takes in the traffic ``scope`` (service, feature) selects, for menus."""
+    return rollups.segment_values(store, segment_dimensions(config), period.previous.start, period.end, scope)
 
 
 def overflow(store, config, period: Period) -> list[dict]:
@@ -303,8 +363,8 @@ def overflow(store, config, period: Period) -> list[dict]:
 # -- by segment --------------------------------------------------------------------------------
 @dataclass
 class SegmentRow:
-    """One segment of a feature (a language, region, tenant or promoted tag value) over a period and the one
-    before: the figures dashboards.compare judges changes of, as for the overview's rows."""
+    """One segment (a language, region, tenant or promoted tag value) of the traffic a page shows, over a
+    period and its baseline: the figures dashboards.compare judges changes of, as for the overview's rows."""
     dimension: str
     value: str
     current: dict = field(default_factory=dict)
@@ -314,16 +374,21 @@ class SegmentRow:
 
 
 SEGMENTS_SHOWN = 12  # values per dimension: a tenant table of 200 rows is read by nobody and costs 200 merges
+FEEDBACK_KINDS = ("thumbs_up", "thumbs_down", "task_success", "task_failure")
 
 
-def by_segment(store, config, period: Period, service: str, feature: str) -> dict[str, list[SegmentRow]]:
-    """dimension -> its segments with the most requests (SEGMENTS_SHOWN), most first: requests, error rate, p95
-    latency and cost per request in the period and the previous one, from the segment rollups."""
+def by_segment(store, config, period: Period, filters: dict[str, str],
+               baseline: Period | None = None) -> dict[str, list[SegmentRow]]:
+    """dimension -> the segments with the most requests (SEGMENTS_SHOWN) of the traffic ``filters`` (service,
+    feature) select, most first: requests, error rate, p95 latency and cost per request from the segment
+    rollups; thumbs-up and task success rates and the reviewers' hallucination rate (with its 95% interval)
+    from the feedback rows; in the period and ``baseline`` (by default the period before)."""
     dims = segment_dimensions(config)
-    prev = period.previous
+    prev = baseline or period.previous
+    spans = [(period.start, period.end), (prev.start, prev.end)]
+    scope = {k: filters.get(k) for k in FEATURE_DIMENSIONS}
     rows: dict[tuple[str, str], SegmentRow] = {}
-    for r in rollups.segment_figures(store, [(period.start, period.end), (prev.start, prev.end)], dims, service,
-                                     feature, SEGMENTS_SHOWN):
+    for r in rollups.segment_figures(store, spans, dims, scope, SEGMENTS_SHOWN):
         row = rows.setdefault((r["dimension"], r["value"]),
                               SegmentRow(r["dimension"], r["value"], baseline_start=prev.start))
         n = int(r["requests"])
@@ -331,12 +396,24 @@ def by_segment(store, config, period: Period, service: str, feature: str) -> dic
             requests=n, error_rate=ratio(r["failures"], n), latency_p95_ms=r["latency_p95_ms"] if n else None,
             cost_per_request_usd=ratio(r["cost_usd"], n))
         row.first_seen = r["first_day"]  # coverage known to the day for segments (compare.covered)
+    where, params = where_equal(scope, FEATURE_DIMENSIONS)
+    for r in feedback.segment_counts(store, spans, FEEDBACK_KINDS, dims, where, params):
+        row = rows.get((r["dimension"], r["value"]))
+        if row is None:  # feedback of a segment outside the ones shown
+            continue
+        target = row.current if r["cur"] else row.previous
+        target.update(feedback_metrics(r))
+        target["thumbs"] = r["thumbs_up"] + r["thumbs_down"]
+        target["task_labels"] = r["task_success"] + r["task_failure"]
+        target["feedback"] = sum(r[c] for c in FEEDBACK_KINDS)
+        _hallucination_figures(target, r.get("hallucinated", 0), r.get("grounded", 0))
     out: dict[str, list[SegmentRow]] = {d: [] for d in dims}
     for row in sorted(rows.values(), key=lambda r: (-(r.current.get("requests") or 0), r.value)):
         out[row.dimension].append(row)
     return {d: v for d, v in out.items() if v}
 
 
-def segment_value_counts(store, period: Period, service: str, feature: str, dims: tuple[str, ...]) -> dict[str, int]:
+def segment_value_counts(store, period: Period, filters: dict[str, str], dims: tuple[str, ...]) -> dict[str, int]:
     """dimension -> how many of its values had requests in the period (to say how many a table leaves out)."""
-    return rollups.segment_value_counts(store, period.start, period.end, service, feature, dims) if dims else {}
+    scope = {k: filters.get(k) for k in FEATURE_DIMENSIONS}
+    return rollups.segment_value_counts(store, period.start, period.end, scope, dims) if dims else {}

@@ -12,5 +12,8 @@ from typing import Mapping
 SCOPE_LABELS = ("service", "feature")
 
 
-def in_scope(labels: Mapping[str, str], filters: Mapping[str, str | None]) -> bool:
-    return all(not filters.get(k) or not labels.get(k) or labels[k] == filters[k] for k in SCOPE_LABELS)
+def in_scope(labels: Mapping[str, str], filters: Mapping[str, str | None],
+             keys: tuple[str, ...] = SCOPE_LABELS) -> bool:
+    """``keys``: the filtered labels that decide; a view filtered by a segment adds its dimension (an alert
+    of a rule ``by: [service, feature, language]`` names one language)."""
+    return all(not filters.get(k) or not labels.get(k) or labels[k] == filters[k] for k in keys)

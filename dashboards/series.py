@@ -14,7 +14,7 @@ from prometheus_client.registry import CollectorRegistry
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.http import RETRY_AFTER_SECONDS, ApiError, time_arg
-from monitor.foundation.metrics import LABELS, METRICS, SEGMENT_METRICS, SEGMENT_WINDOWS, window_name
+from monitor.foundation.metrics import LABELS, METRICS, SEGMENT_SERIES, window_name
 from monitor.foundation.rollups import segment_dimensions
 from monitor.foundation.storage import StoreQueryError
 from monitor.foundation.tables import job_runs, metric_points
@@ -57,10 +57,10 @@ def get_series():
             raise ApiError(400, "bad_request", f"by: unknown label {b!r}; labels are {', '.join(labels)}")
     windows = allowed_windows(metric, svc.config)
     if set(segments) & (set(by) | set(filters)):  # segment series: fewer metrics and windows
-        windows = [w for w in windows if w in SEGMENT_WINDOWS]
-        if not windows or metric not in SEGMENT_METRICS:
+        windows = [w for w in windows if w in SEGMENT_SERIES.get(metric, ())]
+        if not windows:
             raise ApiError(400, "bad_request", f"by: {metric} is not kept per segment; these are: "
-                                              f"{', '.join(SEGMENT_METRICS)}")
+                                              f"{', '.join(SEGMENT_SERIES)}")
     step = request.args.get("step", windows[0])
     if step not in windows:
         raise ApiError(400, "bad_request", f"step: {metric} is kept for windows {', '.join(windows)}, not {step!r}")

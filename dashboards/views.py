@@ -38,7 +38,9 @@ from monitor.foundation.config import parse_duration
 from monitor.foundation.events import HALLUCINATION_LABELS
 from monitor.foundation.http import ApiError, time_arg
 from monitor.foundation.incident_window import incident_window
-from monitor.foundation.metrics import METRICS, WINDOWS, slo_labels, window_name
+from monitor.foundation.rollups import segment_dimensions
+from monitor.foundation.metrics import (METRICS, SEGMENT_METRICS, SEGMENT_SERIES, SEGMENT_WINDOWS, WINDOWS,
+                                        slo_labels, window_name)
 from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests
 from monitor.review import queue as review_queue
 
@@ -148,7 +150,18 @@ def _period() -> kpis.Period:
 
 
 def _filters() -> dict[str, str]:
-    return {k: request.args[k] for k in kpis.FILTERS if request.args.get(k)}
+    """The page's filters: FILTERS and the segment dimensions, at most one segment (a 400 naming the
+    parameter otherwise)."""
+    filters = {k: request.args[k] for k in kpis.filter_names(_svc().config) if request.args.get(k)}
+    _segment(filters)
+    return filters
+
+
+def _segment(filters: dict[str, str]) -> tuple[str, str] | None:
+    try:
+        return kpis.segment_of(_svc().config, filters)
+    except kpis.PeriodError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
 
 
 def _period_args(period: kpis.Period) -> dict:
@@ -205,13 +218,13 @@ def overview():
     svc = _svc()
     period = _period()
     filters = _filters()
-    rows = kpis.overview(svc.store, svc.config, period, filters)
+    rows = kpis.overview(svc.store, svc.config, period, filters)  # _filters checked the segment
     pargs = _period_args(period)
     table, sparks = [], {}
+    carried = {k: v for k, v in filters.items() if k not in ("service", "feature")}
     for i, r in enumerate(rows):
         target = {"service": r.service, "feature": r.feature} if not r.is_total else {}
-        detail = link("pages.detail", **target, **pargs, **{k: v for k, v in filters.items()
-                                                            if k in ("model", "prompt_version", "environment")})
+        detail = link("pages.detail", **target, **pargs, **carried)
         cells = []
         for key, label, unit, better, metric in KPI_COLUMNS:
             v = r.current.get(key)
@@ -240,14 +253,18 @@ def overview():
             "slo_worst": False, "incidents_worst": False,
         })
     _mark_worst(table)
+    scope = {k: v for k, v in filters.items() if k in ("service", "feature")}
     regressions = hidden_regressions.find(svc.store, svc.config, (period.start, period.end),
-                                     (period.previous.start, period.previous.end),
-                                     {k: v for k, v in filters.items() if k in ("service", "feature")})
+                                          (period.previous.start, period.previous.end), scope)
+    segment = _segment(filters)
+    segments = _segment_tables(svc, period, scope, regressions.regressions,
+                               lambda d, v: link("pages.overview", **pargs, **scope, **{d: v})) if not segment else []
     return render_template("overview.html", period=period, filters=filters, table=table, columns=KPI_COLUMNS,
-                           regressions=regressions, language_names=LANGUAGE_NAMES,
+                           regressions=regressions, language_names=LANGUAGE_NAMES, segment=segment,
+                           segments=segments, segment_columns=SEGMENT_TABLE_COLUMNS,
                            overflow=kpis.overflow(svc.store, svc.config, period),
                            overflow_value=svc.config.cardinality.overflow_value,
-                           choices=kpis.choices(svc.store, period), periods=list(kpis.PERIODS),
+                           choices=kpis.choices(svc.store, svc.config, period), periods=list(kpis.PERIODS),
                            sparks=_chart_json(sparks),
                            minimums={"requests": compare.MIN_REQUESTS, "feedback": compare.MIN_FEEDBACK,
                                      "reviews": compare.MIN_REVIEWS})
@@ -269,6 +286,7 @@ def detail():
     if feature and not service:
         raise ApiError(400, "bad_request", "service: give the service of the feature")
     labels = {k: v for k, v in (("service", service), ("feature", feature)) if v}
+    segment = _segment(_filters())
     # metric_points hold breakdowns by model or by prompt_version (one at a time), not by environment.
     note = None
     for dim in ("model", "prompt_version"):
@@ -280,12 +298,23 @@ def detail():
     if request.args.get("environment"):
         note = "environment: the charts cover all environments (the overview's figures honour the filter)"
     step = charts.step_for(period.span)
+    shown = DETAIL_CHARTS
+    if segment:
+        if not feature:
+            raise ApiError(400, "bad_request", f"{segment[0]}: a segment's charts are per feature; give service and feature")
+        # The segment series: the sli and cost jobs write them per hour and day (metrics.SEGMENT_WINDOWS).
+        labels[segment[0]] = segment[1]
+        step = _window_at_least(step, min(SEGMENT_WINDOWS, key=SEGMENT_WINDOWS.get))
+        shown = tuple(c for c in DETAIL_CHARTS if c[3][0][0] in SEGMENT_SERIES)
+        note = (f"{segment[0]}={segment[1]}: charts of this segment's series, per hour or day; feedback, "
+                "hallucination and SLO charts are the whole feature's (the By segment tables below break them down)")
     wanted = {}
-    for _, _, _, metrics, minimum in DETAIL_CHARTS:
+    for _, _, _, metrics, minimum in shown:
         for metric, _ in metrics:
             wanted[metric] = _window_at_least(step, minimum)
     data = charts.fetch(svc.store, wanted, [labels], period.start, period.end)
     slos = [s for s in svc.config.slos if s.service == service and (not feature or s.feature in (None, feature))]
+    slos = [] if segment else slos
     lines: dict[str, list] = {}
     for s in slos:
         if s.sli == "availability":
@@ -295,7 +324,7 @@ def detail():
             lines.setdefault("latency_p95_ms", []).append(
                 {"y": s.threshold_ms, "label": f"SLO {s.name}: {s.objective}% ≤ {s.threshold_ms:,.0f} ms"})
     out = []
-    for chart_id, title, unit, metrics, minimum in DETAIL_CHARTS:
+    for chart_id, title, unit, metrics, minimum in shown:
         traces = [charts.trace(name, data.get((metric, 0), []), band=metric.endswith(("_low", "_high")))
                   for metric, name in metrics]
         out.append(charts.chart(chart_id, title, unit, traces, lines.get(chart_id),
@@ -324,36 +353,59 @@ def detail():
     if service and feature:
         markers += charts.prompt_markers(charts.prompt_changes(svc.store, period.start, period.end, service, feature))
     pargs = _period_args(period)
-    segments = _segment_tables(svc, period, service, feature) if service and feature else []
+    scope = {"service": service, "feature": feature}
+    segments = []
+    if service and feature:
+        flagged = hidden_regressions.find(svc.store, svc.config, (period.start, period.end),
+                                          (period.previous.start, period.previous.end), scope).regressions
+        segments = _segment_tables(svc, period, scope, flagged,
+                                   lambda d, v: link("pages.detail", **pargs, **scope, **{d: v}))
+    choices = (kpis.segment_choices(svc.store, svc.config, period, scope) if service and feature else {})
     return render_template("detail.html", period=period, service=service, feature=feature, labels=labels,
                            segments=segments, segment_columns=SEGMENT_TABLE_COLUMNS, language_names=LANGUAGE_NAMES,
+                           choices=choices, filters=labels,
                            note=note, step=step, charts=out, markers=markers, periods=list(kpis.PERIODS),
                            payload=_chart_json({"charts": out, "markers": markers}),
                            incident_href=link("pages.incident", service=service, feature=feature,
+                                              **({segment[0]: segment[1]} if segment else {}),
                                               **{"from": iso_utc(period.start), "to": iso_utc(period.end)}),
                            drift_href=link("pages.drift", service=service, feature=feature, **pargs),
                            back=link("pages.overview", **pargs))
 
 
+# The "by segment" tables' columns: (key, label, unit, higher is better).
 SEGMENT_TABLE_COLUMNS = (("requests", "Requests", "count", None), ("error_rate", "Error rate", "pct", False),
-                   ("latency_p95_ms", "p95 latency", "ms", False), ("cost_per_request_usd", "Cost / request", "usd", False))
+                         ("latency_p95_ms", "p95 latency", "ms", False),
+                         ("cost_per_request_usd", "Cost / request", "usd", False),
+                         ("thumbs_up_rate", "Thumbs up", "pct", True), ("task_success_rate", "Task success", "pct", True),
+                         ("hallucination_rate", "Hallucination rate", "pct", False))
 
 
-def _segment_tables(svc, period: kpis.Period, service: str, feature: str) -> list[dict]:
-    """The "by segment" tables of a feature: one per segment dimension, each value's figures with their change
-    under the overview's honest-comparison rule, and the hidden regressions of the period marked."""
-    flagged = {(r.dimension, r.value): r for r in hidden_regressions.find(
-        svc.store, svc.config, (period.start, period.end), (period.previous.start, period.previous.end),
-        {"service": service, "feature": feature}).regressions}
+def _segment_tables(svc, period: kpis.Period, scope: dict, flagged: list, href,
+                    baseline: kpis.Period | None = None) -> list[dict]:
+    """The "by segment" tables of the traffic ``scope`` (service, feature, or neither) selects: one per segment
+    dimension, each value's figures with their change under the overview's honest-comparison rule, the
+    ``flagged`` hidden regressions marked (those of this scope), each value linked to ``href(dimension, value)``."""
+    marks = {(r.dimension, r.value): r for r in flagged
+             if all(not scope.get(k) or getattr(r, k) == scope[k] for k in ("service", "feature"))}
     tables = []
-    shown = kpis.by_segment(svc.store, svc.config, period, service, feature)
-    counts = kpis.segment_value_counts(svc.store, period, service, feature, tuple(shown))
+    shown = kpis.by_segment(svc.store, svc.config, period, scope, baseline)
+    counts = kpis.segment_value_counts(svc.store, period, scope, tuple(shown))
     for dimension, rows in shown.items():
         out = []
         for r in rows:
-            cells = [{"key": key, "value": fmt(r.current.get(key), unit, short=True), "exact": exact(r.current.get(key), unit),
-                      "delta": compare.row_change(r, key, unit, better)} for key, _, unit, better in SEGMENT_TABLE_COLUMNS]
-            out.append({"row": r, "cells": cells, "regression": flagged.get((dimension, r.value))})
+            cells = []
+            for key, _, unit, better in SEGMENT_TABLE_COLUMNS:
+                v = r.current.get(key)
+                cell = {"key": key, "value": fmt(v, unit, short=True), "exact": exact(v, unit),
+                        "delta": compare.row_change(r, key, unit, better)}
+                if key == "hallucination_rate" and v is not None:
+                    cell.update(interval=f"{fmt(r.current['hallucination_rate_low'], unit)} – "
+                                         f"{fmt(r.current['hallucination_rate_high'], unit)}",
+                                reviews=r.current["hallucination_reviews"])
+                cells.append(cell)
+            out.append({"row": r, "cells": cells, "regression": marks.get((dimension, r.value)),
+                        "href": href(dimension, r.value)})
         tables.append({"dimension": dimension, "rows": out, "more": max(counts.get(dimension, 0) - len(out), 0)})
     return tables
 
@@ -512,7 +564,9 @@ def review_label(request_id: str):
 # -- incidents -------------------------------------------------------------------------
 def _incident_args():
     svc = _svc()
-    filters = {k: request.args[k] for k in ("service", "feature") if request.args.get(k)}
+    names = ("service", "feature") + segment_dimensions(svc.config)
+    filters = {k: request.args[k] for k in names if request.args.get(k)}
+    _segment(filters)
     fp = request.args.get("fingerprint")
     if fp and not filters:
         labels = alert_history.labels_of(svc.store, fp)
@@ -542,12 +596,17 @@ def incident():
         step = "1m"
     wanted = {"requests": step, "error_rate": step, "latency_p95_ms": step, "ttft_p95_ms": step,
               "thumbs_up_rate": step if step != "1m" else "5m"}
+    if _segment(filters):  # a segment's series: per hour and day, request figures only (metrics.SEGMENT_METRICS)
+        step = _window_at_least(step, min(SEGMENT_WINDOWS, key=SEGMENT_WINDOWS.get))
+        wanted = {m: step for m in wanted if m in SEGMENT_METRICS}
     lo, hi = period.start - CHART_MARGIN, period.end + CHART_MARGIN
     shift = incidents.BASELINE_SHIFT
     cur, base = charts.fetch_ranges(svc.store, wanted, [labels], [(lo, hi), (lo - shift, hi - shift)])
     for metric, title, unit in (("error_rate", "Error rate", "pct"), ("latency_p95_ms", "Latency p95", "ms"),
                                 ("requests", "Requests", "count"), ("ttft_p95_ms", "TTFT p95", "ms"),
                                 ("thumbs_up_rate", "Thumbs-up rate", "pct")):
+        if metric not in wanted:
+            continue
         moved = [(iso_utc(parse_time(x) + shift), y)
                  for x, y in base.get((metric, 0), [])]
         charts_out.append(charts.chart(f"inc-{metric}", title, unit, [
@@ -563,7 +622,14 @@ def incident():
     timeline = [{"name": s.rule, "start": iso_utc(s.start), "end": iso_utc(s.end or svc.clock.now()),
                  "open": s.end is None, "severity": s.severity, "href": ""} for s in rep.incidents]
     q = {"from": iso_utc(period.start), "to": iso_utc(period.end), **filters}
+    segment = _segment(filters)
+    scope = {k: v for k, v in filters.items() if k in ("service", "feature")}
+    segments = [] if segment else _segment_tables(
+        svc, period, scope, [], lambda d, v: link("pages.incident", **q, **{d: v}), baseline=rep.baseline)
     return render_template("incident.html", rep=rep, period=period, filters=filters, fingerprint=fp,
+                           segments=segments, segment_columns=SEGMENT_TABLE_COLUMNS, language_names=LANGUAGE_NAMES,
+                           seg_baseline="the same window a week before",
+                           segment_choices=kpis.segment_choices(svc.store, svc.config, period, scope),
                            sli_table=incidents.SLI_TABLE, change=compare.row_change,
                            payload=_chart_json({"charts": charts_out, "markers": markers, "timeline": timeline,
                                                 "from": iso_utc(lo), "to": iso_utc(hi)}),

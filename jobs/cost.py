@@ -14,8 +14,8 @@ import datetime as dt
 from typing import Iterable
 
 from monitor.foundation.job import Job
-from monitor.foundation.metrics import COST_WINDOWS, Point, labels_of
-from monitor.foundation.rollups import success_status_sql, successful_outcomes, unhappy_sql
+from monitor.foundation.metrics import COST_WINDOWS, SEGMENT_COST_METRICS, Point, labels_of
+from monitor.foundation.rollups import segment_dimensions, success_status_sql, successful_outcomes, unhappy_sql
 from monitor.foundation.stats import ratio
 from monitor.foundation.tables import rollups
 
@@ -63,3 +63,17 @@ class CostJob(Job):
             for metric, v in values.items():
                 if v is not None:
                     yield Point(row["w_end"], name, metric, labels, v)
+        yield from self._segments(start, end)
+
+    def _segments(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
+        """Each feature's spend and tokens per segment (metrics.SEGMENT_COST_METRICS): one series per
+        (dimension, value), never per combination."""
+        for name, row in rollups.by_segment_window(
+                self.store, "sum(requests) AS requests, sum(cost_usd) AS cost, sum(input_tokens) AS input_tokens, "
+                "sum(output_tokens) AS output_tokens", start, end, COST_WINDOWS, segment_dimensions(self.config)):
+            labels = {"service": row["service"], "feature": row["feature"], row["dimension"]: row["value"]}
+            values = {"cost_usd": row["cost"], "cost_per_request_usd": ratio(row["cost"], row["requests"]),
+                      "input_tokens": float(row["input_tokens"]), "output_tokens": float(row["output_tokens"])}
+            for metric in SEGMENT_COST_METRICS:
+                if values[metric] is not None:
+                    yield Point(row["w_end"], name, metric, labels, values[metric])

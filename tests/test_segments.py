@@ -101,7 +101,7 @@ def test_sli_series_per_language_tenant_and_promoted_tag_equal_the_raw_rows(segm
                       f"&from={_z(T0)}&to={_z(T0 + dt.timedelta(days=1))}",
                       headers=auth(keys["read"])).json
     assert body["series"] == []  # the day is not over: no 1d window ended yet
-    body = client.get(f"/v1/metrics?metric=cost_usd&service=support-bot&feature=answer&by=language",
+    body = client.get(f"/v1/metrics?metric=thumbs_up_rate&service=support-bot&feature=answer&by=language",
                       headers=auth(keys["read"]))
     assert body.status_code == 400 and "not kept per segment" in body.json["message"]
     body = client.get("/v1/metrics?metric=requests&service=support-bot&feature=answer&by=language"

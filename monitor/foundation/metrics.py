@@ -28,6 +28,11 @@ COST_WINDOWS = {"1h": 3600, "1d": 86400}
 SEGMENT_WINDOWS = {"1h": 3600, "1d": 86400}
 SEGMENT_METRICS = ("requests", "error_rate", "availability", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
                    "ttft_p95_ms")
+# What the cost job writes per segment, at its own windows (COST_WINDOWS): spend and tokens. Cost per successful
+# outcome needs the unhappy requests of each segment, which the feedback rollups do not break down.
+SEGMENT_COST_METRICS = ("cost_usd", "cost_per_request_usd", "input_tokens", "output_tokens")
+# Every series kept per segment: metric -> its windows.
+SEGMENT_SERIES = {**{m: SEGMENT_WINDOWS for m in SEGMENT_METRICS}, **{m: COST_WINDOWS for m in SEGMENT_COST_METRICS}}
 # Trailing windows of the SLO burn rates (the SRE workbook's long and short windows).
 BURN_WINDOWS = {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200}
 RATE_WINDOWS = {"1d": 86400, "7d": 604800}

@@ -108,12 +108,27 @@ def segmented(source: str = "requests") -> str:
     """``source`` (a table, or a subquery in parentheses) with each request once per segment it is in: the
     columns ``dimension`` and ``value``; empty values are in no segment. Aliased ``requests`` for
     :func:`requests_rollup_select`."""
-    builtin = ", ".join(f"('{d}', toString({d}))" for d in SEGMENT_DIMENSIONS)
     # Only what the rollup reads: ARRAY JOIN copies each column once per segment, texts and embeddings too.
     return (f"(SELECT {', '.join(ROLLUP_SOURCE_COLUMNS)}, segment.1 AS dimension, segment.2 AS value FROM {source} "
-            f"ARRAY JOIN arrayFilter(s -> s.2 != '', arrayConcat([{builtin}], "
-            "arrayMap((k, v) -> (toString(k), v), mapKeys(segment_tags), mapValues(segment_tags)))) AS segment) "
-            "AS requests")
+            f"ARRAY JOIN {SEGMENTS_OF_ROW} AS segment) AS requests")
+
+
+# The (dimension, value) pairs of a row that carries the segment columns (requests, feedback), without the
+# empty ones: what a row is ARRAY JOINed with to count it once per segment it is in.
+SEGMENTS_OF_ROW = ("arrayFilter(s -> s.2 != '', arrayConcat(["
+                   + ", ".join(f"('{d}', toString({d}))" for d in SEGMENT_DIMENSIONS) + "], "
+                   "arrayMap((k, v) -> (toString(k), v), mapKeys(segment_tags), mapValues(segment_tags))))")
+
+
+def segment_where(dimension: str, value: str, rows: bool) -> tuple[str, dict]:
+    """The conditions (starting with AND) and parameters selecting one segment: on the segment rollups'
+    (dimension, value) when ``rows`` is False, else on rows that carry the segment columns (requests and
+    feedback: language, region and tenant are columns, a promoted tag is a key of segment_tags)."""
+    params = {"seg_dim": dimension, "seg_value": value}
+    if not rows:
+        return " AND dimension = {seg_dim:String} AND value = {seg_value:String}", params
+    column = dimension if dimension in SEGMENT_DIMENSIONS else "segment_tags[{seg_dim:String}]"
+    return f" AND {column} = {{seg_value:String}}", params
 
 
 def rollup_for(seconds: int, family: str = "requests") -> str:

@@ -323,8 +323,8 @@ class Ingestor:
             rec = found.get(r["request_id"])
             r["request_ts"] = rec["ts"] if rec else None
             r["request_status"] = rec["status"] if rec else ""
-            for d in requests.CONTEXT:
-                r[d] = rec[d] if rec else ""
+            for d, empty in requests.CONTEXT.items():
+                r[d] = rec[d] if rec else empty
 
     def _store_rejected(self, kind: str, rejected: list, now: dt.datetime, api_key_id: str) -> None:
         if not rejected:

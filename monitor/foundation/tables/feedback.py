@@ -10,13 +10,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Sequence
 
-from monitor.foundation.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN
+from monitor.foundation.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, SEGMENTS_OF_ROW
 from monitor.foundation.tables._raw import deduplicated, stored_ids
 from monitor.foundation.tables.requests import TimeSpan
 
 COLUMNS = ["feedback_id", "request_id", "ts", "kind", "value", "label", "source", "reviewer", "comment",
            "ingested_at", "request_ts", "service", "feature", "model", "prompt_version", "environment",
-           "region", "request_status"]
+           "region", "request_status", "language", "tenant", "segment_tags"]
 
 
 def insert(store, rows: Sequence[dict], token: str | None = None) -> None:
@@ -85,17 +85,65 @@ def period_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: S
     spans (an incident longer than the week to its baseline) counts in both. ``where`` holds filter
     conditions starting with AND.
     """
+    cur, in_either, p = _two_spans(spans)
+    return store.query_dicts(
+        f"SELECT {cur} AS cur, service, feature, "
+        + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
+        f", {unhappy} AS unhappy "
+        f"FROM feedback WHERE service != '' AND {in_either}{where} GROUP BY cur, service, feature", {**params, **p})
+
+
+def _two_spans(spans: list[tuple[dt.datetime, dt.datetime]]) -> tuple[str, str, dict]:
+    """(the SQL of ``cur``: 1 for a row whose request falls in the first span, 0 in the second, a row of
+    both counted in both; the condition "in either"; their parameters)."""
     (lo, hi), (plo, phi) = spans
     in_cur = "(request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')})"
     in_prev = "(request_ts >= {plo:DateTime64(3, 'UTC')} AND request_ts < {phi:DateTime64(3, 'UTC')})"
     cur = (f"arrayJoin(multiIf({in_cur} AND {in_prev}, [1, 0], {in_cur}, [1], [0]))"
            if phi > lo and hi > plo else in_cur)
-    return store.query_dicts(
-        f"SELECT {cur} AS cur, service, feature, "
+    return cur, f"({in_cur} OR {in_prev})", {"lo": lo, "hi": hi, "plo": plo, "phi": phi}
+
+
+def segment_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: Sequence[str],
+                   dims: Sequence[str], where: str, params: dict) -> list[dict]:
+    """Feedback counts (``counts`` names FEEDBACK_COUNTS conditions) per (``cur`` as in period_counts,
+    dimension, value) of the segment ``dims``, for the requests in either span; and ``hallucinated`` and
+    ``grounded``, the requests whose reviewers' majority said so. Read from the feedback rows, which carry
+    their request's segments (the feedback rollups have none: feedback is a small share of the rows)."""
+    cur, in_either, p = _two_spans(spans)
+    segments = f"arrayFilter(s -> s.1 IN {{dims:Array(String)}}, {SEGMENTS_OF_ROW})"
+    args = {**params, **p, "dims": list(dims)}
+    # The segment's columns are named seg_*: feedback has a column ``value`` (a thumb's or a rating's).
+    rows = {(r["cur"], r["seg_dimension"], r["seg_value"]): r for r in store.query_dicts(
+        f"SELECT cur, segment.1 AS seg_dimension, segment.2 AS seg_value, "
         + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
-        f", {unhappy} AS unhappy "
-        f"FROM feedback WHERE service != '' AND ({in_cur} OR {in_prev}){where} GROUP BY cur, service, feature",
-        {**params, "lo": lo, "hi": hi, "plo": plo, "phi": phi})
+        f" FROM (SELECT {cur} AS cur, * FROM feedback WHERE service != '' AND {in_either}{where}) "
+        f"ARRAY JOIN {segments} AS segment GROUP BY cur, seg_dimension, seg_value", args)}
+    for r in store.query_dicts(
+            "SELECT cur, segment.1 AS seg_dimension, segment.2 AS seg_value, countIf(h > g) AS hallucinated, "
+            f"countIf(g > h) AS grounded FROM {_verdicts(spans, where, f'any({segments}) AS segs')} "
+            "ARRAY JOIN segs AS segment GROUP BY cur, seg_dimension, seg_value", args):
+        rows.setdefault((r["cur"], r["seg_dimension"], r["seg_value"]), {c: 0 for c in counts}).update(r)
+    return [{**r, "dimension": r.pop("seg_dimension"), "value": r.pop("seg_value")} for r in rows.values()]
+
+
+def hallucination_verdicts(store, spans: list[tuple[dt.datetime, dt.datetime]], where: str,
+                           params: dict) -> list[dict]:
+    """Per (``cur`` as in period_counts, service, feature): ``hallucinated`` and ``grounded``, the reviewed
+    requests in either span whose reviewers' majority said so, of the feedback rows ``where`` selects."""
+    return store.query_dicts(
+        "SELECT cur, req_service AS service, req_feature AS feature, countIf(h > g) AS hallucinated, "
+        f"countIf(g > h) AS grounded FROM {_verdicts(spans, where, 'any(service) AS req_service, any(feature) AS req_feature')} "
+        "GROUP BY cur, service, feature", {**params, **_two_spans(spans)[2]})
+
+
+def _verdicts(spans, where: str, carried: str) -> str:
+    """A subquery of one row per (cur, reviewed request): its reviewers' votes ``h`` (hallucinated) and ``g``
+    (grounded), and ``carried`` (aggregates of its rows); a verdict is the majority, as the review queue's."""
+    cur, in_either, _ = _two_spans(spans)
+    return (f"(SELECT {cur} AS cur, request_id, {carried}, countIf(label = 'hallucinated') AS h, "
+            "countIf(label = 'grounded') AS g FROM feedback FINAL WHERE kind = 'hallucination' "
+            f"AND source = 'reviewer' AND service != '' AND {in_either}{where} GROUP BY cur, request_id)")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, fields
 from typing import NamedTuple, Sequence
 
+from monitor.foundation.rollups import STATUS_COLUMNS
 from monitor.foundation.tables._raw import deduplicated, half_md5, stored_ids
 
 COLUMNS = [
@@ -20,8 +21,10 @@ COLUMNS = [
     "pii_detected", "injection_detected", "user_id_hash", "session_id", "tags", "segment_tags", "input_embedding", "ingested_at",
     "dimension_overflow",
 ]
-# A request's dimensions, which its feedback rows carry too (so rollups attribute feedback without a join).
-CONTEXT = ("service", "feature", "model", "prompt_version", "environment", "region")
+# A request's dimensions, which its feedback rows carry too (so rollups attribute feedback without a join,
+# and feedback is read per segment from its own rows), with the value a feedback row without its request holds.
+CONTEXT = {"service": "", "feature": "", "model": "", "prompt_version": "", "environment": "", "region": "",
+           "language": "", "tenant": "", "segment_tags": {}}
 
 
 # -- writing and finding by id ------------------------------------------------------------
@@ -297,6 +300,17 @@ def _by_partition(lo: dt.datetime, hi: dt.datetime, columns: str, where: str) ->
                      f"AND ts < {{ehi{i}:DateTime64(3, 'UTC')}}{where}")
         params[f"elo{i}"], params[f"ehi{i}"] = a, b
     return "(" + " UNION ALL ".join(parts) + ")", params
+
+
+def failures_by_model_and_prompt(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict) -> list[dict]:
+    """The rows of tables.rollups.failures_by_model_and_prompt, counted from the raw rows: for filters the
+    request rollups cannot apply (a segment: a language, tenant or promoted tag)."""
+    src, p = _by_partition(lo, hi, "model, prompt_version, status", where)
+    return store.query_dicts(
+        "SELECT grouping(model, prompt_version) AS g, model, prompt_version, count() AS requests, "
+        "countIf(status != 'ok') AS failed, "
+        + ", ".join(f"countIf(status = '{s}') AS {c}" for s, c in STATUS_COLUMNS.items() if s != "ok") +
+        f" FROM {src} GROUP BY GROUPING SETS ((model), (prompt_version), ())", {**params, **p})
 
 
 def failures_by_error_type(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict,

@@ -151,16 +151,17 @@ def segment_failures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: 
                        {**params, **p, "dims": list(dims)})
 
 
-def segment_figures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: tuple[str, ...], service: str,
-                    feature: str, top: int) -> list[dict]:
-    """Per (span, dimension, value) of one feature's segments, for the ``top`` values of each dimension with
-    the most requests over the spans: requests, failures (errors and timeouts), cost_usd, the latency p95
-    (merged t-digest: the costly part, hence the top values only) and ``first_day``, the start of its first
-    day with requests over all the day rollup holds (for the honest-comparison rule)."""
-    src, p = covering_source(spans, " AND service = {s:String} AND feature = {f:String} "
-                                    "AND dimension IN {dims:Array(String)}",
-                             "dimension, value, requests, status_error, status_timeout, cost_usd, latency_q",
-                             family="segments")
+def segment_figures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: tuple[str, ...],
+                    filters: dict[str, str], top: int) -> list[dict]:
+    """Per (span, dimension, value) of the segments of the traffic ``filters`` (service, feature) select, for
+    the ``top`` values of each dimension with the most requests over the spans: requests, failures (errors
+    and timeouts), cost_usd, the latency p95 (merged t-digest: the costly part, hence the top values only)
+    and ``first_day``, the start of its first day with requests over all the day rollup holds (for the
+    honest-comparison rule)."""
+    where, params = where_equal(filters, ("service", "feature"))
+    where += " AND dimension IN {dims:Array(String)}"
+    src, p = covering_source(spans, where, "dimension, value, requests, status_error, status_timeout, cost_usd, "
+                             "latency_q", family="segments")
     return store.query_dicts(
         f"SELECT q.*, f.first_day FROM (SELECT span, dimension, value, sum(requests) AS requests, "
         f"sum(status_error) + sum(status_timeout) AS failures, sum(cost_usd) AS cost_usd, "
@@ -168,21 +169,33 @@ def segment_figures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: t
         f"AS latency_p95_ms FROM {src} WHERE (dimension, value) IN (SELECT dimension, value FROM {src} "
         "GROUP BY dimension, value ORDER BY sum(requests) DESC, value LIMIT {top:UInt32} BY dimension) "
         "GROUP BY span, dimension, value) AS q "
-        "LEFT JOIN (SELECT dimension, value, min(minute) AS first_day FROM segments_1d WHERE service = {s:String} "
-        "AND feature = {f:String} AND dimension IN {dims:Array(String)} GROUP BY dimension, value) AS f "
+        f"LEFT JOIN (SELECT dimension, value, min(minute) AS first_day FROM segments_1d WHERE 1{where} "
+        "GROUP BY dimension, value) AS f "
         "ON q.dimension = f.dimension AND q.value = f.value SETTINGS join_use_nulls = 1",
-        {**p, "s": service, "f": feature, "dims": list(dims), "top": top})
+        {**params, **p, "dims": list(dims), "top": top})
 
 
-def segment_value_counts(store, lo: dt.datetime, hi: dt.datetime, service: str, feature: str,
+def segment_value_counts(store, lo: dt.datetime, hi: dt.datetime, filters: dict[str, str],
                          dims: tuple[str, ...]) -> dict[str, int]:
-    """dimension -> how many values of it had requests in [lo, hi) (day-aligned reads: a count to say how many
-    a table leaves out, not a figure)."""
+    """dimension -> how many values of it had requests in [lo, hi) in the traffic ``filters`` (service,
+    feature) select (day-aligned reads: a count to say how many a table leaves out, not a figure)."""
+    where, params = where_equal(filters, ("service", "feature"))
     return dict(store.query(
-        "SELECT dimension, uniqExact(value) FROM segments_1d WHERE service = {s:String} AND feature = {f:String} "
-        "AND dimension IN {dims:Array(String)} AND minute >= toStartOfDay({lo:DateTime('UTC')}) "
-        "AND minute < {hi:DateTime('UTC')} GROUP BY dimension",
-        {"s": service, "f": feature, "dims": list(dims), "lo": lo, "hi": hi}))
+        f"SELECT dimension, uniqExact(value) FROM segments_1d WHERE dimension IN {{dims:Array(String)}}{where} "
+        "AND minute >= toStartOfDay({lo:DateTime('UTC')}) AND minute < {hi:DateTime('UTC')} GROUP BY dimension",
+        {**params, "dims": list(dims), "lo": lo, "hi": hi}))
+
+
+def segment_values(store, dims: tuple[str, ...], lo: dt.datetime, hi: dt.datetime,
+                   filters: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Up to 200 values of each segment dimension seen in the days of [lo, hi) in the traffic ``filters``
+    (service, feature) select, sorted (the filter menus)."""
+    where, params = where_equal(filters or {}, ("service", "feature"))
+    found = dict(store.query(
+        "SELECT dimension, groupUniqArray(200)(value) FROM segments_1d WHERE dimension IN {dims:Array(String)} "
+        f"AND minute >= toStartOfDay({{lo:DateTime64(3, 'UTC')}}) AND minute < {{hi:DateTime64(3, 'UTC')}}{where} "
+        "GROUP BY dimension", {**params, "dims": list(dims), "lo": lo, "hi": hi}))
+    return {d: sorted(found.get(d, [])) for d in dims}
 
 
 def feature_failures(store, spans: list[tuple[dt.datetime, dt.datetime]], filters: dict[str, str]) -> list[tuple]:
@@ -261,11 +274,12 @@ def failures_by_model_and_prompt(store, lo: dt.datetime, hi: dt.datetime, where:
         f" FROM {src} GROUP BY GROUPING SETS ((model), (prompt_version), ())", {**params, **p})
 
 
-def failed_per_hour(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict) -> list[tuple]:
+def failed_per_hour(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict,
+                    family: str = "requests") -> list[tuple]:
     """(hour, failed requests (error, timeout)) of the hours with failures from lo's hour to hi, newest
-    first; ``where`` filter conditions starting with AND."""
+    first, from the hour rollup of ``family``; ``where`` filter conditions starting with AND."""
     return store.query(
-        "SELECT minute, sum(status_error) + sum(status_timeout) AS n FROM requests_1h "
+        f"SELECT minute, sum(status_error) + sum(status_timeout) AS n FROM {rollup_for(3600, family)} "
         "WHERE minute >= toStartOfHour({lo:DateTime64(3, 'UTC')}) AND minute < {hi:DateTime64(3, 'UTC')}"
         + where + " GROUP BY minute HAVING n > 0 ORDER BY minute DESC", {**params, "lo": lo, "hi": hi})
 
