@@ -176,7 +176,7 @@ def compute(store: Store, config: Config, clock, days: float, end: dt.datetime, 
 
     def metrics() -> None:
         spans = fine_spans(days, end)
-        progress.start("metrics", 4 + len(spans))
+        progress.start("metrics", 5 + len(spans))
         sli = jobs["sli"]
         sli.windows = {k: v for k, v in SLI_WINDOWS.items() if v >= 3600}
         _run_job(sli, since, echo)
@@ -186,7 +186,7 @@ def compute(store: Store, config: Config, clock, days: float, end: dt.datetime, 
             _run_job(sli, lo, echo, now=hi + config.jobs.grace)
             progress.advance("metrics")
         jobs["slo"].step = 300
-        for name in ("slo", "cost", "reconcile"):
+        for name in ("slo", "cost", "reconcile", "segment_regression"):
             _run_job(jobs[name], since, echo)
             progress.advance("metrics")
 
@@ -206,7 +206,8 @@ def fine_spans(days: float, end: dt.datetime) -> list[tuple[dt.datetime, dt.date
     period charts, and each incident with two hours either side, which the incident explorer charts.
     Elsewhere the history has hourly and daily windows; the scheduler writes every window from then on."""
     start, margin = end - dt.timedelta(days=days), dt.timedelta(hours=2)
-    spans = sorted([(max(start, i["start"] - margin), min(end, i["end"] + margin)) for i in incidents(days, end)]
+    spans = sorted([(max(start, i["start"] - margin), min(end, i["end"] + margin)) for i in incidents(days, end)
+                    if not i["daily"]]
                    + [(max(start, end - dt.timedelta(hours=36)), end)])
     merged: list[list[dt.datetime]] = []
     for lo, hi in spans:
@@ -231,7 +232,7 @@ def replay_times(days: float, end: dt.datetime) -> list[dt.datetime]:
     step, lead, near = dt.timedelta(minutes=2), dt.timedelta(minutes=15), dt.timedelta(minutes=60)
     tail = dt.timedelta(hours=8)
     spans: list[list[dt.datetime]] = []
-    for inc in incidents(days, end):
+    for inc in [i for i in incidents(days, end) if not i["daily"]]:  # a daily verdict is evaluated at the end
         lo, hi = inc["start"] - lead, min(inc["end"] + tail, end)
         if spans and lo <= spans[-1][1]:
             spans[-1][1] = max(spans[-1][1], hi)

@@ -33,6 +33,7 @@ from monitor.demo import texts
 from monitor.demo.texts import Slots
 from monitor.demo.timeline import (
     HOUR_MS,
+    LOCALE_FAILURE,
     MINUTE_MS,
     REGRESSED_PROMPT,
     SECOND_MS,
@@ -151,6 +152,9 @@ class _Generator:
         self.live = not incidents
         inc = incident_map(start_ms, end_ms, incidents)
         self.burst, self.spike, self.prompt, self.shift = inc["burst"], inc["spike"], inc["prompt"], inc["shift"]
+        self.locale = inc["locale"]
+        # The locale incident draws from its own stream: the rest of the demo's content stays as it was.
+        self.locale_rng = random.Random(f"nlpmon-demo-locale-{seed}")
 
     def events(self) -> Iterator[tuple[str, dict]]:
         pending: list[tuple[int, int, dict]] = []  # feedback waits here until its time comes
@@ -240,7 +244,14 @@ class _Generator:
             "tags": {"client": _CLIENTS[_pick(rng, _CLIENT_CUM)], "plan": plan},
         }
         happy, reason = self._satisfaction(feat, ok, text, in_burst, regressed, latency)
-        return event, self._feedback(request_id, ts, ok, happy, reason)
+        feedback = self._feedback(request_id, ts, ok, happy, reason)
+        if (ok and language == "de" and feat.name == "summarize" and self.locale.covers(ts)
+                and self.locale_rng.random() < LOCALE_FAILURE):
+            # Generated, then rejected by the app's output check: the time was spent, no answer shown.
+            event.update(status="error", error_type="output_validation", http_status=502, output_text="",
+                         grounded=None)
+            feedback = []
+        return event, feedback
 
     def _outcome(self, feat: Feature, in_burst: bool, in_spike: bool, injection: bool,
                  abuse: bool) -> tuple[str, str, int]:
