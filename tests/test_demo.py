@@ -45,7 +45,7 @@ def test_deterministic_per_seed():
 def test_incidents_show_in_the_data():
     evs = [e for k, e in sample(2.0, 0.3) if k == "requests"]
     inc = {i["name"]: i for i in demo.incidents(2.0, END)}
-    assert len(inc) == 4
+    assert len(inc) == 5
     burst = next(i for i in inc.values() if "error" in i["name"])
 
     def inside(e, i):
@@ -56,6 +56,12 @@ def test_incidents_show_in_the_data():
     before = [e for e in target if parse_time(e["ts"]) < burst["start"]]
     err = lambda xs: sum(e["status"] != "ok" for e in xs) / len(xs)  # noqa: E731
     assert err(during) > 0.2 > 0.05 > err(before)
+    # German summaries fail in the locale incident; the feature's other languages do not.
+    locale = inc["German summaries broken"]
+    summaries = [e for e in evs if e["feature"] == "summarize" and inside(e, locale)]
+    german = [e for e in summaries if e["language"] == "de"]
+    assert german and sum(e["error_type"] == "output_validation" for e in german) > 0
+    assert not any(e["error_type"] == "output_validation" for e in evs if e not in german)
 
 
 def test_cli_demo_loads_through_the_ingest_pipeline(tmp_path):
