@@ -406,10 +406,19 @@ def bench_pages(app, store: Store, config: Config, period: kpis.Period, repeat: 
             scope = {"service": service, "feature": feature}
             return views._segment_tables(svc, period, scope, [], lambda d, v: "")
 
+    def overview_tables():
+        with app.test_request_context(overview_url):
+            return views._segment_tables(svc, period, {}, [], lambda d, v: "")
+
+    german_url = "/?period=30d&language=de"
     rows = [
         ("kpis.overview, 30d", lambda: kpis.overview(store, config, period, {}), None, ""),
+        ("kpis.overview, 30d, language=de", lambda: kpis.overview(store, config, period, {"language": "de"}),
+         None, ""),
         ("detail page's segment tables (views._segment_tables)", segment_tables, TARGET_QUERY_P95_MS, ""),
+        ("overview's segment tables, all traffic", overview_tables, TARGET_QUERY_P95_MS, ""),
         (f"GET {overview_url}", lambda: get_page(client, overview_url), TARGET_PAGE_P95_MS, "page"),
+        (f"GET {german_url}", lambda: get_page(client, german_url), TARGET_PAGE_P95_MS, "page"),
         (f"GET {detail_url}", lambda: get_page(client, detail_url), TARGET_PAGE_P95_MS, "page"),
     ]
     width = max(len(n) for n, *_ in rows) + len(" (segments stubbed)")
@@ -420,7 +429,7 @@ def bench_pages(app, store: Store, config: Config, period: kpis.Period, repeat: 
     for name, fn, target, kind in rows:
         times, answer = time_call(fn, repeat)
         results[name] = line(name, times, target, width, f"{answer / 1024:.1f} KiB" if kind == "page" else "")
-        if name.startswith("detail page's"):
+        if name.startswith(("detail page's", "overview's segment")):
             print(f"  {'':<{width}} ({sum(len(t['rows']) for t in answer)} rows in {len(answer)} tables, "
                   f"{sum(1 for t in answer for r in t['rows'] if r['regression'])} marked regressed)")
 

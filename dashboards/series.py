@@ -75,6 +75,9 @@ def get_series():
     if METRICS[metric][0] == "slo":
         keys = None  # SLO series carry fixed labels; filters narrow them
     rows = metric_points.series(svc.store, metric, step, frm, to, filters, keys, MAX_POINTS + 1)
+    if keys is None:  # an SLO's series, or its per-segment ones: the segments asked for, and only those
+        asked = set(by) | set(filters)
+        rows = [r for r in rows if set(by) <= set(r[0]) and not (set(r[0]) & set(segments)) - asked]
     series: dict[tuple, dict] = {}
     for labels, ts, value in rows[:MAX_POINTS]:
         key = tuple(sorted(labels.items()))

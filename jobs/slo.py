@@ -20,8 +20,9 @@ from typing import Iterable
 
 from monitor.foundation.job import Job
 from monitor.foundation.config import SloConfig
-from monitor.foundation.metrics import BURN_WINDOWS, UTC, Point, error_budget, slo_labels, window_name
-from monitor.foundation.rollups import slo_good_sql
+from monitor.foundation.metrics import (BURN_WINDOWS, SEGMENT_WINDOWS, UTC, Point, error_budget, slo_labels,
+                                        window_name)
+from monitor.foundation.rollups import segment_dimensions, slo_good_sql
 from monitor.foundation.tables import rollups
 
 
@@ -53,6 +54,25 @@ class SloJob(Job):
     def compute(self, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         for slo in self.config.slos:
             yield from self._compute_slo(slo, start, end)
+            yield from self._segments(slo, start, end)
+
+    def _segments(self, slo: SloConfig, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
+        """The SLO's SLI and burn rate per segment of its traffic (language, region, tenant, promoted tags), per
+        hour and day (metrics.SEGMENT_WINDOWS, whole windows, not the trailing ones of the SLO itself): which
+        language spends the budget. A service's SLO sums its features' counts of a segment."""
+        sums: dict[tuple, list[int]] = {}
+        for name, row in rollups.by_segment_window(
+                self.store, f"{slo_good_sql(slo)} AS good, sum(requests) AS total", start, end, SEGMENT_WINDOWS,
+                segment_dimensions(self.config), {"service": slo.service, "feature": slo.feature}):
+            acc = sums.setdefault((name, row["w_end"], row["dimension"], row["value"]), [0, 0])
+            acc[0] += int(row["good"])
+            acc[1] += int(row["total"])
+        budget, labels = error_budget(slo), slo_labels(slo)
+        for (name, w_end, dimension, value), (good, total) in sorted(sums.items()):
+            if total:
+                at, seg = w_end.replace(tzinfo=UTC), {**labels, dimension: value}
+                yield Point(at, name, "slo_sli", seg, float(Fraction(good, total)))
+                yield Point(at, name, "slo_burn_rate", seg, float(Fraction(total - good, total) / budget))
 
     def _compute_slo(self, slo: SloConfig, start: dt.datetime, end: dt.datetime) -> Iterable[Point]:
         period = int(slo.period.total_seconds())

@@ -185,3 +185,34 @@ def test_the_cost_job_writes_spend_per_segment_and_the_detail_page_charts_a_lang
     page = client.get("/detail?service=support-bot&feature=answer&period=24h&language=de").get_data(as_text=True)
     assert "language=de: charts of this segment" in page and 'id="chart-error_rate"' in page
     assert 'id="chart-thumbs_up_rate"' not in page  # the feedback rollups have no segments: no chart that lies
+
+
+def test_the_slo_job_writes_each_segments_burn_rate_and_the_slos_own_series_stay_apart(make_config, make_store, clock):
+    from monitor.app import create_app
+    slo = {"name": "answer-availability", "service": "support-bot", "feature": "answer", "objective": 99,
+           "period": "30d", "sli": "availability"}
+    config = make_config(segments={"tags": ["plan"]}, slos=[slo])
+    store = make_store(config)
+    app = create_app(config, store, clock)
+    keys = app.extensions["nlpmon"].keys
+    ingest, read = keys.create("app", ["ingest"])[1], keys.create("reader", ["read"])[1]
+    client = app.test_client()
+    requests, _ = _world(seed=5)
+    assert client.post("/v1/requests", json=requests, headers=auth(ingest)).json["accepted"] == len(requests)
+    clock.set(NOW)
+    assert build_jobs(store, config, clock)["slo"].run(since=T0 - dt.timedelta(hours=1)).status == "ok"
+    raw = store.query_dicts("SELECT ts, language, status FROM requests")
+    body = client.get(f"/v1/metrics?metric=slo_burn_rate&slo=answer-availability&by=language&step=1h"
+                      f"&from={_z(T0)}&to={_z(T0 + dt.timedelta(hours=2))}", headers=auth(read)).json
+    got = {(s["labels"]["language"], p[0]): p[1] for s in body["series"] for p in s["points"]}
+    expected = {}
+    for hour in range(2):
+        lo, hi = T0 + dt.timedelta(hours=hour), T0 + dt.timedelta(hours=hour + 1)
+        for lang in ("de", "fr", "en"):
+            rows = [r for r in raw if lo <= r["ts"] < hi and r["language"] == lang]
+            expected[(lang, _z(hi))] = pytest.approx(sum(r["status"] != "ok" for r in rows) / len(rows) / 0.01)
+    assert got == expected
+    # The SLO's own 1h burn rate (trailing, every minute) is asked for without by: no segment among its series.
+    body = client.get(f"/v1/metrics?metric=slo_burn_rate&slo=answer-availability&step=1h"
+                      f"&from={_z(T0)}&to={_z(NOW)}", headers=auth(read)).json
+    assert body["series"] and all("language" not in s["labels"] for s in body["series"])

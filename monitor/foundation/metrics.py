@@ -32,7 +32,9 @@ SEGMENT_METRICS = ("requests", "error_rate", "availability", "latency_p50_ms", "
 # outcome needs the unhappy requests of each segment, which the feedback rollups do not break down.
 SEGMENT_COST_METRICS = ("cost_usd", "cost_per_request_usd", "input_tokens", "output_tokens")
 # Every series kept per segment: metric -> its windows.
-SEGMENT_SERIES = {**{m: SEGMENT_WINDOWS for m in SEGMENT_METRICS}, **{m: COST_WINDOWS for m in SEGMENT_COST_METRICS}}
+SEGMENT_SERIES = {**{m: SEGMENT_WINDOWS for m in SEGMENT_METRICS}, **{m: COST_WINDOWS for m in SEGMENT_COST_METRICS},
+                  # the slo job's, per segment of an SLO's traffic: whole hours and days (an SLO's own are trailing)
+                  "slo_sli": SEGMENT_WINDOWS, "slo_burn_rate": SEGMENT_WINDOWS}
 # Trailing windows of the SLO burn rates (the SRE workbook's long and short windows).
 BURN_WINDOWS = {"5m": 300, "30m": 1800, "1h": 3600, "2h": 7200, "6h": 21600, "1d": 86400, "3d": 259200}
 RATE_WINDOWS = {"1d": 86400, "7d": 604800}

@@ -55,16 +55,18 @@ def by_window(store, family: str, select: str, start: dt.datetime, end: dt.datet
 
 
 def by_segment_window(store, select: str, start: dt.datetime, end: dt.datetime, windows: dict[str, int],
-                      dimensions: tuple[str, ...]):
+                      dimensions: tuple[str, ...], filters: dict[str, str | None] | None = None):
     """Rows of ``select`` per (window, window end ``w_end``, service, feature, dimension, value) of the segment
-    rollups, for the windows ending in (start, end] and the segment ``dimensions`` given."""
+    rollups, for the windows ending in (start, end] and the segment ``dimensions`` given, of the traffic
+    ``filters`` (service, feature) select."""
+    where, params = where_equal(filters or {}, ("service", "feature"))
     for name, source, bounds in _windows(start, end, windows, "segments"):
         for row in store.query_dicts(
                 "SELECT toStartOfInterval(minute, toIntervalSecond({w:UInt32})) + toIntervalSecond({w:UInt32}) AS w_end, "
                 f"service, feature, dimension, value, {select} FROM {source} "
                 "WHERE minute >= toDateTime({lo:UInt32}, 'UTC') AND minute < toDateTime({hi:UInt32}, 'UTC') "
-                "AND dimension IN {dims:Array(String)} GROUP BY w_end, service, feature, dimension, value",
-                {**bounds, "dims": list(dimensions)}):
+                f"AND dimension IN {{dims:Array(String)}}{where} GROUP BY w_end, service, feature, dimension, value",
+                {**bounds, **params, "dims": list(dimensions)}):
             yield name, row
 
 
