@@ -27,11 +27,11 @@ from flask import (
 )
 
 from alerts import silence as silences
-from dashboards import charts, compare, incidents, kpis
+from dashboards import changes, charts, compare, incidents, kpis
 from dashboards.formatting import LANGUAGE_NAMES, exact, fmt
 from dashboards.access import page
 from dashboards.scope import in_scope
-from monitor.foundation import hidden_regressions
+from monitor.foundation import explain, hidden_regressions
 from monitor.foundation.auth import require
 from monitor.foundation.clock import iso_utc, parse_time
 from monitor.foundation.config import parse_duration
@@ -656,6 +656,32 @@ def incident_export():
             "Content-Disposition": f"attachment; filename=incident-{stamp}.csv"})
     return Response(incidents.as_markdown(rep), mimetype="text/markdown", headers={
         "Content-Disposition": f"inline; filename=incident-{stamp}.md"})
+
+
+@bp.get("/v1/explain")
+@require("read")
+def explain_api():
+    """What changed: the metric's change from the baseline to the window, split over the dimensions."""
+    svc = _svc()
+    metric = request.args.get("metric", "")
+    start, end = time_arg("from"), time_arg("to")
+    if start is None or end is None:
+        raise ApiError(400, "bad_request", "from: give from and to (ISO 8601 or epoch seconds)")
+    if end <= start:
+        raise ApiError(400, "bad_request", "from: must be before to")
+    b_start, b_end = time_arg("baseline_from"), time_arg("baseline_to")
+    if (b_start is None) != (b_end is None):
+        raise ApiError(400, "bad_request", "baseline_from: give both baseline_from and baseline_to, or neither")
+    baseline = (b_start, b_end) if b_start is not None else changes.baseline_of(start, end)
+    if baseline[1] <= baseline[0]:
+        raise ApiError(400, "bad_request", "baseline_from: must be before baseline_to")
+    filters = {k: v for k, v in request.args.items()
+               if k not in ("metric", "from", "to", "baseline_from", "baseline_to") and v}
+    try:
+        e = explain.run(svc.store, svc.config, metric, (start, end), baseline, filters)
+    except explain.ExplainError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    return jsonify(changes.as_json(metric, (start, end), baseline, filters, e))
 
 
 # -- one request ----------------------------------------------------------------------

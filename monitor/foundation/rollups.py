@@ -399,8 +399,7 @@ def unhappy_sql(kinds, rows: bool) -> str:
     merging a bitmap per minute); else over feedback rollup rows already limited to those statuses
     (the union of their bitmaps of request-id hashes; the cost job's windows)."""
     if rows:
-        when = " OR ".join(f"({NEGATIVE_FEEDBACK_WHEN[k]})" for k in kinds) or "0"
-        return f"uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({when}))"
+        return f"uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({negative_when(kinds)}))"
     columns = [NEGATIVE_FEEDBACK[k] for k in kinds]
     if not columns:
         return "toUInt64(0)"
@@ -408,6 +407,11 @@ def unhappy_sql(kinds, rows: bool) -> str:
     for c in columns[1:]:
         expr = f"bitmapOr({expr}, groupBitmapMergeState({c}))"
     return f"bitmapCardinality({expr})"
+
+
+def negative_when(kinds) -> str:
+    """The condition on a feedback row that it is one of the negative feedback ``kinds``."""
+    return " OR ".join(f"({NEGATIVE_FEEDBACK_WHEN[k]})" for k in kinds) or "0"
 
 
 def successful_outcomes(success_status: int, unhappy: int) -> int:

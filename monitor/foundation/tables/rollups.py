@@ -489,3 +489,52 @@ def requests_and_feedback(store, lo: dt.datetime, hi: dt.datetime) -> int:
     n = store.scalar(f"SELECT sum(requests) FROM {src}", p) or 0
     src, p = covering_source([(lo, hi)], "", "feedback", family="feedback")
     return int(n) + int(store.scalar(f"SELECT sum(feedback) FROM {src}", p) or 0)
+
+
+# -- what changed (monitor.foundation.explain): sums per segment from the raw rows -----------------------------
+def dimension_sql(name: str, tags: tuple[str, ...]) -> str:
+    """The SQL of a dimension's value on a raw row: a column, or a promoted tag's key of segment_tags (a
+    name segments.tags admitted, which config checks to be a plain tag key)."""
+    if name == "http_status":
+        return "toString(http_status)"
+    if name in tags:
+        return f"segment_tags['{name}']"
+    return name
+
+
+def partition_sums(store, metric, spans: list[tuple[dt.datetime, dt.datetime]], partitions: list[tuple[str, ...]],
+                   tags: tuple[str, ...], where: str, params: dict, negative: str = "0") -> list[dict]:
+    """Per (``cur``: 1 for the first span, 0 for the second; ``part``: index in ``partitions``, -1 for the
+    whole; ``vals``: the segment's values) the ``metric``'s (explain.MetricRows) num, den, sq and shown over
+    its table's raw rows in either span; ``where`` filter conditions starting with AND, ``negative`` the
+    condition on a feedback row that makes its request unhappy (cost per successful outcome)."""
+    (clo, chi), (blo, bhi) = spans
+    time_col = "ts" if metric.table == "requests" else "request_ts"
+    table = "requests" if metric.table == "requests" else "feedback"
+    parts = ", ".join(f"({i}, [{', '.join(f'toString({dimension_sql(d, tags)})' for d in dims)}])"
+                      for i, dims in enumerate(partitions))
+
+    def within(col: str, lo: str, hi: str) -> str:
+        return f"({col} >= {{{lo}:DateTime64(3, 'UTC')}} AND {col} < {{{hi}:DateTime64(3, 'UTC')}})"
+
+    in_cur, in_base = within(time_col, "clo", "chi"), within(time_col, "blo", "bhi")
+    cond = f" AND {metric.where}" if metric.where else ""
+    sq = f"sum(toFloat64({metric.sq}) * ({metric.den}))" if metric.sq else "NULL"
+    unhappy_col = (f", request_id IN (SELECT request_id FROM feedback WHERE ({negative}) AND "
+                   f"({within('request_ts', 'clo', 'chi')} OR {within('request_ts', 'blo', 'bhi')})) AS unhappy"
+                   if "unhappy" in metric.den else "")
+    sql = (f"SELECT cur, pv.1 AS part, pv.2 AS vals, sum(toFloat64({metric.num}) * ({metric.den})) AS num, "
+           f"sum(toFloat64({metric.den})) AS den, {sq} AS sq, {metric.shown or 'NULL'} AS shown FROM "
+           f"(SELECT *, {in_cur} AS cur{unhappy_col} FROM {table} WHERE ({in_cur} OR {in_base}){cond}{where}) "
+           f"ARRAY JOIN arrayConcat([(-1, CAST([], 'Array(String)'))], [{parts}]) AS pv GROUP BY cur, part, vals")
+    return store.query_dicts(sql, {**params, "clo": clo, "chi": chi, "blo": blo, "bhi": bhi})
+
+
+def percentile_of(store, metric, span: tuple[dt.datetime, dt.datetime], where: str, params: dict) -> float | None:
+    """The 95th percentile of ``metric.percentile_of`` over the raw requests of ``span`` (the threshold a
+    percentile's change is explained through)."""
+    col = metric.percentile_of
+    return store.scalar(
+        f"SELECT quantileTDigestIf(0.95)(toFloat64(assumeNotNull({col})), {col} IS NOT NULL) FROM requests "
+        f"WHERE ts >= {{lo:DateTime64(3, 'UTC')}} AND ts < {{hi:DateTime64(3, 'UTC')}}{where}",
+        {**params, "lo": span[0], "hi": span[1]})

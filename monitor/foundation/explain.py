@@ -1,0 +1,289 @@
+"""What changed: a metric's change between two windows, split over the segments of each dimension.
+
+A metric here is a ratio of sums, R = num / den (an error rate: failures over requests; cost per request:
+cost over requests; a percentile through the share of requests slower than the baseline's percentile).
+For any partition of the traffic into segments s (the values of one dimension, or of a pair), with w_s the
+segment's share of the denominator and r_s its own ratio:
+
+    R_cur - R_base = sum_s (w_cur,s r_cur,s - w_base,s r_base,s) = sum_s (rate_s + mix_s)
+    rate_s = (r_cur,s - r_base,s) (w_cur,s + w_base,s) / 2            the value inside the segment moved
+    mix_s  = (w_cur,s - w_base,s) ((r_cur,s + r_base,s) / 2 - R_mean)  its share of traffic moved
+
+(the shift-share split; R_mean is the two windows' mean ratio, which the mix terms need to sum to zero
+over the segments, so the contributions sum to the change exactly). A segment's ``share`` is its
+contribution over the whole change, clipped to 0..1. It is a contributor when its share is at least
+MIN_SHARE and it holds more of the change than of the traffic (``lift``, share over its current share of
+the traffic, at least MIN_LIFT), or mostly through its share of traffic moving by MIN_MIX_SHIFT at least
+(traffic moved to a pricier model): a segment that carries the change in proportion to its traffic (half
+the requests, half the rise) explains nothing. A pair of dimensions ranks in its parents' place only when it
+explains nearly as much of the change as each of them (PAIR_KEEPS of its share) with less traffic: the failure
+of gpt-4o in us-east is that pair, not "gpt-4o". The change is ``explained`` when the top contributor
+holds EXPLAINED_SHARE of it; a change spread over everything (a global outage) is not. A change that is
+not significant (a two-proportion test for rates, Welch's for means, p < ALPHA) or smaller than
+MIN_RELATIVE of the baseline has no contributors: a quiet window ranks nothing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from scipy import stats
+
+from monitor.foundation.filters import where_equal
+from monitor.foundation.rollups import negative_when
+from monitor.foundation.tables import rollups
+
+MIN_SHARE = 0.1
+MIN_LIFT = 1.5
+MIN_MIX_SHIFT = 0.05
+PAIR_KEEPS = 0.9
+EXPLAINED_SHARE = 0.5
+ALPHA = 0.01
+MIN_RELATIVE = 0.05
+RATE_KIND = 0.75  # the rate part's share of a contribution above which it is "rate" (below 1 - this: "mix")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One window of a segment (or of the whole): the ratio's numerator and denominator, the sum of squares of
+    the numerator's per-request values for a mean (None for a rate), and the value shown (a percentile's own
+    value; by default num / den)."""
+    num: float
+    den: float
+    sq: float | None = None
+    shown: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.num / self.den if self.den else None
+
+    @property
+    def value(self) -> float | None:
+        return self.shown if self.shown is not None else self.ratio
+
+
+@dataclass
+class Contributor:
+    dimensions: dict[str, str]
+    current: Side
+    baseline: Side
+    share: float
+    kind: str          # rate, mix or both
+    traffic_share: float  # of the current window's denominator
+    baseline_traffic_share: float
+    lift: float
+
+
+@dataclass
+class Explanation:
+    current: Side
+    baseline: Side
+    significant: bool
+    p_value: float | None
+    contributors: list[Contributor] = field(default_factory=list)
+    explained: bool = False
+    reason: str = ""
+
+
+def _p_value(cur: Side, base: Side, mean: bool) -> float | None:
+    if not cur.den or not base.den:
+        return None
+    if mean:
+        if cur.sq is None or base.sq is None or cur.den < 2 or base.den < 2:
+            return None
+        va = max(cur.sq / cur.den - cur.ratio ** 2, 0.0) * cur.den / (cur.den - 1)
+        vb = max(base.sq / base.den - base.ratio ** 2, 0.0) * base.den / (base.den - 1)
+        se = math.sqrt(va / cur.den + vb / base.den)
+        if se == 0:
+            return 0.0 if cur.ratio != base.ratio else 1.0
+        return float(2 * stats.norm.sf(abs(cur.ratio - base.ratio) / se))
+    pooled = (cur.num + base.num) / (cur.den + base.den)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / cur.den + 1 / base.den))
+    if se == 0:
+        return 1.0
+    return float(2 * stats.norm.sf(abs(cur.ratio - base.ratio) / se))
+
+
+def _terms(segments: Mapping[tuple, tuple[Side, Side]], total: tuple[Side, Side]) -> dict[tuple, tuple[float, float]]:
+    """segment -> (rate part, mix part) of its contribution to the change."""
+    cur_t, base_t = total
+    r_mean = (cur_t.ratio + base_t.ratio) / 2
+    out = {}
+    for key, (cur, base) in segments.items():
+        wc, wb = cur.den / cur_t.den, base.den / base_t.den
+        rc, rb = cur.ratio, base.ratio
+        if rc is None and rb is None:
+            continue
+        rc = rb if rc is None else rc  # a segment absent from a window: its value did not move, its share did
+        rb = rc if rb is None else rb
+        out[key] = ((rc - rb) * (wc + wb) / 2, (wc - wb) * ((rc + rb) / 2 - r_mean))
+    return out
+
+
+def explain(total: tuple[Side, Side], partitions: Mapping[tuple[str, ...], Mapping[tuple[str, ...], tuple[Side, Side]]],
+            mean: bool = False) -> Explanation:
+    """``partitions``: for each dimension (a 1-tuple) or pair (a 2-tuple of names), its segments (the value
+    tuples) with their (current, baseline) sides; ``total`` the whole's. ``mean`` for a mean (cost per
+    request), else a rate."""
+    cur_t, base_t = total
+    if not cur_t.den or not base_t.den:
+        return Explanation(cur_t, base_t, False, None, reason="not enough data: a window has no requests")
+    p = _p_value(cur_t, base_t, mean)
+    change = cur_t.ratio - base_t.ratio
+    relative = abs(change) / abs(base_t.ratio) if base_t.ratio else math.inf
+    significant = p is not None and p < ALPHA and relative >= MIN_RELATIVE
+    if not significant:
+        return Explanation(cur_t, base_t, False, p, reason="no significant change between the windows")
+    found: list[Contributor] = []
+    for dims, segments in partitions.items():
+        for key, (rate, mix) in _terms(segments, total).items():
+            contribution = rate + mix
+            share = max(0.0, min(1.0, contribution / change))
+            cur, base = segments[key]
+            traffic, before = cur.den / cur_t.den, base.den / base_t.den
+            lift = share / traffic if traffic else math.inf
+            part = abs(rate) / (abs(rate) + abs(mix)) if abs(rate) + abs(mix) else 1.0
+            moved = part < 0.5 and abs(traffic - before) >= MIN_MIX_SHIFT  # traffic moved to or from it
+            if share < MIN_SHARE or (lift < MIN_LIFT and not moved):
+                continue
+            kind = "rate" if part >= RATE_KIND else "mix" if part <= 1 - RATE_KIND else "both"
+            found.append(Contributor(dict(zip(dims, key)), cur, base, share, kind, traffic, before, lift))
+    ranked = _rank(found)
+    top = ranked[0] if ranked else None
+    explained = top is not None and top.share >= EXPLAINED_SHARE
+    reason = ("" if explained else "no single dimension explains this: the change is spread over the traffic"
+              if not ranked else f"the top contributor holds {top.share:.0%} of the change, less than half")
+    return Explanation(cur_t, base_t, True, p, ranked, explained, reason)
+
+
+def _rank(found: list[Contributor]) -> list[Contributor]:
+    """Most share first; a pair in its parents' place when it holds PAIR_KEEPS of the share of each parent
+    that ranks, with less traffic, else left out (it says what a parent says); a segment that is another's
+    alias (the same counts: a model and its only provider) left out."""
+    singles = {tuple(c.dimensions.items()): c for c in found if len(c.dimensions) == 1}
+    covered, pairs = set(), []
+    for c in found:
+        if len(c.dimensions) != 2:
+            continue
+        parents = [singles.get((item,)) for item in c.dimensions.items()]
+        beats = [q for q in parents if q is not None and c.share >= PAIR_KEEPS * q.share
+                 and c.current.den < PAIR_KEEPS * q.current.den]
+        if len(beats) == sum(q is not None for q in parents):  # more precise than every parent that ranks
+            pairs.append(c)
+            covered.update(tuple(q.dimensions.items()) for q in beats)
+    kept = [c for key, c in singles.items() if key not in covered] + pairs
+    kept.sort(key=lambda c: (-c.share, len(c.dimensions), sorted(c.dimensions.items())))
+    out, seen = [], set()
+    for c in kept:
+        counts = (c.current.num, c.current.den, c.baseline.num, c.baseline.den)
+        if counts in seen:
+            continue
+        seen.add(counts)
+        out.append(c)
+    return out
+
+
+# -- the metrics and their rows ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricRows:
+    """How a metric is counted per row: the table it reads (``requests`` or ``feedback``), the SQL of a row's
+    numerator, denominator and (for a mean) the numerator's square, the condition a row needs to count at
+    all, and the value shown (a percentile's own SQL aggregate); ``{threshold:Float64}`` is the baseline's
+    percentile where a numerator needs it, ``unhappy`` a request with negative feedback (the successful
+    outcome's rule, monitor.foundation.rollups.unhappy_sql)."""
+    table: str
+    num: str
+    den: str = "1"
+    sq: str | None = None
+    where: str = ""
+    shown: str | None = None
+    percentile_of: str | None = None  # the column whose baseline percentile is the threshold
+
+    @property
+    def mean(self) -> bool:
+        return self.sq is not None
+
+
+METRICS = {
+    "error_rate": MetricRows("requests", "status IN ('error', 'timeout')"),
+    "availability": MetricRows("requests", "status = 'ok'"),
+    "latency_p95_ms": MetricRows("requests", "latency_ms > {threshold:Float64}", shown="quantileTDigest(0.95)(latency_ms)",
+                                 percentile_of="latency_ms"),
+    "ttft_p95_ms": MetricRows("requests", "ifNull(ttft_ms, 0) > {threshold:Float64}", "ttft_ms IS NOT NULL",
+                              shown="quantileTDigestIf(0.95)(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL)",
+                              percentile_of="ttft_ms"),
+    "cost_per_request_usd": MetricRows("requests", "cost_usd", sq="cost_usd * cost_usd"),
+    "cost_per_successful_outcome_usd": MetricRows(
+        "requests", "cost_usd", "status IN {statuses:Array(String)} AND NOT unhappy", sq="cost_usd * cost_usd"),
+    "thumbs_up_rate": MetricRows("feedback", "value = 1", where="kind = 'thumbs'"),
+    "task_success_rate": MetricRows("feedback", "value = 1", where="kind = 'task_success'"),
+}
+# The dimensions a metric is split by; a table that does not carry one is not split by it (feedback rows
+# carry their request's dimensions, not its provider, error or HTTP status).
+DIMENSIONS = ("model", "provider", "prompt_version", "environment", "region", "language", "tenant", "error_type",
+              "http_status")
+FEEDBACK_LACKS = ("provider", "error_type", "http_status")
+PAIRS_OF = 4  # pairs are formed among the dimensions of the this many best single contributors
+
+
+# -- over the store -------------------------------------------------------------------------------------------
+FILTERS = ("service", "feature", "model", "provider", "prompt_version", "environment", "region", "language", "tenant")
+
+
+class ExplainError(ValueError):
+    """A metric, filter or window that cannot be explained; the message names the parameter."""
+
+
+def run(store, config, metric: str, current: tuple, baseline: tuple, filters: Mapping[str, str]) -> Explanation:
+    """Explain ``metric``'s change from ``baseline`` to ``current`` (each a (from, to) pair) over the traffic
+    ``filters`` select (FILTERS and promoted tags), from the raw rows of the two windows: each dimension
+    alone, then pairs of the dimensions of the best contributors."""
+    if metric not in METRICS:
+        raise ExplainError(f"metric: {metric!r} cannot be explained; these can: {', '.join(METRICS)}")
+    rows = METRICS[metric]
+    if current[0] < baseline[1] and baseline[0] < current[1]:
+        raise ExplainError("baseline_from: the baseline window must not overlap the window explained")
+    tags = tuple(config.segments.tags)
+    lacks = FEEDBACK_LACKS if rows.table == "feedback" else ()
+    unknown = [k for k, v in filters.items() if v and (k not in FILTERS + tags or k in lacks)]
+    if unknown:
+        raise ExplainError(f"{unknown[0]}: cannot filter {metric} on this; filters are "
+                           f"{', '.join(k for k in FILTERS + tags if k not in lacks)}")
+    where, params = where_equal({k: v for k, v in filters.items() if k in FILTERS}, FILTERS)
+    for i, tag in enumerate(t for t in tags if filters.get(t)):
+        where += f" AND segment_tags[{{tag{i}:String}}] = {{tag{i}_v:String}}"
+        params.update({f"tag{i}": tag, f"tag{i}_v": filters[tag]})
+    params["statuses"] = list(config.outcomes.success.statuses)
+    if rows.percentile_of:
+        threshold = rollups.percentile_of(store, rows, baseline, where, params)
+        if threshold is None or threshold != threshold:
+            return Explanation(Side(0, 0), Side(0, 0), False, None, reason="not enough data: no baseline requests")
+        params["threshold"] = float(threshold)
+    negative = negative_when(config.outcomes.success.negative_feedback)
+    dims = [d for d in DIMENSIONS if d not in lacks] + list(tags)
+
+    def read(partitions: list[tuple[str, ...]]):
+        total = [Side(0, 0), Side(0, 0)]
+        found: dict[tuple[str, ...], dict[tuple, list[Side]]] = {p: {} for p in partitions}
+        for r in rollups.partition_sums(store, rows, [current, baseline], partitions, tags, where, params, negative):
+            side = Side(float(r["num"] or 0), float(r["den"] or 0), r["sq"], r["shown"])
+            which = 0 if r["cur"] else 1
+            if r["part"] < 0:
+                total[which] = side
+            else:
+                found[partitions[r["part"]]].setdefault(tuple(r["vals"]), [Side(0, 0), Side(0, 0)])[which] = side
+        return (total[0], total[1]), {p: {k: (v[0], v[1]) for k, v in segs.items()} for p, segs in found.items()}
+
+    total, partitions = read([(d,) for d in dims])
+    first = explain(total, partitions, rows.mean)
+    if not first.significant:
+        return first
+    best: list[str] = []
+    for c in first.contributors:
+        best += [d for d in c.dimensions if d not in best]
+    pairs = [(a, b) for i, a in enumerate(best[:PAIRS_OF]) for b in best[i + 1:PAIRS_OF]]
+    if not pairs:
+        return first
+    _, more = read(pairs)
+    return explain(total, {**partitions, **more}, rows.mean)
