@@ -13,7 +13,7 @@ import datetime as dt
 import io
 from dataclasses import dataclass, fields, is_dataclass
 
-from dashboards import charts, kpis
+from dashboards import changes, charts, kpis
 from dashboards.compare import row_change
 from dashboards.formatting import fmt
 from dashboards.scope import SCOPE_LABELS, in_scope
@@ -128,6 +128,7 @@ class IncidentReport:
     incidents: list[IncidentSpan]
     drift: list[DriftReport]
     prompt_changes: list[PromptChange]
+    changes: list[dict]                       # what changed: each headline metric explained (dashboards.changes)
 
 
 def report(store, config, period: kpis.Period, filters: dict) -> IncidentReport:
@@ -138,7 +139,11 @@ def report(store, config, period: kpis.Period, filters: dict) -> IncidentReport:
     scope = {k: filters.get(k) for k in SCOPE_LABELS}
     where, params = where_equal(scope, SCOPE_LABELS)
     params["snip"] = SNIPPET
-    rows_where, rollup_where, family, keys = where, where, "requests", SCOPE_LABELS
+    # The raw rows and the request rollups filter by model, prompt_version and environment too.
+    dims_where, dims_params = where_equal({k: filters.get(k) for k in kpis.FILTERS if k not in SCOPE_LABELS},
+                                          kpis.FILTERS)
+    params.update(dims_params)
+    rows_where, rollup_where, family, keys = where + dims_where, where + dims_where, "requests", SCOPE_LABELS
     if segment:  # the raw rows carry the segment columns; the segment rollups count per (dimension, value)
         rows_where += segment_where(*segment, rows=True)[0]
         seg_where, seg_params = segment_where(*segment, rows=False)
@@ -160,7 +165,8 @@ def report(store, config, period: kpis.Period, filters: dict) -> IncidentReport:
         _failing(store, period, rows_where, params, rollup_where, family),
         feedback.negative(store, period.start, period.end, rows_where, params, LIST_LIMIT, SNIPPET), history, spans,
         drift, charts.prompt_changes(store, period.start, period.end, filters.get("service", ""),
-                                     filters.get("feature", "")))
+                                     filters.get("feature", "")),
+        changes.what_changed(store, config, period.start, period.end, {k: v for k, v in filters.items() if v}))
 
 
 # -- exports -------------------------------------------------------------------------
@@ -190,7 +196,10 @@ def as_json(rep: IncidentReport) -> dict:
                    "baseline": {"from": rep.baseline.start, "to": rep.baseline.end}, "filters": rep.filters,
                    "slis": rep.slis, "errors": rep.errors, "slowest": rep.slowest, "failing": rep.failing,
                    "negative_feedback": rep.negative_feedback, "alerts": rep.alerts, "incidents": rep.incidents,
-                   "drift": rep.drift, "prompt_changes": rep.prompt_changes})
+                   "drift": rep.drift, "prompt_changes": rep.prompt_changes,
+                   "contributing_factors": [changes.as_json(c["metric"], (rep.period.start, rep.period.end),
+                                                            (rep.baseline.start, rep.baseline.end), rep.filters,
+                                                            c["explanation"]) for c in rep.changes]})
 
 
 def as_csv(rep: IncidentReport) -> str:
@@ -207,6 +216,10 @@ def as_csv(rep: IncidentReport) -> str:
         for e in items:
             w.writerow(["errors", rep.filters.get("service", ""), rep.filters.get("feature", ""),
                         f"{dim}={e['value']}", e["failed"], "", f"{e['requests']} requests"])
+    for c in rep.changes:
+        for text in c["sentences"]:
+            w.writerow(["contributor", rep.filters.get("service", ""), rep.filters.get("feature", ""), c["metric"],
+                        "", "", text])
     for h in rep.alerts:
         w.writerow(["alert", h.labels.get("service", ""), h.labels.get("feature", ""), h.rule,
                     _cell(h.value), "", f"{iso_utc(h.ts)} {h.from_state} -> {h.to_state}"])
@@ -285,6 +298,16 @@ def as_markdown(rep: IncidentReport) -> str:
                      f"(thumbs-up rate {fmt(c.get('thumbs_up_rate'), 'pct')}).")
     else:
         lines.append("- No requests in the window.")
+    lines += ["", "## Contributing factors", "",
+              "_What changed against the week before, per metric: the segments that hold most of the change "
+              "(nlpmon's explanation; docs/metrics.md, \"What changed\")._", ""]
+    for c in rep.changes:
+        e, label = c["explanation"], c["metric"].replace("_", " ")
+        if c["sentences"]:
+            lines.append(f"- {_md(label)} {fmt(e.baseline.value, c['unit'])} → {fmt(e.current.value, c['unit'])}: "
+                         + "; ".join(_md(t) for t in c["sentences"]))
+        elif e.significant:
+            lines.append(f"- {_md(label)}: {_md(e.reason)}")
     lines += ["", "## Contributing signals", ""]
     for dim in ("error_type", "model", "prompt_version"):
         items = rep.errors.get(dim) or []

@@ -38,7 +38,6 @@ from monitor.foundation.config import parse_duration
 from monitor.foundation.events import HALLUCINATION_LABELS
 from monitor.foundation.http import ApiError, time_arg
 from monitor.foundation.incident_window import incident_window
-from monitor.foundation.rollups import segment_dimensions
 from monitor.foundation.metrics import (METRICS, SEGMENT_METRICS, SEGMENT_SERIES, SEGMENT_WINDOWS, WINDOWS,
                                         slo_labels, window_name)
 from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests
@@ -564,8 +563,7 @@ def review_label(request_id: str):
 # -- incidents -------------------------------------------------------------------------
 def _incident_args():
     svc = _svc()
-    names = ("service", "feature") + segment_dimensions(svc.config)
-    filters = {k: request.args[k] for k in names if request.args.get(k)}
+    filters = {k: request.args[k] for k in kpis.filter_names(svc.config) if request.args.get(k)}
     _segment(filters)
     fp = request.args.get("fingerprint")
     if fp and not filters:
@@ -622,11 +620,19 @@ def incident():
     timeline = [{"name": s.rule, "start": iso_utc(s.start), "end": iso_utc(s.end or svc.clock.now()),
                  "open": s.end is None, "severity": s.severity, "href": ""} for s in rep.incidents]
     q = {"from": iso_utc(period.start), "to": iso_utc(period.end), **filters}
+    what_changed = []
+    for c in rep.changes:
+        items = []
+        for contributor, text in zip(c["explanation"].contributors, c["sentences"]):
+            items.append({"text": text, "kind": contributor.kind, "share": contributor.share,
+                          "href": _explorer_link(q, contributor.dimensions)})
+        what_changed.append({**c, "items": items})
     segment = _segment(filters)
     scope = {k: v for k, v in filters.items() if k in ("service", "feature")}
     segments = [] if segment else _segment_tables(
         svc, period, scope, [], lambda d, v: link("pages.incident", **q, **{d: v}), baseline=rep.baseline)
     return render_template("incident.html", rep=rep, period=period, filters=filters, fingerprint=fp,
+                           what_changed=what_changed,
                            segments=segments, segment_columns=SEGMENT_TABLE_COLUMNS, language_names=LANGUAGE_NAMES,
                            seg_baseline="the same window a week before",
                            segment_choices=kpis.segment_choices(svc.store, svc.config, period, scope),
@@ -635,6 +641,20 @@ def incident():
                                                 "from": iso_utc(lo), "to": iso_utc(hi)}),
                            charts=charts_out, exports={f: f"/v1/incidents?{urlencode({**q, 'format': f})}"
                                                        for f in ("md", "csv", "json")})
+
+
+def _explorer_link(q: dict, dimensions: dict[str, str]) -> str | None:
+    """The explorer filtered to a contributor's segment, when its filters can show one (a model, prompt
+    version, environment or one segment, with service and feature); None otherwise (an error type, a pair
+    of segment dimensions)."""
+    wanted = {**q, **dimensions}
+    if not set(dimensions) <= set(kpis.filter_names(_svc().config)):
+        return None
+    try:
+        kpis.segment_of(_svc().config, wanted)
+    except kpis.PeriodError:
+        return None
+    return url_for("pages.incident", **wanted)
 
 
 @bp.get("/v1/incidents")

@@ -178,3 +178,33 @@ def test_explain_says_which_parameter_is_wrong(app):
         resp = client.get(f"/v1/explain?{query}&from={_z(CUR[0])}&to={_z(CUR[1])}", headers=auth(app.keys["read"]))
         assert resp.status_code == 400 and resp.json["message"].startswith(says), (query, resp.json)
     assert client.get(f"/v1/explain?metric=error_rate&from={_z(CUR[0])}&to={_z(CUR[1])}").status_code == 401
+
+
+def test_the_incident_explorer_and_its_exports_name_what_changed_with_a_link_to_the_segment(app):
+    from tests.test_dashboards import sign_in
+
+    def incident(row, cur, rng):
+        if cur and row["region"] == "eu-west-1":
+            row["status"] = _fail(rng, 0.3)
+    _traffic(app, 7, 1500, incident)
+    client = app.test_client()
+    assert sign_in(client, app.keys["read"]).status_code == 302
+    page = client.get(f"/incidents?from={_z(CUR[0])}&to={_z(CUR[1])}").get_data(as_text=True)
+    section = page[page.index('id="what-changed"'):page.index("Indicators, window vs a week before")]
+    item = section[section.index('data-metric="error_rate"'):]
+    item = item[:item.index("</li>")]
+    assert 'data-kind="rate">region=eu-west-1: 100% of the change' in item or \
+        ('data-kind="rate">region=eu-west-1: ' in item and "% of the change" in item), item
+    assert f'<a href="/incidents?from={_z(CUR[0])}' in item and '&amp;region=eu-west-1" data-kind' in item, item
+    md = client.get(f"/v1/incidents?from={_z(CUR[0])}&to={_z(CUR[1])}&format=md",
+                    headers=auth(app.keys["read"])).get_data(as_text=True)
+    factors = md[md.index("## Contributing factors"):md.index("## Contributing signals")]
+    assert "error rate" in factors and "region=eu-west-1" in factors and "of the change" in factors
+    body = client.get(f"/v1/incidents?from={_z(CUR[0])}&to={_z(CUR[1])}&format=json",
+                      headers=auth(app.keys["read"])).json
+    errors = next(f for f in body["contributing_factors"] if f["metric"] == "error_rate")
+    assert errors["explained"] and errors["contributors"][0]["dimensions"] == {"region": "eu-west-1"}
+    # The link filters the explorer to the segment: its error breakdown is that region's alone.
+    body = client.get(f"/v1/incidents?from={_z(CUR[0])}&to={_z(CUR[1])}&region=eu-west-1&format=json",
+                      headers=auth(app.keys["read"])).json
+    assert body["filters"] == {"region": "eu-west-1"} and body["slis"][0]["window"]["error_rate"] > 0.2
