@@ -35,11 +35,12 @@ import hashlib
 import logging
 from typing import Iterable
 
-from alerts import notify
+from alerts import contributors, notify
 from alerts.inhibit import Inhibitor, inhibit_rules
 from alerts.model import Decision, Group, Muter, Notice
 from alerts.notify import AlertView, Notification, build_payload
 from alerts.route import RouteNode, build_routes, group_key, match, watchdog_route
+from alerts.rules import load_rules
 from alerts.silence import Silencer
 from monitor.foundation.tables import alert_state, notification_log
 from monitor.foundation.tables.alert_state import AlertInstance
@@ -117,9 +118,11 @@ def intervals(route: RouteNode, resend: dt.timedelta | None) -> tuple[dt.timedel
 
 
 def payload_stage(g: Group, decision: Decision, entry: LogEntry | None, receiver, external_url: str,
-                  now: dt.datetime) -> Notice:
-    """The notice for the outbox: the receiver kind's body, under an id derived from the decision."""
-    views = [_view(g.alerts[fp], "firing") for fp in sorted(decision.firing)]
+                  now: dt.datetime, contributors: dict[str, str] | None = None) -> Notice:
+    """The notice for the outbox: the receiver kind's body, under an id derived from the decision (not from
+    ``contributors``, the annotations what-changed gave the firing alerts in time, so a decision made again
+    after a crash is queued once however its explanation went)."""
+    views = [_view(g.alerts[fp], "firing", (contributors or {}).get(fp)) for fp in sorted(decision.firing)]
     views += [_view(g.alerts[fp], "resolved") for fp in sorted(decision.resolved)]
     status = "firing" if decision.firing else "resolved"
     n = Notification(receiver.name, g.key, status, g.labels, views, external_url, now=now)
@@ -129,8 +132,9 @@ def payload_stage(g: Group, decision: Decision, entry: LogEntry | None, receiver
     return Notice(oid, g.key, receiver.name, status, build_payload(receiver.kind, receiver.target, n))
 
 
-def _view(a: AlertInstance, status: str) -> AlertView:
-    return AlertView(a.fingerprint, status, a.labels, a.annotations, a.fired_at,
+def _view(a: AlertInstance, status: str, contributors: str | None = None) -> AlertView:
+    annotations = {**a.annotations, "contributors": contributors} if contributors else a.annotations
+    return AlertView(a.fingerprint, status, a.labels, annotations, a.fired_at,
                      a.resolved_at if status == "resolved" else None, a.value)
 
 
@@ -151,6 +155,7 @@ class Dispatcher:
         self.watchdog = watchdog_route(config.alerts.system)
         self.receivers = notify.receivers(config)
         self.inhibit_rules = inhibit_rules(config)
+        self.rules = {r.name: r for r in load_rules(config)}
 
     def silenced(self, now: dt.datetime) -> Silencer:
         return Silencer.at(self.store, now)
@@ -169,7 +174,7 @@ class Dispatcher:
         for k, entry in entries.items():
             if entry.active and k not in groups:
                 groups[k] = None  # every alert of a notified group is gone from the state: close it
-        notices, log_entries = [], []
+        decided, log_entries = [], []
         for (key, name), g in groups.items():
             if g is None:
                 log_entries.append(LogEntry(key, name, (), (), now, False))
@@ -183,10 +188,16 @@ class Dispatcher:
                 if receiver is None:
                     log.warning("route to unknown receiver %s: notification for %s dropped", name, key)
                 else:
-                    notices.append(payload_stage(g, decision, entry, receiver, self.config.alerts.external_url,
-                                                 now))
+                    decided.append((g, decision, entry, receiver))
             log_entries.append(LogEntry(key, name, tuple(sorted(decision.firing)), tuple(sorted(decision.resolved)),
                                         now, bool(decision.firing)))
+        # A group's first notification says what changed, for every new group at once within one budget.
+        first = {fp: g.alerts[fp] for g, decision, entry, _ in decided if not (entry and entry.active)
+                 for fp in decision.firing}
+        found = contributors.annotate(self.store, self.config, self.rules, list(first.values()), now) if first else {}
+        notices = [payload_stage(g, decision, entry, receiver, self.config.alerts.external_url, now,
+                                 found if not (entry and entry.active) else None)
+                   for g, decision, entry, receiver in decided]
         # The outbox before the log, each in one insert (a storm is thousands of groups): a crash
         # between them decides the same notifications again, with the same ids, queued once.
         enqueued = self.outbox.enqueue_many(notices)

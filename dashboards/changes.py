@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dashboards.formatting import fmt
 from monitor.foundation import explain
 from monitor.foundation.clock import iso_utc
 
@@ -20,10 +19,6 @@ SHOWN = 3  # contributors per metric on the page and in a notification
 
 def baseline_of(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     return start - BASELINE_SHIFT, end - BASELINE_SHIFT
-
-
-def unit(metric: str) -> str:
-    return "ms" if metric.endswith("_ms") else "usd" if metric.endswith("_usd") else "pct"
 
 
 def _side(s: explain.Side) -> dict:
@@ -39,22 +34,10 @@ def as_json(metric: str, current: tuple, baseline: tuple, filters: dict, e: expl
         "contributors": [{"dimensions": c.dimensions, "current": _side(c.current), "baseline": _side(c.baseline),
                           "share": round(c.share, 4), "kind": c.kind, "traffic_share": round(c.traffic_share, 4),
                           "baseline_traffic_share": round(c.baseline_traffic_share, 4),
-                          "text": sentence(metric, c)}
+                          "text": explain.sentence(metric, c)}
                          for c in e.contributors],
         "method": "shift-share split over each dimension and pairs; docs/metrics.md#what-changed",
     }
-
-
-def sentence(metric: str, c: explain.Contributor) -> str:
-    """'region=eu-west: 83% of the change (rate 1.1% → 24.6%)'; for a mix, its share of the traffic."""
-    u = unit(metric)
-    where = ", ".join(f"{k}={v}" for k, v in c.dimensions.items())
-    values = f"{fmt(c.baseline.value, u)} → {fmt(c.current.value, u)}"
-    if c.kind == "mix":
-        how = f"traffic {c.baseline_traffic_share:.0%} → {c.traffic_share:.0%} at {values}"
-    else:
-        how = f"{'rate' if u == 'pct' else 'value'} {values}"
-    return f"{where}: {c.share:.0%} of the change ({how})"
 
 
 def what_changed(store, config, start: dt.datetime, end: dt.datetime, filters: dict) -> list[dict]:
@@ -64,6 +47,6 @@ def what_changed(store, config, start: dt.datetime, end: dt.datetime, filters: d
     base = baseline_of(start, end)
     for metric in HEADLINE:
         e = explain.run(store, config, metric, (start, end), base, filters)
-        out.append({"metric": metric, "unit": unit(metric), "explanation": e,
-                    "sentences": [sentence(metric, c) for c in e.contributors[:SHOWN]]})
+        out.append({"metric": metric, "unit": explain.unit(metric), "explanation": e,
+                    "sentences": [explain.sentence(metric, c) for c in e.contributors[:SHOWN]]})
     return out

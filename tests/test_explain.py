@@ -208,3 +208,68 @@ def test_the_incident_explorer_and_its_exports_name_what_changed_with_a_link_to_
     body = client.get(f"/v1/incidents?from={_z(CUR[0])}&to={_z(CUR[1])}&region=eu-west-1&format=json",
                       headers=auth(app.keys["read"])).json
     assert body["filters"] == {"region": "eu-west-1"} and body["slis"][0]["window"]["error_rate"] > 0.2
+
+
+# -- notifications ------------------------------------------------------------------------------------------
+def _paging(make_config, make_store, clock, hook):
+    from alerts.engine import AlertEngine
+    cfg = make_config(alerts={
+        "default_rules": False, "rules": [{"name": "HighErrorRate", "metric": "error_rate", "window": "5m",
+                                           "by": ["service", "feature"], "op": ">", "threshold": 0.05,
+                                           "labels": {"severity": "page"}}],
+        "receivers": [{"name": "hook", "webhook": {"url": hook.url}}],
+        "route": {"receiver": "hook", "group_by": ["alertname", "service", "feature"], "group_wait": "0s",
+                  "group_interval": "1m", "repeat_interval": "4h"}, "system": {"enabled": False}})
+    store = make_store(cfg)
+    start = dt.datetime(2026, 11, 24, 10, 0, 0, 250_000, tzinfo=dt.timezone.utc)
+    clock.set(start)
+    app = create_app(cfg, store, clock)
+    rows = []
+    for week_before, fails in ((True, False), (False, False), (False, True)):
+        lo = start - (dt.timedelta(days=7, minutes=30) if week_before else
+                      dt.timedelta(minutes=30) if not fails else dt.timedelta(0))
+        for i in range(600 if not fails else 200):
+            model = ("m-good", "m-bad")[i % 2]
+            ts = lo + dt.timedelta(seconds=i * (3 if not fails else 0.3), microseconds=137)
+            rows.append(request_event(f"{week_before}-{fails}-{i}", model=model, ts=ts.isoformat(),
+                                      status="error" if fails and model == "m-bad" else "ok"))
+    assert app.extensions["nlpmon"].ingestor.ingest("requests", rows).rejected == 0
+    clock.set(start + dt.timedelta(minutes=1, microseconds=311))
+    return AlertEngine(store, cfg, clock)
+
+
+def test_a_page_carries_the_top_contributors_in_its_webhook_payload(make_config, make_store, clock):
+    from tests.loopback import Recorder
+    with Recorder() as hook:
+        engine = _paging(make_config, make_store, clock, hook)
+        assert engine.run().status == "ok"
+        payloads = hook.take()
+    firing = [a for p in payloads for a in p["alerts"] if a["status"] == "firing"]
+    assert firing, payloads
+    says = firing[0]["annotations"]["contributors"]
+    assert says.startswith("model=m-bad: 100% of the change (rate 0.0% → "), says  # the window holds healthy minutes too
+
+
+def test_a_page_goes_out_without_contributors_when_they_are_not_ready_in_time(make_config, make_store, clock,
+                                                                            monkeypatch):
+    import threading
+
+    from alerts import contributors
+    from tests.loopback import Recorder
+    released = threading.Event()
+    real = explain.run
+
+    def stuck(*args, **kwargs):
+        released.wait(30)  # a store that takes its time: held until the page is out
+        return real(*args, **kwargs)
+    monkeypatch.setattr(explain, "run", stuck)
+    monkeypatch.setattr(contributors, "BUDGET", 0.2)
+    with Recorder() as hook:
+        engine = _paging(make_config, make_store, clock, hook)
+        try:
+            assert engine.run().status == "ok"
+            payloads = hook.take()
+        finally:
+            released.set()
+    firing = [a for p in payloads for a in p["alerts"] if a["status"] == "firing"]
+    assert firing and "contributors" not in firing[0]["annotations"], payloads

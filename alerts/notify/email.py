@@ -63,6 +63,8 @@ def payload(target: EmailReceiver | None, n: Notification) -> dict:
             description = a.annotations.get("description")
             if description and description != _summary(a):
                 text_lines.append(f"  {description}")
+            if a.annotations.get("contributors"):
+                text_lines.append(f"  What changed: {a.annotations['contributors']}")
             text_lines.append("  Labels: " + ", ".join(f"{k}={v}" for k, v in _sorted_pairs(a.labels)))
             if a.value is not None:
                 text_lines.append(f"  Value: {_value_text(a.value)}")
@@ -74,6 +76,8 @@ def payload(target: EmailReceiver | None, n: Notification) -> dict:
                 text_lines.append(f"  Runbook: {runbook}")
             text_lines.append("")
             rows = [("Labels", html.escape(", ".join(f"{k}={v}" for k, v in _sorted_pairs(a.labels))))]
+            if a.annotations.get("contributors"):
+                rows.insert(0, ("What changed", html.escape(a.annotations["contributors"])))
             if a.value is not None:
                 rows.append(("Value", html.escape(_value_text(a.value))))
             rows.append(("Since", html.escape(rfc3339(a.starts_at))))

@@ -61,6 +61,8 @@ def payload(target: SlackReceiver | None, n: Notification) -> dict:
         description = a.annotations.get("description")
         if description and description != _summary(a):
             lines.append(slack_escape(description))
+        if a.annotations.get("contributors"):
+            lines.append(f"*What changed:* {slack_escape(a.annotations['contributors'])}")
         labels = ", ".join(f"{k}=`{slack_escape(v)}`" for k, v in _sorted_pairs(a.labels))
         if labels:
             lines.append(f"*Labels:* {labels}")

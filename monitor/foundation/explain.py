@@ -287,3 +287,27 @@ def run(store, config, metric: str, current: tuple, baseline: tuple, filters: Ma
         return first
     _, more = read(pairs)
     return explain(total, {**partitions, **more}, rows.mean)
+
+
+# -- in words ---------------------------------------------------------------------------------------------
+def unit(metric: str) -> str:
+    return "ms" if metric.endswith("_ms") else "usd" if metric.endswith("_usd") else "pct"
+
+
+def _value(v: float | None, u: str) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.1%}" if u == "pct" else f"{v:,.0f} ms" if u == "ms" else f"${v:.4g}"
+
+
+def sentence(metric: str, c: Contributor) -> str:
+    """'region=eu-west: 83% of the change (rate 1.1% → 24.6%)'; for a mix, how its share of the traffic moved.
+    The one wording of a contributor: the explorer, its exports and the notifications use it."""
+    u = unit(metric)
+    where = ", ".join(f"{k}={v}" for k, v in c.dimensions.items())
+    values = f"{_value(c.baseline.value, u)} → {_value(c.current.value, u)}"
+    if c.kind == "mix":
+        how = f"traffic {c.baseline_traffic_share:.0%} → {c.traffic_share:.0%} at {values}"
+    else:
+        how = f"{'rate' if u == 'pct' else 'value'} {values}"
+    return f"{where}: {c.share:.0%} of the change ({how})"
