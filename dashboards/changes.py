@@ -45,6 +45,8 @@ def what_changed(store, config, start: dt.datetime, end: dt.datetime, filters: d
     shows and its export carries."""
     out = []
     base = baseline_of(start, end)
+    if end - start > explain.MAX_WINDOW:
+        return out  # the page says why: a window this long is not explained
     for metric in HEADLINE:
         e = explain.run(store, config, metric, (start, end), base, filters)
         out.append({"metric": metric, "unit": explain.unit(metric), "explanation": e,

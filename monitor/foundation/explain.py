@@ -24,6 +24,7 @@ MIN_RELATIVE of the baseline has no contributors: a quiet window ranks nothing.
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -224,6 +225,7 @@ METRICS = {
 DIMENSIONS = ("model", "provider", "prompt_version", "environment", "region", "language", "tenant", "error_type",
               "http_status")
 FEEDBACK_LACKS = ("provider", "error_type", "http_status")
+MAX_WINDOW = dt.timedelta(days=7)  # each window's raw rows are read: bounded scans
 PAIRS_OF = 4  # pairs are formed among the dimensions of the this many best single contributors
 
 
@@ -242,6 +244,8 @@ def run(store, config, metric: str, current: tuple, baseline: tuple, filters: Ma
     if metric not in METRICS:
         raise ExplainError(f"metric: {metric!r} cannot be explained; these can: {', '.join(METRICS)}")
     rows = METRICS[metric]
+    if max(current[1] - current[0], baseline[1] - baseline[0]) > MAX_WINDOW:
+        raise ExplainError(f"to: a window explained may span at most {MAX_WINDOW.days} days (it reads raw rows)")
     if current[0] < baseline[1] and baseline[0] < current[1]:
         raise ExplainError("baseline_from: the baseline window must not overlap the window explained")
     tags = tuple(config.segments.tags)
