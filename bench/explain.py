@@ -47,9 +47,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=10_000_000, help="requests in the period (as many before)")
     ap.add_argument("--repeat", type=int, default=20, help="timed runs per read, after one warm-up")
+    ap.add_argument("--store", help="a directory to keep the store in (loaded once, reused by the next run "
+                                    "with the same --requests) instead of a temporary one")
     args = ap.parse_args()
     t_start = time.perf_counter()
-    tmp = tempfile.mkdtemp(prefix="nlpmon-bench-explain-")
+    tmp = args.store or tempfile.mkdtemp(prefix="nlpmon-bench-explain-")
     config = segments.make_config(tmp)
     store = Store.from_config(config)
     try:
@@ -60,10 +62,17 @@ def main() -> None:
         lo, period_start = end - 2 * span, end - span
         total = 2 * args.requests
         print(f"\nloading {total:,} requests over {lo:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC (bench/segments.py's rows)")
-        took = segments.load(store, segments.insert_sql(config, period_start, parallel_views=True), lo, 2 * span, total,
-                             "e-")
-        print(f"load: {total:,} requests in {took:.1f} s")
-        segments.settle(store)
+        held = store.scalar("SELECT count() FROM requests")
+        if held == total and args.store:
+            end = store.scalar("SELECT max(ts) FROM requests").replace(minute=0, second=0, microsecond=0) \
+                + dt.timedelta(hours=1)
+            lo, period_start = end - 2 * span, end - span
+            print(f"reusing the {held:,} requests in {tmp}, up to {end:%Y-%m-%d %H:%M} UTC")
+        else:
+            took = segments.load(store, segments.insert_sql(config, period_start, parallel_views=True), lo, 2 * span,
+                                 total, "e-")
+            print(f"load: {total:,} requests in {took:.1f} s")
+            segments.settle(store)
 
         service, feature = segments.HEADLINE
         scope = {"service": service, "feature": feature}
@@ -110,7 +119,8 @@ def main() -> None:
         segments.line("TrafficStopped: nothing to explain (baseline)", times, None, width)
     finally:
         store.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.store:
+            shutil.rmtree(tmp, ignore_errors=True)
     print(run_summary(t_start))
 
 

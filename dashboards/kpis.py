@@ -380,20 +380,23 @@ FEEDBACK_KINDS = ("thumbs_up", "thumbs_down", "task_success", "task_failure")
 def by_segment(store, config, period: Period, filters: dict[str, str],
                baseline: Period | None = None) -> dict[str, list[SegmentRow]]:
     """dimension -> the segments with the most requests (SEGMENTS_SHOWN) of the traffic ``filters`` (service,
-    feature) select, most first: requests, error rate, p95 latency and cost per request from the segment
-    rollups; thumbs-up and task success rates and the reviewers' hallucination rate (with its 95% interval)
-    from the feedback rows; in the period and ``baseline`` (by default the period before)."""
+    feature) select, most first: requests, error rate, p95 latency (of one feature only: a percentile over
+    features that differ tenfold in latency says more about their mix than about the segment, and its
+    merged states are most of the read) and cost per request from the segment rollups; thumbs-up and task
+    success rates and the reviewers' hallucination rate (with its 95% interval) from the feedback rows; in
+    the period and ``baseline`` (by default the period before)."""
     dims = segment_dimensions(config)
     prev = baseline or period.previous
     spans = [(period.start, period.end), (prev.start, prev.end)]
     scope = {k: filters.get(k) for k in FEATURE_DIMENSIONS}
     rows: dict[tuple[str, str], SegmentRow] = {}
-    for r in rollups.segment_figures(store, spans, dims, scope, SEGMENTS_SHOWN):
+    for r in rollups.segment_figures(store, spans, dims, scope, SEGMENTS_SHOWN, latency=bool(scope.get("feature"))):
         row = rows.setdefault((r["dimension"], r["value"]),
                               SegmentRow(r["dimension"], r["value"], baseline_start=prev.start))
         n = int(r["requests"])
         (row.current if r["span"] == 0 else row.previous).update(
-            requests=n, error_rate=ratio(r["failures"], n), latency_p95_ms=r["latency_p95_ms"] if n else None,
+            requests=n, error_rate=ratio(r["failures"], n),
+            latency_p95_ms=r["latency_p95_ms"] if n and r["latency_p95_ms"] is not None else None,
             cost_per_request_usd=ratio(r["cost_usd"], n))
         row.first_seen = r["first_day"]  # coverage known to the day for segments (compare.covered)
     where, params = where_equal(scope, FEATURE_DIMENSIONS)

@@ -260,7 +260,7 @@ def overview():
                                lambda d, v: link("pages.overview", **pargs, **scope, **{d: v})) if not segment else []
     return render_template("overview.html", period=period, filters=filters, table=table, columns=KPI_COLUMNS,
                            regressions=regressions, language_names=LANGUAGE_NAMES, segment=segment,
-                           segments=segments, segment_columns=SEGMENT_TABLE_COLUMNS,
+                           segments=segments, segment_columns=segment_columns(scope),
                            overflow=kpis.overflow(svc.store, svc.config, period),
                            overflow_value=svc.config.cardinality.overflow_value,
                            choices=kpis.choices(svc.store, svc.config, period), periods=list(kpis.PERIODS),
@@ -361,7 +361,7 @@ def detail():
                                    lambda d, v: link("pages.detail", **pargs, **scope, **{d: v}))
     choices = (kpis.segment_choices(svc.store, svc.config, period, scope) if service and feature else {})
     return render_template("detail.html", period=period, service=service, feature=feature, labels=labels,
-                           segments=segments, segment_columns=SEGMENT_TABLE_COLUMNS, language_names=LANGUAGE_NAMES,
+                           segments=segments, segment_columns=segment_columns(scope), language_names=LANGUAGE_NAMES,
                            choices=choices, filters=labels,
                            note=note, step=step, charts=out, markers=markers, periods=list(kpis.PERIODS),
                            payload=_chart_json({"charts": out, "markers": markers}),
@@ -380,6 +380,12 @@ SEGMENT_TABLE_COLUMNS = (("requests", "Requests", "count", None), ("error_rate",
                          ("hallucination_rate", "Hallucination rate", "pct", False))
 
 
+def segment_columns(scope: dict) -> tuple:
+    """The by-segment table's columns: p95 latency for one feature's segments only (kpis.by_segment)."""
+    return SEGMENT_TABLE_COLUMNS if scope.get("feature") else tuple(
+        c for c in SEGMENT_TABLE_COLUMNS if c[0] != "latency_p95_ms")
+
+
 def _segment_tables(svc, period: kpis.Period, scope: dict, flagged: list, href,
                     baseline: kpis.Period | None = None) -> list[dict]:
     """The "by segment" tables of the traffic ``scope`` (service, feature, or neither) selects: one per segment
@@ -388,13 +394,14 @@ def _segment_tables(svc, period: kpis.Period, scope: dict, flagged: list, href,
     marks = {(r.dimension, r.value): r for r in flagged
              if all(not scope.get(k) or getattr(r, k) == scope[k] for k in ("service", "feature"))}
     tables = []
+    columns = segment_columns(scope)
     shown = kpis.by_segment(svc.store, svc.config, period, scope, baseline)
     counts = kpis.segment_value_counts(svc.store, period, scope, tuple(shown))
     for dimension, rows in shown.items():
         out = []
         for r in rows:
             cells = []
-            for key, _, unit, better in SEGMENT_TABLE_COLUMNS:
+            for key, _, unit, better in columns:
                 v = r.current.get(key)
                 cell = {"key": key, "value": fmt(v, unit, short=True), "exact": exact(v, unit),
                         "delta": compare.row_change(r, key, unit, better)}
@@ -633,7 +640,7 @@ def incident():
         svc, period, scope, [], lambda d, v: link("pages.incident", **q, **{d: v}), baseline=rep.baseline)
     return render_template("incident.html", rep=rep, period=period, filters=filters, fingerprint=fp,
                            what_changed=what_changed,
-                           segments=segments, segment_columns=SEGMENT_TABLE_COLUMNS, language_names=LANGUAGE_NAMES,
+                           segments=segments, segment_columns=segment_columns(scope), language_names=LANGUAGE_NAMES,
                            seg_baseline="the same window a week before",
                            segment_choices=kpis.segment_choices(svc.store, svc.config, period, scope),
                            sli_table=incidents.SLI_TABLE, change=compare.row_change,

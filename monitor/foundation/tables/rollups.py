@@ -154,20 +154,21 @@ def segment_failures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: 
 
 
 def segment_figures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: tuple[str, ...],
-                    filters: dict[str, str], top: int) -> list[dict]:
+                    filters: dict[str, str], top: int, latency: bool = True) -> list[dict]:
     """Per (span, dimension, value) of the segments of the traffic ``filters`` (service, feature) select, for
     the ``top`` values of each dimension with the most requests over the spans: requests, failures (errors
     and timeouts), cost_usd, the latency p95 (merged t-digest: the costly part, hence the top values only)
     and ``first_day``, the start of its first day with requests over all the day rollup holds (for the
-    honest-comparison rule)."""
+    honest-comparison rule). ``latency`` False leaves the percentile out (NULL): its states are most of the read."""
     where, params = where_equal(filters, ("service", "feature"))
     where += " AND dimension IN {dims:Array(String)}"
-    src, p = covering_source(spans, where, "dimension, value, requests, status_error, status_timeout, cost_usd, "
-                             "latency_q", family="segments")
+    src, p = covering_source(spans, where, "dimension, value, requests, status_error, status_timeout, cost_usd"
+                             + (", latency_q" if latency else ""), family="segments")
+    p95 = (f"quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)[{LATENCY_QUANTILES.index(0.95) + 1}]"
+           if latency else "CAST(NULL, 'Nullable(Float64)')")
     return store.query_dicts(
         f"SELECT q.*, f.first_day FROM (SELECT span, dimension, value, sum(requests) AS requests, "
-        f"sum(status_error) + sum(status_timeout) AS failures, sum(cost_usd) AS cost_usd, "
-        f"quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)[{LATENCY_QUANTILES.index(0.95) + 1}] "
+        f"sum(status_error) + sum(status_timeout) AS failures, sum(cost_usd) AS cost_usd, {p95} "
         # The values with most requests, ranked on the day rollup over the days the spans touch: a few rows
         # a value, where the spans' own tiles (hours and minutes at the edges) would be read twice.
         f"AS latency_p95_ms FROM {src} WHERE (dimension, value) IN (SELECT dimension, value FROM segments_1d "
