@@ -200,6 +200,9 @@ class MetricRows:
     where: str = ""
     shown: str | None = None
     percentile_of: str | None = None  # the column whose baseline percentile is the threshold
+    # The metric counts outcomes: error_type and http_status describe its failures rather than where they
+    # happened (every failure has one), so they are not among its contributors.
+    outcome: bool = False
 
     @property
     def mean(self) -> bool:
@@ -207,8 +210,8 @@ class MetricRows:
 
 
 METRICS = {
-    "error_rate": MetricRows("requests", "status IN ('error', 'timeout')"),
-    "availability": MetricRows("requests", "status = 'ok'"),
+    "error_rate": MetricRows("requests", "status IN ('error', 'timeout')", outcome=True),
+    "availability": MetricRows("requests", "status = 'ok'", outcome=True),
     "latency_p95_ms": MetricRows("requests", "latency_ms > {threshold:Float64}", shown="quantileTDigest(0.95)(latency_ms)",
                                  percentile_of="latency_ms"),
     "ttft_p95_ms": MetricRows("requests", "ifNull(ttft_ms, 0) > {threshold:Float64}", "ttft_ms IS NOT NULL",
@@ -222,9 +225,10 @@ METRICS = {
 }
 # The dimensions a metric is split by; a table that does not carry one is not split by it (feedback rows
 # carry their request's dimensions, not its provider, error or HTTP status).
-DIMENSIONS = ("model", "provider", "prompt_version", "environment", "region", "language", "tenant", "error_type",
-              "http_status")
+DIMENSIONS = ("service", "feature", "model", "provider", "prompt_version", "environment", "region", "language",
+              "tenant", "error_type", "http_status")
 FEEDBACK_LACKS = ("provider", "error_type", "http_status")
+OUTCOME_DIMENSIONS = ("error_type", "http_status")
 MAX_WINDOW = dt.timedelta(days=7)  # each window's raw rows are read: bounded scans
 PAIRS_OF = 4  # pairs are formed among the dimensions of the this many best single contributors
 
@@ -265,7 +269,9 @@ def run(store, config, metric: str, current: tuple, baseline: tuple, filters: Ma
             return Explanation(Side(0, 0), Side(0, 0), False, None, reason="not enough data: no baseline requests")
         params["threshold"] = float(threshold)
     negative = negative_when(config.outcomes.success.negative_feedback)
-    dims = [d for d in DIMENSIONS if d not in lacks] + list(tags)
+    # Service and feature are dimensions where the filters leave them open.
+    dims = [d for d in DIMENSIONS if d not in lacks and not filters.get(d)
+            and not (rows.outcome and d in OUTCOME_DIMENSIONS)] + list(tags)
 
     def read(partitions: list[tuple[str, ...]]):
         total = [Side(0, 0), Side(0, 0)]
@@ -311,7 +317,9 @@ def sentence(metric: str, c: Contributor) -> str:
     where = ", ".join(f"{k}={v}" for k, v in c.dimensions.items())
     values = f"{_value(c.baseline.value, u)} → {_value(c.current.value, u)}"
     if c.kind == "mix":
-        how = f"traffic {c.baseline_traffic_share:.0%} → {c.traffic_share:.0%} at {values}"
+        def pct(x: float) -> str:
+            return f"{x:.1%}" if x < 0.1 else f"{x:.0%}"
+        how = f"traffic {pct(c.baseline_traffic_share)} → {pct(c.traffic_share)} at {values}"
     else:
         how = f"{'rate' if u == 'pct' else 'value'} {values}"
     return f"{where}: {c.share:.0%} of the change ({how})"
