@@ -12,7 +12,10 @@ export TOKENIZERS_PARALLELISM := false
 # uv installs in seconds what pip takes a minute and a half for; it reads pip's find-links (where the
 # CPU build of torch lies on these machines) from PIP_FIND_LINKS. Without one, torch comes through pip,
 # whose own configuration knows where the CPU build is.
-UV := $(BIN)/uv pip install -q --python $(BIN)/python
+# --compile-bytecode: uv, unlike pip, leaves the .pyc files to the first import, and where PYTHONDONTWRITEBYTECODE
+# is set (as on the CI machines) no import ever writes them: every process of the suite (two workers and each
+# `nlpmon` it runs) would compile torch, transformers and Evidently from source again, 10-20 s of CPU apiece.
+UV := $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python
 export UV_FIND_LINKS ?= $(PIP_FIND_LINKS)
 
 $(BIN)/python:

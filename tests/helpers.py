@@ -89,6 +89,30 @@ class LiveServer(ServerThread):
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
 
+def browser_session(browser, url: str, key: str, viewport: dict) -> dict:
+    """Sign in once through the login page in Chromium; the context's storage state (the session cookie) for
+    each test's page to start from, in a context of its own.
+
+    Signing in lands on the overview, the page that takes longest to draw: done for every test, it cost
+    each browser test about as long as the test itself. It must draw without console errors, as it did
+    when every test signed in.
+    """
+    ctx = browser.new_context(viewport=viewport)
+    try:
+        pg = ctx.new_page()
+        errors: list[str] = []
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(url + "/login")
+        pg.fill("#api_key", key)
+        pg.click("button[type=submit]")
+        pg.wait_for_url(url + "/")
+        assert errors == [], errors
+        return ctx.storage_state()
+    finally:
+        ctx.close()
+
+
 @contextlib.contextmanager
 def app_of_its_own(chdb_dir, clock, prefix: str, **sections):
     """An app on a migrated database of its own in the session's chDB directory, for a module's tests to share

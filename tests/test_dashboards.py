@@ -626,17 +626,23 @@ def site(data):
         yield srv
 
 
+VIEWPORT = {"width": 1500, "height": 1000}
+
+
+@pytest.fixture(scope="session")
+def signed_in(browser, site, data):
+    """The admin signed in through the login page once; each test's page starts from that session."""
+    from tests.helpers import browser_session
+    return browser_session(browser, site.url, data.keys["admin"], VIEWPORT)
+
+
 @pytest.fixture
-def page(browser, site, data):
-    ctx = browser.new_context(viewport={"width": 1500, "height": 1000})
+def page(browser, site, signed_in):
+    ctx = browser.new_context(viewport=VIEWPORT, storage_state=signed_in)
     pg = ctx.new_page()
     pg.errors = []
     pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    pg.goto(site.url + "/login")
-    pg.fill("#api_key", data.keys["admin"])
-    pg.click("button[type=submit]")
-    pg.wait_for_url(site.url + "/")
     yield pg
     ctx.close()
 

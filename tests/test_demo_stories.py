@@ -176,17 +176,20 @@ def site(loaded):
         yield srv
 
 
+@pytest.fixture(scope="module")
+def signed_in(browser, site, loaded):
+    """Signed in through the login page once; each test's page starts from that session."""
+    from tests.helpers import browser_session
+    return browser_session(browser, site.url, loaded.key, {"width": 1280, "height": 900})
+
+
 @pytest.fixture(params=[1280, 1440])
-def page(request, browser, site, loaded):
-    ctx = browser.new_context(viewport={"width": request.param, "height": 900})
+def page(request, browser, site, signed_in):
+    ctx = browser.new_context(viewport={"width": request.param, "height": 900}, storage_state=signed_in)
     pg = ctx.new_page()
     pg.errors = []
     pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: pg.errors.append(str(e)))
-    pg.goto(site.url + "/login")
-    pg.fill("#api_key", loaded.key)
-    pg.click("button[type=submit]")
-    pg.wait_for_url(site.url + "/")
     pg.width = request.param
     yield pg
     ctx.close()

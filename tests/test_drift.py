@@ -15,6 +15,10 @@ from tests.helpers import auth
 from tests.test_jobs import T0, iso
 from tests.topics import NEW_TOPIC, sample
 
+# One worker under --dist loadgroup (make test): the tests share drift_env, which took 25-45 s a worker to build
+# when they were spread over both.
+pytestmark = pytest.mark.xdist_group("drift")
+
 HOUR = dt.timedelta(hours=1)
 CRYPTO = ("crypto", "payout", "USDC", "Bitcoin", "Ether", "Solana", "USDT", "staking", "withdraw", "gas fees")
 
@@ -34,7 +38,7 @@ def requests(texts, start, span, service="svc", feature="chat", prefix="r", seed
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: xdist interleaves modules on a worker, which would rebuild it
 def drift_env(chdb_dir):
     """One store for the module: a 3-day reference and a current hour for three strata."""
     import uuid
