@@ -110,7 +110,7 @@ def _report(rows):
     from dashboards.incidents import IncidentReport
     return IncidentReport(kpis.Period("custom", PREV + dt.timedelta(days=7), PREV + dt.timedelta(days=7, hours=2)),
                           kpis.Period("baseline", PREV, PREV + dt.timedelta(hours=2)), {}, rows, {}, [], [], [], [],
-                          [], [], [])
+                          [], [], [], [])
 
 
 def test_markdown_export_uses_the_same_rule_and_words():

@@ -154,12 +154,13 @@ def test_german_summaries_regress_in_their_segment_alone_and_the_hidden_regressi
     carriers = {("region", "eu-central-1"), ("tenant", "umbrella-gmbh")}
     assert {(d, v) for _, _, d, v in found[1:]} <= carriers, found
     # The feature's own rate hardly moved; the German segment's is far worse, in the segment table too.
-    period = kpis.make_period("24h", END)
-    row = next(r for r in kpis.overview(store, config, period, {"service": "support-bot"})
+    # The day against the 7 days before it, as the check judges it.
+    period, week = kpis.Period("custom", *day), kpis.Period("baseline", day[0] - dt.timedelta(days=7), day[0])
+    row = next(r for r in kpis.overview(store, config, period, {"service": "support-bot"}, baseline=week)
                if r.feature == "summarize")
     assert row.current["error_rate"] - row.previous["error_rate"] < hidden_regressions.MIN_RISE
     german = next(r for r in kpis.by_segment(store, config, period, {"service": "support-bot",
-                                                                      "feature": "summarize"})["language"]
+                                                                      "feature": "summarize"}, week)["language"]
                   if r.value == "de")
     assert german.current["error_rate"] > german.previous["error_rate"] + 0.05
     # The daily check wrote its verdict and the default ticket rule raised it.
