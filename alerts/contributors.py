@@ -43,7 +43,7 @@ def annotate(store, config, rules: dict, alerts: list, now: dt.datetime, budget:
             continue
         start = min((a.active_at or now) - LEAD, now - SHORTEST)
         window = (max(start, now - LONGEST), now)
-        base = (window[0] - dt.timedelta(days=7), window[1] - dt.timedelta(days=7))
+        base = explain.baseline_of(*window)
         filters = {k: v for k, v in a.labels.items() if k in explain.FILTERS + tuple(config.segments.tags)}
         jobs[a.fingerprint] = (metric, _POOL.submit(explain.run, store, config, metric, window, base, filters))
     budget = BUDGET if budget is None else budget

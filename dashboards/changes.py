@@ -11,14 +11,9 @@ import datetime as dt
 from monitor.foundation import explain
 from monitor.foundation.clock import iso_utc
 
-BASELINE_SHIFT = dt.timedelta(days=7)
 # The incident explorer's headline metrics, each explained for the window.
 HEADLINE = ("error_rate", "latency_p95_ms", "cost_per_request_usd", "thumbs_up_rate")
 SHOWN = 3  # contributors per metric on the page and in a notification
-
-
-def baseline_of(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    return start - BASELINE_SHIFT, end - BASELINE_SHIFT
 
 
 def _side(s: explain.Side) -> dict:
@@ -44,7 +39,7 @@ def what_changed(store, config, start: dt.datetime, end: dt.datetime, filters: d
     """Each headline metric explained for the window against the week before: what the incident explorer
     shows and its export carries."""
     out = []
-    base = baseline_of(start, end)
+    base = explain.baseline_of(start, end)
     if end - start > explain.MAX_WINDOW:
         return out  # the page says why: a window this long is not explained
     for metric in HEADLINE:

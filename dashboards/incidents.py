@@ -17,6 +17,7 @@ from dashboards import changes, charts, kpis
 from dashboards.compare import row_change
 from dashboards.formatting import fmt
 from dashboards.scope import SCOPE_LABELS, in_scope
+from monitor.foundation import explain
 from monitor.foundation.clock import iso_utc
 from monitor.foundation.config import parse_duration
 from monitor.foundation.filters import where_equal
@@ -28,7 +29,7 @@ from monitor.foundation.tables.feedback import NegativeFeedback
 from monitor.foundation.tables.requests import RequestBrief
 from monitor.foundation.tables.rollups import PromptChange
 
-BASELINE_SHIFT = dt.timedelta(days=7)
+BASELINE_SHIFT = explain.BASELINE_SHIFT
 MAX_WINDOW = dt.timedelta(days=31)
 LIST_LIMIT = 20
 SNIPPET = 160

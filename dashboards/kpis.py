@@ -40,9 +40,6 @@ from monitor.foundation.tables.alert_history import IncidentSpan
 PERIODS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30),
            "90d": dt.timedelta(days=90)}
 FILTERS = ("service", "feature", "model", "prompt_version", "environment")
-# A filter on a segment (language, region, tenant, a promoted tag) reads the segment rollups, which count
-# requests per (service, feature) and one segment dimension: it combines with these filters only.
-SEGMENT_COMBINES_WITH = ("service", "feature")
 # Trend buckets, finest first; a period gets the finest that gives at most MAX_BUCKETS points
 # (a sparkline shows no more; 30 days of day buckets also read 30x fewer rollup rows than hours).
 BUCKETS = (300, 3600, 6 * 3600, 86400)
@@ -111,7 +108,8 @@ def segment_of(config, filters: dict[str, str]) -> tuple[str, str] | None:
         return None
     if len(chosen) > 1:
         raise PeriodError(f"{chosen[1]}: filter by one segment at a time (also given: {chosen[0]})")
-    other = [k for k in FILTERS if filters.get(k) and k not in SEGMENT_COMBINES_WITH]
+    # The segment rollups count per (service, feature) and one segment dimension: a segment combines with those.
+    other = [k for k in FILTERS if filters.get(k) and k not in FEATURE_DIMENSIONS]
     if other:
         raise PeriodError(f"{other[0]}: cannot be combined with the segment filter {chosen[0]} (segments are "
                           f"counted per service and feature, not per {other[0]})")

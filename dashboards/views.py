@@ -699,7 +699,7 @@ def explain_api():
     b_start, b_end = time_arg("baseline_from"), time_arg("baseline_to")
     if (b_start is None) != (b_end is None):
         raise ApiError(400, "bad_request", "baseline_from: give both baseline_from and baseline_to, or neither")
-    baseline = (b_start, b_end) if b_start is not None else changes.baseline_of(start, end)
+    baseline = (b_start, b_end) if b_start is not None else explain.baseline_of(start, end)
     if baseline[1] <= baseline[0]:
         raise ApiError(400, "bad_request", "baseline_from: must be before baseline_to")
     filters = {k: v for k, v in request.args.items()

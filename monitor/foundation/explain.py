@@ -229,12 +229,19 @@ DIMENSIONS = ("service", "feature", "model", "provider", "prompt_version", "envi
               "tenant", "error_type", "http_status")
 FEEDBACK_LACKS = ("provider", "error_type", "http_status")
 OUTCOME_DIMENSIONS = ("error_type", "http_status")
+# The baseline a window is compared with by default: the same window a week before (the incident explorer's,
+# the notifications').
+BASELINE_SHIFT = dt.timedelta(days=7)
 MAX_WINDOW = dt.timedelta(days=7)  # each window's raw rows are read: bounded scans
 PAIRS_OF = 4  # pairs are formed among the dimensions of the this many best single contributors
 
 
 # -- over the store -------------------------------------------------------------------------------------------
 FILTERS = ("service", "feature", "model", "provider", "prompt_version", "environment", "region", "language", "tenant")
+
+
+def baseline_of(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    return start - BASELINE_SHIFT, end - BASELINE_SHIFT
 
 
 class ExplainError(ValueError):

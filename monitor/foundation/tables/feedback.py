@@ -124,7 +124,9 @@ def segment_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: 
             f"countIf(g > h) AS grounded FROM {_verdicts(spans, where, f'any({segments}) AS segs')} "
             "ARRAY JOIN segs AS segment GROUP BY cur, seg_dimension, seg_value", args):
         rows.setdefault((r["cur"], r["seg_dimension"], r["seg_value"]), {c: 0 for c in counts}).update(r)
-    return [{**r, "dimension": r.pop("seg_dimension"), "value": r.pop("seg_value")} for r in rows.values()]
+    for r in rows.values():
+        r["dimension"], r["value"] = r.pop("seg_dimension"), r.pop("seg_value")
+    return list(rows.values())
 
 
 def hallucination_verdicts(store, spans: list[tuple[dt.datetime, dt.datetime]], where: str,

@@ -510,8 +510,8 @@ def partition_sums(store, metric, spans: list[tuple[dt.datetime, dt.datetime]], 
     its table's raw rows in either span; ``where`` filter conditions starting with AND, ``negative`` the
     condition on a feedback row that makes its request unhappy (cost per successful outcome)."""
     (clo, chi), (blo, bhi) = spans
-    time_col = "ts" if metric.table == "requests" else "request_ts"
-    table = "requests" if metric.table == "requests" else "feedback"
+    # Feedback counts in its request's window (and orphans, without one, in none), as on the pages.
+    table, time_col = metric.table, {"requests": "ts", "feedback": "request_ts"}[metric.table]
     parts = ", ".join(f"({i}, [{', '.join(f'toString({dimension_sql(d, tags)})' for d in dims)}])"
                       for i, dims in enumerate(partitions))
 
