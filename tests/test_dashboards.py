@@ -317,13 +317,17 @@ def test_detail_has_slo_lines_alert_and_prompt_markers(reader):
 def test_alerts_page_lists_the_burst_and_links_to_its_incident_window(reader, data):
     html = reader.get("/alerts").get_data(as_text=True)
     assert "HighErrorRate" in html
-    link = re.search(r'<a class="explore" href="([^"]+)">', html).group(1).replace("&amp;", "&")
-    frm = re.search(r"from=([^&]+)", link).group(1).replace("%3A", ":")
-    to = re.search(r"to=([^&]+)", link).group(1).replace("%3A", ":")
-    start, end = (dt.datetime.fromisoformat(x.replace("Z", "+00:00")) for x in (frm, to))
-    assert start <= data.burst["start"] - dt.timedelta(minutes=20)
-    assert end >= data.burst["end"]
-    assert reader.get(link).status_code == 200
+    windows = {}
+    for link in re.findall(r'<a class="explore" href="([^"]+)">', html):
+        link = link.replace("&amp;", "&")
+        frm = re.search(r"from=([^&]+)", link).group(1).replace("%3A", ":")
+        to = re.search(r"to=([^&]+)", link).group(1).replace("%3A", ":")
+        windows[link] = tuple(dt.datetime.fromisoformat(x.replace("Z", "+00:00")) for x in (frm, to))
+    # The burst's page (HighErrorRate) links to a window around it; the SLO ticket it also raised, to its own.
+    around = [link for link, (start, end) in windows.items()
+              if start <= data.burst["start"] - dt.timedelta(minutes=20) and end >= data.burst["end"]]
+    assert around, windows
+    assert reader.get(around[0]).status_code == 200
 
 
 def test_silence_create_and_expire_from_the_page(admin, data):

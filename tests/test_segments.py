@@ -186,7 +186,9 @@ def test_a_live_rule_by_segment_is_checked_at_load(by, says):
     from alerts.rules import load_rules
     rule = {"name": "R", "metric": "error_rate", "window": "5m", "op": ">", "threshold": 0.1, "by": by,
             "labels": {"severity": "page"}}
-    config = load_config(env={}, overrides={"alerts": {"default_rules": False, "rules": [rule]}})
+    # plan is not promoted here (the shipped monitor.yaml promotes the demo's tags)
+    config = load_config(env={}, overrides={"alerts": {"default_rules": False, "rules": [rule]},
+                                            "segments": {"tags": []}})
     with pytest.raises(ConfigError, match=re.escape(says)):
         load_rules(config)
 

@@ -148,9 +148,11 @@ def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, 
         rollback, shift, settled, locale = at(0.83), at(0.75), at(0.89), at(0.90)
     rows = (
         Incident("burst", "error burst", "support-bot", "answer", burst, lasting(burst, 20 * MINUTE_MS, 0.05),
-                 "about 35% of answers fail with upstream 502/503; satisfaction drops"),
+                 "the provider's us-east-1 endpoint fails: about 90% of that region's answers get upstream "
+                 "502/503 (a third of all answers); its users' satisfaction drops"),
         Incident("spike", "cost spike", "copilot", "translate", spike, lasting(spike, 2 * HOUR_MS, 0.08),
-                 "users paste whole documents: input tokens about 6x and no prompt-cache hits"),
+                 "users paste whole documents, which translate routes to the larger claude-3-opus (about 6x "
+                 "the tokens at 5x the price): its share of the traffic goes from 1% to 40%"),
         Incident("prompt", "latency regression after prompt change", "copilot", "draft-email", prompt, rollback,
                  f"prompt_version v7 -> {REGRESSED_PROMPT}: p95 latency roughly doubles, longer outputs; "
                  "rolled back"),

@@ -12,7 +12,9 @@ uniform noise:
   (:mod:`monitor.demo.texts`), a few prompt injections and abusive messages,
   and about one request in 200 carrying PII so server-side redaction is visible;
 * user feedback that lags its request and follows answer quality;
-* four incidents placed inside the window (see :func:`monitor.demo.timeline.incidents`).
+* five incidents placed inside the window (see :func:`monitor.demo.timeline.incidents`), each with a
+  cause the incident explorer's "What changed" can name (a region, a model, a prompt version, a topic, a
+  language).
 
 Everything is drawn from ``random.Random(seed)``, so the same arguments give
 the same events. Events are plain JSON-ready dicts in the v1 event contract
@@ -87,6 +89,17 @@ _CLIENT_CUM = tuple(cum for _, cum in texts.DATA["clients"])
 
 # Outcome rates. Rare classes are what the error and safety panels show.
 _BASE_ERROR_RATE = 0.005
+# The error burst is the provider's endpoint in one region failing: its requests fail at this rate, the
+# other regions' not at all (so the burst shows where it is, as such outages do).
+BURST_REGION, _BURST_FAILURE = "us-east-1", 0.9
+# Translate routes whole documents (about 6x the tokens, never a prompt-cache hit) to a larger model. Users
+# seldom paste them, until the cost spike, when many do: the spike is traffic moving to the pricier model,
+# each model's cost per request unchanged.
+DOCUMENT_MODEL, _DOCUMENT_PROVIDER = "claude-3-opus", "anthropic"
+_DOCUMENT_SHARE, _DOCUMENT_SHARE_IN_SPIKE, _DOCUMENT_TOO_LONG = 0.01, 0.4, 0.08
+# The support bot's intent router labels each question with a topic, or `other` where no intent matches
+# (the questions the topic shift brings, prompt injections and abuse).
+_OTHER_TOPIC = "other"
 _ERROR_TYPES = tuple((e["error_type"], e["status"], tuple(e["http_statuses"]), e["cum"])  # cum: cumulative share
                      for e in texts.DATA["error_types"])
 _CANCEL_RATE = {True: 0.004, False: 0.001}  # streaming users abandon more often
@@ -153,8 +166,10 @@ class _Generator:
         inc = incident_map(start_ms, end_ms, incidents)
         self.burst, self.spike, self.prompt, self.shift = inc["burst"], inc["spike"], inc["prompt"], inc["shift"]
         self.locale = inc["locale"]
-        # The locale incident draws from its own stream: the rest of the demo's content stays as it was.
+        # The locale incident and translate's routing draw from their own streams: the rest of the demo's
+        # content does not move when they change.
         self.locale_rng = random.Random(f"nlpmon-demo-locale-{seed}")
+        self.route_rng = random.Random(f"nlpmon-demo-route-{seed}")
 
     def events(self) -> Iterator[tuple[str, dict]]:
         pending: list[tuple[int, int, dict]] = []  # feedback waits here until its time comes
@@ -186,12 +201,13 @@ class _Generator:
         tenant, _, region, plan, languages = _TENANTS[t_index]
         language = languages[_pick(rng, _LANGUAGE_CUM[t_index])][0]
         user = 1000 + t_index * _USERS_PER_TENANT + int(_USERS_PER_TENANT * rng.random() ** 2)  # a few heavy users
-        in_burst = feat.name == "answer" and self.burst.covers(ts)
-        in_spike = feat.name == "translate" and self.spike.covers(ts)
+        in_burst = feat.name == "answer" and region == BURST_REGION and self.burst.covers(ts)
+        document = feat.name == "translate" and self.route_rng.random() < (
+            _DOCUMENT_SHARE_IN_SPIKE if self.spike.covers(ts) else _DOCUMENT_SHARE)
         regressed = feat.name == "draft-email" and self.prompt.covers(ts)
         shifted = feat.name == "answer" and self.shift.covers(ts)
 
-        text = self._text(feat, language, shifted, in_spike, regressed)
+        text = self._text(feat, language, shifted, document, regressed)
         injection = abuse = False
         if feat.name != "query-rewrite":
             roll = rng.random()
@@ -205,10 +221,10 @@ class _Generator:
             text.input += texts.pii(rng)
         detected = injection and rng.random() < 0.9  # the detector misses a few
 
-        status, error_type, http_status = self._outcome(feat, in_burst, in_spike, detected, abuse)
+        status, error_type, http_status = self._outcome(feat, in_burst, document, detected, abuse)
         ok = status == "ok"
         latency, ttft, tokens_in, tokens_out, cached = self._timing(
-            feat, status, error_type, slow=in_burst, regressed=regressed, spike=in_spike)
+            feat, status, error_type, slow=in_burst, regressed=regressed, document=document)
 
         request_id = self._uuid()
         event = {
@@ -216,8 +232,8 @@ class _Generator:
             "ts": iso(ts),
             "service": feat.service,
             "feature": feat.name,
-            "model": feat.model,
-            "provider": feat.provider,
+            "model": DOCUMENT_MODEL if document else feat.model,
+            "provider": _DOCUMENT_PROVIDER if document else feat.provider,
             "prompt_version": REGRESSED_PROMPT if regressed else feat.prompt_version,
             "environment": "production",
             "region": region,
@@ -243,6 +259,8 @@ class _Generator:
             "session_id": _session(user, ts),
             "tags": {"client": _CLIENTS[_pick(rng, _CLIENT_CUM)], "plan": plan},
         }
+        if feat.name == "answer":
+            event["tags"]["topic"] = _OTHER_TOPIC if injection or abuse or text.topic == "new" else text.topic
         happy, reason = self._satisfaction(feat, ok, text, in_burst, regressed, latency)
         feedback = self._feedback(request_id, ts, ok, happy, reason)
         if (ok and language == "de" and feat.name == "summarize" and self.locale.covers(ts)
@@ -253,16 +271,16 @@ class _Generator:
             feedback = []
         return event, feedback
 
-    def _outcome(self, feat: Feature, in_burst: bool, in_spike: bool, injection: bool,
+    def _outcome(self, feat: Feature, in_burst: bool, document: bool, injection: bool,
                  abuse: bool) -> tuple[str, str, int]:
         rng = self.rng
         if injection and rng.random() < 0.5:
             return "blocked", "prompt_injection", 400
         if abuse and rng.random() < 0.3:
             return "blocked", "content_filter", 400
-        if in_burst and rng.random() < 0.35:
+        if in_burst and rng.random() < _BURST_FAILURE:
             return "error", "upstream_5xx", rng.choice((502, 503))
-        if in_spike and rng.random() < 0.08:  # some pasted documents do not fit at all
+        if document and rng.random() < _DOCUMENT_TOO_LONG:  # some pasted documents do not fit at all
             return "error", "context_length", 400
         roll = rng.random()
         if roll < _BASE_ERROR_RATE:
@@ -275,16 +293,16 @@ class _Generator:
         return "ok", "", 200
 
     def _timing(self, feat: Feature, status: str, error_type: str, *, slow: bool, regressed: bool,
-                spike: bool) -> tuple[float, float | None, int, int, int]:
+                document: bool) -> tuple[float, float | None, int, int, int]:
         """(latency_ms, ttft_ms, input_tokens, output_tokens, cached_input_tokens)."""
         rng = self.rng
         if status in ("error", "timeout"):
             # Failed calls report no usage, so they carry no tokens and no first token.
             return round(_failure_latency(rng, error_type), 1), None, 0, 0, 0
         lo, hi = feat.input_tokens
-        tokens_in = rng.randint(lo, hi) * (6 if spike else 1)
+        tokens_in = rng.randint(lo, hi) * (6 if document else 1)
         cached = 0
-        if not spike and feat.prompt_cache_rate and rng.random() < feat.prompt_cache_rate:
+        if not document and feat.prompt_cache_rate and rng.random() < feat.prompt_cache_rate:
             cached = min(tokens_in, feat.cacheable_prefix) // 128 * 128  # providers cache in 128-token blocks
         prefill = tokens_in * feat.prefill_ms_per_input_token
         if status == "blocked":  # stopped by the moderation check before generation
@@ -313,7 +331,7 @@ class _Generator:
         return latency, (min(round(ttft, 1), latency) if feat.streaming else None), tokens_in, tokens_out, cached
 
     # -- texts -------------------------------------------------------------------
-    def _text(self, feat: Feature, language: str, shifted: bool, spike: bool, regressed: bool) -> _Text:
+    def _text(self, feat: Feature, language: str, shifted: bool, document: bool, regressed: bool) -> _Text:
         if feat.name == "answer":
             return self._answer(language, shifted)
         slots = Slots(self.rng)
@@ -325,7 +343,7 @@ class _Generator:
         if feat.name == "draft-email":
             draft = self.rng.choice(texts.EMAIL_DRAFTS) + (texts.EMAIL_V8_PADDING if regressed else "")
             return _Text(self.rng.choice(texts.EMAIL_ASKS).format_map(slots), draft.format_map(slots))
-        return self._translation(language, spike, slots)
+        return self._translation(language, document, slots)
 
     def _answer(self, language: str, shifted: bool) -> _Text:
         rng = self.rng
@@ -367,12 +385,12 @@ class _Generator:
         summary = f"Customer reports {issue_short}. Agent {action}. Status: {state}."
         return _Text(ticket.format_map(slots), summary.format_map(slots))
 
-    def _translation(self, language: str, spike: bool, slots: Slots) -> _Text:
+    def _translation(self, language: str, document: bool, slots: Slots) -> _Text:
         rng = self.rng
         target = language if language in texts.LANGUAGE_NAMES else rng.choice(tuple(texts.LANGUAGE_NAMES))
         source, translated = rng.choice(texts.TRANSLATIONS)
         name = texts.LANGUAGE_NAMES[target]
-        if spike:
+        if document:
             ask = (f"Translate the attached {slots['pages']}-page {slots['doctype']} to {name}, keep the formatting:"
                    f" {source} [...]")
             return _Text(ask, translated[target] + " [...]")

@@ -7,10 +7,14 @@ segment's share of the denominator and r_s its own ratio:
 
     R_cur - R_base = sum_s (w_cur,s r_cur,s - w_base,s r_base,s) = sum_s (rate_s + mix_s)
     rate_s = (r_cur,s - r_base,s) (w_cur,s + w_base,s) / 2            the value inside the segment moved
-    mix_s  = (w_cur,s - w_base,s) ((r_cur,s + r_base,s) / 2 - R_mean)  its share of traffic moved
+    mix_s  = (w_cur,s - w_base,s) ((r_cur,s + r_base,s) / 2 - R_base)  its share of traffic moved
 
-(the shift-share split; R_mean is the two windows' mean ratio, which the mix terms need to sum to zero
-over the segments, so the contributions sum to the change exactly). A segment's ``share`` is its
+(the shift-share split; the mix terms sum to zero over the segments whatever the reference subtracted, since
+the shares of each window sum to 1, so the contributions sum to the change exactly). The reference is the
+baseline's whole: traffic that moved to a segment counts by how far the segment is from what the traffic
+was before, so a value that replaced another (prompt v8 for v7) carries the whole change, and the value it
+replaced, which was the baseline, none of it. A segment absent from a window keeps its other window's
+value (only its share moved). A segment's ``share`` is its
 contribution over the whole change, clipped to 0..1. It is a contributor when its share is at least
 MIN_SHARE and it holds more of the change than of the traffic (``lift``, share over its current share of
 the traffic, at least MIN_LIFT), or mostly through its share of traffic moving by MIN_MIX_SHIFT at least
@@ -109,7 +113,7 @@ def _p_value(cur: Side, base: Side, mean: bool) -> float | None:
 def _terms(segments: Mapping[tuple, tuple[Side, Side]], total: tuple[Side, Side]) -> dict[tuple, tuple[float, float]]:
     """segment -> (rate part, mix part) of its contribution to the change."""
     cur_t, base_t = total
-    r_mean = (cur_t.ratio + base_t.ratio) / 2
+    reference = base_t.ratio
     out = {}
     for key, (cur, base) in segments.items():
         wc, wb = cur.den / cur_t.den, base.den / base_t.den
@@ -118,7 +122,7 @@ def _terms(segments: Mapping[tuple, tuple[Side, Side]], total: tuple[Side, Side]
             continue
         rc = rb if rc is None else rc  # a segment absent from a window: its value did not move, its share did
         rb = rc if rb is None else rb
-        out[key] = ((rc - rb) * (wc + wb) / 2, (wc - wb) * ((rc + rb) / 2 - r_mean))
+        out[key] = ((rc - rb) * (wc + wb) / 2, (wc - wb) * ((rc + rb) / 2 - reference))
     return out
 
 
@@ -159,9 +163,10 @@ def explain(total: tuple[Side, Side], partitions: Mapping[tuple[str, ...], Mappi
 
 
 def _rank(found: list[Contributor]) -> list[Contributor]:
-    """Most share first; a pair in its parents' place when it holds PAIR_KEEPS of the share of each parent
-    that ranks, with less traffic, else left out (it says what a parent says); a segment that is another's
-    alias (the same counts: a model and its only provider) left out."""
+    """Most share first, a segment holding PAIR_KEEPS of that with less traffic before it; a pair in its
+    parents' place when it holds PAIR_KEEPS of the share of each parent that ranks, with less traffic, else
+    left out (it says what a parent says); a segment that is another's alias (the same counts: a model and
+    its only provider) left out."""
     singles = {tuple(c.dimensions.items()): c for c in found if len(c.dimensions) == 1}
     covered, pairs = set(), []
     for c in found:
@@ -176,12 +181,22 @@ def _rank(found: list[Contributor]) -> list[Contributor]:
     kept = [c for key, c in singles.items() if key not in covered] + pairs
     kept.sort(key=lambda c: (-c.share, len(c.dimensions), sorted(c.dimensions.items())))
     out, seen = [], set()
-    for c in kept:
-        counts = (c.current.num, c.current.den, c.baseline.num, c.baseline.den)
-        if counts in seen:
-            continue
-        seen.add(counts)
-        out.append(c)
+    while kept:
+        # The most share first, unless another holds nearly as much of it with less traffic (the pairs' rule
+        # between any two): the failing region before the plan most of its tenants are on, where both hold
+        # all of a burst's change.
+        top = kept[0]
+        least = PAIR_KEEPS * top.share
+        while True:
+            sharper = [c for c in kept if c.share >= least and c.current.den < PAIR_KEEPS * top.current.den]
+            if not sharper:
+                break
+            top = min(sharper, key=lambda c: c.current.den)
+        kept.remove(top)
+        counts = (top.current.num, top.current.den, top.baseline.num, top.baseline.den)
+        if counts not in seen:
+            seen.add(counts)
+            out.append(top)
     return out
 
 
@@ -318,14 +333,19 @@ def _value(v: float | None, u: str) -> str:
 
 
 def sentence(metric: str, c: Contributor) -> str:
-    """'region=eu-west: 83% of the change (rate 1.1% → 24.6%)'; for a mix, how its share of the traffic moved.
+    """'region=eu-west: 83% of the change (rate 1.1% → 24.6%)'; for a mix, how its share of the traffic moved;
+    for a value new in the window (or gone from it), its share of the traffic there.
     The one wording of a contributor: the explorer, its exports and the notifications use it."""
     u = unit(metric)
     where = ", ".join(f"{k}={v}" for k, v in c.dimensions.items())
     values = f"{_value(c.baseline.value, u)} → {_value(c.current.value, u)}"
-    if c.kind == "mix":
-        def pct(x: float) -> str:
-            return f"{x:.1%}" if x < 0.1 else f"{x:.0%}"
+    def pct(x: float) -> str:
+        return f"{x:.1%}" if x < 0.1 else f"{x:.0%}"
+    if not c.baseline.den:  # a value that took traffic only in the window (a new prompt version)
+        how = f"new: {pct(c.traffic_share)} of the traffic at {_value(c.current.value, u)}"
+    elif not c.current.den:
+        how = f"gone: {pct(c.baseline_traffic_share)} of the traffic before at {_value(c.baseline.value, u)}"
+    elif c.kind == "mix":
         how = f"traffic {pct(c.baseline_traffic_share)} → {pct(c.traffic_share)} at {values}"
     else:
         how = f"{'rate' if u == 'pct' else 'value'} {values}"

@@ -1,0 +1,101 @@
+"""The demo's incidents, explained: for each injected incident, the incident explorer's "What changed" names
+the injected cause first, and its link filters the explorer to it. Over the 14 days `nlpmon demo` stores by
+default (a week of normal traffic before each incident, the explorer's baseline), sent through the real
+ingest path; the explanation reads the stored rows, so the demo's jobs, drift and alert replay are not run
+here (tests/test_demo_stories.py runs them)."""
+from __future__ import annotations
+
+import datetime as dt
+import html as htmlmod
+import re
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from monitor import demo
+from monitor.app import create_app
+from monitor.demo.load import send
+from monitor.demo.timeline import REGRESSED_PROMPT
+from monitor.demo.traffic import BURST_REGION, DOCUMENT_MODEL
+from monitor.foundation.clock import ManualClock, iso_utc
+from monitor.foundation.config import load_config
+from monitor.foundation.storage import Store
+from tests.conftest import upgrade_fast
+from tests.test_dashboards import sign_in
+
+END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
+DAYS, RPS = demo.DEFAULT_DAYS, 0.1
+# incident -> (the headline metric it moves, the segment that must come first, its kind or None for any)
+CAUSES = {
+    "error burst": ("error_rate", {"region": BURST_REGION}, "rate"),
+    "cost spike": ("cost_per_request_usd", {"model": DOCUMENT_MODEL}, "mix"),
+    "latency regression after prompt change": ("latency_p95_ms", {"prompt_version": REGRESSED_PROMPT}, None),
+    "topic shift": ("thumbs_up_rate", {"topic": "other"}, None),
+    "German summaries broken": ("error_rate", {"language": "de"}, "rate"),
+}
+
+
+@pytest.fixture(scope="module")
+def site(chdb_dir):
+    config = load_config(env={}, overrides={
+        "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"why_{uuid.uuid4().hex[:12]}"}})
+    assert "topic" in config.segments.tags  # the shipped monitor.yaml promotes the demo's tags
+    store = Store.from_config(config)
+    upgrade_fast(store, config)
+    app = create_app(config, store, ManualClock(END))
+    result = send(app.extensions["nlpmon"].ingestor.ingest, demo.generate(DAYS, RPS, END, demo.DEFAULT_SEED),
+                  demo.expected_requests(DAYS, RPS))
+    assert result.rejected == 0 and result.accepted > 100_000
+    client = app.test_client()
+    assert sign_in(client, app.extensions["nlpmon"].keys.create("why", ["read"])[1]).status_code == 302
+    yield SimpleNamespace(client=client, config=config)
+    store.command(f"DROP DATABASE IF EXISTS `{config.clickhouse.database}`")
+    store.close()
+
+
+def _window(incident: dict) -> tuple[dt.datetime, dt.datetime]:
+    if incident["daily"]:  # told in days and lasting to the end: its last whole day
+        day = END.replace(hour=0)
+        return day - dt.timedelta(days=1), day
+    return incident["start"], incident["end"]
+
+
+def _first_contributor(page: str, metric: str) -> tuple[str, str, str | None]:
+    """(text, kind, href) of the first contributor listed for ``metric`` under What changed."""
+    section = page[page.index('id="what-changed"'):]
+    item = re.search(rf'<li data-metric="{metric}">(.*?)</li>', section, re.S)
+    assert item, f"{metric} not under What changed"
+    first = re.search(r'<(a href="([^"]*)"|span) data-kind="(\w+)">([^<]*)<', item.group(1))
+    assert first, f"{metric}: no contributor: {htmlmod.unescape(re.sub(r'<[^>]+>', ' ', item.group(1)))}"
+    href = htmlmod.unescape(first.group(2)) if first.group(2) else None
+    return htmlmod.unescape(first.group(4)), first.group(3), href
+
+
+@pytest.mark.parametrize("name", list(CAUSES))
+def test_the_explorer_names_each_injected_cause_first(site, name):
+    incident = next(i for i in demo.incidents(DAYS, END) if i["name"] == name)
+    metric, segment, kind = CAUSES[name]
+    start, end = _window(incident)
+    url = (f"/incidents?from={iso_utc(start)}&to={iso_utc(end)}&service={incident['service']}"
+           f"&feature={incident['feature']}")
+    response = site.client.get(url)
+    assert response.status_code == 200
+    text, found_kind, href = _first_contributor(response.get_data(as_text=True), metric)
+    (dimension, value), = segment.items()
+    assert text.startswith(f"{dimension}={value}: "), (name, text)
+    share = int(re.match(r".*?: (\d+)% of the change", text).group(1))
+    assert share >= 50, (name, text)  # it explains most of the change, not a slice of it
+    assert kind is None or found_kind == kind, (name, text, found_kind)
+    # Its link is the explorer narrowed to that segment, and it opens.
+    assert href and f"{dimension}={value}" in href, (name, href)
+    assert site.client.get(href).status_code == 200
+
+
+def test_the_cost_spike_is_said_as_traffic_moving_to_the_pricier_model(site):
+    spike = next(i for i in demo.incidents(DAYS, END) if i["name"] == "cost spike")
+    response = site.client.get(f"/incidents?from={iso_utc(spike['start'])}&to={iso_utc(spike['end'])}"
+                               f"&service=copilot&feature=translate")
+    text, kind, _ = _first_contributor(response.get_data(as_text=True), "cost_per_request_usd")
+    # Its share of the traffic is what moved: the sentence says so (new since the baseline, or from-to).
+    assert kind == "mix" and ("of the traffic" in text or "traffic " in text), text
