@@ -28,6 +28,7 @@ from flask import (
 
 from alerts import silence as silences
 from dashboards import changes, charts, compare, incidents, kpis
+from dashboards import releases as release_views
 from dashboards.formatting import LANGUAGE_NAMES, exact, fmt
 from dashboards.access import page
 from dashboards.scope import in_scope
@@ -40,7 +41,7 @@ from monitor.foundation.http import ApiError, time_arg
 from monitor.foundation.incident_window import incident_window
 from monitor.foundation.metrics import (METRICS, SEGMENT_METRICS, SEGMENT_SERIES, SEGMENT_WINDOWS, WINDOWS,
                                         slo_labels, window_name)
-from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, requests
+from monitor.foundation.tables import alert_history, alert_state, drift_reports, feedback, releases, requests
 from monitor.review import queue as review_queue
 
 bp = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
@@ -128,7 +129,7 @@ def _globals():
             "background": snapshot if snapshot["active"] or snapshot["failed"] else None,
             "computing": progress.pending, "nav": (
         ("pages.overview", "Overview"), ("pages.drift", "Drift"), ("pages.alerts", "Alerts"),
-        ("pages.review", "Review"), ("pages.incident", "Incidents"))}
+        ("pages.review", "Review"), ("pages.releases_page", "Releases"), ("pages.incident", "Incidents"))}
 
 
 @bp.get("/static/vendor/plotly.min.js")
@@ -207,7 +208,9 @@ def _mark_worst(table: list[dict]) -> None:
 
 
 def _chart_json(data) -> str:
-    return json.dumps(data, separators=(",", ":"))
+    # Inside a <script> element: labels carry logged values (a prompt version), so no "</script>" may close it.
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 # -- overview ------------------------------------------------------------------------
@@ -709,6 +712,80 @@ def explain_api():
     except explain.ExplainError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     return jsonify(changes.as_json(metric, (start, end), baseline, filters, e))
+
+
+# -- releases ------------------------------------------------------------------------
+def _release_search() -> list:
+    start, end = time_arg("from"), time_arg("to")
+    if start is not None and end is not None and end <= start:
+        raise ApiError(400, "bad_request", "from: must be before to")
+    return releases.search(_svc().store, service=request.args.get("service", ""),
+                           feature=request.args.get("feature", ""), lo=start, hi=end)
+
+
+@bp.get("/v1/releases")
+@require("read")
+def releases_api():
+    """Releases started in [from, to) (either open), oldest first, each with every metric's statistics."""
+    rows = _release_search()
+    return jsonify({"releases": [release_views.as_json(r, url_for("pages.release_page", rid=r.release_id))
+                                 for r in rows]})
+
+
+@bp.get("/v1/releases/<rid>")
+@require("read")
+def release_api(rid: str):
+    r = releases.get(_svc().store, rid)
+    if r is None:
+        raise ApiError(404, "not_found", f"release: no release {rid}")
+    return jsonify(release_views.as_json(r, url_for("pages.release_page", rid=rid)))
+
+
+@bp.get("/releases")
+@page("read")
+def releases_page():
+    try:
+        rows = _release_search()
+    except ApiError as exc:
+        return render_template("error.html", status=400, title="Bad request", message=exc.message), 400
+    return render_template("releases.html", rows=list(reversed(rows)), filters={
+        k: v for k, v in request.args.items() if k in ("service", "feature") and v})
+
+
+@bp.get("/releases/<rid>")
+@page("read")
+def release_page(rid: str):
+    svc = _svc()
+    r = releases.get(svc.store, rid)
+    if r is None:
+        return render_template("error.html", status=404, title="Not found", message=f"No release {rid}."), 404
+    reverted = releases.get(svc.store, r.rollback_of) if r.rollback_of else None
+    later = [x for x in releases.search(svc.store, service=r.service, feature=r.feature, dimension=r.dimension,
+                                        lo=r.ts) if x.rollback_of == r.release_id]
+    charts_out = []
+    if r.dimension in ("model", "prompt_version"):
+        lo = r.ts - dt.timedelta(days=1)
+        hi = (r.judged_to or r.ended or svc.clock.now()) + dt.timedelta(hours=6)
+        step = charts.step_for(hi - lo)
+        for metric, title, unit in (("latency_p95_ms", "Latency p95", "ms"), ("error_rate", "Error rate", "pct"),
+                                    ("thumbs_up_rate", "Thumbs-up rate", "pct")):
+            wanted = {metric: step if metric != "thumbs_up_rate" or step != "1m" else "5m"}
+            labels = [{"service": r.service, "feature": r.feature, r.dimension: v} for v in (r.previous_value, r.value)]
+            cur, = charts.fetch_ranges(svc.store, wanted, labels, [(lo, hi)])
+            charts_out.append(charts.chart(f"rel-{metric}", title, unit, [
+                charts.trace(f"{r.dimension} {r.previous_value} (before)", cur.get((metric, 0), [])),
+                charts.trace(f"{r.dimension} {r.value} (new)", cur.get((metric, 1), []))],
+                help_text=f"Window {wanted[metric]}, each value's own traffic.", window=wanted[metric]))
+    markers = [{"x": iso_utc(r.ts), "label": f"{r.value} starts", "kind": "prompt"}]
+    if r.full_rollout:
+        markers.append({"x": iso_utc(r.full_rollout), "label": "full rollout", "kind": "window"})
+    if r.ended:
+        markers.append({"x": iso_utc(r.ended), "label": f"{r.value} ends", "kind": "window"})
+    payload = _chart_json({"charts": charts_out, "markers": markers, "timeline": [],
+                           "from": iso_utc(r.ts - dt.timedelta(days=1)),
+                           "to": iso_utc((r.judged_to or r.ended or svc.clock.now()) + dt.timedelta(hours=6))})
+    return render_template("release.html", r=r, rows=release_views.metric_rows(r), reverted=reverted,
+                           rolled_back_by=later, charts=charts_out, payload=payload)
 
 
 # -- one request ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from jobs.grounding import AnswerProxy, GroundingProxyJob
 from jobs.hallucination import HallucinationRateJob
 from jobs.incident_kpis import IncidentKpiJob
 from jobs.reconcile import ReconcileJob
+from jobs.releases import ReleasesJob
 from jobs.segment_regression import SegmentRegressionJob
 from jobs.sli import SliJob
 from jobs.slo import SloJob
@@ -54,6 +55,8 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, ScheduledTask]:
         SegmentRegressionJob(store, config, clock, every.segment_regression),
         # Parked OpenTelemetry spans, ingested with the content events that came for them.
         OtlpJoin(store, config, clock, interval=every.otlp_join)]
+    if config.releases.enabled:
+        jobs.append(ReleasesJob(store, config, clock, every.releases))
     if config.drift.enabled:
         jobs.append(DriftJob(store, config, clock, every.drift))
     if config.grounding.enabled:

@@ -143,6 +143,56 @@ class SegmentsConfig(_Section):
         return keys
 
 
+# The metrics a release is judged on (jobs/release_verdict.py), and the kind of minimum effect each takes:
+# rates in absolute points (0.005 is half a point), the others relative to the baseline (0.1 is 10%).
+RELEASE_METRICS = {
+    "error_rate": 0.005, "latency_p50_ms": 0.1, "latency_p95_ms": 0.1, "latency_p99_ms": 0.15, "ttft_p95_ms": 0.1,
+    "thumbs_up_rate": 0.03, "task_success_rate": 0.03, "hallucination_rate": 0.02, "cost_per_request_usd": 0.1,
+    "cost_per_successful_outcome_usd": 0.1, "output_tokens": 0.1, "output_drift": 0.0,
+}
+RELEASE_RATES = ("error_rate", "thumbs_up_rate", "task_success_rate", "hallucination_rate")
+# The dimensions a release can be of: the hourly request rollup's columns, and promoted tags.
+RELEASE_DIMENSIONS = ("model", "prompt_version", "environment", "region")
+
+
+class ReleasesConfig(_Section):
+    """Releases (jobs/releases.py): a change of one of ``dimensions`` for a service/feature, found when a value
+    starts taking traffic or declared through POST /v1/releases, judged once each side has ``min_requests``
+    and updated until ``judge_for`` after full rollout. Per metric ``better``/``worse``/``same`` at
+    ``alpha`` over all the metrics of a release (Holm), with ``min_effect`` overriding the smallest change
+    that matters (RELEASE_METRICS); a ``critical`` metric worse fails the release."""
+
+    enabled: bool = True
+    dimensions: list[str] = Field(default_factory=lambda: ["prompt_version", "model"])
+    min_requests: int = Field(200, ge=20)
+    judge_for: Duration = dt.timedelta(days=3)
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    critical: list[str] = Field(default_factory=lambda: [
+        "error_rate", "latency_p95_ms", "thumbs_up_rate", "task_success_rate", "hallucination_rate"])
+    min_effect: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("critical")
+    @classmethod
+    def _known_critical(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in RELEASE_METRICS:
+                raise ValueError(f"{name!r} is not a metric releases are judged on ({', '.join(RELEASE_METRICS)})")
+        return names
+
+    @field_validator("min_effect")
+    @classmethod
+    def _known_effects(cls, effects: dict[str, float]) -> dict[str, float]:
+        for name, value in effects.items():
+            if name not in RELEASE_METRICS:
+                raise ValueError(f"{name!r} is not a metric releases are judged on ({', '.join(RELEASE_METRICS)})")
+            if value < 0:
+                raise ValueError(f"{name}: a minimum effect is not negative")
+        return effects
+
+    def effect(self, metric: str) -> float:
+        return self.min_effect.get(metric, RELEASE_METRICS[metric])
+
+
 class OtlpConfig(_Section):
     """OpenTelemetry ingest (POST /v1/traces, /v1/logs, and OTLP/gRPC on ``grpc_port``): which span attributes
     name a request's feature, first present wins; a span with none of them takes its gen_ai.operation.name
@@ -234,6 +284,8 @@ class ScheduleConfig(_Section):
     incident_kpis: Duration = dt.timedelta(hours=1)
     # Hidden regressions: a day is judged once it has ended (monitor.foundation.hidden_regressions).
     segment_regression: Duration = dt.timedelta(hours=1)
+    # Releases: found, judged and updated as data arrives (jobs/releases.py).
+    releases: Duration = dt.timedelta(minutes=15)
     # Parked OpenTelemetry spans ingested with the content that came for them.
     otlp_join: Duration = dt.timedelta(seconds=5)
     # The alert engine: evaluate, dispatch, deliver (a run starts no send after this much real time).
@@ -675,6 +727,7 @@ class Config(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
+    releases: ReleasesConfig = Field(default_factory=ReleasesConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     pricing: list[Price] = Field(default_factory=_default_prices)
@@ -690,6 +743,14 @@ class Config(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     cardinality: CardinalityConfig = Field(default_factory=CardinalityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _release_dimensions(self) -> "Config":
+        for name in self.releases.dimensions:
+            if name not in RELEASE_DIMENSIONS and name not in self.segments.tags:
+                raise ValueError(f"releases.dimensions: {name!r} is neither a request dimension releases can be of "
+                                 f"({', '.join(RELEASE_DIMENSIONS)}) nor a tag promoted by segments.tags")
+        return self
 
     @model_validator(mode="after")
     def _limits_of_promoted_tags(self) -> "Config":

@@ -178,6 +178,14 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
                            "1 when the segment's error rate (labels dimension, segment) rose significantly over the "
                            "day against the 7 days before while its feature's did not (a hidden regression), 0 when "
                            "judged and not; absent when either period is too thin to judge."),
+    "release_regression": ("releases", ("1h",),
+                           "1 while a release (labels dimension, candidate: its new value, release: its id) whose "
+                           "verdict is fail is live, 0 when judged and not; the ReleaseRegression ticket reads it."),
+    "releases_per_week": ("releases", ("30d",), "Releases started over the trailing 30 days, per week."),
+    "release_rollback_rate": ("releases", ("30d",), "Rollbacks / releases started over the trailing 30 days."),
+    "release_verdict_rate": ("releases", ("30d",),
+                             "Releases that reached a verdict (pass, marginal or fail) / releases started, over the "
+                             "trailing 30 days: the releases shipped with evaluation evidence."),
     "incidents": ("incident_kpis", _KPI, "Alert instances that started firing in the window (label severity)."),
     "incident_mttr_seconds": ("incident_kpis", _KPI, "Mean time from firing to resolved, seconds."),
     "alert_notifications_per_incident": ("incident_kpis", _KPI, "Notifications delivered / incidents."),
@@ -193,4 +201,4 @@ LIVE_FEEDBACK_METRICS = ("thumbs_up_rate", "task_success_rate")
 
 # Label names a series may carry.
 LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method", "severity", "table", "dimension",
-          "segment")
+          "segment", "candidate", "release")

@@ -7,9 +7,9 @@ import zlib
 from flask import Blueprint, current_app, g, jsonify, request
 
 from monitor.foundation.auth import require
-from monitor.foundation.clock import iso_utc
+from monitor.foundation.clock import iso_utc, parse_time
 from monitor.foundation.http import ApiError
-from monitor.foundation.tables import feedback, rejected, requests
+from monitor.foundation.tables import feedback, rejected, releases, requests
 from monitor.ingest import bodies, otlp, otlp_export
 
 bp = Blueprint("api_v1", __name__, url_prefix="/v1")
@@ -114,6 +114,59 @@ def post_requests():
 @require("ingest")
 def post_feedback():
     return _ingest("feedback")
+
+
+# A declared release and a detected start of its value this close are the same release.
+DECLARED_MATCH = dt.timedelta(hours=3)
+_RELEASE_TEXT = {"service": 256, "feature": 256, "dimension": 64, "value": 256, "previous_value": 256,
+                 "description": 2000, "link": 2000}
+
+
+@bp.post("/releases")
+@require("ingest")
+def post_release():
+    """Declare a release (a deploy marker from CI): service, feature, dimension, value (the new one), and
+    optionally previous_value, ts (default now), description and link. The ``releases`` job judges it once
+    its value takes traffic; a release it already found for the same change takes the declared details."""
+    svc = _services()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body: must be a JSON object")
+    for name, limit in _RELEASE_TEXT.items():
+        value = body.get(name, "")
+        if not isinstance(value, str):
+            raise ApiError(400, "bad_request", f"{name}: must be a string")
+        if len(value) > limit:
+            raise ApiError(400, "bad_request", f"{name}: at most {limit} characters")
+    for name in ("service", "feature", "dimension", "value"):
+        if not body.get(name, "").strip():
+            raise ApiError(400, "bad_request", f"{name}: required")
+    if body["dimension"] not in svc.config.releases.dimensions:
+        raise ApiError(400, "bad_request", f"dimension: {body['dimension']!r} is not a release dimension "
+                                           f"(releases.dimensions: {', '.join(svc.config.releases.dimensions)})")
+    link = body.get("link", "")
+    if link and not link.startswith(("https://", "http://")):
+        raise ApiError(400, "bad_request", "link: must be an http(s) URL")
+    try:
+        ts = parse_time(body["ts"], epoch_strings=False) if body.get("ts") is not None else svc.clock.now()
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"ts: {exc}") from None
+    key = (body["service"], body["feature"], body["dimension"])
+    found = [r for r in releases.search(svc.store, service=key[0], feature=key[1], dimension=key[2],
+                                        lo=ts - DECLARED_MATCH, hi=ts + DECLARED_MATCH)
+             if r.value == body["value"]]
+    details = {"source": "declared", "description": body.get("description", ""), "link": link}
+    if found:  # found in the traffic already: the same release, now with its declared details
+        row = found[0].with_(**details, previous_value=found[0].previous_value or body.get("previous_value", ""))
+        status = 200
+    else:
+        row = releases.Release(releases.release_id(*key, body["value"], ts), *key, body["value"],
+                               body.get("previous_value", ""), ts, reason="declared; its value has not taken traffic yet",
+                               **details)
+        status = 201
+    releases.write(svc.store, [row], svc.clock.now())
+    return jsonify({"release_id": row.release_id, "ts": iso_utc(row.ts), "source": row.source,
+                    "verdict": row.verdict}), status
 
 
 def _otlp(parse, export, answer):
