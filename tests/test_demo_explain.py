@@ -25,7 +25,7 @@ from tests.conftest import upgrade_fast
 from tests.test_dashboards import sign_in
 
 END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
-DAYS, RPS = demo.DEFAULT_DAYS, 0.1
+DAYS, RPS = demo.DEFAULT_DAYS, demo.DEFAULT_RPS
 # incident -> (the headline metric it moves, the segment that must come first, its kind or None for any)
 CAUSES = {
     "error burst": ("error_rate", {"region": BURST_REGION}, "rate"),
@@ -49,7 +49,7 @@ def site(chdb_dir):
     assert result.rejected == 0 and result.accepted > 100_000
     client = app.test_client()
     assert sign_in(client, app.extensions["nlpmon"].keys.create("why", ["read"])[1]).status_code == 302
-    yield SimpleNamespace(client=client, config=config)
+    yield SimpleNamespace(client=client, config=config, store=store, app=app)
     store.command(f"DROP DATABASE IF EXISTS `{config.clickhouse.database}`")
     store.close()
 
@@ -99,3 +99,30 @@ def test_the_cost_spike_is_said_as_traffic_moving_to_the_pricier_model(site):
     text, kind, _ = _first_contributor(response.get_data(as_text=True), "cost_per_request_usd")
     # Its share of the traffic is what moved: the sentence says so (new since the baseline, or from-to).
     assert kind == "mix" and ("of the traffic" in text or "traffic " in text), text
+
+
+def test_the_releases_page_shows_the_canary_failing_on_latency_its_rollback_and_the_others_passing(site):
+    """The releases job over the demo: the regressed prompt fails on latency during its canary, the rollback is
+    linked to it, the two releases that went well pass."""
+    from jobs.releases import ReleasesJob
+    from monitor.foundation.tables import releases
+    clock = site.app.extensions["nlpmon"].clock
+    clock.set(END + dt.timedelta(minutes=1, microseconds=314))
+    job = ReleasesJob(site.store, site.config, clock, dt.timedelta(minutes=15))
+    assert job.run(since=END - dt.timedelta(days=DAYS)).status == "ok"
+    found = {(r.feature, r.previous_value, r.value): r for r in releases.search(site.store)}
+    regressed = found[("draft-email", "v7", REGRESSED_PROMPT)]
+    assert regressed.mode == "canary" and regressed.verdict == "fail", (regressed.reason, regressed.metrics)
+    assert regressed.metrics["latency_p95_ms"]["verdict"] == "worse"
+    assert regressed.judged_to == regressed.full_rollout  # judged during its canary, before the full rollout
+    rollback = found[("draft-email", REGRESSED_PROMPT, "v7")]
+    assert rollback.rollback_of == regressed.release_id
+    others = [r for key, r in found.items() if key[0] != "draft-email"]
+    assert {(r.feature, r.mode) for r in others} == {("query-rewrite", "before_after"), ("translate", "canary")}
+    assert all(r.verdict == "pass" for r in others), [(r.feature, r.reason) for r in others]
+    assert len(found) == 4, sorted(found)
+    page = site.client.get("/releases").get_data(as_text=True)
+    row = re.search(rf'<tr data-release="{regressed.release_id}" data-verdict="(\w+)">', page)
+    assert row and row.group(1) == "fail"
+    page = site.client.get(f"/releases/{rollback.release_id}").get_data(as_text=True)
+    assert f'/releases/{regressed.release_id}' in page and "rollback" in page

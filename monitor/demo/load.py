@@ -51,7 +51,7 @@ _KEY_NAME = "demo"
 STEPS = [
     ("traffic", "demo traffic", AREAS),
     ("metrics", "SLIs, SLOs and cost per outcome", ("overview", "metrics", "alerts")),
-    ("reviews", "review samples labelled by simulated reviewers", ("hallucination",)),
+    ("reviews", "review samples labelled by simulated reviewers, releases judged", ("hallucination",)),
     ("alerts", "alert history of the four incidents", ("alerts",)),
     ("drift", "daily drift of every feature", ("drift",)),
     ("grounding", "grounding proxy", ("metrics",)),
@@ -158,6 +158,8 @@ def compute(store: Store, config: Config, clock, days: float, end: dt.datetime, 
         progress.advance("reviews")
         if "hallucination" in jobs:
             _run_job(jobs["hallucination"], since, echo)
+        if "releases" in jobs:  # with the reviewers' labels: releases are judged on hallucinations too
+            _run_job(jobs["releases"], since, echo)
 
     def alert_history() -> None:
         if config.drift.enabled:

@@ -20,6 +20,8 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
 REGRESSED_PROMPT = "v8"  # the prompt version the latency-regression incident deploys
+# It goes out as a canary first: this share of draft-email's traffic for CANARY_HOURS, then all of it.
+CANARY_SHARE, CANARY_HOURS = 0.2, 8
 # The share of German summaries that fail while the locale incident lasts. German is about a seventh of the
 # summaries: the feature's error rate rises by under 2 points (less than the hidden-regression rule calls a
 # rise of the whole), the German segment's by about 12.
@@ -154,8 +156,8 @@ def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, 
                  "users paste whole documents, which translate routes to the larger claude-3-opus (about 6x "
                  "the tokens at 5x the price): its share of the traffic goes from 1% to 40%"),
         Incident("prompt", "latency regression after prompt change", "copilot", "draft-email", prompt, rollback,
-                 f"prompt_version v7 -> {REGRESSED_PROMPT}: p95 latency roughly doubles, longer outputs; "
-                 "rolled back"),
+                 f"prompt_version v7 -> {REGRESSED_PROMPT}, a canary at {CANARY_SHARE:.0%} for {CANARY_HOURS} hours, "
+                 "then all traffic: p95 latency roughly doubles, longer outputs; rolled back"),
         Incident("shift", "topic shift", "support-bot", "answer", shift, settled,
                  "about 40% of questions are about the AI Assistant plan and crypto payouts, "
                  "which the knowledge base does not cover, until the launch buzz fades"),
@@ -174,3 +176,36 @@ def incidents(days: float, end: dt.datetime) -> list[dict]:
     return [{"name": i.name, "service": i.service, "feature": i.feature,
              "start": from_ms(i.start_ms), "end": from_ms(i.end_ms), "what": i.what, "daily": i.daily}
             for i in sorted(incident_map(start_ms, end_ms).values(), key=lambda i: i.start_ms)]
+
+
+@dataclass(frozen=True)
+class Release:
+    """A prompt change that goes well: ``share`` of the feature's traffic from ``start_ms`` (a canary) until
+    ``full_ms``, then all of it."""
+    feature: str
+    version: str
+    start_ms: int
+    full_ms: int
+    share: float
+
+    def serves(self, ms: int, draw: float) -> bool:
+        return ms >= self.full_ms or (ms >= self.start_ms and draw < self.share)
+
+
+def releases(start_ms: int, end_ms: int) -> list[Release]:
+    """The demo's releases that pass: a before/after prompt change of query-rewrite and a canary of translate,
+    in the first half of a window of three days or more (none in a shorter one), at working hours."""
+    span = end_ms - start_ms
+    if span < 3 * DAY_MS:
+        return []
+
+    def nine_am(share: float) -> int:
+        t = start_ms + int(span * share)
+        return t - t % DAY_MS + 9 * HOUR_MS
+    rewrite, translate = nine_am(0.3), nine_am(0.42)
+    return [Release("query-rewrite", RELEASED["query-rewrite"], rewrite, rewrite, 1.0),
+            Release("translate", RELEASED["translate"], translate, translate + 6 * HOUR_MS, 0.5)]
+
+
+# The versions those releases leave live: the live traffic after serve --demo's history serves them.
+RELEASED = {"query-rewrite": "v4", "translate": "v6"}

@@ -34,8 +34,11 @@ from typing import Iterator
 from monitor.demo import texts
 from monitor.demo.texts import Slots
 from monitor.demo.timeline import (
+    CANARY_HOURS,
+    CANARY_SHARE,
     HOUR_MS,
     LOCALE_FAILURE,
+    RELEASED,
     MINUTE_MS,
     REGRESSED_PROMPT,
     SECOND_MS,
@@ -43,6 +46,7 @@ from monitor.demo.timeline import (
     iso,
     load_factor,
     poisson,
+    releases,
     to_ms,
     window,
 )
@@ -170,6 +174,8 @@ class _Generator:
         # content does not move when they change.
         self.locale_rng = random.Random(f"nlpmon-demo-locale-{seed}")
         self.route_rng = random.Random(f"nlpmon-demo-route-{seed}")
+        self.releases = {} if self.live else {r.feature: r for r in releases(start_ms, end_ms)}
+        self.canary_ms = self.prompt.start_ms + CANARY_HOURS * HOUR_MS
 
     def events(self) -> Iterator[tuple[str, dict]]:
         pending: list[tuple[int, int, dict]] = []  # feedback waits here until its time comes
@@ -204,7 +210,15 @@ class _Generator:
         in_burst = feat.name == "answer" and region == BURST_REGION and self.burst.covers(ts)
         document = feat.name == "translate" and self.route_rng.random() < (
             _DOCUMENT_SHARE_IN_SPIKE if self.spike.covers(ts) else _DOCUMENT_SHARE)
-        regressed = feat.name == "draft-email" and self.prompt.covers(ts)
+        # The regressed prompt takes a canary's share first, then all of draft-email's traffic until the rollback.
+        regressed = feat.name == "draft-email" and self.prompt.covers(ts) and (
+            ts >= self.canary_ms or self.route_rng.random() < CANARY_SHARE)
+        release = self.releases.get(feat.name)
+        if self.live:  # after the history: its releases are live
+            version = RELEASED.get(feat.name, feat.prompt_version)
+        else:
+            version = release.version if release and ts >= release.start_ms and release.serves(
+                ts, self.route_rng.random() if ts < release.full_ms else 0.0) else feat.prompt_version
         shifted = feat.name == "answer" and self.shift.covers(ts)
 
         text = self._text(feat, language, shifted, document, regressed)
@@ -234,7 +248,7 @@ class _Generator:
             "feature": feat.name,
             "model": DOCUMENT_MODEL if document else feat.model,
             "provider": _DOCUMENT_PROVIDER if document else feat.provider,
-            "prompt_version": REGRESSED_PROMPT if regressed else feat.prompt_version,
+            "prompt_version": REGRESSED_PROMPT if regressed else version,
             "environment": "production",
             "region": region,
             "language": language,
