@@ -82,5 +82,16 @@ def prompt_changes(store, lo: dt.datetime, hi: dt.datetime, service: str = "",
                    if lo <= c.first_seen < hi), key=lambda c: c.first_seen)
 
 
-def prompt_markers(changes: list[PromptChange]) -> list[dict]:
-    return [{"x": iso_utc(c.first_seen), "label": f"prompt {c.prompt_version}", "kind": "prompt"} for c in changes]
+def prompt_markers(changes: list[PromptChange], found: list | None = None) -> list[dict]:
+    """A marker per new prompt version, linked to its release (``found``: releases.Release rows) when one
+    of its feature started with that version within the hour."""
+    out = []
+    for c in changes:
+        marker = {"x": iso_utc(c.first_seen), "label": f"prompt {c.prompt_version}", "kind": "prompt"}
+        release = next((r for r in found or () if (r.service, r.feature, r.dimension, r.value) ==
+                        (c.service, c.feature, "prompt_version", c.prompt_version)
+                        and abs(r.ts - c.first_seen) <= dt.timedelta(hours=1)), None)
+        if release is not None:
+            marker["href"] = f"/releases/{release.release_id}"
+        out.append(marker)
+    return out

@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 
 from dashboards import changes, charts, kpis
+from dashboards import releases as release_views
 from dashboards.compare import row_change
 from dashboards.formatting import fmt
 from dashboards.scope import SCOPE_LABELS, in_scope
@@ -22,7 +23,7 @@ from monitor.foundation.clock import iso_utc
 from monitor.foundation.config import parse_duration
 from monitor.foundation.filters import where_equal
 from monitor.foundation.rollups import STATUS_COLUMNS, segment_where
-from monitor.foundation.tables import alert_history, drift_reports, feedback, requests, rollups
+from monitor.foundation.tables import alert_history, drift_reports, feedback, releases, requests, rollups
 from monitor.foundation.tables.alert_history import AlertTransition, IncidentSpan
 from monitor.foundation.tables.drift_reports import DriftReport
 from monitor.foundation.tables.feedback import NegativeFeedback
@@ -30,6 +31,8 @@ from monitor.foundation.tables.requests import RequestBrief
 from monitor.foundation.tables.rollups import PromptChange
 
 BASELINE_SHIFT = explain.BASELINE_SHIFT
+# Releases that ended in a window may have started this long before it.
+RELEASES_BEFORE = dt.timedelta(days=30)
 MAX_WINDOW = dt.timedelta(days=31)
 LIST_LIMIT = 20
 SNIPPET = 160
@@ -130,6 +133,7 @@ class IncidentReport:
     drift: list[DriftReport]
     prompt_changes: list[PromptChange]
     changes: list[dict]                       # what changed: each headline metric explained (dashboards.changes)
+    releases: list = field(default_factory=list)  # releases.Release started or ended in the window
 
 
 def report(store, config, period: kpis.Period, filters: dict) -> IncidentReport:
@@ -167,7 +171,10 @@ def report(store, config, period: kpis.Period, filters: dict) -> IncidentReport:
         feedback.negative(store, period.start, period.end, rows_where, params, LIST_LIMIT, SNIPPET), history, spans,
         drift, charts.prompt_changes(store, period.start, period.end, filters.get("service", ""),
                                      filters.get("feature", "")),
-        changes.what_changed(store, config, period.start, period.end, {k: v for k, v in filters.items() if v}))
+        changes.what_changed(store, config, period.start, period.end, {k: v for k, v in filters.items() if v}),
+        [r for r in releases.search(store, service=filters.get("service", ""), feature=filters.get("feature", ""),
+                                    lo=period.start - RELEASES_BEFORE, hi=period.end)
+         if r.ts >= period.start or (r.ended is not None and r.ended >= period.start)])
 
 
 # -- exports -------------------------------------------------------------------------
@@ -198,6 +205,7 @@ def as_json(rep: IncidentReport) -> dict:
                    "slis": rep.slis, "errors": rep.errors, "slowest": rep.slowest, "failing": rep.failing,
                    "negative_feedback": rep.negative_feedback, "alerts": rep.alerts, "incidents": rep.incidents,
                    "drift": rep.drift, "prompt_changes": rep.prompt_changes,
+                   "releases": [release_views.as_json(r, f"/releases/{r.release_id}") for r in rep.releases],
                    "contributing_factors": [changes.as_json(c["metric"], (rep.period.start, rep.period.end),
                                                             (rep.baseline.start, rep.baseline.end), rep.filters,
                                                             c["explanation"]) for c in rep.changes]})
@@ -281,6 +289,8 @@ def as_markdown(rep: IncidentReport) -> str:
     events = [(h.ts, _alert_event(h)) for h in rep.alerts]
     events += [(p.first_seen, f"prompt_version **{_md(p.prompt_version)}** first seen on "
                               f"{_md(p.service)}/{_md(p.feature)}") for p in rep.prompt_changes]
+    events += [(r.ts, f"release of {_md(r.dimension)} **{_md(r.value)}** on {_md(r.service)}/{_md(r.feature)} "
+                      f"({_md(r.verdict)})") for r in rep.releases]
     events += [(d.ts, f"drift report {_md(d.window)} window on {_md(d.service)}/{_md(d.feature)}: "
                       f"{'**drift detected**' if d.drift_detected else _md(d.status)}") for d in rep.drift]
     events.sort(key=lambda e: e[0])
@@ -325,6 +335,11 @@ def as_markdown(rep: IncidentReport) -> str:
     for p in rep.prompt_changes:
         lines.append(f"- New prompt_version {_md(p.prompt_version)} on {_md(p.service)}/{_md(p.feature)} "
                      f"from {iso_utc(p.first_seen)}")
+    for r in rep.releases:
+        lines.append(f"- Release {_md(r.dimension)} {_md(r.previous_value)} → {_md(r.value)} on "
+                     f"{_md(r.service)}/{_md(r.feature)} from {iso_utc(r.ts)} ({_md(r.mode or 'waiting')}"
+                     f"{', a rollback' if r.rollback_of else ''}): **{_md(r.verdict)}**, {_md(r.reason)}; "
+                     f"/releases/{_md(r.release_id)}")
     if rep.slowest:
         q = rep.slowest[0]
         lines.append(f"- Slowest request {_md(q.request_id)}: {q.latency_ms:,.0f} ms ({_md(q.model)})")

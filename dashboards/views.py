@@ -353,7 +353,9 @@ def detail():
                                 window=step))
     markers = charts.alert_markers(svc.store, period.start, period.end, labels)
     if service and feature:
-        markers += charts.prompt_markers(charts.prompt_changes(svc.store, period.start, period.end, service, feature))
+        markers += charts.prompt_markers(charts.prompt_changes(svc.store, period.start, period.end, service, feature),
+                                         releases.search(svc.store, service=service, feature=feature,
+                                                         lo=period.start - dt.timedelta(hours=1), hi=period.end))
     pargs = _period_args(period)
     scope = {"service": service, "feature": feature}
     segments = []
@@ -624,7 +626,7 @@ def incident():
     for h in rep.alerts:
         if h.to_state == "firing":
             markers.append({"x": iso_utc(h.ts), "label": h.rule, "kind": "alert"})
-    markers += charts.prompt_markers(rep.prompt_changes)
+    markers += charts.prompt_markers(rep.prompt_changes, rep.releases)
     markers.append({"x": iso_utc(period.start), "label": "window start", "kind": "window"})
     markers.append({"x": iso_utc(period.end), "label": "window end", "kind": "window"})
     timeline = [{"name": s.rule, "start": iso_utc(s.start), "end": iso_utc(s.end or svc.clock.now()),

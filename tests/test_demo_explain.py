@@ -101,9 +101,9 @@ def test_the_cost_spike_is_said_as_traffic_moving_to_the_pricier_model(site):
     assert kind == "mix" and ("of the traffic" in text or "traffic " in text), text
 
 
-def test_the_releases_page_shows_the_canary_failing_on_latency_its_rollback_and_the_others_passing(site):
-    """The releases job over the demo: the regressed prompt fails on latency during its canary, the rollback is
-    linked to it, the two releases that went well pass."""
+def test_the_releases_page_shows_the_regression_failing_on_latency_its_rollback_and_the_others_passing(site):
+    """The releases job over the demo: the regressed prompt (deployed at once) fails on latency, the rollback is
+    linked to it, the two releases that went well (one of them a canary) pass."""
     from jobs.releases import ReleasesJob
     from monitor.foundation.tables import releases
     clock = site.app.extensions["nlpmon"].clock
@@ -112,9 +112,8 @@ def test_the_releases_page_shows_the_canary_failing_on_latency_its_rollback_and_
     assert job.run(since=END - dt.timedelta(days=DAYS)).status == "ok"
     found = {(r.feature, r.previous_value, r.value): r for r in releases.search(site.store)}
     regressed = found[("draft-email", "v7", REGRESSED_PROMPT)]
-    assert regressed.mode == "canary" and regressed.verdict == "fail", (regressed.reason, regressed.metrics)
+    assert regressed.mode == "before_after" and regressed.verdict == "fail", (regressed.reason, regressed.metrics)
     assert regressed.metrics["latency_p95_ms"]["verdict"] == "worse"
-    assert regressed.judged_to == regressed.full_rollout  # judged during its canary, before the full rollout
     rollback = found[("draft-email", REGRESSED_PROMPT, "v7")]
     assert rollback.rollback_of == regressed.release_id
     others = [r for key, r in found.items() if key[0] != "draft-email"]
@@ -126,3 +125,13 @@ def test_the_releases_page_shows_the_canary_failing_on_latency_its_rollback_and_
     assert row and row.group(1) == "fail"
     page = site.client.get(f"/releases/{rollback.release_id}").get_data(as_text=True)
     assert f'/releases/{regressed.release_id}' in page and "rollback" in page
+    # The detail page's version marker links to its release; the postmortem export lists the releases.
+    start, end = regressed.ts - dt.timedelta(hours=2), rollback.ts + dt.timedelta(hours=2)
+    page = site.client.get(f"/detail?service=copilot&feature=draft-email&from={iso_utc(start)}"
+                           f"&to={iso_utc(end)}").get_data(as_text=True)
+    assert f'"href":"/releases/{regressed.release_id}"' in page, page[:200]
+    q = f"from={iso_utc(start)}&to={iso_utc(end)}&service=copilot&feature=draft-email"
+    md = site.client.get(f"/v1/incidents?{q}&format=md").get_data(as_text=True)
+    assert f"/releases/{regressed.release_id}" in md and "a rollback" in md
+    listed = site.client.get(f"/v1/incidents?{q}&format=json").get_json()["releases"]
+    assert {r["release_id"] for r in listed} == {regressed.release_id, rollback.release_id}

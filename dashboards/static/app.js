@@ -56,7 +56,10 @@
       var color = m.kind === "alert" ? "#c62828" : m.kind === "prompt" ? "#6a1b9a" : "#888";
       shapes.push({ type: "line", xref: "x", yref: "paper", x0: m.x, x1: m.x, y0: 0, y1: 1,
                     line: { color: color, width: 1, dash: m.kind === "alert" ? "solid" : "dash" } });
-      notes.push({ x: m.x, y: 1, xref: "x", yref: "paper", text: m.label, showarrow: false,
+      // A prompt version's marker links to its release (a path of ours; the label is escaped: it is logged data).
+      var label = String(m.label).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+      var text = m.href && /^\/releases\/[\w-]+$/.test(m.href) ? '<a href="' + m.href + '">' + label + "</a>" : label;
+      notes.push({ x: m.x, y: 1, xref: "x", yref: "paper", text: text, showarrow: false,
                    textangle: -90, xanchor: "right", yanchor: "top", font: { size: 9, color: color } });
     });
     return { shapes: shapes, annotations: notes };

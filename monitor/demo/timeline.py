@@ -20,8 +20,6 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
 REGRESSED_PROMPT = "v8"  # the prompt version the latency-regression incident deploys
-# It goes out as a canary first: this share of draft-email's traffic for CANARY_HOURS, then all of it.
-CANARY_SHARE, CANARY_HOURS = 0.2, 8
 # The share of German summaries that fail while the locale incident lasts. German is about a seventh of the
 # summaries: the feature's error rate rises by under 2 points (less than the hidden-regression rule calls a
 # rise of the whole), the German segment's by about 12.
@@ -156,8 +154,8 @@ def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, 
                  "users paste whole documents, which translate routes to the larger claude-3-opus (about 6x "
                  "the tokens at 5x the price): its share of the traffic goes from 1% to 40%"),
         Incident("prompt", "latency regression after prompt change", "copilot", "draft-email", prompt, rollback,
-                 f"prompt_version v7 -> {REGRESSED_PROMPT}, a canary at {CANARY_SHARE:.0%} for {CANARY_HOURS} hours, "
-                 "then all traffic: p95 latency roughly doubles, longer outputs; rolled back"),
+                 f"prompt_version v7 -> {REGRESSED_PROMPT}: p95 latency roughly doubles, longer outputs; "
+                 "rolled back"),
         Incident("shift", "topic shift", "support-bot", "answer", shift, settled,
                  "about 40% of questions are about the AI Assistant plan and crypto payouts, "
                  "which the knowledge base does not cover, until the launch buzz fades"),

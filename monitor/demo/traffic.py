@@ -34,8 +34,6 @@ from typing import Iterator
 from monitor.demo import texts
 from monitor.demo.texts import Slots
 from monitor.demo.timeline import (
-    CANARY_HOURS,
-    CANARY_SHARE,
     HOUR_MS,
     LOCALE_FAILURE,
     RELEASED,
@@ -175,7 +173,6 @@ class _Generator:
         self.locale_rng = random.Random(f"nlpmon-demo-locale-{seed}")
         self.route_rng = random.Random(f"nlpmon-demo-route-{seed}")
         self.releases = {} if self.live else {r.feature: r for r in releases(start_ms, end_ms)}
-        self.canary_ms = self.prompt.start_ms + CANARY_HOURS * HOUR_MS
 
     def events(self) -> Iterator[tuple[str, dict]]:
         pending: list[tuple[int, int, dict]] = []  # feedback waits here until its time comes
@@ -210,9 +207,7 @@ class _Generator:
         in_burst = feat.name == "answer" and region == BURST_REGION and self.burst.covers(ts)
         document = feat.name == "translate" and self.route_rng.random() < (
             _DOCUMENT_SHARE_IN_SPIKE if self.spike.covers(ts) else _DOCUMENT_SHARE)
-        # The regressed prompt takes a canary's share first, then all of draft-email's traffic until the rollback.
-        regressed = feat.name == "draft-email" and self.prompt.covers(ts) and (
-            ts >= self.canary_ms or self.route_rng.random() < CANARY_SHARE)
+        regressed = feat.name == "draft-email" and self.prompt.covers(ts)
         release = self.releases.get(feat.name)
         if self.live:  # after the history: its releases are live
             version = RELEASED.get(feat.name, feat.prompt_version)
