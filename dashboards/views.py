@@ -765,15 +765,16 @@ def release_page(rid: str):
     later = [x for x in releases.search(svc.store, service=r.service, feature=r.feature, dimension=r.dimension,
                                         lo=r.ts) if x.rollback_of == r.release_id]
     charts_out = []
-    if r.dimension in ("model", "prompt_version"):
-        lo = r.ts - dt.timedelta(days=1)
-        hi = (r.judged_to or r.ended or svc.clock.now()) + dt.timedelta(hours=6)
+    lo = r.ts - dt.timedelta(days=1)
+    hi = (r.judged_to or r.ended or svc.clock.now()) + dt.timedelta(hours=6)
+    if r.dimension in ("model", "prompt_version"):  # the label levels the sli job writes
         step = charts.step_for(hi - lo)
-        for metric, title, unit in (("latency_p95_ms", "Latency p95", "ms"), ("error_rate", "Error rate", "pct"),
-                                    ("thumbs_up_rate", "Thumbs-up rate", "pct")):
-            wanted = {metric: step if metric != "thumbs_up_rate" or step != "1m" else "5m"}
-            labels = [{"service": r.service, "feature": r.feature, r.dimension: v} for v in (r.previous_value, r.value)]
-            cur, = charts.fetch_ranges(svc.store, wanted, labels, [(lo, hi)])
+        shown = (("latency_p95_ms", "Latency p95", "ms"), ("error_rate", "Error rate", "pct"),
+                 ("thumbs_up_rate", "Thumbs-up rate", "pct"))
+        wanted = {m: step if m != "thumbs_up_rate" or step != "1m" else "5m" for m, _, _ in shown}
+        labels = [{"service": r.service, "feature": r.feature, r.dimension: v} for v in (r.previous_value, r.value)]
+        cur, = charts.fetch_ranges(svc.store, wanted, labels, [(lo, hi)])
+        for metric, title, unit in shown:
             charts_out.append(charts.chart(f"rel-{metric}", title, unit, [
                 charts.trace(f"{r.dimension} {r.previous_value} (before)", cur.get((metric, 0), [])),
                 charts.trace(f"{r.dimension} {r.value} (new)", cur.get((metric, 1), []))],
@@ -784,8 +785,7 @@ def release_page(rid: str):
     if r.ended:
         markers.append({"x": iso_utc(r.ended), "label": f"{r.value} ends", "kind": "window"})
     payload = _chart_json({"charts": charts_out, "markers": markers, "timeline": [],
-                           "from": iso_utc(r.ts - dt.timedelta(days=1)),
-                           "to": iso_utc((r.judged_to or r.ended or svc.clock.now()) + dt.timedelta(hours=6))})
+                           "from": iso_utc(lo), "to": iso_utc(hi)})
     return render_template("release.html", r=r, rows=release_views.metric_rows(r), reverted=reverted,
                            rolled_back_by=later, charts=charts_out, payload=payload)
 

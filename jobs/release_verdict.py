@@ -105,31 +105,43 @@ def bootstrap(metric: str, base: np.ndarray, cand: np.ndarray, statistic, min_n:
     """``statistic(values, axis)`` of each side (a percentile or a mean over the last axis); with ``weights``
     (base_w, cand_w) the statistic is sum(values) / sum(weights) (a ratio of sums). ``n_*`` the sides' whole
     counts when the samples are capped."""
+    return bootstrap_all({metric: statistic}, base, cand, min_n, seed, n_base, n_cand, weights)[0]
+
+
+def bootstrap_all(statistics: dict, base: np.ndarray, cand: np.ndarray, min_n: int, seed: int,
+                  n_base: int | None = None, n_cand: int | None = None, weights=None) -> list[Judged]:
+    """``bootstrap`` of several statistics of the same two samples (latency p50, p95 and p99) from one set of
+    resamples: each side is drawn and gathered once, not once a statistic."""
     nb, nc = n_base if n_base is not None else len(base), n_cand if n_cand is not None else len(cand)
+    points = {m: (_point(base, f, weights and weights[0]), _point(cand, f, weights and weights[1]))
+              for m, f in statistics.items()}
     if min(nb, nc) < min_n or not len(base) or not len(cand):
-        point_b = _point(base, statistic, weights and weights[0])
-        point_c = _point(cand, statistic, weights and weights[1])
-        return Judged(metric, point_b, point_c, nb, nc, "bootstrap",
-                      reason=f"too few: {nb} baseline and {nc} candidate, {min_n} needed on each side")
+        return [Judged(m, *points[m], nb, nc, "bootstrap",
+                       reason=f"too few: {nb} baseline and {nc} candidate, {min_n} needed on each side")
+                for m in statistics]
     rng = np.random.default_rng(seed)
     ib, ic = _resample(rng, len(base)), _resample(rng, len(cand))
-    if weights is None:
-        sb, sc = statistic(base[ib], axis=1), statistic(cand[ic], axis=1)
-    else:
-        wb, wc = weights
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sb = base[ib].sum(axis=1) / wb[ib].sum(axis=1)
-            sc = cand[ic].sum(axis=1) / wc[ic].sum(axis=1)
-    diffs = sc - sb
-    diffs = diffs[np.isfinite(diffs)]
-    point_b = _point(base, statistic, weights and weights[0])
-    point_c = _point(cand, statistic, weights and weights[1])
-    if point_b is None or point_c is None or len(diffs) < BOOTSTRAP // 2:
-        return Judged(metric, point_b, point_c, nb, nc, "bootstrap", reason="no successful outcome on a side")
-    low, high = (float(x) for x in np.percentile(diffs, [2.5, 97.5]))
-    p = 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())
-    return Judged(metric, point_b, point_c, nb, nc, "bootstrap", point_c - point_b, low, high,
-                  float(min(1.0, max(p, 1 / BOOTSTRAP))))
+    rb, rc = base[ib], cand[ic]
+    out = []
+    for metric, statistic in statistics.items():
+        if weights is None:
+            sb, sc = statistic(rb, axis=1), statistic(rc, axis=1)
+        else:
+            wb, wc = weights
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sb = rb.sum(axis=1) / wb[ib].sum(axis=1)
+                sc = rc.sum(axis=1) / wc[ic].sum(axis=1)
+        diffs = sc - sb
+        diffs = diffs[np.isfinite(diffs)]
+        point_b, point_c = points[metric]
+        if point_b is None or point_c is None or len(diffs) < BOOTSTRAP // 2:
+            out.append(Judged(metric, point_b, point_c, nb, nc, "bootstrap", reason="no successful outcome on a side"))
+            continue
+        low, high = (float(x) for x in np.percentile(diffs, [2.5, 97.5]))
+        p = 2 * min((diffs <= 0).mean(), (diffs >= 0).mean())
+        out.append(Judged(metric, point_b, point_c, nb, nc, "bootstrap", point_c - point_b, low, high,
+                          float(min(1.0, max(p, 1 / BOOTSTRAP)))))
+    return out
 
 
 def _point(values: np.ndarray, statistic, weights) -> float | None:

@@ -39,7 +39,6 @@ WARMUP = dt.timedelta(days=2)  # hours scanned before the horizon so values live
 SAMPLE = 4000              # per-request values sampled per side for the bootstrap
 TEXTS = 100                # output texts per side for the drift between the two values
 KPI_WINDOW = dt.timedelta(days=30)
-DECLARED_MATCH = dt.timedelta(hours=2)  # a declared release and the detected start of its value
 JUDGED = ("pass", "marginal", "fail")
 
 
@@ -90,7 +89,7 @@ class ReleasesJob(Job):
         dim_sql = dimension_sql(dimension, tuple(self.config.segments.tags))
         for f in found:
             declared = next((r for r in history if r.source == "declared" and r.value == f.value
-                             and abs(r.ts - f.start) <= DECLARED_MATCH + HOUR), None)
+                             and abs(r.ts - f.start) <= releases.DECLARED_MATCH), None)
             rid = releases.release_id(service, feature, dimension, f.value, f.start)
             base = declared or next((r for r in history if r.release_id == rid), None)
             if base is None:
@@ -133,8 +132,8 @@ class ReleasesJob(Job):
         n = cfg.min_requests
         judged = [
             rv.rate("error_rate", base.errors, base.requests, cand.errors, cand.requests, n),
-            *(rv.bootstrap(m, base.latency, cand.latency, rv.percentile(q), n, seed, base.requests, cand.requests)
-              for m, q in rv.PERCENTILES.items()),
+            *rv.bootstrap_all({m: rv.percentile(q) for m, q in rv.PERCENTILES.items()}, base.latency, cand.latency,
+                              n, seed, base.requests, cand.requests),
             rv.bootstrap("ttft_p95_ms", base.ttft, cand.ttft, rv.percentile(95), n, seed, base.ttft_n, cand.ttft_n),
             rv.rate("thumbs_up_rate", base.thumbs_up, base.thumbs, cand.thumbs_up, cand.thumbs, rv.MIN_FEEDBACK),
             rv.rate("task_success_rate", base.tasks_ok, base.tasks, cand.tasks_ok, cand.tasks, rv.MIN_FEEDBACK),

@@ -116,8 +116,6 @@ def post_feedback():
     return _ingest("feedback")
 
 
-# A declared release and a detected start of its value this close are the same release.
-DECLARED_MATCH = dt.timedelta(hours=3)
 _RELEASE_TEXT = {"service": 256, "feature": 256, "dimension": 64, "value": 256, "previous_value": 256,
                  "description": 2000, "link": 2000}
 
@@ -153,7 +151,7 @@ def post_release():
         raise ApiError(400, "bad_request", f"ts: {exc}") from None
     key = (body["service"], body["feature"], body["dimension"])
     found = [r for r in releases.search(svc.store, service=key[0], feature=key[1], dimension=key[2],
-                                        lo=ts - DECLARED_MATCH, hi=ts + DECLARED_MATCH)
+                                        lo=ts - releases.DECLARED_MATCH, hi=ts + releases.DECLARED_MATCH)
              if r.value == body["value"]]
     details = {"source": "declared", "description": body.get("description", ""), "link": link}
     if found:  # found in the traffic already: the same release, now with its declared details

@@ -22,6 +22,9 @@ COLUMNS = ["release_id", "service", "feature", "dimension", "value", "previous_v
            "link", "mode", "full_rollout", "ended", "rollback_of", "verdict", "reason", "metrics", "judged_from",
            "judged_to", "updated_at"]
 VERDICTS = ("pending", "insufficient_data", "pass", "marginal", "fail")
+# A declared release (POST /v1/releases) and the detected start of its value this close are one release,
+# whichever came first.
+DECLARED_MATCH = dt.timedelta(hours=3)
 
 
 @dataclass(frozen=True)
