@@ -332,7 +332,7 @@ def test_scheduler_runs_jobs_on_its_own(env):
         sched.shutdown()
     assert {n: r.status for n, r in sched.last.items()} == {n: "ok" for n in jobs}
     assert set(jobs) == {"sli", "slo", "cost", "hallucination_sample", "hallucination", "drift", "grounding_proxy",
-                         "alerts", "incident_kpis", "reconcile", "otlp_join", "segment_regression"}
+                         "alerts", "incident_kpis", "reconcile", "otlp_join", "segment_regression", "releases"}
 
 
 def test_covering_uses_the_coarsest_rollups():
