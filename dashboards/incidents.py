@@ -235,6 +235,10 @@ def as_csv(rep: IncidentReport) -> str:
     for d in rep.drift:
         w.writerow(["drift", d.service, d.feature, d.window, int(d.drift_detected), "",
                     f"{iso_utc(d.ts)} {d.status} report {d.report_id}"])
+    for r in rep.releases:
+        w.writerow(["release", r.service, r.feature, f"{r.dimension}={r.value}", r.verdict, r.previous_value,
+                    f"{iso_utc(r.ts)} {r.mode or 'waiting'}{' rollback' if r.rollback_of else ''} "
+                    f"/releases/{r.release_id}: {r.reason}"])
     for name, listed in (("slowest", rep.slowest), ("failing", rep.failing)):
         for q in listed:
             w.writerow([name, q.service, q.feature, q.request_id, _cell(q.latency_ms), "",

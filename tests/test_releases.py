@@ -239,3 +239,59 @@ def test_a_declared_release_is_judged_under_its_own_id_and_details(setup, clock)
     assert rid in page and "pass" in page
     page = client.get(f"/releases/{rid}").get_data(as_text=True)
     assert "shorter system prompt &lt;b&gt;" in page and 'data-metric="latency_p95_ms"' in page
+
+
+def test_browser_the_releases_pages_tell_a_regression_and_its_rollback(setup, clock, browser):
+    """In Chromium: the list shows the failed release and its rollback; the release's page its metrics side by
+    side with the failing one marked, charts of both values drawn, and the link to the rollback, which links
+    back; nothing wider than the window, no console errors."""
+    from tests.helpers import LiveServer
+    config, store, app = setup
+    reqs, fbs = _traffic(7, "answer", range(0, 48), lambda t: 60,
+                         lambda i: {"v1": 1.0} if i < 20 else {"v1": 0.5, "v2": 0.5} if i < 30
+                         else {"v2": 1.0} if i < 38 else {"v1": 1.0}, latency={"v2": 1800.0})
+    _ingest(app, reqs, fbs)
+    _job(store, config, clock, T0 + 48 * HOUR + dt.timedelta(minutes=2, microseconds=271828))
+    from monitor.scheduler import build_jobs
+    assert build_jobs(store, config, clock)["sli"].run(since=T0).status == "ok"  # the charts' points per version
+    first, back = sorted(_of(store, "answer"), key=lambda r: r.ts)
+    assert first.verdict == "fail" and first.mode == "canary" and back.rollback_of == first.release_id
+    key = app.extensions["nlpmon"].keys.create("pages", ["read"])[1]
+    with LiveServer(app) as site:
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(site.url + "/login")
+        page.fill("#api_key", key)
+        page.click("button[type=submit]")
+        page.click("nav >> text=Releases")
+        page.wait_for_url(site.url + "/releases*")
+        rows = page.locator("#releases tbody tr[data-release]")
+        assert [rows.nth(i).get_attribute("data-release") for i in range(rows.count())] == \
+            [back.release_id, first.release_id]  # newest first
+        failed = page.locator(f"tr[data-release={first.release_id}]")
+        assert failed.get_attribute("data-verdict") == "fail" and failed.locator(".badge.bad").inner_text() == "fail"
+        assert "rollback" in page.locator(f"tr[data-release={back.release_id}]").inner_text()
+        failed.locator("a").first.click()
+        page.wait_for_url(f"{site.url}/releases/{first.release_id}")
+        assert page.locator("#verdict").inner_text() == "fail"
+        latency = page.locator("#metrics tr[data-metric=latency_p95_ms]")
+        assert latency.get_attribute("data-verdict") == "worse" and "bootstrap" in latency.inner_text()
+        assert page.locator("#metrics tr[data-metric=error_rate]").get_attribute("data-verdict") == "same"
+        assert "canary" in page.locator("#release-summary").inner_text()
+        page.wait_for_selector(".charts .main-svg")
+        drawn = page.locator(".charts .plot")
+        assert drawn.count() == 3 and page.locator(".charts .plot.js-plotly-plot").count() == 3  # each drawn
+        legend = page.locator("#chart-rel-latency_p95_ms .legendtext").all_text_contents()
+        assert legend == ["prompt_version v1 (before)", "prompt_version v2 (new)"], legend
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        ARTIFACTS = __import__("pathlib").Path(__file__).parent / "artifacts"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "release.png"), full_page=True)
+        page.click("a.rolled-back-by")
+        page.wait_for_url(f"{site.url}/releases/{back.release_id}")
+        assert page.locator("#reverts").get_attribute("href") == f"/releases/{first.release_id}"
+        assert errors == [], errors
+        ctx.close()

@@ -20,6 +20,9 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
 REGRESSED_PROMPT = "v8"  # the prompt version the latency-regression incident deploys
+# In a window of three days or more it goes out as a canary first: this share of draft-email's traffic from
+# CANARY_HOURS before the full rollout.
+CANARY_SHARE, CANARY_HOURS = 0.2, 24
 # The share of German summaries that fail while the locale incident lasts. German is about a seventh of the
 # summaries: the feature's error rate rises by under 2 points (less than the hidden-regression rule calls a
 # rise of the whole), the German segment's by about 12.
@@ -91,6 +94,8 @@ class Incident:
     # A story told in days (the segment views, a day's hidden-regression verdict), not minutes: the demo's
     # history needs no minute windows nor alert evaluations around it.
     daily: bool = False
+    # A canary: until then only CANARY_SHARE of the feature's traffic is affected (0: all of it from the start).
+    full_ms: int = 0
 
     def covers(self, ms: int) -> bool:
         return self.start_ms <= ms < self.end_ms
@@ -132,6 +137,7 @@ def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, 
         # All past the middle (a full week before each in the default 14 days); the prompt change ships
         # at the busiest moment of its slot, as deploys happen in working hours.
         burst, spike, prompt = busiest(0.55, 0.61), busiest(0.63, 0.67), busiest(0.70, 0.74)
+        canary = prompt - CANARY_HOURS * HOUR_MS
         # The two long incidents end well before the window does (a rollback; the launch buzz fades), so
         # their alerts resolve within the demo: the slow SLO ticket holds about 12 hours past its end. The
         # regression lasts long enough (about 1.8 days of 14) that its 3-day burn rate passes the ticket's 1x.
@@ -146,6 +152,7 @@ def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, 
     else:  # a short window (tests): room for each incident and its alerts, not for a week before
         burst, spike, prompt = busiest(0.20, 0.42), busiest(0.48, 0.56), at(0.65)
         rollback, shift, settled, locale = at(0.83), at(0.75), at(0.89), at(0.90)
+        canary = prompt
     rows = (
         Incident("burst", "error burst", "support-bot", "answer", burst, lasting(burst, 20 * MINUTE_MS, 0.05),
                  "the provider's us-east-1 endpoint fails: about 90% of that region's answers get upstream "
@@ -153,9 +160,11 @@ def incident_map(start_ms: int, end_ms: int, enabled: bool = True) -> dict[str, 
         Incident("spike", "cost spike", "copilot", "translate", spike, lasting(spike, 2 * HOUR_MS, 0.08),
                  "users paste whole documents, which translate routes to the larger claude-3-opus (about 6x "
                  "the tokens at 5x the price): its share of the traffic goes from 1% to 40%"),
-        Incident("prompt", "latency regression after prompt change", "copilot", "draft-email", prompt, rollback,
-                 f"prompt_version v7 -> {REGRESSED_PROMPT}: p95 latency roughly doubles, longer outputs; "
-                 "rolled back"),
+        Incident("prompt", "latency regression after prompt change", "copilot", "draft-email", canary, rollback,
+                 f"prompt_version v7 -> {REGRESSED_PROMPT}"
+                 + (f", a canary at {CANARY_SHARE:.0%} for {CANARY_HOURS} hours, then all traffic"
+                    if canary < prompt else "")
+                 + ": p95 latency roughly doubles, longer outputs; rolled back", full_ms=prompt),
         Incident("shift", "topic shift", "support-bot", "answer", shift, settled,
                  "about 40% of questions are about the AI Assistant plan and crypto payouts, "
                  "which the knowledge base does not cover, until the launch buzz fades"),

@@ -34,6 +34,7 @@ from typing import Iterator
 from monitor.demo import texts
 from monitor.demo.texts import Slots
 from monitor.demo.timeline import (
+    CANARY_SHARE,
     HOUR_MS,
     LOCALE_FAILURE,
     RELEASED,
@@ -94,6 +95,13 @@ _BASE_ERROR_RATE = 0.005
 # The error burst is the provider's endpoint in one region failing: its requests fail at this rate, the
 # other regions' not at all (so the burst shows where it is, as such outages do).
 BURST_REGION, _BURST_FAILURE = "us-east-1", 0.9
+# The regressed prompt's answers. Its drafts are longer: LONGER times the output tokens and the time to write
+# them, a little wider spread (p95 about 1.6x). Once it takes all of draft-email's traffic, their tokens hit the
+# provider's tokens-per-minute limit and generation is throttled: THROTTLED times the median, a wider spread again
+# (p95 more than doubles). So its canary barely moves the feature's p95 (the release verdict sees it, the p95
+# alert cannot), and the full rollout pages.
+LONGER, LONGER_SPREAD = 1.5, 0.05
+THROTTLED, THROTTLED_SPREAD = 2.2, 0.15
 # Translate routes whole documents (about 6x the tokens, never a prompt-cache hit) to a larger model. Users
 # seldom paste them, until the cost spike, when many do: the spike is traffic moving to the pricier model,
 # each model's cost per request unchanged.
@@ -172,6 +180,7 @@ class _Generator:
         # content does not move when they change.
         self.locale_rng = random.Random(f"nlpmon-demo-locale-{seed}")
         self.route_rng = random.Random(f"nlpmon-demo-route-{seed}")
+        self.canary_rng = random.Random(f"nlpmon-demo-canary-{seed}")
         self.releases = {} if self.live else {r.feature: r for r in releases(start_ms, end_ms)}
 
     def events(self) -> Iterator[tuple[str, dict]]:
@@ -207,7 +216,11 @@ class _Generator:
         in_burst = feat.name == "answer" and region == BURST_REGION and self.burst.covers(ts)
         document = feat.name == "translate" and self.route_rng.random() < (
             _DOCUMENT_SHARE_IN_SPIKE if self.spike.covers(ts) else _DOCUMENT_SHARE)
-        regressed = feat.name == "draft-email" and self.prompt.covers(ts)
+        # The regressed prompt takes a canary's share first (its own stream: the rest does not move), then all
+        # of draft-email's traffic until the rollback.
+        regressed = feat.name == "draft-email" and self.prompt.covers(ts) and (
+            ts >= self.prompt.full_ms or self.canary_rng.random() < CANARY_SHARE)
+        throttled = regressed and ts >= self.prompt.full_ms
         release = self.releases.get(feat.name)
         if self.live:  # after the history: its releases are live
             version = RELEASED.get(feat.name, feat.prompt_version)
@@ -233,7 +246,7 @@ class _Generator:
         status, error_type, http_status = self._outcome(feat, in_burst, document, detected, abuse)
         ok = status == "ok"
         latency, ttft, tokens_in, tokens_out, cached = self._timing(
-            feat, status, error_type, slow=in_burst, regressed=regressed, document=document)
+            feat, status, error_type, slow=in_burst, regressed=regressed, throttled=throttled, document=document)
 
         request_id = self._uuid()
         event = {
@@ -302,7 +315,7 @@ class _Generator:
         return "ok", "", 200
 
     def _timing(self, feat: Feature, status: str, error_type: str, *, slow: bool, regressed: bool,
-                document: bool) -> tuple[float, float | None, int, int, int]:
+                throttled: bool, document: bool) -> tuple[float, float | None, int, int, int]:
         """(latency_ms, ttft_ms, input_tokens, output_tokens, cached_input_tokens)."""
         rng = self.rng
         if status in ("error", "timeout"):
@@ -318,20 +331,22 @@ class _Generator:
             return round(prefill + rng.lognormvariate(math.log(120), 0.4), 1), None, tokens_in, 0, cached
 
         median, sigma = feat.latency_median_ms, feat.latency_sigma
-        stretch = 1.0
-        if regressed:  # x2.2 median and a wider spread: p95 a little more than doubles
-            median, sigma = median * 2.2, sigma + 0.15
-            stretch = 2.2
+        stretch = longer = 1.0  # the time to write the answer, and its tokens, as multiples of the feature's
+        if throttled:
+            median, sigma, stretch, longer = median * THROTTLED, sigma + THROTTLED_SPREAD, THROTTLED, LONGER
+        elif regressed:
+            median, sigma, stretch, longer = median * LONGER, sigma + LONGER_SPREAD, LONGER, LONGER
         if slow:  # the upstream that is throwing 5xx is also sluggish when it answers
             median *= 1.4
         core = rng.lognormvariate(math.log(median), sigma)
         if rng.random() < feat.tail_share:
             core *= 3
         share = min(0.9, feat.ttft_share * rng.lognormvariate(0.0, 0.35))
-        # The regressed prompt makes longer answers: the extra time is generation, not the first token.
+        # The regressed prompt's extra time is generation (longer, then throttled), not the first token.
         ttft = prefill + core / stretch * share
         latency = prefill + core
-        tokens_out = max(1, int(core * (1 - share) / feat.ms_per_output_token * rng.uniform(0.85, 1.15)))
+        written = core / stretch * longer * (1 - share)  # the writing time its tokens take unthrottled
+        tokens_out = max(1, int(written / feat.ms_per_output_token * rng.uniform(0.85, 1.15)))
         if status == "cancelled":  # the user gave up part-way through the stream
             done = rng.uniform(0.1, 0.8)
             latency = ttft + (latency - ttft) * done
