@@ -28,6 +28,7 @@ from flask import (
 
 from alerts import silence as silences
 from dashboards import changes, charts, compare, incidents, kpis
+from dashboards import evaluators as evaluator_views
 from dashboards import releases as release_views
 from dashboards.formatting import LANGUAGE_NAMES, exact, fmt
 from dashboards.access import page
@@ -129,7 +130,8 @@ def _globals():
             "background": snapshot if snapshot["active"] or snapshot["failed"] else None,
             "computing": progress.pending, "nav": (
         ("pages.overview", "Overview"), ("pages.drift", "Drift"), ("pages.alerts", "Alerts"),
-        ("pages.review", "Review"), ("pages.releases_page", "Releases"), ("pages.incident", "Incidents"))}
+        ("pages.review", "Review"), ("pages.releases_page", "Releases"), ("pages.evaluators_page", "Evaluators"),
+        ("pages.incident", "Incidents"))}
 
 
 @bp.get("/static/vendor/plotly.min.js")
@@ -224,6 +226,8 @@ def overview():
     pargs = _period_args(period)
     table, sparks = [], {}
     carried = {k: v for k, v in filters.items() if k not in ("service", "feature")}
+    # A judge's corrected rate, shown where the reviewed sample is thin (not for a segment: it has none).
+    judged = {} if carried else evaluator_views.estimates(svc.store, svc.clock.now())
     for i, r in enumerate(rows):
         target = {"service": r.service, "feature": r.feature} if not r.is_total else {}
         detail = link("pages.detail", **target, **pargs, **carried)
@@ -243,6 +247,12 @@ def overview():
                  "reviews": cur.get("hallucination_reviews"), "samples": cur.get("review_samples"),
                  "delta": compare.row_change(r, "hallucination_rate", "pct", False), "worst": False,
                  "href": f"{detail}#chart-hallucination_rate"}
+        estimate = judged.get((r.service, r.feature)) if not r.is_total else None
+        if estimate and (hallu["reviews"] or 0) < compare.MIN_REVIEWS:
+            hallu["estimate"] = {**estimate, "why": f"{hallu['reviews'] or 0} reviewed answers in the period, under "
+                                                    f"{compare.MIN_REVIEWS}: the rate estimated from judge "
+                                                    f"{estimate['evaluator']}'s labels, corrected with its agreement "
+                                                    f"with reviewers on {estimate['overlap']} answers (30 days)"}
         budgets = [s for s in r.slos if s["budget_remaining"] is not None]
         inc_cur = kpis.incident_figures(r.incidents)
         table.append({
@@ -714,6 +724,42 @@ def explain_api():
     except explain.ExplainError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     return jsonify(changes.as_json(metric, (start, end), baseline, filters, e))
+
+
+# -- evaluators ----------------------------------------------------------------------
+@bp.get("/v1/evaluators")
+@require("read")
+def evaluators_api():
+    """Each evaluator (configured judges, then external ones seen through OTLP) with its counts and agreement."""
+    svc = _svc()
+    return jsonify({"evaluators": evaluator_views.report(svc.store, svc.config, svc.clock.now())})
+
+
+@bp.get("/v1/evaluators/<name>")
+@require("read")
+def evaluator_api(name: str):
+    svc = _svc()
+    found = evaluator_views.report(svc.store, svc.config, svc.clock.now(), name)
+    if not found:
+        raise ApiError(404, "not_found", f"evaluator: no evaluator {name}")
+    return jsonify(found[0])
+
+
+@bp.get("/evaluators")
+@page("read")
+def evaluators_page():
+    svc = _svc()
+    return render_template("evaluators.html", rows=evaluator_views.report(svc.store, svc.config, svc.clock.now()))
+
+
+@bp.get("/evaluators/<name>")
+@page("read")
+def evaluator_page(name: str):
+    svc = _svc()
+    found = evaluator_views.report(svc.store, svc.config, svc.clock.now(), name)
+    if not found:
+        return render_template("error.html", status=404, title="Not found", message=f"No evaluator {name}."), 404
+    return render_template("evaluator.html", e=found[0])
 
 
 # -- releases ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from alerts.engine import AlertEngine
 from jobs.cost import CostJob
 from jobs.drift import DriftJob
+from jobs.evaluate import EvaluateJob
 from jobs.grounding import AnswerProxy, GroundingProxyJob
 from jobs.hallucination import HallucinationRateJob
 from jobs.incident_kpis import IncidentKpiJob
@@ -57,6 +58,8 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, ScheduledTask]:
         OtlpJoin(store, config, clock, interval=every.otlp_join)]
     if config.releases.enabled:
         jobs.append(ReleasesJob(store, config, clock, every.releases))
+    if config.evaluators:
+        jobs.append(EvaluateJob(store, config, clock, every.evaluate, ingestor=_LazyIngestor(store, config, clock)))
     if config.drift.enabled:
         jobs.append(DriftJob(store, config, clock, every.drift))
     if config.grounding.enabled:
@@ -66,6 +69,27 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, ScheduledTask]:
         # The engine watches the others: a job without a successful run for a few intervals is an alert.
         jobs.append(AlertEngine(store, config, clock, job_intervals={j.name: j.interval for j in jobs}))
     return {job.name: job for job in jobs}
+
+
+class _LazyIngestor:
+    """The ingest pipeline for the evaluate job's rows, built on first use (its salt lives in the store)."""
+
+    def __init__(self, store: Store, config: Config, clock):
+        self._args, self._built = (store, config, clock), None
+
+    def _get(self):
+        if self._built is None:
+            from monitor.ingest.pipeline import Ingestor, user_id_salt
+            store, config, clock = self._args
+            self._built = Ingestor(store, config, clock, user_id_salt(store, config, clock))
+        return self._built
+
+    @property
+    def prices(self):
+        return self._get().prices
+
+    def ingest(self, kind: str, rows: list):
+        return self._get().ingest(kind, rows)
 
 
 ON_TIME = dt.timedelta(seconds=1)

@@ -106,7 +106,7 @@ def store(config):
 # compared at the precision it is stored, which a clock of whole seconds never tests (it hid a review queue
 # that no reviewer could get an item from).
 FINE_CLOCK_MODULES = {"test_review", "test_silences", "test_scheduler_lease", "test_alerts", "test_alerts_live",
-                      "test_replicas", "test_alerts_page"}
+                      "test_replicas", "test_alerts_page", "test_evaluators"}
 
 
 @pytest.fixture

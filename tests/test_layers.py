@@ -160,6 +160,8 @@ OWNERS = {
     "notification_outbox": {"notification_outbox"}, "otlp_parts": {"otlp_parts"}, "leases": {"leases"},
     # a release and what it is judged on: the hourly values of its dimension, its sides' raw rows
     "releases": {"releases", "requests_1h", "segments_1h", "requests", "feedback"},
+    # an evaluator's outcomes, and the sampled answers it is asked about
+    "evaluations": {"evaluations", "requests"},
     # the rollup family, rebuilt from the raw tables
     "rollups": {"requests_1m", "requests_1h", "requests_1d", "requests_feature_1h", "requests_feature_1d",
                 "segments_1m", "segments_1h", "segments_1d", "feedback_1m", "feedback_1h", "feedback_1d", "requests",
@@ -202,7 +204,7 @@ def test_every_table_has_exactly_one_owner():
         assert (TABLES_DIR / f"{stem}.py").is_file()
         own = tables if stem != "review" else {"review_queue", "review_leases"}
         own = own if stem != "rollups" else tables - {"requests", "feedback"}
-        own = own if stem != "releases" else {"releases"}
+        own = own if stem not in ("releases", "evaluations") else {stem}
         for t in own:
             assert t not in owners, f"{t} owned by {owners.get(t)} and {stem}"
             owners[t] = stem

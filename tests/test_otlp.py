@@ -209,7 +209,7 @@ def test_content_events_join_their_span_in_either_order(otel, app, store, clock)
     assert store.scalar("SELECT sum(requests) FROM requests_1m") == 2
 
 
-def test_evaluation_results_become_feedback(otel, store):
+def test_evaluation_results_become_feedback(otel, store, app, keys):
     tracer, logger = otel
     with tracer.start_as_current_span("chat", attributes=CURRENT) as span:
         pass
@@ -218,10 +218,20 @@ def test_evaluation_results_become_feedback(otel, store):
                             "gen_ai.evaluation.score.label": "pass"})
     logger.emit(event_name="gen_ai.evaluation.result", context=trace.set_span_in_context(span),
                 attributes={"gen_ai.evaluation.name": "unmapped", "gen_ai.evaluation.score.value": 0.2})
+    logger.emit(event_name="gen_ai.evaluation.result", context=trace.set_span_in_context(span),
+                attributes={"gen_ai.evaluation.name": "hallucination", "gen_ai.evaluation.score.label": "hallucinated",
+                            "gen_ai.evaluation.explanation": "invents a refund policy"})
     rid = _stored(store, span)["request_id"]
-    rows = store.query_dicts("SELECT kind, value, label, source FROM feedback FINAL WHERE request_id = {r:String}",
-                             {"r": rid})
-    assert rows == [{"kind": "task_success", "value": 1.0, "label": "pass", "source": "auto"}]
+    rows = store.query_dicts("SELECT kind, value, label, source, reviewer FROM feedback FINAL "
+                             "WHERE request_id = {r:String} ORDER BY kind", {"r": rid})
+    assert rows == [
+        {"kind": "hallucination", "value": None, "label": "hallucinated", "source": "auto", "reviewer": "hallucination"},
+        {"kind": "task_success", "value": 1.0, "label": "pass", "source": "auto", "reviewer": "task_success"}]
+    # An evaluator outside nlpmon: on the Evaluators answer beside the configured judges, measured the same way.
+    listed = app.test_client().get("/v1/evaluators", headers={"Authorization": f"Bearer {keys['read']}"}).get_json()
+    external = next(e for e in listed["evaluators"] if e["name"] == "hallucination")
+    assert external["kind"] == "external" and external["agreement"]["judged"] == 1
+    assert "not enough overlap" in external["agreement"]["reason"]
 
 
 def test_the_sli_job_and_the_overview_see_spans_as_they_see_events(client, keys, store, clock, app):

@@ -193,6 +193,102 @@ class ReleasesConfig(_Section):
         return self.min_effect.get(metric, RELEASE_METRICS[metric])
 
 
+HALLUCINATION_JUDGE_PROMPT = """You check whether an AI assistant's answer is supported by the context it was given.
+
+Question or request:
+{input}
+
+Context the assistant had:
+{context}
+
+The assistant's answer:
+{output}
+
+Reply with a JSON object only: {{"label": "hallucinated", "reason": "..."}} when the answer states something the
+context does not support, {{"label": "grounded", "reason": "..."}} when everything it states is supported, or
+{{"label": "unsure", "reason": "..."}} when you cannot tell. Keep the reason to one sentence."""
+PROMPT_FIELDS = ("input", "context", "output")
+
+
+class EvaluatorConfig(_Section):
+    """An automated evaluator (jobs/evaluate.py): an LLM judge behind any OpenAI-compatible chat-completions
+    ``endpoint``, asked ``prompt`` about the answers sampled at ``sample_rate`` (the review queue's hash, so the
+    judge and the reviewers see overlapping items). Its labels are stored as ``feedback_kind`` feedback with
+    source ``auto`` and reviewer ``name``. The key is read from the environment variable ``api_key_env``, never
+    from this file."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    kind: Literal["llm_judge"] = "llm_judge"
+    endpoint: str                              # base URL: {endpoint}/chat/completions
+    model: str = Field(min_length=1)
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    prompt: str = HALLUCINATION_JUDGE_PROMPT   # over {input}, {context}, {output}
+    labels: list[str] = Field(default_factory=lambda: ["hallucinated", "grounded", "unsure"], min_length=2)
+    feedback_kind: str = "hallucination"
+    # For a kind measured by a value (task_success, thumbs: 1 or 0; rating: 1-5), each label's value.
+    values: dict[str, float] = Field(default_factory=dict)
+    sample_rate: float = Field(0.1, ge=0, le=1)
+    services: list[str] = Field(default_factory=list)   # empty: every service
+    features: list[str] = Field(default_factory=list)   # empty: every feature
+    max_calls_per_hour: int = Field(600, ge=1)
+    max_cost_usd_per_day: float = Field(5.0, gt=0)
+    timeout: Duration = dt.timedelta(seconds=30)
+    concurrency: int = Field(4, ge=1, le=64)
+    retries: int = Field(3, ge=0, le=10)       # after the first attempt, on 429, 5xx, timeouts and refused connections
+    max_tokens: int = Field(300, ge=16)
+    min_kappa: float = Field(0.6, ge=-1, le=1)
+    min_overlap: int = Field(30, ge=5)         # answers labelled by both the judge and reviewers to judge the judge
+    failed_runs: int = Field(3, ge=1)          # runs in a row whose every call failed: EvaluatorFailing
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL (the base of /chat/completions)")
+        return url.rstrip("/")
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, prompt: str) -> str:
+        import string
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a template: {exc} (write literal braces as {{{{ and }}}})") from None
+        unknown = fields - set(PROMPT_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown field {sorted(unknown)[0]!r}: a prompt may use {{input}}, {{context}}, {{output}}")
+        if "output" not in fields:
+            raise ValueError("must include {output}: the answer to judge")
+        return prompt
+
+    @model_validator(mode="after")
+    def _labels_fit_kind(self) -> "EvaluatorConfig":
+        from monitor.foundation.events import FEEDBACK_KINDS, HALLUCINATION_LABELS
+        if self.feedback_kind not in FEEDBACK_KINDS:
+            raise ValueError(f"feedback_kind: {self.feedback_kind!r} is not a feedback kind ({', '.join(FEEDBACK_KINDS)})")
+        if self.feedback_kind == "hallucination" and not set(self.labels) <= set(HALLUCINATION_LABELS):
+            raise ValueError(f"labels: hallucination feedback takes {', '.join(HALLUCINATION_LABELS)}; map other "
+                             "label sets to another feedback_kind")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels: must be unique")
+        if self.feedback_kind in ("thumbs", "task_success", "rating"):
+            allowed = (lambda v: 1 <= v <= 5) if self.feedback_kind == "rating" else (lambda v: v in (0, 1))
+            for label in self.labels:
+                if label not in self.values or not allowed(self.values[label]):
+                    raise ValueError(f"values.{label}: {self.feedback_kind} feedback needs a value for every label "
+                                     f"({'1 to 5' if self.feedback_kind == 'rating' else '1 or 0'})")
+        elif self.feedback_kind == "comment":
+            raise ValueError("feedback_kind: comment feedback holds no label; choose a kind labels or values fit")
+        return self
+
+    def prompt_version(self) -> str:
+        """A changed prompt (or label set, or model) is a new version: the same request is judged again."""
+        import hashlib
+        key = "\x1f".join([self.prompt, self.model, *self.labels])
+        return "p" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
 class OtlpConfig(_Section):
     """OpenTelemetry ingest (POST /v1/traces, /v1/logs, and OTLP/gRPC on ``grpc_port``): which span attributes
     name a request's feature, first present wins; a span with none of them takes its gen_ai.operation.name
@@ -286,6 +382,8 @@ class ScheduleConfig(_Section):
     segment_regression: Duration = dt.timedelta(hours=1)
     # Releases: found, judged and updated as data arrives (jobs/releases.py).
     releases: Duration = dt.timedelta(minutes=15)
+    # Automated evaluators (jobs/evaluate.py): sampled answers sent to each configured judge.
+    evaluate: Duration = dt.timedelta(minutes=5)
     # Parked OpenTelemetry spans ingested with the content that came for them.
     otlp_join: Duration = dt.timedelta(seconds=5)
     # The alert engine: evaluate, dispatch, deliver (a run starts no send after this much real time).
@@ -728,6 +826,7 @@ class Config(_Section):
     otlp: OtlpConfig = Field(default_factory=OtlpConfig)
     segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     releases: ReleasesConfig = Field(default_factory=ReleasesConfig)
+    evaluators: list[EvaluatorConfig] = Field(default_factory=list)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     pricing: list[Price] = Field(default_factory=_default_prices)
@@ -743,6 +842,14 @@ class Config(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     cardinality: CardinalityConfig = Field(default_factory=CardinalityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _evaluator_names(self) -> "Config":
+        names = [e.name for e in self.evaluators]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"evaluators: the name {name!r} is used twice (a judge's labels carry its name)")
+        return self
 
     @model_validator(mode="after")
     def _release_dimensions(self) -> "Config":

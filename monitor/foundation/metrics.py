@@ -186,6 +186,34 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "release_verdict_rate": ("releases", ("30d",),
                              "Releases that reached a verdict (pass, marginal or fail) / releases started, over the "
                              "trailing 30 days: the releases shipped with evaluation evidence."),
+    "evaluator_calls": ("evaluate", ("1d",), "Answers an automated evaluator (label evaluator) was asked about that "
+                        "UTC day (a failed call asked again counts once)."),
+    "evaluator_labels": ("evaluate", ("1d",), "Of them, answered with a label."),
+    "evaluator_parse_failures": ("evaluate", ("1d",),
+                                 "Of them, answered with no JSON object holding a known label: counted, never a label."),
+    "evaluator_call_failures": ("evaluate", ("1d",),
+                                "Of them, failed after the retries (429, 5xx, timeout, refused): asked again later."),
+    "evaluator_retries": ("evaluate", ("1d",), "Retried calls (429, 5xx, timeouts, refused connections) that day."),
+    "evaluator_cost_usd": ("evaluate", ("1d",), "The judge's cost that UTC day, from its own token usage, USD."),
+    "evaluator_skipped_by_cap": ("evaluate", ("1m",),
+                                 "Sampled answers the run left unasked because max_calls_per_hour or "
+                                 "max_cost_usd_per_day was reached (asked by a later run)."),
+    "evaluator_failed_runs": ("evaluate", ("1m",),
+                              "Runs in a row in which every call of the evaluator failed (0 after one that got an "
+                              "answer); EvaluatorFailing fires on it."),
+    "evaluator_overlap": ("evaluate", ("30d",),
+                          "Answers labelled by both the evaluator and reviewers (a majority verdict), trailing 30 "
+                          "days, per evaluator and per evaluator and feature."),
+    "evaluator_kappa": ("evaluate", ("30d",), "Cohen's kappa of the evaluator against reviewers over the overlap, "
+                        "hallucinated vs not; absent below the evaluator's min_overlap."),
+    "evaluator_kappa_below_min": ("evaluate", ("30d",),
+                                  "1 when the evaluator's kappa is under its min_kappa over at least min_overlap "
+                                  "answers (the judge drifted from the reviewers), else 0; EvaluatorDisagrees."),
+    "hallucination_rate_estimated": ("evaluate", ("30d",),
+                                     "Hallucination rate estimated from every answer the evaluator judged, corrected "
+                                     "with its sensitivity and specificity on the overlap (Rogan-Gladen)."),
+    "hallucination_rate_estimated_low": ("evaluate", ("30d",), "Lower bound of the estimate's 95% interval."),
+    "hallucination_rate_estimated_high": ("evaluate", ("30d",), "Upper bound of the estimate's 95% interval."),
     "incidents": ("incident_kpis", _KPI, "Alert instances that started firing in the window (label severity)."),
     "incident_mttr_seconds": ("incident_kpis", _KPI, "Mean time from firing to resolved, seconds."),
     "alert_notifications_per_incident": ("incident_kpis", _KPI, "Notifications delivered / incidents."),
@@ -201,4 +229,4 @@ LIVE_FEEDBACK_METRICS = ("thumbs_up_rate", "task_success_rate")
 
 # Label names a series may carry.
 LABELS = ("service", "feature", "model", "prompt_version", "slo", "sli", "text", "method", "severity", "table", "dimension",
-          "segment", "candidate", "release")
+          "segment", "candidate", "release", "evaluator")

@@ -384,7 +384,8 @@ def evaluation_feedback(record, kinds: dict[str, str]) -> Mapped | None:
     body = value(record.body)
     if isinstance(body, dict):
         attrs = {**body, **attrs}
-    kind = kinds.get(str(attrs.get("gen_ai.evaluation.name") or ""))
+    name = str(attrs.get("gen_ai.evaluation.name") or "")
+    kind = kinds.get(name)
     if kind is None:
         return None
     _, rejected = _read(record, lambda: None)
@@ -392,7 +393,9 @@ def evaluation_feedback(record, kinds: dict[str, str]) -> Mapped | None:
         return rejected
     row = {"request_id": request_id(record.trace_id, record.span_id),
            "feedback_id": f"otel-eval-{record.trace_id.hex()}-{record.span_id.hex()}-{kind}",
-           "ts": _iso(record_time(record)), "kind": kind, "source": "auto"}
+           "ts": _iso(record_time(record)), "kind": kind, "source": "auto",
+           # An external evaluator, named by its evaluation: measured against reviewers like nlpmon's judges.
+           "reviewer": name}
     origin = {"ts": "time_unix_nano"}
     for field, name in (("value", "gen_ai.evaluation.score.value"), ("label", "gen_ai.evaluation.score.label"),
                         ("comment", "gen_ai.evaluation.explanation")):

@@ -15,7 +15,7 @@ from monitor.foundation.job import Job
 from monitor.foundation.metrics import Point, floor_to
 from monitor.foundation.tables import requests, review
 
-HASH_SPACE = 1_000_000
+HASH_SPACE = requests.SAMPLE_HASH_SPACE
 
 
 class HallucinationSampleJob(Job):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from monitor.foundation.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, SEGMENTS_OF_ROW
 from monitor.foundation.tables._raw import deduplicated, stored_ids
@@ -170,3 +170,33 @@ def negative(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, 
         "FROM feedback WHERE request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}"
         + where + " AND (" + " OR ".join(f"({w})" for w in NEGATIVE_FEEDBACK_WHEN.values()) + ") "
         "ORDER BY ts DESC LIMIT {limit:UInt32}", {**params, "lo": lo, "hi": hi, "limit": limit, "snip": snip})]
+
+
+class JudgedCount(NamedTuple):
+    judge: str      # the evaluator: an automated label's reviewer (its name; an OTLP evaluation's name)
+    service: str
+    feature: str
+    label: str      # the judge's latest label of the request
+    human: str      # the reviewers' majority: hallucinated, grounded, or "" (not reviewed, or a tie)
+    requests: int
+
+
+def judged_counts(store, lo: dt.datetime, hi: dt.datetime) -> list[JudgedCount]:
+    """Requests in [lo, hi) (by the request's time) an automated evaluator labelled (hallucination feedback,
+    source ``auto``), per judge, feature, the judge's label and the reviewers' verdict on the same request."""
+    return [JudgedCount(*r) for r in store.query("""
+SELECT j.judge, j.svc, j.feat, j.judged,
+       multiIf(r.h > r.g, 'hallucinated', r.g > r.h, 'grounded', '') AS human, count() AS requests
+FROM (SELECT reviewer AS judge, request_id, any(service) AS svc, any(feature) AS feat,
+             argMax(label, ts) AS judged
+      FROM feedback FINAL
+      WHERE kind = 'hallucination' AND source = 'auto' AND service != ''
+        AND request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}
+      GROUP BY judge, request_id) AS j
+LEFT JOIN (SELECT request_id, countIf(label = 'hallucinated') AS h, countIf(label = 'grounded') AS g
+           FROM feedback FINAL
+           WHERE kind = 'hallucination' AND source = 'reviewer'
+             AND request_ts >= {lo:DateTime64(3, 'UTC')} AND request_ts < {hi:DateTime64(3, 'UTC')}
+           GROUP BY request_id) AS r ON r.request_id = j.request_id
+GROUP BY j.judge, j.svc, j.feat, j.judged, human
+ORDER BY j.judge, j.svc, j.feat, j.judged, human""", {"lo": lo, "hi": hi})]

@@ -27,6 +27,11 @@ CONTEXT = {"service": "", "feature": "", "model": "", "prompt_version": "", "env
            "language": "", "tenant": "", "segment_tags": {}}
 
 
+# The hash space of the deterministic samples (the review queue's, the evaluators'): cityHash64(request_id) % it
+# under a stratum's rate times it is sampled, so a lower rate's sample is inside a higher one's.
+SAMPLE_HASH_SPACE = 1_000_000
+
+
 # -- writing and finding by id ------------------------------------------------------------
 def insert(store, rows: Sequence[dict], token: str | None = None) -> None:
     """``token``: the batch's de-duplication token (the rows must fall in one partition, see partition_of)."""
