@@ -113,7 +113,8 @@ class Judge:
             raise JudgeError(f"timed out after {ev.timeout.total_seconds():g}s", True) from None
         except httpx.TransportError as exc:
             raise JudgeError(f"cannot reach the endpoint: {type(exc).__name__}", True) from None
-        if resp.status_code == 400 and self.json_mode and "response_format" in resp.text:
+        if resp.status_code in (400, 422) and self.json_mode and any(
+                w in resp.text.lower() for w in ("response_format", "response format", "json_object")):
             self.json_mode = False  # an endpoint without JSON mode: ask again without it
             return self.ask(c)
         if resp.status_code == 429 or resp.status_code >= 500:
