@@ -28,6 +28,7 @@ from flask import (
 
 from alerts import silence as silences
 from dashboards import changes, charts, compare, incidents, kpis
+from dashboards import digest
 from dashboards import evaluators as evaluator_views
 from dashboards import releases as release_views
 from dashboards.formatting import LANGUAGE_NAMES, exact, fmt
@@ -724,6 +725,25 @@ def explain_api():
     except explain.ExplainError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     return jsonify(changes.as_json(metric, (start, end), baseline, filters, e))
+
+
+# -- digests -------------------------------------------------------------------------
+@bp.get("/digest/<name>")
+@page("read")
+def digest_page(name: str):
+    """A digest as a page that prints cleanly (save as PDF: the monthly report); ``at`` picks the period."""
+    from dashboards.digest_task import latest_fire
+    svc = _svc()
+    cfg = next((d for d in svc.config.digests if d.name == name), None)
+    if cfg is None:
+        return render_template("error.html", status=404, title="Not found", message=f"No digest {name}."), 404
+    at = time_arg("at") or svc.clock.now()
+    fired = latest_fire(cfg, at)
+    if fired is None:
+        return render_template("error.html", status=400, title="Bad request",
+                               message=f"at: the digest's schedule did not fire in the {cfg.period} before it"), 400
+    d = digest.build(svc.store, svc.config, cfg, *digest.period_of(cfg, fired), fired)
+    return Response(digest.as_html(d, page=True), mimetype="text/html")
 
 
 # -- evaluators ----------------------------------------------------------------------

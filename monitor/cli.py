@@ -536,6 +536,71 @@ def incident(obj: _Ctx, from_: str, to: str, service: str | None, feature: str |
         click.echo(inc.as_markdown(rep))
 
 
+# -- digests ---------------------------------------------------------------------
+@cli.group()
+def digest() -> None:
+    """Digests (digests: in the config): KPIs, movers, incidents, releases and cost of a period."""
+
+
+def _digest_of(obj: _Ctx, name: str, at: str | None):
+    from dashboards.digest_task import latest_fire
+    cfg = next((d for d in obj.config.digests if d.name == name), None)
+    if cfg is None:
+        raise click.BadParameter(f"no digest named {name!r} (digests: "
+                                 f"{', '.join(d.name for d in obj.config.digests) or 'none configured'})",
+                                 param_hint="NAME")
+    now = _when(at, "--at") or SystemClock().now()
+    fired = latest_fire(cfg, now)
+    if fired is None:
+        raise click.BadParameter(f"the schedule {cfg.schedule!r} did not fire in the {cfg.period} before {now:%Y-%m-%d %H:%M}",
+                                 param_hint="--at")
+    return cfg, fired
+
+
+@digest.command("preview")
+@click.argument("name")
+@click.option("--at", default=None, help="As if now were this time (the period of the latest schedule before it).")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True)
+@click.pass_obj
+@_friendly
+def digest_preview(obj: _Ctx, name: str, at: str | None, fmt: str) -> None:
+    """Print the digest NAME of the latest period, without sending it."""
+    import json as _json
+
+    from dashboards import digest as dg
+    cfg, fired = _digest_of(obj, name, at)
+    d = dg.build(obj.ready_store(), obj.config, cfg, *dg.period_of(cfg, fired), fired)
+    if fmt == "json":
+        click.echo(_json.dumps(dg.as_json(d), indent=2, default=str))
+    elif fmt == "html":
+        click.echo(dg.as_html(d))
+    else:
+        click.echo(dg.as_text(d), nl=False)
+
+
+@digest.command("send")
+@click.argument("name")
+@click.option("--at", default=None, help="As if now were this time (the period of the latest schedule before it).")
+@click.option("--force", is_flag=True, help="Send again to receivers that already had this period's digest.")
+@click.pass_obj
+@_friendly
+def digest_send(obj: _Ctx, name: str, at: str | None, force: bool) -> None:
+    """Queue the digest NAME of the latest period for its receivers (once each, unless --force) and deliver."""
+    from dashboards import digest as dg
+    from dashboards.digest_task import DigestTask
+    cfg, fired = _digest_of(obj, name, at)
+    store = obj.ready_store()
+    task = DigestTask(store, obj.config, SystemClock(), obj.config.jobs.schedule.digests)
+    queued = task.send(cfg, fired, force=force)
+    start, end = dg.period_of(cfg, fired)
+    sent = task.outbox.deliver_due()
+    failed = [r for r in sent if r.status != "sent" and r.group_key.startswith(f"digest:{cfg.name}:")]
+    click.echo(f"digest {name} for {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC: queued for {queued} "
+               f"receiver(s); delivered {sum(r.status == 'sent' for r in sent)}")
+    for r in failed:
+        click.echo(f"  {r.receiver}: {r.status} ({r.last_error})", err=True)
+
+
 # -- alerts and silences ---------------------------------------------------------
 @cli.group()
 def alerts() -> None:

@@ -20,6 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from alerts.engine import AlertEngine
+from dashboards.digest_task import DigestTask
 from jobs.cost import CostJob
 from jobs.drift import DriftJob
 from jobs.evaluate import EvaluateJob
@@ -60,6 +61,8 @@ def build_jobs(store: Store, config: Config, clock) -> dict[str, ScheduledTask]:
         jobs.append(ReleasesJob(store, config, clock, every.releases))
     if config.evaluators:
         jobs.append(EvaluateJob(store, config, clock, every.evaluate, ingestor=_LazyIngestor(store, config, clock)))
+    if config.digests:
+        jobs.append(DigestTask(store, config, clock, every.digests))
     if config.drift.enabled:
         jobs.append(DriftJob(store, config, clock, every.drift))
     if config.grounding.enabled:

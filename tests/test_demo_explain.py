@@ -157,3 +157,35 @@ def test_the_releases_page_shows_the_regression_failing_on_latency_its_rollback_
     assert released[f"prompt_version={REGRESSED_PROMPT}"][4] == "fail"
     assert released[f"prompt_version={REGRESSED_PROMPT}"][5] == "v7"
     assert f"rollback /releases/{rollback.release_id}" in released["prompt_version=v7"][6]
+
+
+def test_digests_of_the_demo_carry_the_overviews_figures_and_name_the_regression(site):
+    """A weekly digest of the demo's last whole week has the overview's figures for the same week (its week
+    before starts before the demo's first hour, so every change says `partial previous period`); a daily
+    digest of the day the regressed prompt took all of draft-email names its latency first, explained by it."""
+    from dashboards import digest as dg
+    from dashboards import kpis
+    from monitor.foundation.config import load_config
+    config = load_config(env={}, overrides={
+        "clickhouse": {"url": site.config.clickhouse.url, "database": site.config.clickhouse.database},
+        "alerts": {"receivers": [{"name": "hook", "webhook": {"url": "http://127.0.0.1:9/hook"}}],
+                   "route": {"receiver": "hook"}},
+        "digests": [{"name": "weekly", "schedule": "0 8 * * fri", "period": "7d", "receivers": ["hook"]},
+                    {"name": "daily", "schedule": "0 7 * * *", "period": "1d", "receivers": ["hook"]}]})
+    weekly, daily = config.digests
+    start, end = dg.period_of(weekly, END)
+    body = dg.as_json(dg.build(site.store, config, weekly, start, end, END))
+    rows = {(r.service, r.feature): r for r in kpis.overview(site.store, config, kpis.Period("custom", start, end), {})}
+    assert len(body["features"]) == 5
+    for f in body["features"]:
+        r = rows[(f["service"], f["feature"])]
+        for key in ("requests", "error_rate", "latency_p95_ms", "thumbs_up_rate", "cost_per_successful_outcome_usd"):
+            assert f[key]["value"] == pytest.approx(r.current.get(key)), (f["feature"], key)
+        assert f["requests"]["change"] is None and f["requests"]["reason"] == "partial"
+    incident = next(i for i in demo.incidents(DAYS, END) if i["name"] == "latency regression after prompt change")
+    full = incident["start"] + dt.timedelta(hours=24)  # the canary's day, then all of draft-email
+    day_after = full.replace(hour=7, minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
+    d = dg.build(site.store, config, daily, *dg.period_of(daily, day_after), day_after)
+    worse = [m for m in dg.as_json(d)["movers"]["worse"] if m["feature"] == "draft-email"]
+    assert worse and worse[0]["metric"] == "latency_p95_ms", dg.as_json(d)["movers"]
+    assert any(REGRESSED_PROMPT in text for text in worse[0]["explanation"]), worse[0]

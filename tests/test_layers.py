@@ -91,7 +91,8 @@ ALLOWED = {
 # The read side may use a capability's public surface: these modules, and nothing else of the capability.
 PUBLIC_SURFACES = {
     "dashboards": {"alerts.silence",        # the alerts page lists, creates and expires silences as the API does
-                   "monitor.review.queue"},  # the /review page hands out and labels items as the API does
+                   "monitor.review.queue",  # the /review page hands out and labels items as the API does
+                   "alerts.delivery"},      # digests go out through the alert outbox, as notifications do
 }
 
 

@@ -81,6 +81,41 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     threads: int = Field(8, ge=1, le=256)
+    # The address people reach the pages at, for links in digests (and, when alerts.external_url is not
+    # set apart, in alert notifications); empty: alerts.external_url.
+    external_url: str = ""
+
+
+DIGEST_KINDS = ("webhook", "slack", "email")  # receiver kinds a digest can go to
+
+
+class DigestConfig(_Section):
+    """A digest (dashboards/digest.py): the KPIs, movers, SLOs at risk, incidents, releases, cost and
+    hallucination rates of ``period``, sent at ``schedule`` (cron, UTC) to ``receivers`` through the alert
+    outbox, once per period. The period ends at the start of the UTC day the schedule fires on (a 1d digest
+    at 08:00 covers the day before; a 7d one on Monday the week to Monday 00:00)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    schedule: str = "0 8 * * mon"
+    period: Literal["1d", "7d", "30d"] = "7d"
+    receivers: list[str] = Field(min_length=1)
+    services: list[str] = Field(default_factory=list)   # empty: every service
+    features: list[str] = Field(default_factory=list)   # empty: every feature
+    top: int = Field(3, ge=1, le=10)                    # movers shown each way
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a cron expression (minute hour day month weekday): {exc}") from None
+        return value
+
+    @property
+    def span(self) -> dt.timedelta:
+        return parse_duration(self.period)
 
 
 class ClickHouseConfig(_Section):
@@ -384,6 +419,8 @@ class ScheduleConfig(_Section):
     releases: Duration = dt.timedelta(minutes=15)
     # Automated evaluators (jobs/evaluate.py): sampled answers sent to each configured judge.
     evaluate: Duration = dt.timedelta(minutes=5)
+    # Digests (dashboards/digest_task.py): how often their schedules are checked; each is sent once per period.
+    digests: Duration = dt.timedelta(minutes=1)
     # Parked OpenTelemetry spans ingested with the content that came for them.
     otlp_join: Duration = dt.timedelta(seconds=5)
     # The alert engine: evaluate, dispatch, deliver (a run starts no send after this much real time).
@@ -827,6 +864,7 @@ class Config(_Section):
     segments: SegmentsConfig = Field(default_factory=SegmentsConfig)
     releases: ReleasesConfig = Field(default_factory=ReleasesConfig)
     evaluators: list[EvaluatorConfig] = Field(default_factory=list)
+    digests: list[DigestConfig] = Field(default_factory=list)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     pricing: list[Price] = Field(default_factory=_default_prices)
@@ -842,6 +880,26 @@ class Config(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     cardinality: CardinalityConfig = Field(default_factory=CardinalityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _digest_receivers(self) -> "Config":
+        kinds = {r.name: r.kind for r in self.alerts.receivers}
+        names = [d.name for d in self.digests]
+        for i, d in enumerate(self.digests):
+            if names.count(d.name) > 1:
+                raise ValueError(f"digests: the name {d.name!r} is used twice")
+            for name in d.receivers:
+                if name not in kinds:
+                    raise ValueError(f"digests[{i}].receivers: no receiver named {name!r} in alerts.receivers "
+                                     f"({', '.join(kinds) or 'none'})")
+                if kinds[name] not in DIGEST_KINDS:
+                    raise ValueError(f"digests[{i}].receivers: {name!r} is a {kinds[name]} receiver; a digest goes "
+                                     f"to {', '.join(DIGEST_KINDS)} receivers")
+        return self
+
+    def external_url(self) -> str:
+        """Where links point: server.external_url, else alerts.external_url."""
+        return (self.server.external_url or self.alerts.external_url).rstrip("/")
 
     @model_validator(mode="after")
     def _evaluator_names(self) -> "Config":
