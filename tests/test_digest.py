@@ -176,8 +176,8 @@ def test_a_missed_schedule_is_sent_on_start_within_the_next_period_and_not_after
     with Recorder() as hook:
         config = _with_receivers(week, hook.url, hook.url, 25, name="weekly-missed")
         config = config.model_copy(update={"digests": [config.digests[0].model_copy(update={"receivers": ["hook"]})]})
-        # Down from Sunday to Wednesday: started again Wednesday, Monday's digest goes out.
-        task = DigestTask(svc.store, config, svc.clock, dt.timedelta(minutes=1))
+        # Down from Sunday to Wednesday: started again Wednesday (the scheduler's task), Monday's digest goes out.
+        task = build_jobs(svc.store, config, svc.clock)["digests"]
         wednesday = FIRES + dt.timedelta(days=2, hours=3, microseconds=77)
         assert task.run(wednesday).rows == 1
         task.outbox.deliver_due(wednesday)
