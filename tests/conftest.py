@@ -146,7 +146,7 @@ def live_server(app):
 
 # make test hands tests to its two workers in collection order, a module with a costly fixture as one group
 # (--dist loadgroup): the longest first, so neither worker is left with a four-minute group at the end.
-SLOW_FIRST = ("test_demo_stories.py", "test_dashboards.py", "test_crash.py", "test_demo_alerts.py",
+SLOW_FIRST = ("test_demo_stories.py", "test_demo_explain.py", "test_dashboards.py", "test_crash.py", "test_demo_alerts.py",
               "test_drift_degenerate.py", "test_cli.py")
 
 

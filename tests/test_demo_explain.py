@@ -26,6 +26,9 @@ from monitor.foundation.storage import Store
 from tests.conftest import upgrade_fast
 from tests.test_dashboards import sign_in
 
+# One worker loads the demo once for all of the module's tests (make test: --dist loadgroup); spread over two,
+# each loaded it (45 s of a 2-core run each).
+pytestmark = pytest.mark.xdist_group("demo_explain")
 END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 DAYS, RPS = demo.DEFAULT_DAYS, demo.DEFAULT_RPS
 # incident -> (the headline metric it moves, the segment that must come first, its kind or None for any)

@@ -23,7 +23,11 @@ from tests.test_receivers import HttpRecorder, SmtpSink
 
 UTC = dt.timezone.utc
 WEEK = dt.timedelta(days=7)
-START = dt.datetime(2026, 11, 16, tzinfo=UTC)       # a Monday: the digested week is [START, START + 7d)
+# A Monday: the digested week is [START, START + 7d). Recent (8 to 14 days back), so its texts are stored:
+# the engine's TTL blanks texts older than retention.text_days as they are inserted, which would leave the
+# "no raw text in a digest" checks nothing to find.
+_AGO = (dt.datetime.now(UTC) - dt.timedelta(days=8)).replace(hour=0, minute=0, second=0, microsecond=0)
+START = _AGO - dt.timedelta(days=_AGO.weekday())
 FIRES = START + WEEK + dt.timedelta(hours=8)         # "0 8 * * mon" the Monday after
 SECRET = "SECRET-PROMPT-7781"                        # in every prompt and answer: never in a digest
 
@@ -137,7 +141,9 @@ def test_the_digest_has_the_overviews_numbers_for_the_same_week_and_no_raw_text(
     assert [(r["value"], r["verdict"]) for r in body["releases"]] == [("v3", "pass")]
     assert body["cost"]["drivers"] and body["cost"]["cost_usd"] > 0
     assert [s["slo"] for s in body["slos_at_risk"]] == ["answer-availability"]  # 9% errors against a 3% budget
-    # Aggregates and links only.
+    # Aggregates and links only (the texts are stored: their absence here is the digest's doing).
+    assert svc.store.scalar("SELECT countIf(position(input_text, {s:String}) > 0) FROM requests",
+                            {"s": SECRET}) > 1000
     for rendered in (json.dumps(body), dg.as_text(d), dg.as_html(d), json.dumps(dg.as_slack(d))):
         assert SECRET not in rendered
 
@@ -240,7 +246,8 @@ def test_cli_previews_and_names_a_bad_digest(week, tmp_path):
     at = iso_utc(FIRES + dt.timedelta(hours=1))
     out = CliRunner().invoke(cli, ["digest", "preview", "weekly", "--at", at], env=env)
     assert out.exit_code == 0, out.output
-    assert out.output.startswith("# nlpmon digest weekly: 2026-11-16 to 2026-11-23") and "## Got worse" in out.output
+    assert out.output.startswith(f"# nlpmon digest weekly: {START:%Y-%m-%d} to {START + WEEK:%Y-%m-%d}")
+    assert "## Got worse" in out.output
     out = CliRunner().invoke(cli, ["digest", "preview", "weekly", "--at", at, "--format", "json"], env=env)
     assert out.exit_code == 0 and json.loads(out.output)["kind"] == "digest"
     bad = CliRunner().invoke(cli, ["digest", "preview", "monthly"], env=env)

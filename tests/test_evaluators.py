@@ -22,7 +22,9 @@ from tests.helpers import auth, free_port
 from tests.judge_server import JudgeServer
 
 KEY = "sk-test-judge-7f3a9c1e5b"
-T0 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.timezone.utc)
+# Within retention.text_days of the real date: the engine's TTL blanks older texts as they are inserted, and a
+# judge is only asked about answers with a text.
+T0 = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3)).replace(hour=8, minute=0, second=0, microsecond=0)
 HOUR = dt.timedelta(hours=1)
 
 
@@ -36,6 +38,8 @@ def _answers(app, texts: list[str], start=T0, service="support-bot", feature="an
              "service": service, "feature": feature, "model": "gpt-4o", "status": "ok", "latency_ms": 900.0,
              "input_tokens": 300, "output_tokens": 40, "input_text": f"question {i}",
              "context_text": "The refund window is 30 days.", "output_text": text} for i, text in enumerate(texts)]
+    clock = app.extensions["nlpmon"].clock
+    clock.set(start + HOUR + dt.timedelta(microseconds=421))  # received as they happen, never from the future
     assert app.extensions["nlpmon"].ingestor.ingest("requests", rows).rejected == 0
     return [r["request_id"] for r in rows]
 
