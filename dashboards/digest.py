@@ -51,9 +51,11 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 def period_of(cfg: DigestConfig, fired: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """The period a digest fired at ``fired`` covers: to the start of that UTC day (of that minute for periods
-    under a day), ``period`` long."""
-    end = floor_to(fired, 86400) if cfg.span >= dt.timedelta(days=1) else floor_to(fired, 60)
+    """The period a digest fired at ``fired`` covers: the ``period`` before that minute (Monday 08:00's weekly
+    digest, the 7 days to Monday 08:00). So the period before it is covered by data as soon as the service has
+    watched twice the period when the schedule fires (a calendar-aligned period would leave it partial by the
+    hours since midnight)."""
+    end = floor_to(fired, 60)
     return end - cfg.span, end
 
 

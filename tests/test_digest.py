@@ -28,7 +28,7 @@ WEEK = dt.timedelta(days=7)
 # "no raw text in a digest" checks nothing to find.
 _AGO = (dt.datetime.now(UTC) - dt.timedelta(days=8)).replace(hour=0, minute=0, second=0, microsecond=0)
 START = _AGO - dt.timedelta(days=_AGO.weekday())
-FIRES = START + WEEK + dt.timedelta(hours=8)         # "0 8 * * mon" the Monday after
+FIRES = START + WEEK                                 # "0 0 * * mon": the Monday after, at midnight
 SECRET = "SECRET-PROMPT-7781"                        # in every prompt and answer: never in a digest
 
 
@@ -105,7 +105,7 @@ def _with_receivers(app, hook_url: str, slack_url: str, smtp_port: int, name: st
                                  {"name": "mail", "email": {"to": ["managers@example.com"], "from": "nlpmon@example.com",
                                                             "smarthost": f"127.0.0.1:{smtp_port}"}}],
                    "route": {"receiver": "hook"}},
-        "digests": [{"name": name, "schedule": "0 8 * * mon", "period": "7d", "receivers": ["hook", "chat", "mail"]}]})
+        "digests": [{"name": name, "schedule": "0 0 * * mon", "period": "7d", "receivers": ["hook", "chat", "mail"]}]})
 
 
 def test_the_digest_has_the_overviews_numbers_for_the_same_week_and_no_raw_text(week):
@@ -123,8 +123,9 @@ def test_the_digest_has_the_overviews_numbers_for_the_same_week_and_no_raw_text(
     for f in body["features"]:
         r = rows[(f["service"], f["feature"])]
         for key in ("requests", "error_rate", "latency_p95_ms", "thumbs_up_rate", "cost_per_successful_outcome_usd"):
-            assert f[key]["value"] == pytest.approx(r.current.get(key)), (f["feature"], key)
-            assert f[key]["previous"] == pytest.approx(r.previous.get(key)), (f["feature"], key)
+            # A percentile merges t-digest states, in an order the engine chooses: equal to 1 in 1,000.
+            assert f[key]["value"] == pytest.approx(r.current.get(key), rel=1e-3), (f["feature"], key)
+            assert f[key]["previous"] == pytest.approx(r.previous.get(key), rel=1e-3), (f["feature"], key)
         for key in ("task_success_rate", "hallucination_rate"):  # no such feedback: no change, and the reason
             assert f[key]["change"] is None and f[key]["reason"], f[key]
     answer = next(f for f in body["features"] if f["feature"] == "answer")
@@ -152,7 +153,7 @@ def test_delivered_once_per_period_to_webhook_slack_and_email_across_reruns_and_
     svc = week.extensions["nlpmon"]
     with Recorder() as hook, HttpRecorder() as slack, SmtpSink() as smtp:
         config = _with_receivers(week, hook.url, slack.url + "/services/T/B/x", smtp.port, name="weekly-once")
-        now = FIRES + dt.timedelta(seconds=30, microseconds=250)
+        now = FIRES + dt.timedelta(minutes=10, microseconds=250)  # after the outbox rows' creation (the app's clock)
         task = DigestTask(svc.store, config, svc.clock, dt.timedelta(minutes=1))
         assert task.run(now).rows == 3
         task.outbox.deliver_due(now)
@@ -240,7 +241,7 @@ def test_cli_previews_and_names_a_bad_digest(week, tmp_path):
     (tmp_path / "monitor.yaml").write_text(json.dumps({
         "alerts": {"receivers": [{"name": "hook", "webhook": {"url": "http://127.0.0.1:9/hook"}}],
                    "route": {"receiver": "hook"}},
-        "digests": [{"name": "weekly", "receivers": ["hook"]}]}))
+        "digests": [{"name": "weekly", "schedule": "0 0 * * mon", "receivers": ["hook"]}]}))
     env = {"MONITOR_CONFIG": str(tmp_path / "monitor.yaml"), "MONITOR_CLICKHOUSE_URL": base.clickhouse.url,
            "MONITOR_CLICKHOUSE_DATABASE": base.clickhouse.database}
     at = iso_utc(FIRES + dt.timedelta(hours=1))

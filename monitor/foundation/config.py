@@ -92,8 +92,8 @@ DIGEST_KINDS = ("webhook", "slack", "email")  # receiver kinds a digest can go t
 class DigestConfig(_Section):
     """A digest (dashboards/digest.py): the KPIs, movers, SLOs at risk, incidents, releases, cost and
     hallucination rates of ``period``, sent at ``schedule`` (cron, UTC) to ``receivers`` through the alert
-    outbox, once per period. The period ends at the start of the UTC day the schedule fires on (a 1d digest
-    at 08:00 covers the day before; a 7d one on Monday the week to Monday 00:00)."""
+    outbox, once per period. The period is the ``period`` before the schedule's time (a 7d digest at Monday
+    08:00 covers the 7 days to Monday 08:00), against the one before it."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     schedule: str = "0 8 * * mon"
