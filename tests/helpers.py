@@ -130,3 +130,12 @@ def app_of_its_own(chdb_dir, clock, prefix: str, **sections):
     finally:
         store.command(f"DROP DATABASE IF EXISTS `{cfg.clickhouse.database}`")
         store.close()
+
+
+def recent_friday_noon() -> dt.datetime:
+    """The latest Friday 12:00 UTC at least a day before the real date: the end of a demo window that falls
+    on the same weekday and hour whenever the suite runs (the demo's load curve, incident positions and
+    random streams are the same, a whole number of weeks apart), and recent enough that the engine's TTL
+    keeps its texts (it blanks those older than retention.text_days, by the real date, as they are inserted)."""
+    t = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+    return t - dt.timedelta(days=(t.weekday() - 4) % 7)

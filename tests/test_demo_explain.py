@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from monitor import demo
+from tests.helpers import recent_friday_noon
 from monitor.app import create_app
 from monitor.demo.load import send
 from monitor.demo.timeline import REGRESSED_PROMPT
@@ -29,7 +30,7 @@ from tests.test_dashboards import sign_in
 # One worker loads the demo once for all of the module's tests (make test: --dist loadgroup); spread over two,
 # each loaded it (45 s of a 2-core run each).
 pytestmark = pytest.mark.xdist_group("demo_explain")
-END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
+END = recent_friday_noon()  # a Friday noon, as 2026-11-20 was: the shift falls on a weekday
 DAYS, RPS = demo.DEFAULT_DAYS, demo.DEFAULT_RPS
 # incident -> (the headline metric it moves, the segment that must come first, its kind or None for any)
 CAUSES = {

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from monitor import demo
+from tests.helpers import recent_friday_noon
 from monitor.app import create_app
 from monitor.demo.load import STEPS, load
 from monitor.foundation.clock import ManualClock
@@ -22,7 +23,7 @@ from monitor.foundation.tables import alert_history, drift_reports, metric_point
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.xdist_group("demo_stories")  # one worker builds the demo (make test: --dist loadgroup)
-END = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)  # the shift falls on a weekday
+END = recent_friday_noon()  # a Friday noon, as 2026-11-20 was: the shift falls on a weekday
 DAYS, RPS = 10.0, 0.12
 SLOS = yaml.safe_load((Path(__file__).parent.parent / "monitor.yaml").read_text())["slos"]
 # The alert each injected incident must raise once and resolve once: (alertname, service).
