@@ -302,7 +302,7 @@ class EvaluateJob(Job):
             yield Point(t, "30d", "evaluator_overlap", labels, float(a.overlap))
             if a.kappa is not None:
                 yield Point(t, "30d", "evaluator_kappa", labels, a.kappa)
-                if a.judge in floor:
+                if a.judge in floor and a.feature:  # the ticket is per feature: the overall kappa would repeat it
                     yield Point(t, "30d", "evaluator_kappa_below_min", labels, float(a.kappa < floor[a.judge]))
             if a.estimated_rate is not None and a.feature:
                 yield Point(t, "30d", "hallucination_rate_estimated", labels, a.estimated_rate)
