@@ -378,12 +378,14 @@ def serve(obj: _Ctx, host: str | None, port: int | None, with_scheduler: bool | 
                                                     ident="nlpmon-metrics", asyncore_use_poll=True)
             threading.Thread(target=metrics_server.run, daemon=True, name="metrics-port").start()
             click.echo(f"/metrics without a key on http://{cfg.metrics.host}:{cfg.metrics.port}/metrics", err=True)
+        # poll() rather than select(): select() fails once the process holds 1024 descriptors,
+        # which the embedded engine's open parts can reach. Bound before the line says so: a caller that
+        # waits for it (a supervisor, a test) may connect at once.
+        server = waitress.create_server(app, host=host, port=port, threads=cfg.server.threads, ident="nlpmon",
+                                        clear_untrusted_proxy_headers=True, asyncore_use_poll=True)
         click.echo(f"nlpmon serving on http://{host}:{port} ({store.describe()}); "
                    f"scheduler {_scheduler_state(sched, with_demo)}", err=True)
-        # poll() rather than select(): select() fails once the process holds 1024 descriptors,
-        # which the embedded engine's open parts can reach.
-        waitress.serve(app, host=host, port=port, threads=cfg.server.threads, ident="nlpmon",
-                       clear_untrusted_proxy_headers=True, asyncore_use_poll=True)
+        server.run()
     finally:
         stop.set()
         if grpc_server:
