@@ -253,6 +253,17 @@ def test_cli_previews_and_names_a_bad_digest(week, tmp_path):
     assert out.exit_code == 0 and json.loads(out.output)["kind"] == "digest"
     bad = CliRunner().invoke(cli, ["digest", "preview", "monthly"], env=env)
     assert bad.exit_code == 2 and "no digest named 'monthly'" in bad.output
+    # send: queued and delivered at once, once; --force sends it again.
+    with Recorder() as hook:
+        (tmp_path / "monitor.yaml").write_text(json.dumps({
+            "alerts": {"receivers": [{"name": "hook", "webhook": {"url": hook.url}}], "route": {"receiver": "hook"}},
+            "digests": [{"name": "cli-weekly", "schedule": "0 0 * * mon", "receivers": ["hook"]}]}))
+        for args, sent in ((["digest", "send", "cli-weekly", "--at", at], 1), (["digest", "send", "cli-weekly", "--at", at], 0),
+                           (["digest", "send", "cli-weekly", "--at", at, "--force"], 1)):
+            out = CliRunner().invoke(cli, args, env=env)
+            assert out.exit_code == 0, out.output
+            bodies = hook.take()
+            assert len(bodies) == sent and all(b["name"] == "cli-weekly" and b["from"] == iso_utc(START) for b in bodies)
 
 
 def test_digest_config_names_the_field_and_the_problem(make_config):
