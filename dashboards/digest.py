@@ -33,10 +33,12 @@ from monitor.foundation.config import DigestConfig
 from monitor.foundation.metrics import floor_to
 from monitor.foundation.tables import alert_history, metric_points, releases
 
-# Every KPI a feature row carries: metric name (docs/metrics.md) -> (unit, higher is better; None: neither).
-KPIS = {"requests": ("count", None), "error_rate": ("pct", False), "latency_p95_ms": ("ms", False),
-        "thumbs_up_rate": ("pct", True), "task_success_rate": ("pct", True), "hallucination_rate": ("pct", False),
-        "cost_usd": ("usd", None), "cost_per_successful_outcome_usd": ("usd", False),
+# Every KPI a feature row carries: metric name (docs/metrics.md) -> (unit, higher is better; None: neither);
+# the overview's own columns as the overview shows them, and three it shows in cells of their own.
+_OVERVIEW = {key: (unit, better) for key, _, unit, better, _ in kpis.KPI_COLUMNS}
+KPIS = {**{k: _OVERVIEW[k] for k in ("requests", "error_rate", "latency_p95_ms", "thumbs_up_rate", "task_success_rate")},
+        "hallucination_rate": ("pct", False), "cost_usd": ("usd", None),
+        "cost_per_successful_outcome_usd": _OVERVIEW["cost_per_successful_outcome_usd"],
         "slo_error_budget_remaining": ("pct", True)}
 LABELS = {"requests": "Requests", "error_rate": "Error rate", "latency_p95_ms": "Latency p95",
           "thumbs_up_rate": "Thumbs-up rate", "task_success_rate": "Task success", "hallucination_rate": "Hallucination",
@@ -86,9 +88,9 @@ def _in_scope(cfg: DigestConfig, service: str, feature: str) -> bool:
 
 def _kpi(row: kpis.Row, key: str, value, previous) -> dict:
     unit, better = KPIS[key]
-    if key == "slo_error_budget_remaining":
-        change = (compare.Change("new", reason="new") if previous is None and value is not None
-                  else compare.Change("–", reason="no value") if value is None else compare.Change("shown"))
+    if key == "slo_error_budget_remaining":  # a level the slo job writes, not a period figure with a denominator
+        change = (compare.Change("–", reason="no value") if value is None
+                  else compare.Change("new", reason="new") if previous is None else compare.Change(""))
     else:
         change = compare.row_change(row, key, unit, better)
     out = {"value": value, "previous": previous, "change": None, "relative": None, "reason": change.reason or None,
@@ -147,7 +149,7 @@ def build(store, config, cfg: DigestConfig, start: dt.datetime, end: dt.datetime
     _incidents(store, config, cfg, d, start, end)
     _releases(store, config, cfg, d, start, end)
     _cost(d)
-    _hallucination(store, d, end)
+    _hallucination(store, config, d, end)
     return d
 
 
@@ -267,8 +269,8 @@ def _cost(d: Digest) -> None:
               "drivers": drivers}
 
 
-def _hallucination(store, d: Digest, end: dt.datetime) -> None:
-    judged = evaluator_views.estimates(store, end)
+def _hallucination(store, config, d: Digest, end: dt.datetime) -> None:
+    judged = evaluator_views.estimates(store, config, end)
     for f in d.features:
         h = dict(f["hallucination"])
         estimate = judged.get((f["service"], f["feature"]))
@@ -325,8 +327,7 @@ _ENV = _env()
 
 def as_html(d: Digest, page: bool = False) -> str:
     """The email's HTML, and the page (``page``: with its print rules and a link back)."""
-    return _ENV.get_template("digest.html").render(d=d, title=_title(d), page=page,
-                                                   shown=[k for k in KPIS if k != "cost_usd"])
+    return _ENV.get_template("digest.html").render(d=d, title=_title(d), page=page)
 
 
 def as_text(d: Digest) -> str:

@@ -18,7 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 from alerts.delivery import Outbox
 from dashboards import digest
 from monitor.foundation.config import DigestConfig
-from monitor.foundation.tables import job_runs
+from monitor.foundation.tables import job_runs, notification_outbox
 from monitor.foundation.tables.job_runs import RunResult
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ class DigestTask:
         start, end = digest.period_of(cfg, fired)
         suffix = f"-{uuid.uuid4().hex[:8]}" if force else ""
         ids = {r: notice_id(cfg.name, start, r) + suffix for r in cfg.receivers}
-        waiting = [r for r in cfg.receivers if self.outbox.get(ids[r]) is None]
+        queued_before = notification_outbox.existing(self.store, list(ids.values()))
+        waiting = [r for r in cfg.receivers if ids[r] not in queued_before]
         if not waiting:
             return 0
         d = digest.build(self.store, self.config, cfg, start, end, fired)

@@ -68,10 +68,13 @@ def _counts(c: evaluations.Counts | None) -> dict:
     return d
 
 
-def estimates(store, now: dt.datetime) -> dict[tuple[str, str], dict]:
+def estimates(store, config, now: dt.datetime) -> dict[tuple[str, str], dict]:
     """(service, feature) -> the newest estimated hallucination rate from a judge's labels (the ``evaluate``
     job's points, trailing 30 days), with its interval and the judge; the one with the most overlap when
-    several judge a feature."""
+    several judge a feature. Nothing read without evaluators: the job only runs with one (the overview calls
+    this on every load)."""
+    if not config.evaluators:
+        return {}
     lo, hi = now - dt.timedelta(days=1), now + SKEW
     parts = {m: {tuple(sorted(v.labels.items())): v.value
                  for v in metric_points.newest_per_series(store, m, "30d", lo, hi)}

@@ -40,6 +40,17 @@ from monitor.foundation.tables.alert_history import IncidentSpan
 PERIODS = {"24h": dt.timedelta(hours=24), "7d": dt.timedelta(days=7), "30d": dt.timedelta(days=30),
            "90d": dt.timedelta(days=90)}
 FILTERS = ("service", "feature", "model", "prompt_version", "environment")
+# The overview's KPI columns: (figure, label, unit, higher is better or None, the detail chart it links to).
+KPI_COLUMNS = (
+    ("requests", "Requests", "count", None, "requests"),
+    ("task_success_rate", "Task success", "pct", True, "task_success_rate"),
+    ("thumbs_up_rate", "Thumbs up", "pct", True, "thumbs_up_rate"),
+    ("cost_per_successful_outcome_usd", "Cost / success", "usd", False, "cost_per_successful_outcome_usd"),
+    ("cost_per_request_usd", "Cost / request", "usd", False, "cost_per_request_usd"),
+    ("latency_p95_ms", "p95 latency", "ms", False, "latency_p95_ms"),
+    ("ttft_p95_ms", "TTFT p95", "ms", False, "ttft_p95_ms"),
+    ("error_rate", "Error rate", "pct", False, "error_rate"),
+)
 # Trend buckets, finest first; a period gets the finest that gives at most MAX_BUCKETS points
 # (a sparkline shows no more; 30 days of day buckets also read 30x fewer rollup rows than hours).
 BUCKETS = (300, 3600, 6 * 3600, 86400)

@@ -52,18 +52,6 @@ PLOTLY_DIR = os.path.join(os.path.dirname(plotly.__file__), "package_data")
 # The incident page's charts show this much before and after the window, for context.
 CHART_MARGIN = dt.timedelta(minutes=30)
 
-# The overview's columns: (key, label, unit, higher is better, chart it links to).
-KPI_COLUMNS = (
-    ("requests", "Requests", "count", None, "requests"),
-    ("task_success_rate", "Task success", "pct", True, "task_success_rate"),
-    ("thumbs_up_rate", "Thumbs up", "pct", True, "thumbs_up_rate"),
-    ("cost_per_successful_outcome_usd", "Cost / success", "usd", False, "cost_per_successful_outcome_usd"),
-    ("cost_per_request_usd", "Cost / request", "usd", False, "cost_per_request_usd"),
-    ("latency_p95_ms", "p95 latency", "ms", False, "latency_p95_ms"),
-    ("ttft_p95_ms", "TTFT p95", "ms", False, "ttft_p95_ms"),
-    ("error_rate", "Error rate", "pct", False, "error_rate"),
-)
-
 # The detail page's charts: (chart id, title, unit, [(metric, trace name)], minimum window).
 DETAIL_CHARTS = (
     ("requests", "Requests", "count", [("requests", "requests")], None),
@@ -194,7 +182,7 @@ def _mark_worst(table: list[dict]) -> None:
     def candidate(t, key, value):
         return value if value is not None and compare.enough(key, t["row"].current)[0] else None
 
-    for j, (key, _, _, better, _) in enumerate(KPI_COLUMNS):
+    for j, (key, _, _, better, _) in enumerate(kpis.KPI_COLUMNS):
         w = worst([candidate(t, key, t["cells"][j]["raw"]) for t in rows], better)
         if w is not None:
             rows[w]["cells"][j]["worst"] = True
@@ -228,12 +216,12 @@ def overview():
     table, sparks = [], {}
     carried = {k: v for k, v in filters.items() if k not in ("service", "feature")}
     # A judge's corrected rate, shown where the reviewed sample is thin (not for a segment: it has none).
-    judged = {} if carried else evaluator_views.estimates(svc.store, svc.clock.now())
+    judged = {} if carried else evaluator_views.estimates(svc.store, svc.config, svc.clock.now())
     for i, r in enumerate(rows):
         target = {"service": r.service, "feature": r.feature} if not r.is_total else {}
         detail = link("pages.detail", **target, **pargs, **carried)
         cells = []
-        for key, label, unit, better, metric in KPI_COLUMNS:
+        for key, label, unit, better, metric in kpis.KPI_COLUMNS:
             v = r.current.get(key)
             cells.append({"key": key, "raw": v, "value": fmt(v, unit, short=True), "exact": exact(v, unit),
                           "delta": compare.row_change(r, key, unit, better), "worst": False,
@@ -272,7 +260,7 @@ def overview():
     segment = _segment(filters)
     segments = _segment_tables(svc, period, scope, regressions.regressions,
                                lambda d, v: link("pages.overview", **pargs, **scope, **{d: v})) if not segment else []
-    return render_template("overview.html", period=period, filters=filters, table=table, columns=KPI_COLUMNS,
+    return render_template("overview.html", period=period, filters=filters, table=table, columns=kpis.KPI_COLUMNS,
                            regressions=regressions, language_names=LANGUAGE_NAMES, segment=segment,
                            segments=segments, segment_columns=segment_columns(scope),
                            overflow=kpis.overflow(svc.store, svc.config, period),

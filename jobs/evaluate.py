@@ -199,11 +199,9 @@ class EvaluateJob(Job):
                                                     else "cost per day")
                     return None
                 state.calls += 1
-                state.asked.add(c.request_id)
             e = self._ask(judge, ev, version, c)
             with state.lock:
                 state.cost += e.cost_usd
-                state.retries += e.attempts - 1
                 state.outcomes[e.status] = state.outcomes.get(e.status, 0) + 1
             return e
 
@@ -314,11 +312,9 @@ class EvaluateJob(Job):
 class _RunState:
     calls: int = 0
     cost: float = 0.0
-    retries: int = 0
     skipped: int = 0
     capped: str = ""
 
     def __post_init__(self):
         self.lock = threading.Lock()
-        self.asked: set[str] = set()
         self.outcomes: dict[str, int] = {}

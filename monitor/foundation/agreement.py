@@ -65,7 +65,7 @@ class Agreement:
         return tp, fn, fp, tn
 
     def as_json(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items()}
+        d = dict(self.__dict__)
         tp, fn, fp, tn = self.cells
         d["binary"] = {"true_positive": tp, "false_negative": fn, "false_positive": fp, "true_negative": tn}
         return d

@@ -96,12 +96,13 @@ class Usage(NamedTuple):
 
 
 def usage(store, evaluator: str, hour: dt.datetime, day: dt.datetime) -> Usage:
-    """What the caps count: this evaluator's calls since ``hour`` and its cost since ``day`` (each asked
+    """What the caps count: this evaluator's calls since ``hour`` and its cost since ``day`` (``hour`` within
+    ``day``; each asked
     request once: a failed call asked again later counts as the later one)."""
     calls, cost = store.query(
         "SELECT countIf(evaluated_at >= {hour:DateTime64(6, 'UTC')}), sum(cost_usd) FROM evaluations FINAL "
         "WHERE evaluator = {evaluator:String} AND evaluated_at >= {day:DateTime64(6, 'UTC')}",
-        {"evaluator": evaluator, "hour": hour, "day": min(hour, day)})[0]
+        {"evaluator": evaluator, "hour": hour, "day": day})[0]
     return Usage(int(calls), float(cost or 0.0))
 
 
