@@ -25,6 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jobs import encoder
 from monitor.foundation.config import Config
 from monitor.foundation.storage import Store
 from monitor.foundation.tables import embedding_cache
@@ -124,6 +125,7 @@ class Embedder:
             self.model_id += f":{self.precision}"
         self.batch_size = config.embeddings.batch_size
         self.encoded = 0  # texts this instance had to encode (cache misses)
+        self._dimension: int | None = None
 
     @property
     def model(self):
@@ -152,16 +154,30 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        if self._dimension is None:
+            self._dimension = (self._in_worker("dimension") if self.config.embeddings.worker
+                               else int(self.model.get_sentence_embedding_dimension()))
+        return self._dimension
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """Encode without the cache: float32, L2-normalised rows."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        with autocast(self.precision):
-            vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                        normalize_embeddings=True, show_progress_bar=progress)
+        if self.config.embeddings.worker:
+            vectors = self._in_worker("encode", {"texts": list(texts), "progress": progress})
+        else:
+            with autocast(self.precision):
+                vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                            normalize_embeddings=True, show_progress_bar=progress)
         return vectors.astype(np.float32)
+
+    def _in_worker(self, op: str, payload=None):
+        e = self.config.embeddings
+        try:
+            return encoder.worker(self.path, e.threads, self.precision, self.batch_size,
+                                  e.worker_idle_seconds).call(op, payload)
+        except encoder.EncoderError as exc:
+            raise EmbeddingError(str(exc)) from None
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         """Vectors for ``texts`` in order, encoding only texts the cache does not hold."""

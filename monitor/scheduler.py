@@ -97,6 +97,7 @@ class _LazyIngestor:
 
 ON_TIME = dt.timedelta(seconds=1)
 HEAVY_MS = 2000
+RELEASE_EVERY_S = 600
 
 
 LEASE_NAME = "scheduler"
@@ -121,6 +122,7 @@ class Scheduler:
         self.jobs = jobs
         self.lease = lease
         self.store = store
+        self._released = time.monotonic()
         self.active = lease is None
         self.started_once = False  # a scheduler stopped before it started (a demo still loading) sends nothing
         self.last: dict[str, RunResult] = {}
@@ -196,8 +198,11 @@ class Scheduler:
                 self._idle.notify_all()
         with self._lock:
             self.last[name] = result
-        if result.duration_ms > HEAVY_MS:
-            release_free_memory()  # a drift or grounding run leaves hundreds of MB of freed heap behind
+        if result.duration_ms > HEAVY_MS or time.monotonic() - self._released > RELEASE_EVERY_S:
+            # A drift or grounding run leaves hundreds of MB of freed heap behind; ingest and the pages' reads
+            # leave freed pages in the engine's allocator, a little at a time.
+            self._released = time.monotonic()
+            release_free_memory(self.store)
         return result
 
     def scheduled_time(self, name: str, now: dt.datetime | None = None) -> dt.datetime | None:

@@ -27,3 +27,11 @@ def test_freed_heap_in_the_middle_goes_back_to_the_system():
     after = _rss_mib()
     assert before - after > 100, (before, after)
     assert len(keep) == 4688
+
+
+def test_the_embedded_engine_purges_its_allocator(make_config, make_store):
+    """release_free_memory(store) has chDB's jemalloc return its freed pages: the statement is accepted (an
+    engine that refused it would keep them, silently, because the release never fails)."""
+    store = make_store(make_config())
+    store.command("SYSTEM JEMALLOC PURGE")
+    release_free_memory(store)

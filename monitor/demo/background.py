@@ -78,7 +78,7 @@ def _run(store: Store, config: Config, clock, sink: Sink, progress: Progress, cu
             load(sink, config, current["days"], current["rps"], current["seed"], end, store=store, clock=clock,
                  echo=echo, progress=progress, key=False)
             _save(store, {**current, "loaded": True}, clock)
-            release_free_memory()
+            release_free_memory(store)
             echo("demo data loaded")
     except Exception:
         log.exception("loading the demo data failed; restart to resume it")

@@ -127,6 +127,13 @@ class ClickHouseConfig(_Section):
     # `nlpmon db upgrade` creates every table on, with Replicated engines; null: one node.
     # See docs/deploy.md.
     cluster: str | None = Field(None, pattern=r"^[A-Za-z0-9_.{}-]{1,128}$")
+    # The embedded engine's memory (a server has its own settings; these are not sent to it). max_memory is
+    # its max_server_memory_usage: a statement that would take the engine past it fails with a retryable
+    # error (the API answers 503, a job retries) rather than the process growing. cache_memory caps each
+    # cache the engine keeps between statements (marks, skip-index marks, primary keys, compiled
+    # expressions, query conditions), which it otherwise sizes for a dedicated server (5 GiB each).
+    max_memory: Size = 1024 * 2**20
+    cache_memory: Size = 64 * 2**20
 
     @field_validator("url")
     @classmethod
@@ -551,6 +558,11 @@ class EmbeddingsConfig(_Section):
     # bfloat16 encodes under torch.autocast: 1.84x faster here, vectors within 1e-4 cosine of float32
     # (bench/drift.py). auto: bfloat16 when the CPU has native bf16 (AVX512_BF16 or AMX), else float32.
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # Encode in a child process (jobs/encoder.py) that ends after worker_idle_seconds without an encode, so
+    # the model's ~500 MiB is held only while the drift, grounding and releases jobs run; false keeps the
+    # model in the serving process for good (no load of a few seconds on a run's first encode).
+    worker: bool = True
+    worker_idle_seconds: float = Field(60.0, ge=0)
 
 
 def _drift_every(v: dt.timedelta | None) -> dt.timedelta | None:

@@ -127,6 +127,14 @@ def embedded_path(url: str) -> str | None:
     return str(Path(url[len("chdb://"):]).expanduser().resolve())
 
 
+def engine_options(config: Config) -> dict[str, int]:
+    """The embedded engine's start-up settings (see ClickHouseConfig.max_memory and cache_memory)."""
+    ch = config.clickhouse
+    caches = ("mark_cache_size", "index_mark_cache_size", "primary_index_cache_size", "compiled_expression_cache_size",
+              "query_condition_cache_size")
+    return {"max_server_memory_usage": ch.max_memory, **{name: ch.cache_memory for name in caches}}
+
+
 class _BorrowedConnection(dbapi.Connection):
     """A DB-API connection over the store's client, for alembic's SQLAlchemy engine."""
 
@@ -154,8 +162,10 @@ class Store:
     both are empty: a node always reads its own writes.
     """
 
-    def __init__(self, url: str, database: str, connect_timeout: float = 5.0, cluster: str | None = None):
+    def __init__(self, url: str, database: str, connect_timeout: float = 5.0, cluster: str | None = None,
+                 engine_options: dict[str, Any] | None = None):
         self.url = url
+        self.engine_options = engine_options or {}
         self.database = database
         self.connect_timeout = connect_timeout
         self.cluster = cluster
@@ -168,7 +178,7 @@ class Store:
     @classmethod
     def from_config(cls, config: Config) -> "Store":
         ch = config.clickhouse
-        return cls(ch.url, ch.database, ch.connect_timeout_seconds, ch.cluster)
+        return cls(ch.url, ch.database, ch.connect_timeout_seconds, ch.cluster, engine_options(config))
 
     @property
     def embedded(self) -> bool:
@@ -205,11 +215,12 @@ class Store:
         native = tempfile.TemporaryFile()
         try:
             with _native_stderr_to(native):
-                boot = clickhouse_connect.get_client(interface="chdb", path=self.path)
+                boot = clickhouse_connect.get_client(interface="chdb", path=self.path,
+                                                     chdb_options=self.engine_options)
             boot.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
             boot.close()
             return clickhouse_connect.get_client(interface="chdb", path=self.path, database=self.database,
-                                                 tz_mode="aware")
+                                                 tz_mode="aware", chdb_options=self.engine_options)
         except Exception as exc:
             native.seek(0)
             text = str(exc) + native.read().decode(errors="replace")
