@@ -15,6 +15,7 @@ Rules that read the same thing share one query per evaluation.
 """
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
 import operator
@@ -22,6 +23,7 @@ from fractions import Fraction
 from typing import Callable
 
 from alerts.rules import BURN_RATE_ALERTS, LIVE_LABELS, BurnRateRule, SystemRule, is_live
+from monitor.foundation.clock import to_millis
 from monitor.foundation.config import parse_duration
 from monitor.foundation.metrics import LIVE_FEEDBACK_METRICS, METRICS, WINDOWS, error_budget, floor_to
 from monitor.foundation.rollups import feedback_metrics, request_metrics
@@ -44,14 +46,62 @@ def live_window(now: dt.datetime, length: dt.timedelta) -> tuple[dt.datetime, dt
     return minute - length, minute + MINUTE
 
 
+class StoredPoints:
+    """metric_points as the rules read it: a query per read (each evaluation shares it between its rules)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def with_keys(self, metric: str, window: str, lo: dt.datetime, hi: dt.datetime, keys: list[str]) -> list:
+        return metric_points.points_with_keys(self.store, metric, window, lo, hi, keys)
+
+    def newest(self, metric: str, window: str, lo: dt.datetime, hi: dt.datetime) -> list:
+        return metric_points.newest_per_series(self.store, metric, window, lo, hi)
+
+
+class ReplayPoints(StoredPoints):
+    """For a replay's stretch of evaluation times (AlertEngine.replay): each (metric, window) read once, over
+    the stretch and as far back as a rule looks, and cut per evaluation. The points are history the jobs
+    wrote before the replay, so the cut is what a query at that evaluation would have returned; a replay
+    evaluating a stretch of hours every few minutes then costs one query per metric, not one per time."""
+
+    def __init__(self, store, last: dt.datetime):
+        super().__init__(store)
+        self.last = last
+        self._read: dict[tuple[str, str], tuple[dt.datetime, list, list]] = {}
+
+    def _points(self, metric: str, window: str, lo: dt.datetime, hi: dt.datetime) -> list:
+        lo, hi = to_millis(lo), to_millis(hi)  # as the query compares them with the stored times
+        held = self._read.get((metric, window))
+        if held is None or lo < held[0] or hi > self.last:
+            if hi > self.last:  # past the stretch: not this reader's
+                return metric_points.points_between(self.store, metric, window, lo, hi)
+            rows = metric_points.points_between(self.store, metric, window, lo, self.last)
+            held = (lo, [r.ts for r in rows], rows)
+            self._read[(metric, window)] = held
+        _, times, rows = held
+        return rows[bisect.bisect_right(times, lo):bisect.bisect_right(times, hi)]
+
+    def with_keys(self, metric, window, lo, hi, keys):
+        return [r for r in self._points(metric, window, lo, hi) if sorted(r.labels) == keys]
+
+    def newest(self, metric, window, lo, hi):
+        newest: dict[tuple, metric_points.SeriesValue] = {}
+        for r in self._points(metric, window, lo, hi):  # oldest first: the last one seen is the newest
+            newest[tuple(sorted(r.labels.items()))] = metric_points.SeriesValue(r.labels, r.value)
+        return list(newest.values())
+
+
 class Reads:
     """One evaluation's reads; ``samples(rule)`` gives fingerprint -> (labels, value, condition holds)."""
 
-    def __init__(self, store, config, now: dt.datetime, job_intervals: dict[str, dt.timedelta] | None = None):
+    def __init__(self, store, config, now: dt.datetime, job_intervals: dict[str, dt.timedelta] | None = None,
+                 points: StoredPoints | None = None):
         self.store = store
         self.config = config
         self.now = now
         self.job_intervals = job_intervals or {}
+        self.points = points or StoredPoints(store)
         self._cache: dict[tuple, object] = {}
 
     def once(self, key: tuple, read, *args):
@@ -105,8 +155,8 @@ class Reads:
 
     def _points(self, rule) -> dict:
         keys = sorted(set(rule.selector) | set(rule.by))
-        rows = self.once(("points", rule.metric, rule.window, rule.over, tuple(keys)), metric_points.points_with_keys,
-                          self.store, rule.metric, rule.window, self.now - rule.over, self.now, keys)
+        rows = self.once(("points", rule.metric, rule.window, rule.over, tuple(keys)), self.points.with_keys,
+                          rule.metric, rule.window, self.now - rule.over, self.now, keys)
         series: dict[tuple, list] = {}
         newest: dict[tuple, dt.datetime] = {}
         for labels, ts, v in rows:
@@ -138,8 +188,8 @@ class Reads:
         """Per series, its (ts, value) points over the baseline window, oldest first, as far back as one
         baseline window before the rule's span."""
         span = dt.timedelta(seconds=WINDOWS[rule.baseline] + WINDOWS[rule.window]) + rule.over
-        rows = self.once(("points", rule.metric, rule.baseline, span, tuple(keys)), metric_points.points_with_keys,
-                          self.store, rule.metric, rule.baseline, self.now - span, self.now, keys)
+        rows = self.once(("points", rule.metric, rule.baseline, span, tuple(keys)), self.points.with_keys,
+                          rule.metric, rule.baseline, self.now - span, self.now, keys)
         out: dict[tuple, list] = {}
         for labels, ts, v in rows:
             out.setdefault(tuple(sorted(labels.items())), []).append((ts, v))
@@ -149,8 +199,8 @@ class Reads:
         """Per series, the newest count ``metric`` says its window held (requests; reviewed answers)."""
         window = rule.window if rule.window in METRICS[metric][1] else "1h"
         over = max(rule.over, dt.timedelta(minutes=5))
-        rows = self.once(("volumes", metric, window, over), metric_points.newest_per_series, self.store, metric,
-                          window, self.now - over, self.now)
+        rows = self.once(("volumes", metric, window, over), self.points.newest, metric, window, self.now - over,
+                          self.now)
         # Only the series of the rules' own label sets: a segment's (service, feature, language) series would
         # otherwise stand for its feature's volume.
         return {_volume_key(labels): v for labels, v in rows if labels.keys() <= VOLUME_LABELS}

@@ -1,17 +1,23 @@
 """Ingest throughput: POST /v1/requests against the raw clickhouse-connect insert of the same rows.
 
-    .venv/bin/python bench/ingest.py [--events 100000] [--batch 1000] [--senders 2]
+    .venv/bin/python bench/ingest.py [--events 100000] [--batch 1000] [--senders 2] [--profile]
 
 Starts `nlpmon serve` on the embedded store in a temporary directory (a real
 separate process, as in production), sends realistic demo events with texts in
 batches, then stops it and inserts exactly the rows the API stored, in the
-same batch size, straight through clickhouse-connect into the requests table of
-a second database at the same schema (so both pay for the rollups' materialized
-views). Prints both rates, their ratio and the peak RSS of the serving process.
+batches they were sent in and in the order they were sent, straight through
+clickhouse-connect into the requests table of a second database at the same
+schema (so both pay for the rollups' materialized views). Prints both rates,
+their ratio and the peak RSS of the serving process.
+
+``--profile`` samples the serving process with py-spy (``pip install -e '.[bench]'``) while it
+ingests and prints where its CPU goes per batch: the ingest pipeline's steps, the insert
+into the engine, JSON, HTTP and the rest.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures as cf
 import datetime as dt
 import json
@@ -54,11 +60,54 @@ def post(url: str, key: str, body: bytes) -> dict:
         return json.loads(r.read())
 
 
+# Where a sampled stack's time goes: the first of these frames found from the leaf up names its step.
+STEPS = (
+    ("engine: INSERT (chDB, views included)", ("execute_data_insert",)),
+    ("engine: id lookup (dedup)", ("stored_ids",)),
+    ("engine: other queries", ("chdb._chdb.query", "Connection.query")),
+    ("driver: encode columns", ("write_column", "build_insert", "data_insert", "chunk_gen")),
+    ("pipeline: validate", ("validate",)),
+    ("pipeline: redact", ("_redact", "redact")),
+    ("pipeline: language", ("_language", "detect")),
+    ("pipeline: price, tags", ("_prepare_request",)),
+    ("pipeline: cardinality budget", ("CardinalityBudget.apply",)),
+    ("pipeline: dedup token", ("_canonical", "_insert")),
+    ("pipeline: rest", ("Ingestor.ingest",)),
+    ("JSON parse", ("parse_batch", "loads")),
+    ("HTTP, Flask, auth", ("wsgi", "waitress", "flask", "require")),
+)
+
+
+def profile_top(raw: str, batches: int, rate: int) -> list[str]:
+    """py-spy's raw (collapsed) stacks as CPU-ms per batch per step."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        step = "other (threads' bookkeeping, GC)"
+        for frame in reversed(frames):
+            name = frame.split(" (")[0]
+            hit = next((label for label, keys in STEPS if any(k in name for k in keys)), None)
+            if hit:
+                step = hit
+                break
+        counts[step] += int(n)
+    total = sum(counts.values())
+    out = [f"  {'where':<40} {'ms/batch':>9} {'share':>7}"]
+    for step, n in counts.most_common():
+        out.append(f"  {step:<40} {n * 1000 / rate / batches:>9.1f} {n / total:>7.1%}")
+    out.append(f"  {'total CPU (all threads)':<40} {total * 1000 / rate / batches:>9.1f}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--senders", type=int, default=2, help="concurrent HTTP senders")
+    ap.add_argument("--profile", action="store_true", help="sample the server with py-spy while it ingests")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="nlpmon-bench-")
@@ -81,10 +130,20 @@ def main() -> None:
     try:
         wait_ready(url)
         post(url, key, json.dumps(events[:1]).encode())  # warm-up: salt, key cache, first parts
+        spy = None
+        if args.profile:
+            profile_out = os.path.join(work, "ingest.pyspy")
+            spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
+                                    str(server.pid), "--rate", "200", "--format", "raw",
+                                    "-o", profile_out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # attached
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(args.senders) as pool:
             answers = list(pool.map(lambda b: post(url, key, b), bodies))
         api_s = time.perf_counter() - t0
+        if spy is not None:
+            spy.send_signal(2)  # py-spy writes its file on SIGINT
+            spy.wait(60)
         rss = peak_rss_mib(server.pid)
     finally:
         server.terminate()
@@ -101,7 +160,8 @@ def main() -> None:
     from monitor.foundation.storage import Store
     path = os.path.join(work, "var/clickhouse")
     client = clickhouse_connect.get_client(interface="chdb", path=path, database="nlpmon")
-    rows = client.query(f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests").result_rows
+    stored = {r[0]: r for r in client.query(f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests").result_rows}
+    rows = [stored[e["request_id"]] for e in events if e["request_id"] in stored]  # as sent: batches and order
     raw_cfg = load_config(env={}, overrides={"clickhouse": {"url": f"chdb://{path}", "database": "nlpmon_raw"}})
     raw_store = Store.from_config(raw_cfg)
     migrate.upgrade(raw_store, raw_cfg)
@@ -117,8 +177,12 @@ def main() -> None:
     print(f"API   POST /v1/requests : {accepted} accepted, {rejected} rejected in {api_s:.2f} s "
           f"= {api_rate:,.0f} events/s ({args.senders} senders)")
     print(f"raw   client.insert     : {len(rows)} rows in {raw_s:.2f} s = {raw_rate:,.0f} rows/s")
-    print(f"ratio API / raw         : {api_rate / raw_rate:.2f} (target >= 0.50)")
+    print(f"ratio API / raw         : {api_rate / raw_rate:.2f} (target >= 0.70)")
     print(f"peak RSS of nlpmon serve: {rss:.0f} MiB")
+    if args.profile:
+        with open(profile_out) as f:
+            print(f"\nwhere the server's CPU went, per batch of {args.batch} (py-spy, 200 samples/s, {len(bodies)} batches):")
+            print("\n".join(profile_top(f.read(), len(bodies), 200)))
 
 
 if __name__ == "__main__":

@@ -385,3 +385,41 @@ def test_a_broken_model_still_fails_the_run(degenerate_env, tmp_path):
     run = DriftJob(store, broken, clock, HOUR).run(since=T0)
     assert run.status == "error" and "drift comparison(s) failed" in run.error
     assert "embeddings.model_path" in run.error
+
+
+@pytest.mark.fast
+def test_the_faster_evidently_helpers_give_evidently_s_numbers():
+    """jobs.drift_methods puts its own random-guess AUC and MMD bootstrap statistic in place of Evidently's (for
+    speed); they must compute the same numbers, ties and unequal classes included."""
+    from jobs import drift_methods
+    drift_methods._faster_evidently()
+    original = drift_methods.EVIDENTLY_ORIGINALS
+    assert original["calc_roc_auc_random"].__module__.startswith("evidently")
+    rng = np.random.default_rng(3)
+    for n in (7, 60, 999):
+        y = pd.Series(rng.integers(0, 2, n))
+        y.iloc[0], y.iloc[1] = 0, 1
+        for seed in range(25):
+            assert drift_methods._random_auc(y, seed) == pytest.approx(original["calc_roc_auc_random"](y, seed),
+                                                                        abs=1e-12)
+    from sklearn.metrics.pairwise import pairwise_kernels
+    K = pairwise_kernels(rng.normal(size=(120, 8)), metric="rbf", gamma=0.1)
+    for seed in range(25):
+        xi, yi = rng.choice(120, 70), rng.choice(120, 50)
+        assert drift_methods._mmd_bootstrap(K, 70, 50, xi, yi) == pytest.approx(
+            original["MMD2u_bstrp"](K, 70, 50, xi, yi), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.fast
+def test_the_centroid_cosine_on_arrays_is_evidently_s_method():
+    from evidently.metrics.embeddings import DistanceDriftMethod
+
+    from jobs import drift_methods
+    rng = np.random.default_rng(4)
+    for m, n, shift in ((300, 200, 0.0), (250, 400, 0.05), (120, 120, 0.3)):
+        ref = rng.normal(size=(m, 16))
+        cur = rng.normal(size=(n, 16)) + shift
+        frame = drift_methods._frame
+        ours = drift_methods._CentroidCosine(0.95)(frame(cur), frame(ref))
+        theirs = DistanceDriftMethod(dist="cosine", bootstrap=True, quantile_probability=0.95)(frame(cur), frame(ref))
+        assert ours[0] == pytest.approx(theirs[0], rel=1e-9) and ours[1:] == theirs[1:]

@@ -124,6 +124,17 @@ WHERE metric = {metric:String} AND window = {window:String}
 GROUP BY labels, ts ORDER BY ts""", {"metric": metric, "window": window, "lo": lo, "hi": hi, "keys": keys})]
 
 
+def points_between(store, metric: str, window: str, lo: dt.datetime, hi: dt.datetime) -> list[SeriesPoint]:
+    """Every series' points in (lo, hi], each at its newest computation, oldest first: what points_with_keys
+    and newest_per_series read, for an alert replay that reads a stretch once and cuts it per evaluation."""
+    return [SeriesPoint(*r) for r in store.query("""
+SELECT labels, ts, argMax(value, computed_at) AS v
+FROM metric_points
+WHERE metric = {metric:String} AND window = {window:String}
+  AND ts > {lo:DateTime64(3, 'UTC')} AND ts <= {hi:DateTime64(3, 'UTC')}
+GROUP BY labels, ts ORDER BY ts""", {"metric": metric, "window": window, "lo": lo, "hi": hi})]
+
+
 def newest_per_series(store, metric: str, window: str, lo: dt.datetime, hi: dt.datetime) -> list[SeriesValue]:
     """Each series' newest point in (lo, hi], each point at its newest computation."""
     return [SeriesValue(*r) for r in store.query("""

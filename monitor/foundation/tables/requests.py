@@ -173,14 +173,17 @@ def answered_strata(store, lo: dt.datetime, hi: dt.datetime) -> list[tuple[str, 
 
 def drift_sample(store, service: str, feature: str, lo: dt.datetime, hi: dt.datetime, n: int) -> list[dict]:
     """Up to ``n`` answered requests of a stratum in [lo, hi): the lowest cityHash64(request_id), so a
-    rerun draws the same requests. (A side without text, e.g. no input, is left out by the job itself.)"""
+    rerun draws the same requests. (A side without text, e.g. no input, is left out by the job itself.)
+    A request stored twice (two API processes racing on one batch: the same event) is drawn once, by
+    LIMIT 1 BY rather than FINAL, which merged the window's parts to find such copies: 40% of the read."""
     return store.query_dicts("""
 SELECT request_id, input_text, output_text, input_embedding, latency_ms, input_tokens, output_tokens, cost_usd
-FROM requests FINAL
+FROM requests
 WHERE service = {s:String} AND feature = {f:String}
   AND ts >= toDateTime64({lo:Float64}, 3, 'UTC') AND ts < toDateTime64({hi:Float64}, 3, 'UTC')
   AND output_text != ''
 ORDER BY cityHash64(request_id), request_id
+LIMIT 1 BY request_id
 LIMIT {n:UInt32}""", {"s": service, "f": feature, "lo": lo.timestamp(), "hi": hi.timestamp(), "n": n})
 
 
@@ -228,14 +231,16 @@ class AnswerWithContext(NamedTuple):
 
 def grounding_sample(store, lo: dt.datetime, hi: dt.datetime, n: int) -> list[AnswerWithContext]:
     """Up to ``n`` answers with context per (service, feature) in [lo, hi), the lowest cityHash64 of the
-    id first."""
+    id first; a request stored twice once (as drift_sample: LIMIT 1 BY, not FINAL, which made the read 8x
+    slower)."""
     return [AnswerWithContext(*r) for r in store.query("""
 SELECT service, feature, output_text, context_text FROM (
     SELECT service, feature, output_text, context_text,
            row_number() OVER (PARTITION BY service, feature ORDER BY cityHash64(request_id), request_id) AS rank
-    FROM requests FINAL
-    WHERE ts >= toDateTime({lo:UInt32}, 'UTC') AND ts < toDateTime({hi:UInt32}, 'UTC')
-      AND output_text != '' AND context_text != '')
+    FROM (SELECT service, feature, request_id, output_text, context_text FROM requests
+          WHERE ts >= toDateTime({lo:UInt32}, 'UTC') AND ts < toDateTime({hi:UInt32}, 'UTC')
+            AND output_text != '' AND context_text != ''
+          LIMIT 1 BY request_id))
 WHERE rank <= {n:UInt32}""", {"lo": int(lo.timestamp()), "hi": int(hi.timestamp()), "n": n})]
 
 
