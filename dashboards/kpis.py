@@ -4,9 +4,9 @@ Request figures come from the rollups (the tables the ``sli`` and ``cost`` jobs
 read, with the same SELECTs; per (service, feature) only unless a filter needs
 another dimension), so a period's p95 is merged from t-digest states rather than
 averaged from hourly p95s, and the ``environment`` filter works although no
-metric series carries it. A period's feedback and its trend come from the feedback
-rollups (a segment's from the feedback rows, which carry their request's time,
-dimensions, segments and status). Hallucination rates come from the review
+metric series carries it. A period's feedback comes from the feedback rows (they
+carry their request's time, dimensions and status) with the rollups' conditions,
+its trend from the feedback rollups. Hallucination rates come from the review
 queue, drift from the drift reports, SLO budgets from the ``slo`` job's series,
 incidents from the alert history.
 """
@@ -181,7 +181,7 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
     _requests(store, config, period, prev, family, trend, where, params, row)
     if trend and not segment:  # the feedback rollups have no segments: a segment's sparklines are its requests'
         _trend_feedback(store, period, where, params, row)
-    _feedback(store, config, period, prev, feedback_where, params, row, segment is not None)
+    _feedback(store, config, period, prev, feedback_where, params, row)
     for r in rows.values():
         for side in (r.current, r.previous):
             if "success_status" in side:
@@ -229,24 +229,19 @@ def _requests(store, config, period: Period, prev: Period, family: str, trend: b
         points["cost_per_request_usd"].append((r["t"], ratio(r["cost"], r["requests"])))
 
 
-def _feedback(store, config, period: Period, prev: Period, where: str, params: dict, row, segment: bool) -> None:
+def _feedback(store, config, period: Period, prev: Period, where: str, params: dict, row) -> None:
     """Feedback rates and the unhappy requests behind cost per successful outcome, for both periods.
 
-    Read from the feedback rollups (counts, and bitmaps of the request-id hashes with negative feedback),
-    as the cost job reads them, with the one unhappy rule (monitor.foundation.rollups.unhappy_sql); for a
-    ``segment``, which the rollups do not hold, from the feedback rows, which carry their request's time,
-    dimensions, segments and status (copied at ingest). The rows cost a read of the whole feedback table
-    for any period (it is sorted by request id): 0.5 s for 30 days at 100M requests.
+    Read from the feedback rows, which carry their request's time, dimensions and status
+    (copied at ingest), with the rollups' own conditions and the one unhappy rule
+    (monitor.foundation.rollups.unhappy_sql, which the cost job reads over the rollups' bitmaps).
     """
     success = config.outcomes.success
     counts = ("thumbs_up", "thumbs_down", "task_success", "task_failure")
     totals: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
-    spans, args = [(period.start, period.end), (prev.start, prev.end)], {**params, "statuses": list(success.statuses)}
-    found = (feedback.period_counts(store, spans, counts, unhappy_sql(success.negative_feedback, rows=True), where,
-                                    args) if segment else
-             rollups.feedback_per_feature(store, spans, counts,
-                                          unhappy_sql(success.negative_feedback, rows=False, statuses=True), where, args))
-    for r in found:
+    for r in feedback.period_counts(store, [(period.start, period.end), (prev.start, prev.end)], counts,
+                                    unhappy_sql(success.negative_feedback, rows=True),
+                                    where, {**params, "statuses": list(success.statuses)}):
         for key in ((r["service"], r["feature"]), TOTAL):  # a request has one service and feature: sums are exact
             acc = totals[(key, r["cur"])]
             for c in counts + ("unhappy",):

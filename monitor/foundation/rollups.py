@@ -391,26 +391,21 @@ def success_status_sql(statuses) -> str:
     return " + ".join(f"sum({STATUS_COLUMNS[s]})" for s in statuses) or "toUInt64(0)"
 
 
-def unhappy_sql(kinds, rows: bool, statuses: bool = False) -> str:
+def unhappy_sql(kinds, rows: bool) -> str:
     """SQL counting the requests with a success status (``{statuses:Array(String)}``) that got any of the
     negative feedback ``kinds`` (``outcomes.success.negative_feedback``), each once however much it got.
 
-    ``rows``: over feedback rows (distinct request ids: a segment's, which the rollups do not hold);
-    else over feedback rollup rows (the union of their bitmaps of request-id hashes), already limited to
-    those statuses (the cost job's windows) or, with ``statuses``, limiting them here (the pages' periods,
-    which count every status's feedback beside it)."""
+    ``rows``: over feedback rows (distinct request ids; the pages read a period's rows, cheaper than
+    merging a bitmap per minute); else over feedback rollup rows already limited to those statuses
+    (the union of their bitmaps of request-id hashes; the cost job's windows)."""
     if rows:
         return f"uniqExactIf(request_id, request_status IN {{statuses:Array(String)}} AND ({negative_when(kinds)}))"
     columns = [NEGATIVE_FEEDBACK[k] for k in kinds]
     if not columns:
         return "toUInt64(0)"
-
-    def merged(c: str) -> str:
-        return (f"groupBitmapMergeStateIf({c}, request_status IN {{statuses:Array(String)}})" if statuses
-                else f"groupBitmapMergeState({c})")
-    expr = merged(columns[0])
+    expr = f"groupBitmapMergeState({columns[0]})"
     for c in columns[1:]:
-        expr = f"bitmapOr({expr}, {merged(c)})"
+        expr = f"bitmapOr({expr}, groupBitmapMergeState({c}))"
     return f"bitmapCardinality({expr})"
 
 

@@ -6,7 +6,7 @@ What their columns mean and the SQL that fills them is in :mod:`monitor.foundati
 from __future__ import annotations
 
 import datetime as dt
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 from monitor.foundation.filters import where_equal
 from monitor.foundation.metrics import GROUPING_DIMS, grouping_sets, window_ends
@@ -14,7 +14,7 @@ from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEE
                                         RAW_TIME, REQUEST_ROLLUPS, REQUEST_SELECT, REQUEST_SUMS, SEGMENT_KEY,
                                         SEGMENT_ROLLUPS, STATUS_COLUMNS, covering_source, feedback_rollup_select,
                                         rebuild_select, requests_rollup_select, rollup_for, segmented, slo_good_sql,
-                                        LATENCY_QUANTILES, NEGATIVE_FEEDBACK, quantiles_sql)
+                                        LATENCY_QUANTILES, quantiles_sql)
 from monitor.foundation.tables import feedback, requests
 
 
@@ -226,20 +226,6 @@ def per_feature(store, spans: list[tuple[dt.datetime, dt.datetime]], family: str
     return store.query_dicts(
         f"SELECT span = 0 AS cur, grouping(service, feature) AS g, service, feature, {select} FROM {src} "
         "GROUP BY GROUPING SETS ((cur, service, feature), (cur))", {**params, **p})
-
-
-def feedback_per_feature(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: Sequence[str], unhappy: str,
-                         where: str, params: dict) -> list[dict]:
-    """What feedback.period_counts reads from the feedback rows, from the feedback rollups tiling each span
-    (for filters they hold: not a segment): per (``cur``, service, feature) the FEEDBACK_COUNTS named in
-    ``counts`` and ``unhappy`` (unhappy_sql over rollup rows, limiting the statuses itself). A rollup counts
-    feedback in its request's minute, as period_counts reads its request's time; unattributed feedback
-    (no service yet) is left out by both."""
-    columns = ", ".join(("service", "feature", "request_status", *counts, *NEGATIVE_FEEDBACK.values()))
-    src, p = covering_source(spans, where + " AND service != ''", columns, family="feedback")
-    return store.query_dicts(
-        "SELECT span = 0 AS cur, service, feature, " + ", ".join(f"sum({c}) AS {c}" for c in counts)
-        + f", {unhappy} AS unhappy FROM {src} GROUP BY cur, service, feature", {**params, **p})
 
 
 def trend(store, table: str, select: str, lo: dt.datetime, hi: dt.datetime, bucket: int, where: str,
