@@ -464,8 +464,9 @@ def slo_counts(store, slos: list, spans: list[tuple[dt.datetime, dt.datetime]]) 
     if not slos:
         return {}
     params = {"svcs": sorted({s.service for s in slos})}
+    # An SLO names a service and a feature only: the per-feature rollups hold its sums in far fewer rows.
     src, p = covering_source(spans, " AND service IN {svcs:Array(String)}",
-                             "service, feature, status_ok, latency_le, requests")
+                             "service, feature, status_ok, latency_le, requests", family="requests_by_feature")
     sums = []
     for i, slo in enumerate(slos):
         when = f"service = {{s{i}:String}}" + (f" AND feature = {{f{i}:String}}" if slo.feature else "")
@@ -479,14 +480,14 @@ def slo_counts(store, slos: list, spans: list[tuple[dt.datetime, dt.datetime]]) 
 
 def requests_per_service(store, spans: list[tuple[dt.datetime, dt.datetime]]) -> dict[tuple[int, str], int]:
     """(span index, service) -> requests in that span."""
-    src, p = covering_source(spans, "", "service, requests")
+    src, p = covering_source(spans, "", "service, requests", family="requests_by_feature")
     return {(int(s), svc): int(n) for s, svc, n in store.query(
         f"SELECT span, service, sum(requests) FROM {src} GROUP BY span, service", p)}
 
 
 def requests_and_feedback(store, lo: dt.datetime, hi: dt.datetime) -> int:
     """Requests plus feedback rows counted in [lo, hi) (by their rollup time)."""
-    src, p = covering_source([(lo, hi)], "", "requests")
+    src, p = covering_source([(lo, hi)], "", "requests", family="requests_by_feature")
     n = store.scalar(f"SELECT sum(requests) FROM {src}", p) or 0
     src, p = covering_source([(lo, hi)], "", "feedback", family="feedback")
     return int(n) + int(store.scalar(f"SELECT sum(feedback) FROM {src}", p) or 0)
