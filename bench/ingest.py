@@ -60,7 +60,7 @@ def post(url: str, key: str, body: bytes) -> dict:
         return json.loads(r.read())
 
 
-# Where a sampled stack's time goes: the first of these frames found from the leaf up names its step.
+# Where a sampled stack's time goes: the first of these steps with a frame in the stack names it.
 STEPS = (
     ("engine: INSERT (chDB, views included)", ("execute_data_insert",)),
     ("engine: id lookup (dedup)", ("stored_ids",)),
@@ -78,21 +78,24 @@ STEPS = (
 )
 
 
+# Leaf frames of threads that wait (the server's idle workers, the scheduler, thread pools): py-spy counts
+# some of them as active.
+WAITING = ("wait", "_worker", "poll", "poll2", "select", "sleep", "accept", "_main_loop")
+
+
 def profile_top(raw: str, batches: int, rate: int) -> list[str]:
-    """py-spy's raw (collapsed) stacks as CPU-ms per batch per step."""
+    """py-spy's raw (collapsed) stacks as CPU-ms per batch per step (waiting threads left out)."""
     counts: collections.Counter[str] = collections.Counter()
     for line in raw.splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
         frames = stack.split(";")
-        step = "other (threads' bookkeeping, GC)"
-        for frame in reversed(frames):
-            name = frame.split(" (")[0]
-            hit = next((label for label, keys in STEPS if any(k in name for k in keys)), None)
-            if hit:
-                step = hit
-                break
+        leaf = frames[-1].split(" (")[0].rsplit(".", 1)[-1]
+        if leaf in WAITING:
+            continue
+        names = [f.split(" (")[0] for f in frames]
+        step = next((label for label, keys in STEPS if any(k in name for name in names for k in keys)), "other")
         counts[step] += int(n)
     total = sum(counts.values())
     out = [f"  {'where':<40} {'ms/batch':>9} {'share':>7}"]
@@ -134,7 +137,7 @@ def main() -> None:
         if args.profile:
             profile_out = os.path.join(work, "ingest.pyspy")
             spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
-                                    str(server.pid), "--rate", "200", "--format", "raw",
+                                    str(server.pid), "--rate", "200", "--format", "raw", "--nonblocking",
                                     "-o", profile_out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)  # attached
         t0 = time.perf_counter()
