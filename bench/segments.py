@@ -188,7 +188,7 @@ FROM (
 
 def make_config(tmp: str, database: str = "bench") -> Config:
     return load_config(env={}, overrides={
-        "clickhouse": {"url": f"chdb://{tmp}", "database": database},
+        "clickhouse": {"url": f"chdb://{tmp}", "database": database, "max_memory": "8GiB"},  # bulk loads
         "segments": {"tags": [TAG]},
         # No embeddings: the drift and grounding jobs are not built; the pages show what they have.
         "drift": {"enabled": False},

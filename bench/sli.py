@@ -275,7 +275,8 @@ def main() -> None:
     t_start = time.perf_counter()
 
     tmp = tempfile.mkdtemp(prefix="nlpmon-bench-sli-")
-    config = load_config(env={}, overrides={"clickhouse": {"url": f"chdb://{tmp}", "database": "bench"}})
+    config = load_config(env={}, overrides={"clickhouse": {"url": f"chdb://{tmp}", "database": "bench",
+                                                                  "max_memory": "8GiB"}})  # bulk loads
     store = Store.from_config(config)  # chDB allows one data directory per process: one store for everything
     try:
         migrate.upgrade(store, config)

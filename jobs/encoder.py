@@ -92,10 +92,11 @@ class EncoderProcess:
                     raise EncoderError(value)
                 return value
             finally:
-                if self._proc is not None and self.idle_seconds >= 0:
-                    self._timer = threading.Timer(self.idle_seconds, self._stop_if_idle)
-                    self._timer.daemon = True
-                    self._timer.start()
+                if self._proc is not None:
+                    timer = threading.Timer(self.idle_seconds, lambda: self._stop_if_idle(timer))
+                    timer.daemon = True
+                    self._timer = timer
+                    timer.start()
 
     def _running(self) -> subprocess.Popen:
         if self._proc is not None and self._proc.poll() is None:
@@ -108,12 +109,11 @@ class EncoderProcess:
         log.info("embedding worker %s started for %s", self._proc.pid, self.args[0])
         return self._proc
 
-    def _stop_if_idle(self) -> None:
-        if self._lock.acquire(blocking=False):  # busy: the call in progress sets a new timer
-            try:
+    def _stop_if_idle(self, timer: threading.Timer) -> None:
+        with self._lock:  # after a call in progress, which armed a timer of its own
+            if self._timer is timer:
+                self._timer = None
                 self.stop()
-            finally:
-                self._lock.release()
 
     def stop(self) -> None:
         """End the child (its memory goes back to the machine). Callers hold the lock or own the object."""

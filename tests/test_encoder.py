@@ -54,7 +54,7 @@ def test_the_serving_process_never_loads_torch_and_the_child_ends_when_idle(tmp_
         "from monitor.foundation.config import load_config\n"
         "from jobs.embeddings import Embedder\n"
         "from jobs import encoder\n"
-        "cfg = load_config(env={}, overrides={'embeddings': {'worker_idle_seconds': 0.2}})\n"
+        "cfg = load_config(env={}, overrides={'embeddings': {'worker_idle_seconds': 0}})\n"
         "v = Embedder(None, cfg).encode(['hello there', 'where is my order'])\n"
         "w = next(iter(encoder._WORKERS.values()))\n"
         "print(v.shape, 'torch' in sys.modules, 'sentence_transformers' in sys.modules, w.started)\n"

@@ -132,7 +132,7 @@ class ClickHouseConfig(_Section):
     # error (the API answers 503, a job retries) rather than the process growing. cache_memory caps each
     # cache the engine keeps between statements (marks, skip-index marks, primary keys, compiled
     # expressions, query conditions), which it otherwise sizes for a dedicated server (5 GiB each).
-    max_memory: Size = 1024 * 2**20
+    max_memory: Size = 2 * 2**30
     cache_memory: Size = 64 * 2**20
 
     @field_validator("url")
