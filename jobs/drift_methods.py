@@ -40,6 +40,7 @@ The Evidently report is a picture of the numbers, never a condition for them:
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -189,12 +190,13 @@ def _pairwise_distances(*args, **kwargs):
 EVIDENTLY_ORIGINALS: dict = {}  # what _faster_evidently replaced (a test compares them)
 
 
+@functools.cache
 def _faster_evidently() -> None:
-    """Put the helpers above in place of Evidently's, which its methods look up when they run."""
+    """Put the helpers above in place of Evidently's, which its methods look up when they run (once a process)."""
     from evidently.legacy.metrics.data_drift import embedding_drift_methods as methods
     for name, ours in (("calc_roc_auc_random", _random_auc), ("MMD2u_bstrp", _mmd_bootstrap),
                        ("pairwise_distances", _pairwise_distances)):
-        EVIDENTLY_ORIGINALS.setdefault(name, getattr(methods, name))
+        EVIDENTLY_ORIGINALS[name] = getattr(methods, name)
         setattr(methods, name, ours)
 
 
