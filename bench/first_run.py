@@ -97,6 +97,8 @@ def main() -> None:
         while time.monotonic() < end:
             time.sleep(min(30, max(0.0, end - time.monotonic())))
             samples.append(rss_mib(proc.pid))
+            if len(samples) % 10 == 0:  # the trend, not only the end: growth and trims show between
+                print(f"  live {len(samples) / 2:5.1f} min: resident memory {samples[-1]:.0f} MiB", flush=True)
         if samples:
             print(f"after {args.live_minutes:g} min of live demo traffic with the scheduler: resident memory "
                   f"{samples[-1]:.0f} MiB (min {min(samples):.0f}, max {max(samples):.0f})", flush=True)

@@ -31,6 +31,7 @@ from monitor.foundation.rollups import (
     successful_outcomes,
     segment_dimensions,
     segment_where,
+    negative_when,
     unhappy_sql,
 )
 from monitor.foundation.stats import ratio, wilson
@@ -181,7 +182,7 @@ def overview(store, config, period: Period, filters: dict[str, str], baseline: P
     _requests(store, config, period, prev, family, trend, where, params, row)
     if trend and not segment:  # the feedback rollups have no segments: a segment's sparklines are its requests'
         _trend_feedback(store, period, where, params, row)
-    _feedback(store, config, period, prev, feedback_where, params, row)
+    _feedback(store, config, period, prev, feedback_where, params, row, rollup=not segment)
     for r in rows.values():
         for side in (r.current, r.previous):
             if "success_status" in side:
@@ -229,23 +230,31 @@ def _requests(store, config, period: Period, prev: Period, family: str, trend: b
         points["cost_per_request_usd"].append((r["t"], ratio(r["cost"], r["requests"])))
 
 
-def _feedback(store, config, period: Period, prev: Period, where: str, params: dict, row) -> None:
+def _feedback(store, config, period: Period, prev: Period, where: str, params: dict, row, rollup: bool) -> None:
     """Feedback rates and the unhappy requests behind cost per successful outcome, for both periods.
 
-    Read from the feedback rows, which carry their request's time, dimensions and status
-    (copied at ingest), with the rollups' own conditions and the one unhappy rule
+    The counts come from the feedback rollups (``rollup``; they hold no segment) or the feedback rows, which
+    carry their request's time, dimensions and status (copied at ingest), with the rollups' own conditions;
+    the unhappy requests, a distinct count, from the rows of negative feedback with the one unhappy rule
     (monitor.foundation.rollups.unhappy_sql, which the cost job reads over the rollups' bitmaps).
     """
     success = config.outcomes.success
     counts = ("thumbs_up", "thumbs_down", "task_success", "task_failure")
+    spans = [(period.start, period.end), (prev.start, prev.end)]
+    unhappy = unhappy_sql(success.negative_feedback, rows=True)
+    args = {**params, "statuses": list(success.statuses)}
+    if rollup:
+        found = (rollups.feedback_counts(store, spans, counts, where, params)
+                 + feedback.period_counts(store, spans, (), unhappy,
+                                          f"{where} AND ({negative_when(success.negative_feedback)})", args))
+    else:
+        found = feedback.period_counts(store, spans, counts, unhappy, where, args)
     totals: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
-    for r in feedback.period_counts(store, [(period.start, period.end), (prev.start, prev.end)], counts,
-                                    unhappy_sql(success.negative_feedback, rows=True),
-                                    where, {**params, "statuses": list(success.statuses)}):
+    for r in found:
         for key in ((r["service"], r["feature"]), TOTAL):  # a request has one service and feature: sums are exact
             acc = totals[(key, r["cur"])]
             for c in counts + ("unhappy",):
-                acc[c] += r[c]
+                acc[c] += r.get(c, 0)
     for (key, cur), acc in totals.items():
         target = row(key).current if cur else row(key).previous
         target.update(feedback_metrics(acc))

@@ -64,6 +64,34 @@ def test_feedback_hour_and_day_rollups_are_backfilled(config, make_store):
     assert store.scalar("SELECT sum(thumbs_down) FROM feedback_1d") == 2
 
 
+def test_outcome_splits_are_backfilled_into_the_segment_rollups(config, make_store):
+    """0016 counts the stored requests under provider, error type and HTTP status (the empty error type of a
+    success included) in every segment rollup, adding no row of the dimensions counted before; the views then
+    count new requests the same way."""
+    store = make_store(config)
+    migrate.downgrade(store, config, "0015")
+    cols = "(request_id, ts, service, feature, provider, status, error_type, http_status, language, latency_ms)"
+    store.command(f"INSERT INTO requests {cols} VALUES "
+                  "('r1', '2026-11-23 10:05:00', 'svc', 'chat', 'openai', 'ok', '', 200, 'en', 100), "
+                  "('r2', '2026-11-24 10:06:00', 'svc', 'chat', 'openai', 'error', 'rate_limit', 429, 'en', 300), "
+                  "('r3', '2026-11-24 11:07:00', 'svc', 'chat', 'anthropic', 'error', 'server', 500, '', 200)")
+    before = store.query("SELECT dimension, value, sum(requests) FROM segments_1d GROUP BY dimension, value ORDER BY 1, 2")
+    assert before == [("language", "en", 2)]
+    migrate.upgrade(store, config)
+    store.command(f"INSERT INTO requests {cols} VALUES "
+                  "('r4', '2026-11-24 12:00:00', 'svc', 'chat', 'openai', 'ok', '', 200, 'de', 100)")
+    for table in ("segments_1m", "segments_1h", "segments_1d"):
+        got = store.query(f"SELECT dimension, value, sum(requests), sum(status_error) FROM {table} "
+                          "GROUP BY dimension, value ORDER BY 1, 2")
+        assert got == [("error_type", "", 2, 0), ("error_type", "rate_limit", 1, 1), ("error_type", "server", 1, 1),
+                       ("http_status", "200", 2, 0), ("http_status", "429", 1, 1), ("http_status", "500", 1, 1),
+                       ("language", "de", 1, 0), ("language", "en", 2, 1),
+                       ("provider", "anthropic", 1, 1), ("provider", "openai", 3, 1)], table
+    # and back: the rows of the three dimensions go, the views count as 0012's did
+    migrate.downgrade(store, config, "0015")
+    assert store.query("SELECT DISTINCT dimension FROM segments_1h") == [("language",)]
+
+
 def test_engines_partitions_and_ttls(store):
     info = {r[0]: r[1:] for r in store.query(
         "SELECT name, engine, partition_key, sorting_key FROM system.tables WHERE database = currentDatabase()")}

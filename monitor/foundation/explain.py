@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from scipy import stats
 
 from monitor.foundation.filters import where_equal
-from monitor.foundation.rollups import negative_when
+from monitor.foundation.rollups import (DIMENSIONS as ROLLUP_DIMENSIONS, LATENCY_BUCKETS_MS, LATENCY_QUANTILES,
+                                        OUTCOME_SPLITS, SEGMENT_DIMENSIONS, bucket_index, negative_when,
+                                        quantiles_sql)
 from monitor.foundation.tables import rollups
 
 MIN_SHARE = 0.1
@@ -202,6 +204,22 @@ def _rank(found: list[Contributor]) -> list[Contributor]:
 
 # -- the metrics and their rows ----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class RollupRows:
+    """How a metric is summed from rollup rows instead: the rollup family (``requests``, whose segment
+    dimensions come from the segment rollups, or ``feedback``), the aggregates of the numerator, denominator
+    and value shown over rollup columns, the columns the sums read, and conditions (starting with AND) a
+    rollup row needs. The sums are the raw rows' (test_explain checks it): the rollups count every request
+    once. The value shown (a percentile's merged states) is read apart, for the whole and the contributors
+    only: merging a state per segment of every dimension cost more than all the sums."""
+    family: str
+    num: str
+    den: str
+    columns: tuple[str, ...]
+    shown: str | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
 class MetricRows:
     """How a metric is counted per row: the table it reads (``requests`` or ``feedback``), the SQL of a row's
     numerator, denominator and (for a mean) the numerator's square, the condition a row needs to count at
@@ -218,25 +236,40 @@ class MetricRows:
     # The metric counts outcomes: error_type and http_status describe its failures rather than where they
     # happened (every failure has one), so they are not among its contributors.
     outcome: bool = False
+    rollup: RollupRows | None = None
 
     @property
     def mean(self) -> bool:
         return self.sq is not None
 
 
+_P95 = f"quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)[{LATENCY_QUANTILES.index(0.95) + 1}]"
 METRICS = {
-    "error_rate": MetricRows("requests", "status IN ('error', 'timeout')", outcome=True),
-    "availability": MetricRows("requests", "status = 'ok'", outcome=True),
+    "error_rate": MetricRows("requests", "status IN ('error', 'timeout')", outcome=True, rollup=RollupRows(
+        "requests", "sum(status_error) + sum(status_timeout)", "sum(requests)", ("status_error", "status_timeout", "requests"))),
+    "availability": MetricRows("requests", "status = 'ok'", outcome=True, rollup=RollupRows(
+        "requests", "sum(status_ok)", "sum(requests)", ("status_ok", "requests"))),
+    # Explained through the share of requests slower than the latency histogram's boundary nearest the
+    # baseline's p95 (latency_threshold): the rollups count the requests at or under each boundary exactly.
     "latency_p95_ms": MetricRows("requests", "latency_ms > {threshold:Float64}", shown="quantileTDigest(0.95)(latency_ms)",
-                                 percentile_of="latency_ms"),
+                                 percentile_of="latency_ms", rollup=RollupRows(
+                                     "requests", "sum(requests) - sumForEachMerge(latency_le)[{bucket:UInt32}]",
+                                     "sum(requests)", ("requests", "latency_le"), shown=_P95)),
     "ttft_p95_ms": MetricRows("requests", "ifNull(ttft_ms, 0) > {threshold:Float64}", "ttft_ms IS NOT NULL",
                               shown="quantileTDigestIf(0.95)(assumeNotNull(ttft_ms), ttft_ms IS NOT NULL)",
                               percentile_of="ttft_ms"),
-    "cost_per_request_usd": MetricRows("requests", "cost_usd", sq="cost_usd * cost_usd"),
+    "cost_per_request_usd": MetricRows("requests", "cost_usd", sq="cost_usd * cost_usd", rollup=RollupRows(
+        "requests", "sum(cost_usd)", "sum(requests)", ("cost_usd", "requests"))),
     "cost_per_successful_outcome_usd": MetricRows(
         "requests", "cost_usd", "status IN {statuses:Array(String)} AND NOT unhappy", sq="cost_usd * cost_usd"),
-    "thumbs_up_rate": MetricRows("feedback", "value = 1", where="kind = 'thumbs'"),
-    "task_success_rate": MetricRows("feedback", "value = 1", where="kind = 'task_success'"),
+    # Thumbs and task success take the values 1 and 0 only (validated at ingest): the rollups' good and bad
+    # counts sum to the rows of the kind. Orphans (no request yet) are in no service.
+    "thumbs_up_rate": MetricRows("feedback", "value = 1", where="kind = 'thumbs'", rollup=RollupRows(
+        "feedback", "sum(thumbs_up)", "sum(thumbs_up) + sum(thumbs_down)", ("thumbs_up", "thumbs_down"),
+        where=" AND service != ''")),
+    "task_success_rate": MetricRows("feedback", "value = 1", where="kind = 'task_success'", rollup=RollupRows(
+        "feedback", "sum(task_success)", "sum(task_success) + sum(task_failure)", ("task_success", "task_failure"),
+        where=" AND service != ''")),
 }
 # The dimensions a metric is split by; a table that does not carry one is not split by it (feedback rows
 # carry their request's dimensions, not its provider, error or HTTP status).
@@ -247,7 +280,7 @@ OUTCOME_DIMENSIONS = ("error_type", "http_status")
 # The baseline a window is compared with by default: the same window a week before (the incident explorer's,
 # the notifications').
 BASELINE_SHIFT = dt.timedelta(days=7)
-MAX_WINDOW = dt.timedelta(days=7)  # each window's raw rows are read: bounded scans
+MAX_WINDOW = dt.timedelta(days=7)  # a window's raw rows may be read: bounded scans
 PAIRS_OF = 4  # pairs are formed among the dimensions of the this many best single contributors
 
 
@@ -263,10 +296,25 @@ class ExplainError(ValueError):
     """A metric, filter or window that cannot be explained; the message names the parameter."""
 
 
+def latency_threshold(p95: float) -> float:
+    """The latency histogram's boundary nearest (by ratio) ``p95``: what a latency change is explained through."""
+    return min(LATENCY_BUCKETS_MS, key=lambda b: abs(math.log(b / max(p95, 1e-9))))
+
+
+def _aligned(*times: dt.datetime) -> bool:
+    return all(t.second == 0 and t.microsecond == 0 for t in times)
+
+
 def run(store, config, metric: str, current: tuple, baseline: tuple, filters: Mapping[str, str]) -> Explanation:
     """Explain ``metric``'s change from ``baseline`` to ``current`` (each a (from, to) pair) over the traffic
-    ``filters`` select (FILTERS and promoted tags), from the raw rows of the two windows: each dimension
-    alone, then pairs of the dimensions of the best contributors."""
+    ``filters`` select (FILTERS and promoted tags): each dimension alone, then pairs of the dimensions of the
+    best contributors.
+
+    Sums come from the rollups where they hold them: windows on whole minutes, a metric with a rollup form,
+    filters on rollup dimensions; each partition of rollup dimensions (or, filtered on service and feature
+    at most, one segment dimension or outcome split) is read there, the others (pairs beyond the rollup
+    dimensions, feedback's segments) from the windows' raw rows. So a day's explanation reads hours of
+    rollups, not every request of both windows."""
     if metric not in METRICS:
         raise ExplainError(f"metric: {metric!r} cannot be explained; these can: {', '.join(METRICS)}")
     rows = METRICS[metric]
@@ -285,40 +333,88 @@ def run(store, config, metric: str, current: tuple, baseline: tuple, filters: Ma
         where += f" AND segment_tags[{{tag{i}:String}}] = {{tag{i}_v:String}}"
         params.update({f"tag{i}": tag, f"tag{i}_v": filters[tag]})
     params["statuses"] = list(config.outcomes.success.statuses)
+    filtered = {k for k, v in filters.items() if v}
+    form = rows.rollup if _aligned(*current, *baseline) and filtered <= set(ROLLUP_DIMENSIONS) else None
+    spans = [current, baseline]
     if rows.percentile_of:
-        threshold = rollups.percentile_of(store, rows, baseline, where, params)
+        threshold = (rollups.latency_p95(store, baseline, where, params) if form is not None
+                     else rollups.percentile_of(store, rows, baseline, where, params))
         if threshold is None or threshold != threshold:
             return Explanation(Side(0, 0), Side(0, 0), False, None, reason="not enough data: no baseline requests")
-        params["threshold"] = float(threshold)
+        params["threshold"] = latency_threshold(threshold) if rows.percentile_of == "latency_ms" else float(threshold)
+        params["bucket"] = bucket_index(params["threshold"]) or 0
     negative = negative_when(config.outcomes.success.negative_feedback)
     # Service and feature are dimensions where the filters leave them open.
     dims = [d for d in DIMENSIONS if d not in lacks and not filters.get(d)
             and not (rows.outcome and d in OUTCOME_DIMENSIONS)] + list(tags)
 
-    def read(partitions: list[tuple[str, ...]]):
+    def source(part: tuple[str, ...]) -> str:
+        if form is None:
+            return "raw"
+        if set(part) <= set(ROLLUP_DIMENSIONS):
+            return form.family
+        if (form.family == "requests" and len(part) == 1 and part[0] in SEGMENT_DIMENSIONS + OUTCOME_SPLITS + tags
+                and filtered <= {"service", "feature"}):
+            return "segments"
+        return "raw"
+
+    def read(partitions: list[tuple[str, ...]], whole: bool = True):
         total = [Side(0, 0), Side(0, 0)]
         found: dict[tuple[str, ...], dict[tuple, list[Side]]] = {p: {} for p in partitions}
-        for r in rollups.partition_sums(store, rows, [current, baseline], partitions, tags, where, params, negative):
-            side = Side(float(r["num"] or 0), float(r["den"] or 0), r["sq"], r["shown"])
-            which = 0 if r["cur"] else 1
-            if r["part"] < 0:
-                total[which] = side
+        # The whole comes from the metric's rollup family (or the raw rows), read even without a partition.
+        whole_from = form.family if form is not None else "raw"
+        by_source: dict[str, list[tuple[str, ...]]] = {whole_from: []} if whole else {}
+        for part in partitions:
+            by_source.setdefault(source(part), []).append(part)
+        for src, parts in by_source.items():
+            if src == "raw":
+                got = rollups.partition_sums(store, rows, spans, parts, tags, where, params, negative)
             else:
-                found[partitions[r["part"]]].setdefault(tuple(r["vals"]), [Side(0, 0), Side(0, 0)])[which] = side
+                # The value shown of the whole only: a contributor's is read once it is one (_shown).
+                got = rollups.rollup_partition_sums(store, src, form.num, form.den, form.columns, spans, parts,
+                                                    where + form.where, params)
+            for r in got:
+                side = Side(float(r["num"] or 0), float(r["den"] or 0), r["sq"], r["shown"])
+                which = 0 if r["cur"] else 1
+                if r["part"] < 0:
+                    if src == whole_from:
+                        total[which] = side
+                else:
+                    found[parts[r["part"]]].setdefault(tuple(r["vals"]), [Side(0, 0), Side(0, 0)])[which] = side
+        if whole and form is not None and rows.mean:  # a mean's test needs the sum of squares, which no rollup holds
+            for r in rollups.window_totals(store, rows, spans, where, params):
+                which = 0 if r["cur"] else 1
+                total[which] = Side(total[which].num, total[which].den, r["sq"], total[which].shown)
         return (total[0], total[1]), {p: {k: (v[0], v[1]) for k, v in segs.items()} for p, segs in found.items()}
+
+    def shown(e: Explanation) -> Explanation:
+        """The whole and the contributors read from rollups, with their value shown (a percentile) in each
+        window."""
+        if form is None or not form.shown:
+            return e
+        todo = [c for c in e.contributors if source(tuple(c.dimensions)) != "raw"]
+        values = rollups.rollup_shown(store, form.shown, spans, [{}] + [c.dimensions for c in todo],
+                                      {d for c in todo for d in c.dimensions if d not in ROLLUP_DIMENSIONS},
+                                      where + form.where, params)
+        e.current, e.baseline = (replace(e.current, shown=values.get((1, 0))),
+                                 replace(e.baseline, shown=values.get((0, 0))))
+        for i, c in enumerate(todo, 1):
+            c.current = replace(c.current, shown=values.get((1, i)))
+            c.baseline = replace(c.baseline, shown=values.get((0, i)))
+        return e
 
     total, partitions = read([(d,) for d in dims])
     first = explain(total, partitions, rows.mean)
     if not first.significant:
-        return first
+        return shown(first)
     best: list[str] = []
     for c in first.contributors:
         best += [d for d in c.dimensions if d not in best]
     pairs = [(a, b) for i, a in enumerate(best[:PAIRS_OF]) for b in best[i + 1:PAIRS_OF]]
     if not pairs:
-        return first
-    _, more = read(pairs)
-    return explain(total, {**partitions, **more}, rows.mean)
+        return shown(first)
+    _, more = read(pairs, whole=False)
+    return shown(explain(total, {**partitions, **more}, rows.mean))
 
 
 # -- in words ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
-from monitor.foundation.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, SEGMENTS_OF_ROW
+from monitor.foundation.rollups import FEEDBACK_COUNTS, NEGATIVE_FEEDBACK_WHEN, SEGMENT_DIMENSIONS, SEGMENTS_OF_ROW
 from monitor.foundation.tables._raw import deduplicated, stored_ids
 from monitor.foundation.tables.requests import TimeSpan
 
@@ -88,8 +88,8 @@ def period_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: S
     cur, in_either, p = _two_spans(spans)
     return store.query_dicts(
         f"SELECT {cur} AS cur, service, feature, "
-        + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
-        f", {unhappy} AS unhappy "
+        + "".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}, " for c in counts) +
+        f"{unhappy} AS unhappy "
         f"FROM feedback WHERE service != '' AND {in_either}{where} GROUP BY cur, service, feature", {**params, **p})
 
 
@@ -104,6 +104,9 @@ def _two_spans(spans: list[tuple[dt.datetime, dt.datetime]]) -> tuple[str, str, 
     return cur, f"({in_cur} OR {in_prev})", {"lo": lo, "hi": hi, "plo": plo, "phi": phi}
 
 
+SEGMENT_COLUMNS = (*SEGMENT_DIMENSIONS, "segment_tags")  # what SEGMENTS_OF_ROW reads
+
+
 def segment_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: Sequence[str],
                    dims: Sequence[str], where: str, params: dict) -> list[dict]:
     """Feedback counts (``counts`` names FEEDBACK_COUNTS conditions) per (``cur`` as in period_counts,
@@ -114,10 +117,14 @@ def segment_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: 
     segments = f"arrayFilter(s -> s.1 IN {{dims:Array(String)}}, {SEGMENTS_OF_ROW})"
     args = {**params, **p, "dims": list(dims)}
     # The segment's columns are named seg_*: feedback has a column ``value`` (a thumb's or a rating's).
+    # Counted per combination of the segment columns first (few), then each combination once per segment
+    # it is in: copying every row once per segment cost more than the counting.
     rows = {(r["cur"], r["seg_dimension"], r["seg_value"]): r for r in store.query_dicts(
         f"SELECT cur, segment.1 AS seg_dimension, segment.2 AS seg_value, "
+        + ", ".join(f"sum({c}) AS {c}" for c in counts) +
+        f" FROM (SELECT {cur} AS cur, {', '.join(SEGMENT_COLUMNS)}, "
         + ", ".join(f"countIf({FEEDBACK_COUNTS[c]}) AS {c}" for c in counts) +
-        f" FROM (SELECT {cur} AS cur, * FROM feedback WHERE service != '' AND {in_either}{where}) "
+        f" FROM feedback WHERE service != '' AND {in_either}{where} GROUP BY cur, {', '.join(SEGMENT_COLUMNS)}) "
         f"ARRAY JOIN {segments} AS segment GROUP BY cur, seg_dimension, seg_value", args)}
     for r in store.query_dicts(
             "SELECT cur, segment.1 AS seg_dimension, segment.2 AS seg_value, countIf(h > g) AS hallucinated, "
@@ -143,9 +150,12 @@ def _verdicts(spans, where: str, carried: str) -> str:
     """A subquery of one row per (cur, reviewed request): its reviewers' votes ``h`` (hallucinated) and ``g``
     (grounded), and ``carried`` (aggregates of its rows); a verdict is the majority, as the review queue's."""
     cur, in_either, _ = _two_spans(spans)
+    # The newest version of each label among the rows selected, as FINAL would keep (a label's kind, source
+    # and request do not change between versions), without FINAL's merge of the whole table.
     return (f"(SELECT {cur} AS cur, request_id, {carried}, countIf(label = 'hallucinated') AS h, "
-            "countIf(label = 'grounded') AS g FROM feedback FINAL WHERE kind = 'hallucination' "
-            f"AND source = 'reviewer' AND service != '' AND {in_either}{where} GROUP BY cur, request_id)")
+            "countIf(label = 'grounded') AS g FROM (SELECT * FROM feedback WHERE kind = 'hallucination' "
+            f"AND source = 'reviewer' AND service != '' AND {in_either}{where} "
+            "ORDER BY ingested_at DESC LIMIT 1 BY request_id, feedback_id) GROUP BY cur, request_id)")
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,17 @@ def segment_figures(store, spans: list[tuple[dt.datetime, dt.datetime]], dims: t
          "rank_hi": max(hi for _, hi in spans)})
 
 
+def feedback_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts: tuple[str, ...], where: str,
+                    params: dict) -> list[dict]:
+    """Per (``cur``: 1 for the first span, service, feature) the feedback ``counts`` (FEEDBACK_COUNTS names) on
+    the requests of each (minute-aligned) span, from the feedback rollups, which count feedback at its
+    request's time; orphans (no request yet) are in no service. A row in both spans counts in both."""
+    src, p = covering_source(spans, where + " AND service != ''", ", ".join(("service", "feature", *counts)),
+                             family="feedback")
+    return store.query_dicts(f"SELECT span = 0 AS cur, service, feature, {', '.join(f'sum({c}) AS {c}' for c in counts)} "
+                             f"FROM {src} GROUP BY cur, service, feature", {**params, **p})
+
+
 def segment_value_counts(store, lo: dt.datetime, hi: dt.datetime, filters: dict[str, str],
                          dims: tuple[str, ...]) -> dict[str, int]:
     """dimension -> how many values of it had requests in [lo, hi) in the traffic ``filters`` (service,
@@ -513,23 +524,108 @@ def partition_sums(store, metric, spans: list[tuple[dt.datetime, dt.datetime]], 
     (clo, chi), (blo, bhi) = spans
     # Feedback counts in its request's window (and orphans, without one, in none), as on the pages.
     table, time_col = metric.table, {"requests": "ts", "feedback": "request_ts"}[metric.table]
-    parts = ", ".join(f"({i}, [{', '.join(f'toString({dimension_sql(d, tags)})' for d in dims)}])"
-                      for i, dims in enumerate(partitions))
 
     def within(col: str, lo: str, hi: str) -> str:
         return f"({col} >= {{{lo}:DateTime64(3, 'UTC')}} AND {col} < {{{hi}:DateTime64(3, 'UTC')}})"
 
     in_cur, in_base = within(time_col, "clo", "chi"), within(time_col, "blo", "bhi")
     cond = f" AND {metric.where}" if metric.where else ""
-    sq = f"sum(toFloat64({metric.sq}) * ({metric.den}))" if metric.sq else "NULL"
-    unhappy_col = (f", request_id IN (SELECT request_id FROM feedback WHERE ({negative}) AND "
-                   f"({within('request_ts', 'clo', 'chi')} OR {within('request_ts', 'blo', 'bhi')})) AS unhappy"
-                   if "unhappy" in metric.den else "")
-    sql = (f"SELECT cur, pv.1 AS part, pv.2 AS vals, sum(toFloat64({metric.num}) * ({metric.den})) AS num, "
-           f"sum(toFloat64({metric.den})) AS den, {sq} AS sq, {metric.shown or 'NULL'} AS shown FROM "
-           f"(SELECT *, {in_cur} AS cur{unhappy_col} FROM {table} WHERE ({in_cur} OR {in_base}){cond}{where}) "
-           f"ARRAY JOIN arrayConcat([(-1, CAST([], 'Array(String)'))], [{parts}]) AS pv GROUP BY cur, part, vals")
+    # A request of either window with negative feedback (the same set, built once, wherever it is named).
+    den = metric.den.replace("unhappy", f"(request_id IN (SELECT request_id FROM feedback WHERE ({negative}) AND "
+                             f"({within('request_ts', 'clo', 'chi')} OR {within('request_ts', 'blo', 'bhi')})))")
+    sq = f"sum(toFloat64({metric.sq}) * ({den}))" if metric.sq else "NULL"
+    # The rows are summed per combination of the partitions' dimensions first (few, for the few dimensions
+    # the rollups do not hold), then each combination once per partition: copying every row once per
+    # partition and grouping by arrays cost ~80 ns a row and partition.
+    names = list(dict.fromkeys(d for dims in partitions for d in dims))
+    keys = "".join(f", toString({dimension_sql(d, tags)}) AS d{i}" for i, d in enumerate(names))
+    parts = ", ".join(f"({i}, [{', '.join(f'd{names.index(d)}' for d in dims)}])" for i, dims in enumerate(partitions))
+    shown_fn, _, shown_args = (metric.shown or "").partition("(0.95)")
+    inner = (f"SELECT {in_cur} AS cur{keys}, sum(toFloat64({metric.num}) * ({den})) AS n, sum(toFloat64({den})) AS m, "
+             f"{sq} AS s{f', {shown_fn}State(0.95){shown_args} AS q' if metric.shown else ''} FROM {table} "
+             f"WHERE ({in_cur} OR {in_base}){cond}{where} GROUP BY cur{''.join(f', d{i}' for i in range(len(names)))}")
+    sql = (f"SELECT cur, pv.1 AS part, pv.2 AS vals, sum(n) AS num, sum(m) AS den, {'sum(s)' if metric.sq else 'NULL'} AS sq, "
+           f"{f'{shown_fn}Merge(0.95)(q)' if metric.shown else 'NULL'} AS shown FROM ({inner}) "
+           f"ARRAY JOIN arrayConcat([(-1, CAST([], 'Array(String)'))]{', [' + parts + ']' if parts else ''}) AS pv "
+           "GROUP BY cur, part, vals")
     return store.query_dicts(sql, {**params, "clo": clo, "chi": chi, "blo": blo, "bhi": bhi})
+
+
+def rollup_partition_sums(store, family: str, num: str, den: str, columns: tuple[str, ...],
+                          spans: list[tuple[dt.datetime, dt.datetime]], partitions: list[tuple[str, ...]],
+                          where: str, params: dict) -> list[dict]:
+    """partition_sums' rows (without ``sq`` and ``shown``) from the rollups of ``family`` tiling the two
+    (minute-aligned, disjoint) spans: ``num`` and ``den`` are aggregates of rollup columns. ``requests`` and
+    ``feedback`` rollups give the whole (part -1) and any partition of their dimensions; ``segments`` one
+    segment dimension per partition (a request is in one row per dimension, so no whole). ``columns``: the
+    rollup columns the aggregates read."""
+    if family == "segments":
+        dims = [d for (d,) in partitions]
+        src, p = covering_source(spans, where + " AND dimension IN {dims:Array(String)}",
+                                 ", ".join(("dimension", "value", *columns)), family="segments")
+        sql = (f"SELECT span = 0 AS cur, toInt32(indexOf({{dims:Array(String)}}, dimension)) - 1 AS part, [toString(value)] "
+               f"AS vals, {num} AS num, {den} AS den, NULL AS sq, NULL AS shown FROM {src} "
+               "WHERE span >= 0 GROUP BY cur, part, vals")
+        return store.query_dicts(sql, {**params, **p, "dims": dims})
+    parts = ", ".join(f"({i}, [{', '.join(f'toString({d})' for d in dims)}])" for i, dims in enumerate(partitions))
+    read = dict.fromkeys(d for dims in partitions for d in dims) | dict.fromkeys(columns)
+    src, p = covering_source(spans, where, ", ".join(read), family=family)
+    sql = (f"SELECT span = 0 AS cur, pv.1 AS part, pv.2 AS vals, {num} AS num, {den} AS den, NULL AS sq, "
+           f"NULL AS shown FROM {src} ARRAY JOIN arrayConcat([(-1, CAST([], 'Array(String)'))]"
+           f"{', [' + parts + ']' if parts else ''}) AS pv WHERE span >= 0 GROUP BY cur, part, vals")
+    return store.query_dicts(sql, {**params, **p})
+
+
+def rollup_shown(store, shown: str, spans: list[tuple[dt.datetime, dt.datetime]], items: list[dict[str, str]],
+                 segment_dims: set[str], where: str, params: dict) -> dict[tuple[int, int], float | None]:
+    """(cur: 1 for the first span, index in ``items``) -> ``shown`` (an aggregate over rollup rows) of each
+    item's segment (its dimensions' values; {} the whole) in each span: from the request rollups for rollup
+    dimensions, from the segment rollups for one dimension of ``segment_dims``."""
+    out: dict[tuple[int, int], float | None] = {}
+    for family in ("requests", "segments"):
+        conds, p = [], {}
+        for i, item in enumerate(items):
+            if (family == "segments") != bool(set(item) & segment_dims):
+                continue
+            if family == "segments":
+                (d, v), = item.items()
+                conds.append((i, f"dimension = {{sd{i}:String}} AND value = {{sv{i}:String}}"))
+                p |= {f"sd{i}": d, f"sv{i}": v}
+            else:
+                conds.append((i, " AND ".join(f"toString({d}) = {{sv{i}_{j}:String}}" for j, d in enumerate(item)) or "1"))
+                p |= {f"sv{i}_{j}": v for j, v in enumerate(item.values())}
+        if not conds:
+            continue
+        cols = ("dimension", "value") if family == "segments" else tuple(dict.fromkeys(d for i, _ in conds for d in items[i]))
+        src, sp = covering_source(spans, where, ", ".join((*cols, "latency_q")), family=family)
+        pick = "arrayJoin(arrayFilter(x -> x >= 0, [" + ", ".join(f"if({c}, {i}, -1)" for i, c in conds) + "]))"
+        for cur, item, value in store.query(f"SELECT span = 0 AS cur, {pick} AS item, {shown} "
+                                            f"FROM {src} WHERE span >= 0 GROUP BY cur, item", {**params, **p, **sp}):
+            out[(int(cur), int(item))] = value
+    return out
+
+
+def latency_p95(store, span: tuple[dt.datetime, dt.datetime], where: str, params: dict) -> float | None:
+    """The latency p95 over the request rollups tiling ``span`` (minute-aligned), merged t-digests."""
+    src, p = covering_source([span], where, "latency_q")
+    return store.scalar(f"SELECT quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)"
+                        f"[{LATENCY_QUANTILES.index(0.95) + 1}] FROM {src}", {**params, **p})
+
+
+def window_totals(store, metric, spans: list[tuple[dt.datetime, dt.datetime]], where: str, params: dict) -> list[dict]:
+    """Per ``cur`` (1 for the first span) the ``metric``'s (explain.MetricRows) num, den and sq over its
+    table's raw rows: the whole alone, one pass without splitting (a mean's sum of squares, which the rollups
+    do not hold)."""
+    (clo, chi), (blo, bhi) = spans
+    time_col = {"requests": "ts", "feedback": "request_ts"}[metric.table]
+    cur = f"({time_col} >= {{clo:DateTime64(3, 'UTC')}} AND {time_col} < {{chi:DateTime64(3, 'UTC')}})"
+    base = f"({time_col} >= {{blo:DateTime64(3, 'UTC')}} AND {time_col} < {{bhi:DateTime64(3, 'UTC')}})"
+    cond = f" AND {metric.where}" if metric.where else ""
+    sq = f"sum(toFloat64({metric.sq}) * ({metric.den}))" if metric.sq else "NULL"
+    return store.query_dicts(
+        f"SELECT {cur} AS cur, sum(toFloat64({metric.num}) * ({metric.den})) AS num, sum(toFloat64({metric.den})) "
+        f"AS den, {sq} AS sq FROM {metric.table} WHERE ({cur} OR {base}){cond}{where} GROUP BY cur",
+        {**params, "clo": clo, "chi": chi, "blo": blo, "bhi": bhi})
 
 
 def percentile_of(store, metric, span: tuple[dt.datetime, dt.datetime], where: str, params: dict) -> float | None:
