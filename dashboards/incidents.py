@@ -72,13 +72,15 @@ def _shifted(p: kpis.Period) -> kpis.Period:
     return kpis.Period("baseline", p.start - BASELINE_SHIFT, p.end - BASELINE_SHIFT)
 
 
-def _breakdown(store, period: kpis.Period, where: str, params: dict, segment: bool) -> dict[str, list[dict]]:
+def _breakdown(store, period: kpis.Period, where: str, params: dict, segment: bool,
+               scope: dict[str, str] | None) -> dict[str, list[dict]]:
     """Failed requests (status other than ok) by model, prompt_version, status and error_type.
 
     The first three come from the request rollups, which count requests per model,
     prompt_version and status (from the raw rows for a ``segment``, which those rollups do not
-    break down); error_type only from the raw failed rows. For status and error_type the rate is
-    the share of all requests in the window. ``where`` applies to raw rows.
+    break down); error_type from the segment rollups, which count it for the traffic of a service and
+    feature (``scope``; None: other filters, read from the raw failed rows). For status and error_type
+    the rate is the share of all requests in the window. ``where`` applies to raw rows.
     """
     rows = (requests if segment else rollups).failures_by_model_and_prompt(store, period.start, period.end,
                                                                           where, params)
@@ -93,8 +95,9 @@ def _breakdown(store, period: kpis.Period, where: str, params: dict, segment: bo
     n = total["requests"]
     out["status"] = sorted(({"value": s, "failed": total[c], "requests": n, "failure_rate": total[c] / n}
                             for s, c in STATUS_COLUMNS.items() if s != "ok" and total[c]), key=lambda e: -e["failed"])
-    out["error_type"] = [{"value": v, "failed": k, "requests": n, "failure_rate": k / n}
-                         for v, k in requests.failures_by_error_type(store, period.start, period.end, where, params)]
+    by_type = (rollups.failures_by_value(store, period.start, period.end, "error_type", scope, 15) if scope is not None
+               else requests.failures_by_error_type(store, period.start, period.end, where, params))
+    out["error_type"] = [{"value": v, "failed": k, "requests": n, "failure_rate": k / n} for v, k in by_type]
     return {"error_type": out["error_type"], "model": out["model"], "prompt_version": out["prompt_version"],
             "status": out["status"]}
 
@@ -165,8 +168,9 @@ def report(store, config, period: kpis.Period, filters: dict) -> IncidentReport:
              if r.ts - parse_duration(r.window) < period.end]  # the report's window overlaps the incident's
     return IncidentReport(
         period, baseline, {k: v for k, v in filters.items() if v}, rows,
-        _breakdown(store, period, rows_where, params, segment is not None),
-        requests.slowest(store, period.start, period.end, rows_where, params, LIST_LIMIT),
+        _breakdown(store, period, rows_where, params, segment is not None, None if segment or dims_where else scope),
+        requests.slowest(store, period.start, period.end, rows_where, params, LIST_LIMIT,
+                         rollups.latency_floor(store, period.start, period.end, rollup_where, params, family, LIST_LIMIT)),
         _failing(store, period, rows_where, params, rollup_where, family),
         feedback.negative(store, period.start, period.end, rows_where, params, LIST_LIMIT, SNIPPET), history, spans,
         drift, charts.prompt_changes(store, period.start, period.end, filters.get("service", ""),

@@ -403,6 +403,11 @@ def test_incident_report_lists_equal_plain_queries_on_the_raw_rows(data, which):
     slowest = [r[0] for r in store.query(
         f"SELECT request_id FROM requests WHERE {cond} ORDER BY latency_ms DESC LIMIT 20", p)]
     assert [r.request_id for r in rep.slowest] == slowest
+    # read above the floor the rollups' histogram gives (the error types, from the segment rollups)
+    from monitor.foundation.filters import where_equal
+    from monitor.foundation.tables import rollups
+    where, wp = where_equal(filters, ("service", "feature"))
+    assert rollups.latency_floor(store, rep.period.start, rep.period.end, where, wp, "requests", 20) > 0
     failing = [r[0] for r in store.query(
         f"SELECT request_id FROM requests WHERE {cond} AND status IN ('error', 'timeout') ORDER BY ts DESC LIMIT 20", p)]
     assert len(failing) == 20 and [r.request_id for r in rep.failing] == failing

@@ -341,11 +341,17 @@ def failing(store, since: dt.datetime, hi: dt.datetime, where: str, params: dict
         {**params, "since": since, "hi": hi, "limit": limit})]
 
 
-def slowest(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int) -> list[RequestBrief]:
+def slowest(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, limit: int,
+            floor: float | None = None) -> list[RequestBrief]:
     """The slowest requests in [lo, hi). One table and a plain ORDER BY ... LIMIT, so ClickHouse reads
-    the other columns (texts included) only for the rows it keeps (lazy materialization)."""
-    return [RequestBrief(**r) for r in store.query_dicts(
-        f"SELECT {LIST_COLUMNS} FROM requests WHERE ts >= {{lo:DateTime64(3, 'UTC')}} "
-        f"AND ts < {{hi:DateTime64(3, 'UTC')}}{where} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}} "
-        "SETTINGS prefer_column_name_to_alias = 1",
-        {**params, "lo": lo, "hi": hi, "limit": limit})]
+    the other columns (texts included) only for the rows it keeps (lazy materialization). ``floor``: a
+    latency at least ``limit`` requests of the window exceed (the rollups' histogram says which), so only
+    the latency column is read for the others; with fewer rows above it, the window is read whole."""
+    def read(cond: str) -> list[RequestBrief]:
+        return [RequestBrief(**r) for r in store.query_dicts(
+            f"SELECT {LIST_COLUMNS} FROM requests WHERE ts >= {{lo:DateTime64(3, 'UTC')}} "
+            f"AND ts < {{hi:DateTime64(3, 'UTC')}}{where}{cond} ORDER BY latency_ms DESC LIMIT {{limit:UInt32}} "
+            "SETTINGS prefer_column_name_to_alias = 1",
+            {**params, "lo": lo, "hi": hi, "limit": limit, "floor": floor})]
+    rows = read(" AND latency_ms > {floor:Float64}") if floor is not None else []
+    return rows if len(rows) >= limit else read("")

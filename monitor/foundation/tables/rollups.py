@@ -14,7 +14,7 @@ from monitor.foundation.rollups import (FEATURE_DIMENSIONS, FEATURE_ROLLUPS, FEE
                                         RAW_TIME, REQUEST_ROLLUPS, REQUEST_SELECT, REQUEST_SUMS, SEGMENT_KEY,
                                         SEGMENT_ROLLUPS, STATUS_COLUMNS, covering_source, feedback_rollup_select,
                                         rebuild_select, requests_rollup_select, rollup_for, segmented, slo_good_sql,
-                                        LATENCY_QUANTILES, quantiles_sql)
+                                        LATENCY_BUCKETS_MS, LATENCY_QUANTILES, quantiles_sql)
 from monitor.foundation.tables import feedback, requests
 
 
@@ -191,6 +191,28 @@ def feedback_counts(store, spans: list[tuple[dt.datetime, dt.datetime]], counts:
                              family="feedback")
     return store.query_dicts(f"SELECT span = 0 AS cur, service, feature, {', '.join(f'sum({c}) AS {c}' for c in counts)} "
                              f"FROM {src} GROUP BY cur, service, feature", {**params, **p})
+
+
+def failures_by_value(store, lo: dt.datetime, hi: dt.datetime, dimension: str, filters: dict[str, str],
+                      limit: int) -> list[tuple[str, int]]:
+    """(value, failed requests: status other than ok) of a segment ``dimension`` (an outcome split such as
+    error_type counts every request) in [lo, hi) (minute-aligned), most first, of the traffic ``filters``
+    (service, feature) select, from the segment rollups."""
+    where, params = where_equal(filters, ("service", "feature"))
+    src, p = covering_source([(lo, hi)], where + " AND dimension = {dim:String}", "value, requests, status_ok",
+                             family="segments")
+    return store.query(f"SELECT toString(value) AS v, sum(requests) - sum(status_ok) AS k FROM {src} GROUP BY v "
+                       f"HAVING k > 0 ORDER BY k DESC, v LIMIT {int(limit)}", {**params, **p, "dim": dimension})
+
+
+def latency_floor(store, lo: dt.datetime, hi: dt.datetime, where: str, params: dict, family: str,
+                  n: int) -> float | None:
+    """The largest latency histogram boundary that at least ``n`` requests of [lo, hi) (minute-aligned) are
+    slower than, per the rollups of ``family`` read with ``where``: the n slowest are all above it."""
+    src, p = covering_source([(lo, hi)], where, "requests, latency_le", family=family)
+    total, le = store.query(f"SELECT sum(requests), sumForEachMerge(latency_le) FROM {src}", {**params, **p})[0]
+    above = [b for b, at_most in zip(LATENCY_BUCKETS_MS, le or []) if total - at_most >= n]
+    return float(above[-1]) if above else None
 
 
 def segment_value_counts(store, lo: dt.datetime, hi: dt.datetime, filters: dict[str, str],
