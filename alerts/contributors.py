@@ -3,9 +3,9 @@
 A group's first notification carries, on each firing alert whose rule watches a metric nlpmon can explain,
 the annotation ``contributors`` ("region=eu-west-1: 83% of the change (rate 1.1% → 24.6%); ..."), the
 top CONTRIBUTORS_SHOWN of monitor.foundation.explain over the alert's window (from a little before it
-became active until now) against the same window a week before. The explanation reads raw rows: it runs
-beside the dispatcher with a budget (BUDGET, 2 s for the whole group); what is not done by then is left
-out, so a page is never held back by more than that.
+became active until now, on whole minutes so that it reads rollups) against the same window a week
+before. It runs beside the dispatcher with a budget (BUDGET, 2 s for the whole group); what is not done by
+then is left out, so a page is never held back by more than that.
 """
 from __future__ import annotations
 
@@ -41,8 +41,10 @@ def annotate(store, config, rules: dict, alerts: list, now: dt.datetime, budget:
         metric = metric_of(rules.get(a.rule))
         if metric is None:
             continue
+        # On whole minutes, the running one included (as the pages' periods): the explanation reads rollups.
+        stop = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
         start = min((a.active_at or now) - LEAD, now - SHORTEST)
-        window = (max(start, now - LONGEST), now)
+        window = (max(start, now - LONGEST).replace(second=0, microsecond=0), stop)
         base = explain.baseline_of(*window)
         filters = {k: v for k, v in a.labels.items() if k in explain.FILTERS + tuple(config.segments.tags)}
         jobs[a.fingerprint] = (metric, _POOL.submit(explain.run, store, config, metric, window, base, filters))
