@@ -32,10 +32,17 @@ def chdb_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("chdb")
 
 
+# The engine applies TTLs by the real date, as rows are inserted: with the defaults (90 days, texts 30), tests
+# whose data has fixed dates (NOW) would find their texts blanked, then their rows gone, as the calendar moves
+# on. Tests keep their data for years unless they set retention themselves (the migration tests do).
+TEST_RETENTION = {"days": 2000, "text_days": 2000}
+
+
 @pytest.fixture
 def make_config(chdb_dir):
     def make(**sections):
-        base = {"clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_{uuid.uuid4().hex[:12]}"}}
+        base = {"clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_{uuid.uuid4().hex[:12]}"},
+                "retention": dict(TEST_RETENTION) if "retention" not in sections else {}}
         for k, v in sections.items():
             base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
         return load_config(env={}, overrides=base)

@@ -120,9 +120,10 @@ def app_of_its_own(chdb_dir, clock, prefix: str, **sections):
     from monitor.app import create_app
     from monitor.foundation.config import load_config
     from monitor.foundation.storage import Store
-    from tests.conftest import upgrade_fast
+    from tests.conftest import TEST_RETENTION, upgrade_fast
     cfg = load_config(env={}, overrides={
-        "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_{prefix}_{uuid.uuid4().hex[:12]}"}, **sections})
+        "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"t_{prefix}_{uuid.uuid4().hex[:12]}"},
+        "retention": TEST_RETENTION, **sections})
     store = Store.from_config(cfg)
     try:
         upgrade_fast(store, cfg)

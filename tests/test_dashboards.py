@@ -22,7 +22,7 @@ from monitor.foundation.clock import ManualClock, iso_utc
 from monitor.foundation.config import load_config
 from monitor.foundation.storage import Store
 from monitor.scheduler import build_jobs
-from tests.conftest import ARTIFACTS, upgrade_fast
+from tests.conftest import ARTIFACTS, TEST_RETENTION, upgrade_fast
 from tests.helpers import auth
 
 pytestmark = pytest.mark.xdist_group("dashboards")
@@ -47,7 +47,7 @@ class Dataset:
 def data(chdb_dir):
     config = load_config(env={}, overrides={
         "clickhouse": {"url": f"chdb://{chdb_dir}", "database": f"ui_{uuid.uuid4().hex[:12]}"},
-        "jobs": {"catchup_max": "2d"}, "grounding": {"enabled": False}, "drift": {"enabled": False},
+        "retention": TEST_RETENTION, "jobs": {"catchup_max": "2d"}, "grounding": {"enabled": False}, "drift": {"enabled": False},
         "review": {"sample_rate": 0.01, "min_per_day": 5},
         "slos": [{"name": "answer-availability", "service": "support-bot", "feature": "answer", "objective": 98,
                   "sli": "availability", "period": "30d"}]})

@@ -100,10 +100,10 @@ def test_engines_partitions_and_ttls(store):
     assert info["feedback"][0] == "ReplacingMergeTree" and "feedback_id" in info["feedback"][2]
     assert info["metric_points"][0] == "ReplacingMergeTree"
     ddl = store.scalar("SHOW CREATE TABLE requests")
-    assert "TTL toDateTime(ts) + toIntervalDay(90)" in ddl
+    assert "TTL toDateTime(ts) + toIntervalDay(2000)" in ddl  # tests' retention (conftest.TEST_RETENTION)
     assert "ttl_only_drop_parts = 1" in ddl
-    assert "`input_text` String TTL toDateTime(ts) + toIntervalDay(30) CODEC(ZSTD(3))" in ddl or \
-           ("input_text" in ddl and "toIntervalDay(30)" in ddl)
+    assert "`input_text` String TTL toDateTime(ts) + toIntervalDay(2000) CODEC(ZSTD(3))" in ddl or \
+           ("input_text" in ddl and "toIntervalDay(2000)" in ddl)
     assert "LowCardinality(String)" in ddl
     assert info["requests_1m"][0] == "AggregatingMergeTree" and info["feedback_1m"][0] == "AggregatingMergeTree"
     rollup = store.scalar("SHOW CREATE TABLE requests_1m")
