@@ -347,6 +347,8 @@ def serve(obj: _Ctx, host: str | None, port: int | None, with_scheduler: bool | 
     import waitress
 
     from monitor.app import create_app
+    from monitor.foundation.memory import cap_arenas
+    cap_arenas()  # before the engine's and the server's threads
     cfg = obj.config
     _setup_logging(cfg)
     store = obj.ready_store()
