@@ -37,10 +37,17 @@ def existing_ids(store, ids) -> set[str]:
 
 def orphans(store, since: dt.datetime, limit: int = 10_000) -> list[dict]:
     """Stored feedback (every column, newest version) given since ``since`` that carries no request
-    time or dimensions yet: its request had not arrived when it did."""
-    return store.query_dicts(f"SELECT {', '.join(COLUMNS)} FROM feedback FINAL "
-                             "WHERE ts >= {since:DateTime64(3, 'UTC')} AND request_ts IS NULL LIMIT {n:UInt32}",
-                             {"since": since, "n": limit})
+    time or dimensions yet: its request had not arrived when it did.
+
+    The newest version of each candidate (a row without a request time) is read by its key, as FINAL
+    would keep it, without FINAL's merge of every part of the month (a version's ``ts``, the feedback's
+    own time, is the same in every version)."""
+    return store.query_dicts(
+        f"SELECT * FROM (SELECT {', '.join(COLUMNS)} FROM feedback WHERE ts >= {{since:DateTime64(3, 'UTC')}} "
+        "AND (request_id, feedback_id) IN (SELECT request_id, feedback_id FROM feedback "
+        "WHERE ts >= {since:DateTime64(3, 'UTC')} AND request_ts IS NULL) "
+        "ORDER BY ingested_at DESC LIMIT 1 BY request_id, feedback_id) WHERE request_ts IS NULL LIMIT {n:UInt32}",
+        {"since": since, "n": limit})
 
 
 def exists(store, feedback_id: str, request_id: str) -> bool:
