@@ -337,12 +337,15 @@ def run(store, config, metric: str, current: tuple, baseline: tuple, filters: Ma
     form = rows.rollup if _aligned(*current, *baseline) and filtered <= set(ROLLUP_DIMENSIONS) else None
     spans = [current, baseline]
     if rows.percentile_of:
-        threshold = (rollups.latency_p95(store, baseline, where, params) if form is not None
-                     else rollups.percentile_of(store, rows, baseline, where, params))
+        threshold = (rollups.rollup_shown(store, form.shown, [baseline], [{}], set(), where + form.where, params).get((1, 0))
+                     if form is not None else rollups.percentile_of(store, rows, baseline, where, params))
         if threshold is None or threshold != threshold:
             return Explanation(Side(0, 0), Side(0, 0), False, None, reason="not enough data: no baseline requests")
-        params["threshold"] = latency_threshold(threshold) if rows.percentile_of == "latency_ms" else float(threshold)
-        params["bucket"] = bucket_index(params["threshold"]) or 0
+        if rows.percentile_of == "latency_ms":
+            params["threshold"] = latency_threshold(threshold)
+            params["bucket"] = bucket_index(params["threshold"])
+        else:
+            params["threshold"] = float(threshold)
     negative = negative_when(config.outcomes.success.negative_feedback)
     # Service and feature are dimensions where the filters leave them open.
     dims = [d for d in DIMENSIONS if d not in lacks and not filters.get(d)
@@ -382,7 +385,7 @@ def run(store, config, metric: str, current: tuple, baseline: tuple, filters: Ma
                 else:
                     found[parts[r["part"]]].setdefault(tuple(r["vals"]), [Side(0, 0), Side(0, 0)])[which] = side
         if whole and form is not None and rows.mean:  # a mean's test needs the sum of squares, which no rollup holds
-            for r in rollups.window_totals(store, rows, spans, where, params):
+            for r in rollups.partition_sums(store, rows, spans, [], tags, where, params, negative):
                 which = 0 if r["cur"] else 1
                 total[which] = Side(total[which].num, total[which].den, r["sq"], total[which].shown)
         return (total[0], total[1]), {p: {k: (v[0], v[1]) for k, v in segs.items()} for p, segs in found.items()}

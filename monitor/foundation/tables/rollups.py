@@ -627,29 +627,6 @@ def rollup_shown(store, shown: str, spans: list[tuple[dt.datetime, dt.datetime]]
     return out
 
 
-def latency_p95(store, span: tuple[dt.datetime, dt.datetime], where: str, params: dict) -> float | None:
-    """The latency p95 over the request rollups tiling ``span`` (minute-aligned), merged t-digests."""
-    src, p = covering_source([span], where, "latency_q")
-    return store.scalar(f"SELECT quantilesTDigestMerge({quantiles_sql(LATENCY_QUANTILES)})(latency_q)"
-                        f"[{LATENCY_QUANTILES.index(0.95) + 1}] FROM {src}", {**params, **p})
-
-
-def window_totals(store, metric, spans: list[tuple[dt.datetime, dt.datetime]], where: str, params: dict) -> list[dict]:
-    """Per ``cur`` (1 for the first span) the ``metric``'s (explain.MetricRows) num, den and sq over its
-    table's raw rows: the whole alone, one pass without splitting (a mean's sum of squares, which the rollups
-    do not hold)."""
-    (clo, chi), (blo, bhi) = spans
-    time_col = {"requests": "ts", "feedback": "request_ts"}[metric.table]
-    cur = f"({time_col} >= {{clo:DateTime64(3, 'UTC')}} AND {time_col} < {{chi:DateTime64(3, 'UTC')}})"
-    base = f"({time_col} >= {{blo:DateTime64(3, 'UTC')}} AND {time_col} < {{bhi:DateTime64(3, 'UTC')}})"
-    cond = f" AND {metric.where}" if metric.where else ""
-    sq = f"sum(toFloat64({metric.sq}) * ({metric.den}))" if metric.sq else "NULL"
-    return store.query_dicts(
-        f"SELECT {cur} AS cur, sum(toFloat64({metric.num}) * ({metric.den})) AS num, sum(toFloat64({metric.den})) "
-        f"AS den, {sq} AS sq FROM {metric.table} WHERE ({cur} OR {base}){cond}{where} GROUP BY cur",
-        {**params, "clo": clo, "chi": chi, "blo": blo, "bhi": bhi})
-
-
 def percentile_of(store, metric, span: tuple[dt.datetime, dt.datetime], where: str, params: dict) -> float | None:
     """The 95th percentile of ``metric.percentile_of`` over the raw requests of ``span`` (the threshold a
     percentile's change is explained through)."""
